@@ -1,0 +1,91 @@
+# caddy-agcluster build, images, tests and benchmarks.
+#
+# make build   agent and mock binaries into bin/ (and ./caddy once the module lands)
+# make image   the agent image and the mock Anthropic API image
+# make test    unit and integration tests (needs a Docker engine; builds images)
+# make bench   benchmarks (same needs as test)
+# make run     the agent image on 127.0.0.1:8080
+# make lint    gofmt and go vet
+
+GO            ?= go
+CLAUDE_VERSION ?= 2.1.328
+AGCLUSTER_CACHE ?= $(HOME)/.cache/agcluster
+AGENT_IMAGE   ?= agcluster/agent:latest
+MOCK_IMAGE    ?= agcluster/mock-anthropic:latest
+# The offline base built by `make base-image`. Set BASE_IMAGE=debian:bookworm-slim
+# where a registry is reachable to skip debootstrap.
+BASE_IMAGE    ?= agcluster/base:bookworm
+TEST_TIMEOUT  ?= 30m
+GOTEST_FLAGS  ?=
+
+export AGCLUSTER_CACHE CLAUDE_VERSION AGENT_IMAGE MOCK_IMAGE
+export DOCKER_BUILDKIT=0
+
+CLAUDE_BIN := $(AGCLUSTER_CACHE)/claude-$(CLAUDE_VERSION)/claude
+GO_SOURCES := $(shell find . -name '*.go' -not -path './.build/*' 2>/dev/null) go.mod go.sum
+
+.PHONY: all build image agent-image mock-image base-image claude test test-unit bench run lint clean docker
+
+all: build
+
+build: bin/agcluster-agent bin/mock-anthropic
+
+bin/agcluster-agent: $(GO_SOURCES)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $@ ./agent/cmd/agcluster-agent
+
+bin/mock-anthropic: $(GO_SOURCES)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $@ ./internal/anthropictest/cmd/mock-anthropic
+
+# The pinned Claude Code CLI, cached outside the checkout.
+claude: $(CLAUDE_BIN)
+$(CLAUDE_BIN):
+	scripts/fetch-claude.sh
+
+docker:
+	scripts/ensure-docker.sh
+
+base-image: docker
+	@if [ "$(BASE_IMAGE)" = "agcluster/base:bookworm" ]; then scripts/base-image.sh "$(BASE_IMAGE)"; fi
+
+image: agent-image mock-image
+
+agent-image: bin/agcluster-agent $(CLAUDE_BIN) base-image
+	rm -rf .build/agent-context && mkdir -p .build/agent-context
+	ln -f $(CLAUDE_BIN) .build/agent-context/claude 2>/dev/null || cp $(CLAUDE_BIN) .build/agent-context/claude
+	cp bin/agcluster-agent .build/agent-context/
+	docker build -q --build-arg BASE_IMAGE=$(BASE_IMAGE) -f agent/Dockerfile -t $(AGENT_IMAGE) .build/agent-context
+	rm -rf .build/agent-context
+
+mock-image: bin/mock-anthropic docker
+	rm -rf .build/mock-context && mkdir -p .build/mock-context
+	cp bin/mock-anthropic .build/mock-context/
+	docker build -q -f internal/anthropictest/cmd/mock-anthropic/Dockerfile -t $(MOCK_IMAGE) .build/mock-context
+	rm -rf .build/mock-context
+
+# Everything: unit tests, the real claude binary against the mock, and the
+# agent in its hardened container.
+test: image
+	CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(GOTEST_FLAGS) ./...
+
+# Unit tests only: no Docker, no claude.
+test-unit:
+	$(GO) test -short -count=1 ./...
+
+bench: image
+	CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+run: agent-image
+	@token=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'); \
+	echo "agent on http://127.0.0.1:8080  token: $$token"; \
+	docker run --rm -it -p 127.0.0.1:8080:8080 \
+		--read-only --cap-drop ALL --security-opt no-new-privileges \
+		--tmpfs /tmp:rw,nosuid,size=256m --tmpfs /home/agent:rw,nosuid,size=256m,uid=1000,gid=1000,mode=0700 \
+		-e AGENT_TOKEN=$$token -e ANTHROPIC_BASE_URL -e ANTHROPIC_API_KEY \
+		$(AGENT_IMAGE)
+
+lint:
+	@out=$$(gofmt -l . | grep -v '^.build/' || true); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin .build caddy

@@ -1,0 +1,278 @@
+package claude
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// process is one running CLI. Its stdout is split into lines: control
+// responses go to whoever waits for them, the CLI's own control requests
+// are answered, and everything else goes to lines for the running turn.
+type process struct {
+	cmd *exec.Cmd
+
+	stdinMu sync.Mutex
+	stdin   io.WriteCloser
+
+	lines chan []byte   // closed when stdout ends
+	done  chan struct{} // closed once the process has been waited for
+	err   error         // the Wait error, valid after done
+
+	pendingMu sync.Mutex
+	pending   map[string]chan controlResponse
+	nextReq   int
+
+	stderr *tailBuffer
+}
+
+// startProcess runs bin with args in dir with env, in its own process group
+// so the CLI and the tools it starts can be killed together.
+func startProcess(bin string, args []string, dir string, env []string) (*process, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p := &process{
+		cmd:     cmd,
+		lines:   make(chan []byte, 256),
+		done:    make(chan struct{}),
+		pending: make(map[string]chan controlResponse),
+		stderr:  &tailBuffer{max: 4096},
+	}
+	cmd.Stderr = p.stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("claude stdin: %w", err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("claude stdout: %w", err)
+	}
+	p.stdin = stdin
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go p.readLoop(stdout)
+	return p, nil
+}
+
+func (p *process) pid() int {
+	if p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// alive reports whether the process has not exited yet.
+func (p *process) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+var controlMarker = []byte(`"control_`)
+
+func (p *process) readLoop(stdout io.Reader) {
+	r := bufio.NewReaderSize(stdout, 64<<10)
+	for {
+		raw, err := r.ReadBytes('\n')
+		if len(bytes.TrimSpace(raw)) > 0 {
+			if !bytes.Contains(raw, controlMarker) || !p.handleControl(raw) {
+				p.lines <- raw
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	close(p.lines)
+	p.err = p.cmd.Wait()
+	close(p.done)
+	p.pendingMu.Lock()
+	for id, ch := range p.pending {
+		close(ch)
+		delete(p.pending, id)
+	}
+	p.pendingMu.Unlock()
+}
+
+// handleControl consumes control_response lines (routing them to their
+// waiter) and control_request lines (answering them). It reports whether
+// the line was one of those.
+func (p *process) handleControl(raw []byte) bool {
+	var l struct {
+		Type      string           `json:"type"`
+		RequestID string           `json:"request_id"`
+		Request   json.RawMessage  `json:"request"`
+		Response  *controlResponse `json:"response"`
+	}
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return false
+	}
+	switch l.Type {
+	case "control_response":
+		if l.Response == nil {
+			return true
+		}
+		p.pendingMu.Lock()
+		ch := p.pending[l.Response.RequestID]
+		delete(p.pending, l.Response.RequestID)
+		p.pendingMu.Unlock()
+		if ch != nil {
+			ch <- *l.Response
+		}
+		return true
+	case "control_request":
+		// The CLI asks the host something (a permission prompt, a hook
+		// callback). Nobody is there to answer, so deny at once rather
+		// than leave the turn hanging.
+		_ = p.writeJSON(map[string]any{
+			"type": "control_response",
+			"response": map[string]any{
+				"subtype":    "success",
+				"request_id": l.RequestID,
+				"response":   map[string]any{"behavior": "deny", "message": "no interactive approver in this agent"},
+			},
+		})
+		return true
+	}
+	return false
+}
+
+func (p *process) writeJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode stdin line: %w", err)
+	}
+	b = append(b, '\n')
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	if _, err := p.stdin.Write(b); err != nil {
+		return fmt.Errorf("write to claude stdin: %w", err)
+	}
+	return nil
+}
+
+// sendUser writes one user turn.
+func (p *process) sendUser(prompt string) error {
+	return p.writeJSON(map[string]any{
+		"type":    "user",
+		"message": map[string]any{"role": "user", "content": prompt},
+	})
+}
+
+// control sends a control request and returns without waiting; the answer
+// arrives on the returned channel (closed without a value if the process
+// exits first).
+func (p *process) control(subtype string) (<-chan controlResponse, error) {
+	p.pendingMu.Lock()
+	p.nextReq++
+	id := subtype + "-" + strconv.Itoa(p.nextReq)
+	ch := make(chan controlResponse, 1)
+	p.pending[id] = ch
+	p.pendingMu.Unlock()
+	err := p.writeJSON(map[string]any{
+		"type":       "control_request",
+		"request_id": id,
+		"request":    map[string]any{"subtype": subtype},
+	})
+	if err != nil {
+		p.pendingMu.Lock()
+		delete(p.pending, id)
+		p.pendingMu.Unlock()
+		return nil, err
+	}
+	return ch, nil
+}
+
+// initialize sends the initialize control request and waits for its answer:
+// once it comes, the CLI has loaded and a user turn starts without delay.
+func (p *process) initialize(ctx context.Context) error {
+	ch, err := p.control("initialize")
+	if err != nil {
+		return err
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			<-p.done
+			return fmt.Errorf("claude exited during start-up (%v): %s", p.err, p.stderr.String())
+		}
+		if resp.Subtype != "success" {
+			return fmt.Errorf("claude refused initialize: %s", resp.Error)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("claude did not initialise: %w", ctx.Err())
+	}
+}
+
+// kill ends the CLI and every process it started.
+func (p *process) kill() {
+	if pid := p.pid(); pid > 0 {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+}
+
+// stop asks the CLI to finish (stdin closed), then kills it after grace.
+func (p *process) stop(grace time.Duration) {
+	p.stdinMu.Lock()
+	_ = p.stdin.Close()
+	p.stdinMu.Unlock()
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		p.kill()
+		<-p.done
+	}
+}
+
+// exitDescription says how the process ended, with the tail of stderr.
+func (p *process) exitDescription() string {
+	msg := "exited"
+	if p.err != nil {
+		msg = p.err.Error()
+	}
+	if tail := p.stderr.String(); tail != "" {
+		msg += ": " + tail
+	}
+	return msg
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - b.max; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(bytes.TrimSpace(b.buf))
+}
+
+var errProcessExited = errors.New("claude process exited")

@@ -1,0 +1,463 @@
+package claude
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+)
+
+// ErrBusy is returned by Begin while another turn runs.
+var ErrBusy = errors.New("a turn is already running in this agent")
+
+// State is the CLI supervisor's state.
+type State string
+
+// Supervisor states.
+const (
+	// StateStarting: the first CLI process is loading.
+	StateStarting State = "starting"
+	// StateReady: a CLI process is initialised and waiting for turns.
+	StateReady State = "ready"
+	// StateRestarting: the CLI exited and a new one is loading.
+	StateRestarting State = "restarting"
+	// StateStopped: Close was called.
+	StateStopped State = "stopped"
+)
+
+// Options configure a [Runner].
+type Options struct {
+	// Bin is the claude executable.
+	Bin string
+	// Config is the agent configuration turned into CLI flags.
+	Config *agent.Config
+	// Dir is the CLI's working directory (the workspace).
+	Dir string
+	// Env is the CLI's complete environment.
+	Env []string
+	// Logger receives lifecycle logs; nil discards them.
+	Logger *zap.Logger
+	// InitTimeout bounds CLI start-up (default 60s).
+	InitTimeout time.Duration
+	// InterruptGrace is how long an interrupted turn may take to wind
+	// down before the CLI is killed and restarted (default 10s).
+	InterruptGrace time.Duration
+	// TurnTimeout interrupts a turn that runs longer (0 = no limit).
+	TurnTimeout time.Duration
+}
+
+// Runner supervises the CLI process and runs one turn at a time on it.
+type Runner struct {
+	opts   Options
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu         sync.Mutex
+	proc       *process
+	state      State
+	startErr   error
+	changed    chan struct{} // closed and replaced on every state change
+	sessionID  string
+	hasSession bool   // a turn was sent, so the CLI has saved the session
+	notice     string // told to the client at the start of the next turn
+
+	busy     atomic.Bool
+	turns    atomic.Int64
+	restarts atomic.Int64
+	current  atomic.Pointer[Turn]
+}
+
+// NewRunner starts supervising the CLI: the first process is spawned and
+// initialised in the background at once.
+func NewRunner(opts Options) *Runner {
+	if opts.InitTimeout == 0 {
+		opts.InitTimeout = 60 * time.Second
+	}
+	if opts.InterruptGrace == 0 {
+		opts.InterruptGrace = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Runner{
+		opts:      opts,
+		ctx:       ctx,
+		cancel:    cancel,
+		state:     StateStarting,
+		changed:   make(chan struct{}),
+		sessionID: newUUID(),
+	}
+	r.wg.Add(1)
+	go r.supervise()
+	return r
+}
+
+// Status reports the supervisor state, the CLI session id and the last
+// start-up error.
+func (r *Runner) Status() (State, string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state, r.sessionID, r.startErr
+}
+
+// Busy reports whether a turn runs.
+func (r *Runner) Busy() bool { return r.busy.Load() }
+
+// Turns counts finished turns.
+func (r *Runner) Turns() int64 { return r.turns.Load() }
+
+// Restarts counts CLI restarts.
+func (r *Runner) Restarts() int64 { return r.restarts.Load() }
+
+// PID is the current CLI process id, 0 if none runs.
+func (r *Runner) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil || !r.proc.alive() {
+		return 0
+	}
+	return r.proc.pid()
+}
+
+func (r *Runner) setState(s State, p *process, err error) {
+	r.mu.Lock()
+	r.state, r.proc, r.startErr = s, p, err
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// supervise keeps one initialised CLI process running until Close.
+func (r *Runner) supervise() {
+	defer r.wg.Done()
+	backoff := 250 * time.Millisecond
+	for {
+		started := time.Now()
+		p, err := r.spawn()
+		if err != nil {
+			r.opts.Logger.Error("claude start failed", zap.Error(err))
+			r.setState(StateRestarting, nil, err)
+			select {
+			case <-r.ctx.Done():
+				r.setState(StateStopped, nil, err)
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		r.opts.Logger.Info("claude ready", zap.Int("pid", p.pid()), zap.Duration("start_duration", time.Since(started)))
+		r.setState(StateReady, p, nil)
+		select {
+		case <-p.done:
+		case <-r.ctx.Done():
+			p.stop(2 * time.Second)
+			r.setState(StateStopped, nil, nil)
+			return
+		}
+		r.restarts.Add(1)
+		r.opts.Logger.Warn("claude exited", zap.Int("pid", p.pid()), zap.String("exit", p.exitDescription()))
+		r.setState(StateRestarting, nil, nil)
+		if time.Since(started) > time.Minute {
+			backoff = 250 * time.Millisecond
+		}
+	}
+}
+
+// spawn starts and initialises a CLI process, resuming the conversation
+// when one exists. A session that cannot be resumed is replaced by a fresh
+// one, and the next turn is told the context was lost.
+func (r *Runner) spawn() (*process, error) {
+	r.mu.Lock()
+	sessionID, resume := r.sessionID, r.hasSession
+	r.mu.Unlock()
+	p, err := r.spawnWith(sessionID, resume)
+	if err == nil || !resume {
+		return p, err
+	}
+	r.opts.Logger.Warn("claude resume failed; starting a fresh session", zap.String("session_id", sessionID), zap.Error(err))
+	fresh := newUUID()
+	p, err = r.spawnWith(fresh, false)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.sessionID, r.hasSession = fresh, false
+	r.notice = "The agent process was restarted and its saved conversation could not be resumed; earlier context is lost."
+	r.mu.Unlock()
+	return p, nil
+}
+
+func (r *Runner) spawnWith(sessionID string, resume bool) (*process, error) {
+	args, err := Args(r.opts.Config, sessionID, resume)
+	if err != nil {
+		return nil, err
+	}
+	p, err := startProcess(r.opts.Bin, args, r.opts.Dir, r.opts.Env)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, r.opts.InitTimeout)
+	defer cancel()
+	if err := p.initialize(ctx); err != nil {
+		p.kill()
+		<-p.done
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitReady returns the ready process, waiting while it starts.
+func (r *Runner) waitReady(ctx context.Context) (*process, error) {
+	for {
+		r.mu.Lock()
+		state, p, startErr, changed := r.state, r.proc, r.startErr, r.changed
+		r.mu.Unlock()
+		switch {
+		case state == StateReady && p != nil && p.alive():
+			return p, nil
+		case state == StateStopped:
+			return nil, errors.New("agent is shutting down")
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			if startErr != nil {
+				return nil, fmt.Errorf("claude is not ready (%v): %w", startErr, ctx.Err())
+			}
+			return nil, fmt.Errorf("claude is not ready: %w", ctx.Err())
+		}
+	}
+}
+
+// Close stops the CLI and the supervisor.
+func (r *Runner) Close() {
+	r.cancel()
+	r.wg.Wait()
+}
+
+// Begin reserves the runner for one turn, or returns ErrBusy. The caller
+// must call Turn.Run once, then nothing else.
+func (r *Runner) Begin() (*Turn, error) {
+	if !r.busy.CompareAndSwap(false, true) {
+		return nil, ErrBusy
+	}
+	t := &Turn{r: r, upstream: make(chan int, 8), interruptCh: make(chan struct{}, 1)}
+	r.current.Store(t)
+	return t, nil
+}
+
+// Interrupt asks the running turn, if any, to stop. It reports whether a
+// turn was running.
+func (r *Runner) Interrupt() bool {
+	t := r.current.Load()
+	if t == nil {
+		return false
+	}
+	select {
+	case t.interruptCh <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// ObserveUpstream is told the HTTP status of every Anthropic API response
+// the CLI receives; an authentication failure ends the running turn at once
+// instead of after the CLI's retries.
+func (r *Runner) ObserveUpstream(status int) {
+	if t := r.current.Load(); t != nil {
+		select {
+		case t.upstream <- status:
+		default:
+		}
+	}
+}
+
+// Turn is one reserved turn.
+type Turn struct {
+	r           *Runner
+	upstream    chan int
+	interruptCh chan struct{}
+}
+
+type interruptReason int
+
+const (
+	reasonNone interruptReason = iota
+	reasonClient
+	reasonAuth
+	reasonTimeout
+)
+
+// Run sends prompt to the CLI and calls emit for every event until the
+// turn's result or error event, which is always the last one emitted. When
+// ctx ends (the client left) or emit fails, the turn is interrupted and run
+// to its end without further emits. Run returns an error only when the turn
+// could not start; everything after that is reported through events.
+func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) error) error {
+	r := t.r
+	defer func() {
+		r.current.Store(nil)
+		r.busy.Store(false)
+	}()
+	p, err := r.waitReady(ctx)
+	if err != nil {
+		return err
+	}
+
+	r.mu.Lock()
+	notice := r.notice
+	r.notice = ""
+	r.hasSession = true
+	r.mu.Unlock()
+
+	seq := 0
+	clientGone := false
+	send := func(e agent.Event) {
+		if clientGone {
+			return
+		}
+		if err := emit(e); err != nil {
+			clientGone = true
+		}
+	}
+	if notice != "" {
+		seq++
+		send(agent.Event{Type: agent.EventNotice, Seq: seq, Code: agent.CodeRestarted, Message: notice})
+	}
+
+	if err := p.sendUser(prompt); err != nil {
+		send(agent.Event{Type: agent.EventError, Seq: seq + 1, Code: agent.CodeInternal, Message: err.Error()})
+		return nil
+	}
+
+	var reason interruptReason
+	tr := &Translator{seq: seq, ClassifyInterrupt: func() (string, string) {
+		switch reason {
+		case reasonAuth:
+			return agent.CodeAuth, "the Anthropic API rejected the API key (HTTP 401)"
+		case reasonTimeout:
+			return agent.CodeTimeout, fmt.Sprintf("the turn ran longer than %s and was stopped", r.opts.TurnTimeout)
+		default:
+			return agent.CodeInterrupted, "the turn was interrupted"
+		}
+	}}
+	interrupt := func(why interruptReason) <-chan time.Time {
+		if reason != reasonNone {
+			return nil
+		}
+		reason = why
+		if _, err := p.control("interrupt"); err != nil {
+			r.opts.Logger.Warn("claude interrupt failed", zap.Error(err))
+		}
+		return time.After(r.opts.InterruptGrace)
+	}
+
+	var timeout <-chan time.Time
+	if r.opts.TurnTimeout > 0 {
+		timer := time.NewTimer(r.opts.TurnTimeout)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	var grace <-chan time.Time
+	done := ctx.Done()
+	lines := p.lines
+	events := make([]agent.Event, 0, 4)
+	// handle translates one line, emits its events and reports whether it
+	// ended the turn.
+	handle := func(raw []byte) bool {
+		var err error
+		events, err = tr.Translate(raw, events[:0])
+		if err != nil {
+			r.opts.Logger.Warn("claude output not understood", zap.Error(err))
+		}
+		for _, e := range events {
+			send(e)
+		}
+		if !tr.Done() {
+			return false
+		}
+		r.turns.Add(1)
+		r.mu.Lock()
+		if tr.SessionID != "" {
+			r.sessionID = tr.SessionID
+		}
+		r.mu.Unlock()
+		return true
+	}
+	for {
+		select {
+		case raw, ok := <-lines:
+			if !ok {
+				lines = nil
+				continue
+			}
+			if handle(raw) {
+				return nil
+			}
+			if clientGone && reason == reasonNone {
+				grace = interrupt(reasonClient)
+			}
+		case <-done:
+			done = nil
+			clientGone = true
+			if g := interrupt(reasonClient); g != nil {
+				grace = g
+			}
+		case <-t.interruptCh:
+			if g := interrupt(reasonClient); g != nil {
+				grace = g
+			}
+		case status := <-t.upstream:
+			if status == 401 || status == 403 {
+				if g := interrupt(reasonAuth); g != nil {
+					grace = g
+				}
+			}
+		case <-timeout:
+			if g := interrupt(reasonTimeout); g != nil {
+				grace = g
+			}
+		case <-grace:
+			r.opts.Logger.Warn("claude did not end an interrupted turn; killing it", zap.Int("pid", p.pid()))
+			p.kill()
+			grace = nil
+		case <-p.done:
+			// stdout is closed before done: take what the process printed
+			// before it exited.
+			for raw := range lines {
+				if handle(raw) {
+					return nil
+				}
+			}
+			r.mu.Lock()
+			r.notice = "The agent process stopped during the previous turn and was restarted; the conversation was resumed from its saved session."
+			r.mu.Unlock()
+			code, msg := agent.CodeInternal, "the Claude Code process exited during the turn ("+p.exitDescription()+"); this turn was lost and the next turn resumes the conversation"
+			if reason != reasonNone {
+				code, msg = tr.ClassifyInterrupt()
+			}
+			tr.seq++
+			send(agent.Event{Type: agent.EventError, Seq: tr.seq, Code: code, Message: msg})
+			return nil
+		}
+	}
+}
+
+// newUUID returns a random RFC 4122 version 4 UUID.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

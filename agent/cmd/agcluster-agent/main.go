@@ -1,0 +1,265 @@
+// Command agcluster-agent is the agent server that runs inside every agent
+// container. It keeps one Claude Code CLI process warm and serves the agent
+// HTTP API (see package server) on AGENT_ADDR.
+//
+// Environment:
+//
+//	AGENT_TOKEN          required; bearer token for every endpoint but /health
+//	AGENT_CONFIG         agent configuration as JSON (see agent.Config); default {}
+//	AGENT_WORKSPACE      workspace directory (default /workspace)
+//	AGENT_ADDR           listen address (default :8080)
+//	AGENT_TURN_TIMEOUT   longest a turn may run, e.g. 30m (default 30m; 0 = none)
+//	AGENT_MAX_FILE_BYTES upload limit for PUT /files (default 104857600)
+//	CLAUDE_BIN           the claude executable (default: claude on PATH)
+//	ANTHROPIC_BASE_URL   the Anthropic API (default https://api.anthropic.com)
+//	ANTHROPIC_API_KEY    optional key for queries that bring none
+//
+// Other variables pass through to the CLI (CLAUDE_CODE_*, proxies, ...).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/claude"
+	"github.com/agcluster/caddy-agcluster/agent/keyproxy"
+	"github.com/agcluster/caddy-agcluster/agent/server"
+	"github.com/agcluster/caddy-agcluster/agent/workspace"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "healthcheck":
+			os.Exit(healthcheck())
+		default:
+			fmt.Fprintln(os.Stderr, "usage: agcluster-agent [healthcheck]  (configured by environment; see the package documentation)")
+			os.Exit(2)
+		}
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "agcluster-agent:", err)
+		os.Exit(1)
+	}
+}
+
+// settings is the agent's configuration read from the environment.
+type settings struct {
+	token        string
+	config       *agent.Config
+	workspace    string
+	addr         string
+	turnTimeout  time.Duration
+	maxFileBytes int64
+	claudeBin    string
+	upstream     string
+	defaultKey   string
+}
+
+func readSettings() (*settings, error) {
+	s := &settings{
+		token:        os.Getenv("AGENT_TOKEN"),
+		workspace:    envOr("AGENT_WORKSPACE", "/workspace"),
+		addr:         envOr("AGENT_ADDR", ":8080"),
+		claudeBin:    envOr("CLAUDE_BIN", "claude"),
+		upstream:     envOr("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+		defaultKey:   os.Getenv("ANTHROPIC_API_KEY"),
+		turnTimeout:  30 * time.Minute,
+		maxFileBytes: 100 << 20,
+	}
+	if s.token == "" {
+		return nil, errors.New("AGENT_TOKEN is required (the bearer token clients must send)")
+	}
+	cfg := &agent.Config{}
+	if raw := os.Getenv("AGENT_CONFIG"); strings.TrimSpace(raw) != "" {
+		var err error
+		if cfg, err = agent.ParseConfig([]byte(raw)); err != nil {
+			return nil, fmt.Errorf("AGENT_CONFIG: %w", err)
+		}
+	}
+	s.config = cfg
+	if v := os.Getenv("AGENT_TURN_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("AGENT_TURN_TIMEOUT %q: must be a duration such as 30m", v)
+		}
+		s.turnTimeout = d
+	}
+	if v := os.Getenv("AGENT_MAX_FILE_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("AGENT_MAX_FILE_BYTES %q: must be a positive number of bytes", v)
+		}
+		s.maxFileBytes = n
+	}
+	bin, err := exec.LookPath(s.claudeBin)
+	if err != nil {
+		return nil, fmt.Errorf("CLAUDE_BIN: %w", err)
+	}
+	s.claudeBin = bin
+	return s, nil
+}
+
+func run() error {
+	s, err := readSettings()
+	if err != nil {
+		return err
+	}
+	logger, err := zap.NewProduction()
+	if err != nil {
+		return fmt.Errorf("logger: %w", err)
+	}
+	defer func() { _ = logger.Sync() }()
+
+	ws, err := workspace.Open(s.workspace)
+	if err != nil {
+		return fmt.Errorf("AGENT_WORKSPACE: %w", err)
+	}
+	defer ws.Close()
+
+	var runner *claude.Runner
+	proxy, err := keyproxy.New(s.upstream, func(status int) {
+		if runner != nil {
+			runner.ObserveUpstream(status)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("ANTHROPIC_BASE_URL: %w", err)
+	}
+	if err := proxy.Start(); err != nil {
+		return err
+	}
+	defer proxy.Close()
+
+	runner = claude.NewRunner(claude.Options{
+		Bin:         s.claudeBin,
+		Config:      s.config,
+		Dir:         s.workspace,
+		Env:         claudeEnv(os.Environ(), s.config, proxy),
+		Logger:      logger.Named("claude"),
+		TurnTimeout: s.turnTimeout,
+	})
+	defer runner.Close()
+
+	srv, err := server.New(server.Options{
+		Token:         s.token,
+		Runner:        runner,
+		SetKey:        proxy.SetKey,
+		DefaultKey:    s.defaultKey,
+		Workspace:     ws,
+		ClaudeVersion: claudeVersion(s.claudeBin),
+		MaxFileBytes:  s.maxFileBytes,
+		Logger:        logger.Named("http"),
+	})
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{Addr: s.addr, Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- httpSrv.ListenAndServe() }()
+	logger.Info("agent listening", zap.String("addr", s.addr), zap.String("workspace", s.workspace),
+		zap.String("config_id", s.config.ID))
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutdownCtx)
+	return nil
+}
+
+// droppedEnv are variables of the agent that the CLI must not see: its
+// credentials and API location come from the proxy instead.
+var droppedEnv = map[string]bool{
+	"ANTHROPIC_API_KEY": true, "ANTHROPIC_AUTH_TOKEN": true, "ANTHROPIC_BASE_URL": true, "CLAUDE_BIN": true,
+}
+
+// claudeEnv is the CLI's environment: the agent's own, without the agent's
+// secrets and settings, pointed at the credential proxy, plus the config's env.
+func claudeEnv(base []string, cfg *agent.Config, proxy *keyproxy.Proxy) []string {
+	env := make([]string, 0, len(base)+8)
+	set := map[string]bool{}
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "AGENT_") || droppedEnv[name] {
+			continue
+		}
+		set[name] = true
+		env = append(env, kv)
+	}
+	env = append(env,
+		"ANTHROPIC_BASE_URL="+proxy.URL(),
+		"ANTHROPIC_API_KEY="+proxy.Placeholder(),
+	)
+	if !set["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] {
+		// Without it the CLI calls hosts other than the API base URL.
+		env = append(env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1")
+	}
+	if !set["CLAUDE_CODE_MAX_RETRIES"] {
+		// The default (10) keeps a failing turn retrying for about 3 minutes.
+		env = append(env, "CLAUDE_CODE_MAX_RETRIES=3")
+	}
+	if !set["DISABLE_AUTOUPDATER"] {
+		env = append(env, "DISABLE_AUTOUPDATER=1")
+	}
+	for k, v := range cfg.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+func claudeVersion(bin string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// healthcheck asks the local server's /health, for Docker's HEALTHCHECK
+// (the image has no curl). It returns the process exit code.
+func healthcheck() int {
+	addr := envOr("AGENT_ADDR", ":8080")
+	if strings.HasPrefix(addr, ":") {
+		addr = "127.0.0.1" + addr
+	}
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + addr + "/health")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "healthcheck:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(os.Stderr, "healthcheck: status", resp.Status)
+		return 1
+	}
+	return 0
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

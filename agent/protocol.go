@@ -1,0 +1,230 @@
+// Package agent holds the wire protocol spoken between the control plane (the
+// Caddy module) and the in-container agent server (cmd/agcluster-agent), and
+// the agent configuration both sides share.
+//
+// The agent server streams a turn as Server-Sent Events. Each event is one
+// `data:` line holding a JSON [Event]; the `event:` field is not used. Every
+// stream ends with exactly one event of type [EventResult] or [EventError].
+package agent
+
+import (
+	"encoding/json"
+)
+
+// EventType names the kind of an [Event].
+type EventType string
+
+// The event types an agent stream carries.
+const (
+	// EventTextDelta is a piece of assistant text as the model produces it.
+	EventTextDelta EventType = "text_delta"
+	// EventText is a finished assistant text block (the concatenation of its
+	// deltas). Consumers that render deltas should not render it again.
+	EventText EventType = "text"
+	// EventThinkingDelta is a piece of the model's thinking as it streams.
+	EventThinkingDelta EventType = "thinking_delta"
+	// EventThinking is a finished thinking block.
+	EventThinking EventType = "thinking"
+	// EventToolUse is a tool call with its complete input.
+	EventToolUse EventType = "tool_use"
+	// EventToolResult is the outcome of a tool call.
+	EventToolResult EventType = "tool_result"
+	// EventTodo is the agent's task list, sent whenever it changes.
+	EventTodo EventType = "todo"
+	// EventNotice is progress or a warning that is not part of the answer:
+	// an API retry, a restarted CLI process, a lost turn.
+	EventNotice EventType = "notice"
+	// EventResult ends a successful turn.
+	EventResult EventType = "result"
+	// EventError ends a failed turn.
+	EventError EventType = "error"
+)
+
+// Event is one item of an agent stream. Which fields are set depends on Type;
+// unset fields are omitted from the JSON.
+type Event struct {
+	// Type is the kind of event.
+	Type EventType `json:"type"`
+	// Seq numbers the events of one turn from 1.
+	Seq int `json:"seq,omitempty"`
+	// ParentToolUseID is set when the event comes from a sub-agent started
+	// by the Task tool call with this id.
+	ParentToolUseID string `json:"parent_tool_use_id,omitempty"`
+
+	// Text is the text of text_delta, text, thinking_delta and thinking events.
+	Text string `json:"text,omitempty"`
+
+	// ToolUseID identifies the tool call of tool_use and tool_result events.
+	ToolUseID string `json:"tool_use_id,omitempty"`
+	// Name is the tool's name in tool_use events (e.g. "Bash").
+	Name string `json:"name,omitempty"`
+	// Input is the tool's input object in tool_use events.
+	Input json.RawMessage `json:"input,omitempty"`
+	// Output is the tool's output in tool_result events, as text.
+	Output string `json:"output,omitempty"`
+	// IsError tells whether a tool_result is a failure.
+	IsError bool `json:"is_error,omitempty"`
+
+	// Todos is the task list of todo events.
+	Todos []Todo `json:"todos,omitempty"`
+
+	// Code classifies notice and error events; see the Code* constants.
+	Code string `json:"code,omitempty"`
+	// Message is the human-readable text of notice and error events.
+	Message string `json:"message,omitempty"`
+
+	// Result is set on result events, and on error events when the turn got
+	// far enough to report usage.
+	Result *Result `json:"result,omitempty"`
+}
+
+// Todo is one item of the agent's task list (the TodoWrite tool).
+type Todo struct {
+	// Content is what the task is.
+	Content string `json:"content"`
+	// Status is "pending", "in_progress" or "completed".
+	Status string `json:"status"`
+	// ActiveForm is the present-continuous label shown while the task runs.
+	ActiveForm string `json:"active_form,omitempty"`
+}
+
+// Result describes a finished turn.
+type Result struct {
+	// SessionID is the Claude Code session id; the agent resumes it after a
+	// process restart.
+	SessionID string `json:"session_id,omitempty"`
+	// StopReason is the model's last stop reason (e.g. "end_turn").
+	StopReason string `json:"stop_reason,omitempty"`
+	// Text is the final answer text as the CLI reports it.
+	Text string `json:"text,omitempty"`
+	// NumTurns is how many model calls the turn took.
+	NumTurns int `json:"num_turns,omitempty"`
+	// DurationMS is the wall time of the turn in milliseconds.
+	DurationMS int64 `json:"duration_ms,omitempty"`
+	// CostUSD is the CLI's cost estimate for this turn.
+	CostUSD float64 `json:"cost_usd,omitempty"`
+	// Usage is the token usage of this turn.
+	Usage Usage `json:"usage"`
+}
+
+// Usage counts tokens.
+type Usage struct {
+	// InputTokens is the number of uncached input tokens.
+	InputTokens int64 `json:"input_tokens"`
+	// OutputTokens is the number of generated tokens.
+	OutputTokens int64 `json:"output_tokens"`
+	// CacheReadInputTokens is the number of input tokens read from cache.
+	CacheReadInputTokens int64 `json:"cache_read_input_tokens,omitempty"`
+	// CacheCreationInputTokens is the number of input tokens written to cache.
+	CacheCreationInputTokens int64 `json:"cache_creation_input_tokens,omitempty"`
+}
+
+// Codes of error and notice events.
+const (
+	// CodeAuth: the Anthropic API refused the key (401/403).
+	CodeAuth = "auth"
+	// CodeRateLimit: the Anthropic API answered 429 until retries ran out.
+	CodeRateLimit = "rate_limit"
+	// CodeOverloaded: the Anthropic API answered 529 until retries ran out.
+	CodeOverloaded = "overloaded"
+	// CodeUpstream: any other API failure (5xx, connection refused, bad stream).
+	CodeUpstream = "upstream"
+	// CodeInterrupted: the turn was interrupted by the client.
+	CodeInterrupted = "interrupted"
+	// CodeMaxTurns: the turn hit the config's max_turns.
+	CodeMaxTurns = "max_turns"
+	// CodeTimeout: the turn ran past the agent's turn timeout.
+	CodeTimeout = "timeout"
+	// CodeInternal: the agent or the CLI failed.
+	CodeInternal = "internal"
+
+	// CodeAPIRetry (notice): the CLI is retrying an API call.
+	CodeAPIRetry = "api_retry"
+	// CodeRestarted (notice): the CLI process was restarted; the
+	// conversation was resumed from its saved session.
+	CodeRestarted = "restarted"
+	// CodePermissionDenied (notice): a tool call was denied by the
+	// permission mode or the allowed tools.
+	CodePermissionDenied = "permission_denied"
+)
+
+// QueryRequest is the body of POST /query.
+type QueryRequest struct {
+	// Prompt is the user's message for this turn.
+	Prompt string `json:"prompt"`
+	// APIKey is the Anthropic API key for this turn. It may instead come in
+	// the X-Api-Key header. It is held in memory only.
+	APIKey string `json:"api_key,omitempty"`
+}
+
+// Health is the body of GET /health.
+type Health struct {
+	// Status is "ready" when a query can start at once, otherwise
+	// "starting" or "restarting" (with HTTP 503).
+	Status string `json:"status"`
+	// ClaudeVersion is the CLI's version string.
+	ClaudeVersion string `json:"claude_version,omitempty"`
+	// SessionID is the current Claude Code session id, once known.
+	SessionID string `json:"session_id,omitempty"`
+	// Busy tells whether a turn is running.
+	Busy bool `json:"busy"`
+	// Error explains the last start-up failure, if any.
+	Error string `json:"error,omitempty"`
+}
+
+// Stats is the body of GET /stats.
+type Stats struct {
+	// Agent is the agent server process.
+	Agent ProcessStats `json:"agent"`
+	// Claude is the CLI process (zero PID when it is not running).
+	Claude ProcessStats `json:"claude"`
+	// Cgroup holds the container's cgroup v2 figures when readable.
+	Cgroup *CgroupStats `json:"cgroup,omitempty"`
+	// Turns counts finished turns since the agent started.
+	Turns int64 `json:"turns"`
+	// Busy tells whether a turn is running.
+	Busy bool `json:"busy"`
+	// UptimeSeconds is how long the agent server has run.
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	// Restarts counts CLI process restarts.
+	Restarts int64 `json:"restarts"`
+}
+
+// ProcessStats is one process's resource use.
+type ProcessStats struct {
+	// PID is the process id (0 if not running).
+	PID int `json:"pid"`
+	// RSSBytes is the resident set size.
+	RSSBytes int64 `json:"rss_bytes"`
+	// CPUSeconds is user+system CPU time consumed.
+	CPUSeconds float64 `json:"cpu_seconds"`
+}
+
+// CgroupStats is the container's cgroup v2 accounting.
+type CgroupStats struct {
+	// MemoryBytes is memory.current.
+	MemoryBytes int64 `json:"memory_bytes"`
+	// MemoryLimitBytes is memory.max (0 = unlimited).
+	MemoryLimitBytes int64 `json:"memory_limit_bytes"`
+	// Pids is pids.current.
+	Pids int64 `json:"pids"`
+	// PidsLimit is pids.max (0 = unlimited).
+	PidsLimit int64 `json:"pids_limit"`
+	// CPUSeconds is cpu.stat usage_usec in seconds.
+	CPUSeconds float64 `json:"cpu_seconds"`
+}
+
+// ErrorBody is the JSON body of every non-2xx agent server response.
+type ErrorBody struct {
+	// Error describes what went wrong.
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the payload of [ErrorBody].
+type ErrorDetail struct {
+	// Code is a stable machine-readable reason ("busy", "unauthorized",
+	// "invalid_path", ...).
+	Code string `json:"code"`
+	// Message is a human-readable explanation.
+	Message string `json:"message"`
+}

@@ -1,0 +1,388 @@
+// Package server is the agent's HTTP API: health, queries streamed as
+// Server-Sent Events, interrupts, workspace files and process statistics.
+// Every endpoint but GET /health requires the container's bearer token.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/claude"
+	"github.com/agcluster/caddy-agcluster/agent/workspace"
+)
+
+// Options configure a [Server].
+type Options struct {
+	// Token is the bearer token every endpoint but /health requires.
+	Token string
+	// Runner runs turns on the CLI.
+	Runner *claude.Runner
+	// SetKey hands a turn's API key to the credential proxy.
+	SetKey func(key string)
+	// DefaultKey is used when a query carries no key ("" = a key is required).
+	DefaultKey string
+	// Workspace confines the file endpoints.
+	Workspace *workspace.Workspace
+	// ClaudeVersion is reported by /health.
+	ClaudeVersion string
+	// MaxFileBytes caps PUT /files uploads (default 100 MiB).
+	MaxFileBytes int64
+	// MaxQueryBytes caps POST /query bodies (default 8 MiB).
+	MaxQueryBytes int64
+	// MaxTreeEntries caps GET /files listings (default 10000).
+	MaxTreeEntries int
+	// KeepAlive is the silence after which a ": keep-alive" comment is sent
+	// on a query stream (default 15s).
+	KeepAlive time.Duration
+	// Logger receives request logs; nil discards them.
+	Logger *zap.Logger
+}
+
+// Server is the agent's HTTP API.
+type Server struct {
+	opts    Options
+	token   []byte
+	started time.Time
+	mux     *http.ServeMux
+}
+
+// New builds the server's routes.
+func New(opts Options) (*Server, error) {
+	if opts.Token == "" {
+		return nil, errors.New("server: a token is required")
+	}
+	if opts.Runner == nil || opts.Workspace == nil || opts.SetKey == nil {
+		return nil, errors.New("server: Runner, Workspace and SetKey are required")
+	}
+	if opts.MaxFileBytes <= 0 {
+		opts.MaxFileBytes = 100 << 20
+	}
+	if opts.MaxQueryBytes <= 0 {
+		opts.MaxQueryBytes = 8 << 20
+	}
+	if opts.MaxTreeEntries <= 0 {
+		opts.MaxTreeEntries = 10000
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 15 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	s := &Server{opts: opts, token: []byte(opts.Token), started: time.Now(), mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /health", s.health)
+	s.mux.Handle("POST /query", s.auth(s.query))
+	s.mux.Handle("POST /interrupt", s.auth(s.interrupt))
+	s.mux.Handle("GET /stats", s.auth(s.stats))
+	s.mux.Handle("GET /files", s.auth(s.tree))
+	s.mux.Handle("GET /files/{path...}", s.auth(s.readFile))
+	s.mux.Handle("PUT /files/{path...}", s.auth(s.writeFile))
+	s.mux.Handle("GET /archive", s.auth(s.archive))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return s, nil
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) auth(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), s.token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="agcluster-agent"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+			return
+		}
+		h(w, r)
+	})
+}
+
+func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+	state, sessionID, startErr := s.opts.Runner.Status()
+	h := agent.Health{
+		Status:        string(state),
+		ClaudeVersion: s.opts.ClaudeVersion,
+		SessionID:     sessionID,
+		Busy:          s.opts.Runner.Busy(),
+	}
+	if startErr != nil {
+		h.Error = startErr.Error()
+	}
+	status := http.StatusOK
+	if state != claude.StateReady {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, h)
+}
+
+func (s *Server) query(w http.ResponseWriter, r *http.Request) {
+	var q agent.QueryRequest
+	body := http.MaxBytesReader(w, r.Body, s.opts.MaxQueryBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&q); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("query body is larger than %d bytes", mbe.Limit))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "query body must be JSON {\"prompt\": string, \"api_key\"?: string}: "+err.Error())
+		return
+	}
+	if strings.TrimSpace(q.Prompt) == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", "prompt must be a non-empty string")
+		return
+	}
+	key := q.APIKey
+	if key == "" {
+		key = r.Header.Get("X-Api-Key")
+	}
+	if key == "" {
+		key = s.opts.DefaultKey
+	}
+	if key == "" {
+		writeError(w, http.StatusBadRequest, "no_api_key", "no Anthropic API key: send api_key in the body or an X-Api-Key header")
+		return
+	}
+	turn, err := s.opts.Runner.Begin()
+	if err != nil {
+		writeError(w, http.StatusConflict, "busy", "a turn is already running in this agent; wait for it to finish or POST /interrupt")
+		return
+	}
+	s.opts.SetKey(key)
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	sse := newSSEWriter(w)
+	_ = sse.flush()
+	stop := sse.keepAlive(s.opts.KeepAlive)
+	defer stop()
+
+	started := time.Now()
+	var final agent.Event
+	err = turn.Run(r.Context(), q.Prompt, func(e agent.Event) error {
+		final = e
+		return sse.event(e)
+	})
+	if err != nil {
+		// The turn never started (the CLI is not ready, or the client left
+		// while it loaded): the stream still ends with an error event.
+		final = agent.Event{Type: agent.EventError, Seq: 1, Code: agent.CodeInternal, Message: err.Error()}
+		_ = sse.event(final)
+	}
+	s.opts.Logger.Info("turn finished",
+		zap.String("outcome", string(final.Type)),
+		zap.String("code", final.Code),
+		zap.Duration("duration", time.Since(started)))
+}
+
+func (s *Server) interrupt(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]bool{"interrupted": s.opts.Runner.Interrupt()})
+}
+
+func (s *Server) tree(w http.ResponseWriter, r *http.Request) {
+	sub := r.URL.Query().Get("path")
+	if sub != "" {
+		clean, err := workspace.CleanPath(sub)
+		if err != nil {
+			writeWorkspaceError(w, err)
+			return
+		}
+		sub = clean
+	}
+	entries, err := s.opts.Workspace.Tree(sub, s.opts.MaxTreeEntries)
+	truncated := errors.Is(err, workspace.ErrTooMany)
+	if err != nil && !truncated {
+		writeWorkspaceError(w, err)
+		return
+	}
+	if entries == nil {
+		entries = []workspace.Entry{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": entries, "truncated": truncated})
+}
+
+func (s *Server) readFile(w http.ResponseWriter, r *http.Request) {
+	p := r.PathValue("path")
+	f, info, err := s.opts.Workspace.OpenFile(p)
+	if err != nil {
+		writeWorkspaceError(w, err)
+		return
+	}
+	defer f.Close()
+	name := path.Base(p)
+	if ct := mime.TypeByExtension(path.Ext(name)); ct != "" {
+		w.Header().Set("Content-Type", ct)
+	}
+	if v, _ := strconv.ParseBool(r.URL.Query().Get("download")); v {
+		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	http.ServeContent(w, r, name, info.ModTime(), f)
+}
+
+func (s *Server) writeFile(w http.ResponseWriter, r *http.Request) {
+	p := r.PathValue("path")
+	overwrite, _ := strconv.ParseBool(r.URL.Query().Get("overwrite"))
+	if r.ContentLength > s.opts.MaxFileBytes {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("file is larger than the %d-byte limit", s.opts.MaxFileBytes))
+		return
+	}
+	n, err := s.opts.Workspace.Write(p, r.Body, s.opts.MaxFileBytes, overwrite)
+	if err != nil {
+		if errors.Is(err, workspace.ErrTooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("file is larger than the %d-byte limit", s.opts.MaxFileBytes))
+			return
+		}
+		if errors.Is(err, workspace.ErrExists) {
+			writeError(w, http.StatusConflict, "exists", fmt.Sprintf("%s already exists; PUT with ?overwrite=true to replace it", p))
+			return
+		}
+		writeWorkspaceError(w, err)
+		return
+	}
+	clean, _ := workspace.CleanPath(p)
+	writeJSON(w, http.StatusCreated, map[string]any{"path": clean, "size": n})
+}
+
+func (s *Server) archive(w http.ResponseWriter, r *http.Request) {
+	sub := r.URL.Query().Get("path")
+	if sub != "" {
+		clean, err := workspace.CleanPath(sub)
+		if err != nil {
+			writeWorkspaceError(w, err)
+			return
+		}
+		sub = clean
+	}
+	w.Header().Set("Content-Type", "application/gzip")
+	w.Header().Set("Content-Disposition", `attachment; filename="workspace.tar.gz"`)
+	if err := s.opts.Workspace.Archive(r.Context(), sub, w); err != nil && !errors.Is(err, context.Canceled) {
+		// Headers are gone; cutting the stream short tells the client the
+		// archive is incomplete (gzip's trailer is missing).
+		s.opts.Logger.Warn("archive failed", zap.Error(err))
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
+	st := agent.Stats{
+		Agent:         readProcessStats(0),
+		Turns:         s.opts.Runner.Turns(),
+		Busy:          s.opts.Runner.Busy(),
+		UptimeSeconds: time.Since(s.started).Seconds(),
+		Restarts:      s.opts.Runner.Restarts(),
+		Cgroup:        readCgroupStats(),
+	}
+	if pid := s.opts.Runner.PID(); pid > 0 {
+		st.Claude = readProcessStats(pid)
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// sseWriter writes Server-Sent Events, one JSON object per data line.
+type sseWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	rc   *http.ResponseController
+	last time.Time
+	buf  []byte
+}
+
+func newSSEWriter(w http.ResponseWriter) *sseWriter {
+	return &sseWriter{w: w, rc: http.NewResponseController(w), last: time.Now()}
+}
+
+func (s *sseWriter) event(e agent.Event) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = append(s.buf[:0], "data: "...)
+	s.buf = append(s.buf, b...)
+	s.buf = append(s.buf, '\n', '\n')
+	if _, err := s.w.Write(s.buf); err != nil {
+		return err
+	}
+	s.last = time.Now()
+	return s.rc.Flush()
+}
+
+func (s *sseWriter) flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rc.Flush()
+}
+
+// keepAlive writes a comment whenever the stream has been silent for
+// every; the returned func stops it.
+func (s *sseWriter) keepAlive(every time.Duration) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				s.mu.Lock()
+				if time.Since(s.last) >= every {
+					if _, err := io.WriteString(s.w, ": keep-alive\n\n"); err == nil {
+						_ = s.rc.Flush()
+					}
+					s.last = time.Now()
+				}
+				s.mu.Unlock()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, agent.ErrorBody{Error: agent.ErrorDetail{Code: code, Message: msg}})
+}
+
+func writeWorkspaceError(w http.ResponseWriter, err error) {
+	status := workspace.HTTPStatus(err)
+	code := "invalid_path"
+	switch status {
+	case http.StatusNotFound:
+		code = "not_found"
+	case http.StatusConflict:
+		code = "exists"
+	case http.StatusRequestEntityTooLarge:
+		code = "too_large"
+	case http.StatusInternalServerError:
+		code = "internal"
+	}
+	writeError(w, status, code, err.Error())
+}
