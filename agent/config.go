@@ -161,7 +161,7 @@ func ParseConfig(data []byte) (*Config, error) {
 var (
 	configIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	toolPattern     = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9_]*)(\((.+)\))?$`)
-	mcpToolPattern  = regexp.MustCompile(`^mcp__([A-Za-z0-9_-]+)(__([A-Za-z0-9_*-]+))?$`)
+	mcpToolPattern  = regexp.MustCompile(`^mcp__([A-Za-z0-9_-]+?)(__([A-Za-z0-9_*-]+))?$`)
 	envNamePattern  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	agentNamePatten = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	mcpNamePattern  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

@@ -1,0 +1,54 @@
+package claude
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+)
+
+func TestArgs(t *testing.T) {
+	base := []string{"-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
+		"--include-partial-messages", "--permission-prompts", "none"}
+	tests := []struct {
+		name      string
+		cfg       string
+		sessionID string
+		resume    bool
+		want      []string
+	}{{
+		name: "defaults", cfg: `{}`, sessionID: "s1",
+		want: append(append([]string{}, base...), "--session-id", "s1", "--setting-sources="),
+	}, {
+		name: "resume", cfg: `{}`, sessionID: "s1", resume: true,
+		want: append(append([]string{}, base...), "--resume", "s1", "--setting-sources="),
+	}, {
+		name: "everything",
+		cfg: `{"allowed_tools":["Bash","Read"],"disallowed_tools":["WebFetch"],
+			"system_prompt":{"type":"preset","preset":"claude_code","append":"Be brief."},
+			"permission_mode":"acceptEdits","max_turns":7,"model":"claude-sonnet-4-5",
+			"mcp_servers":{"t":{"type":"http","url":"http://127.0.0.1:1/mcp"}},
+			"agents":{"helper":{"description":"d","prompt":"p"}},"setting_sources":["project","local"]}`,
+		want: append(append([]string{}, base...),
+			"--allowedTools=Bash,Read", "--disallowedTools=WebFetch",
+			"--append-system-prompt", "Be brief.",
+			"--permission-mode", "acceptEdits", "--max-turns", "7", "--model", "claude-sonnet-4-5",
+			"--mcp-config", `{"mcpServers":{"t":{"type":"http","url":"http://127.0.0.1:1/mcp"}}}`, "--strict-mcp-config",
+			"--agents", `{"helper":{"description":"d","prompt":"p"}}`,
+			"--setting-sources=project,local"),
+	}, {
+		name: "replaced system prompt", cfg: `{"system_prompt":"Only say yes."}`,
+		want: append(append([]string{}, base...), "--system-prompt", "Only say yes.", "--setting-sources="),
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := agent.ParseConfig([]byte(tt.cfg))
+			require.NoError(t, err)
+			got, err := Args(cfg, tt.sessionID, tt.resume)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}

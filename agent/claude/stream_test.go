@@ -1,0 +1,220 @@
+package claude
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+)
+
+// summarize renders events compactly: runs of deltas collapse into one
+// "text_delta*"/"thinking_delta*" entry whose concatenation is checked
+// against the finished block that follows.
+func summarize(t *testing.T, events []agent.Event) []string {
+	t.Helper()
+	var out []string
+	var delta strings.Builder
+	var deltaType agent.EventType
+	for i, e := range events {
+		require.Equal(t, i+1, e.Seq, "events are numbered from 1 without gaps")
+		switch e.Type {
+		case agent.EventTextDelta, agent.EventThinkingDelta:
+			if deltaType != e.Type {
+				out = append(out, string(e.Type)+"*")
+				delta.Reset()
+			}
+			deltaType = e.Type
+			delta.WriteString(e.Text)
+			continue
+		case agent.EventText, agent.EventThinking:
+			if deltaType != "" {
+				assert.Equal(t, e.Text, delta.String(), "deltas add up to the finished block")
+			}
+			out = append(out, fmt.Sprintf("%s:%s", e.Type, e.Text))
+		case agent.EventToolUse:
+			out = append(out, fmt.Sprintf("tool_use:%s:%s", e.Name, e.Input))
+		case agent.EventToolResult:
+			out = append(out, fmt.Sprintf("tool_result:%v:%s", e.IsError, firstLine(e.Output)))
+		case agent.EventNotice:
+			out = append(out, "notice:"+e.Code)
+		case agent.EventResult:
+			out = append(out, fmt.Sprintf("result:%s:%d/%d", e.Result.StopReason, e.Result.Usage.InputTokens, e.Result.Usage.OutputTokens))
+		case agent.EventError:
+			out = append(out, fmt.Sprintf("error:%s:%s", e.Code, e.Message))
+		default:
+			out = append(out, string(e.Type))
+		}
+		deltaType = ""
+	}
+	return out
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+// translateFixture runs a recorded CLI stdout through a Translator per turn.
+func translateFixture(t *testing.T, name string) [][]agent.Event {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", name+".stdout.jsonl"))
+	require.NoError(t, err)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var turns [][]agent.Event
+	tr := &Translator{}
+	var events []agent.Event
+	for sc.Scan() {
+		line := bytes.Clone(sc.Bytes())
+		if bytes.Contains(line, []byte(`"control_response"`)) {
+			continue // routed by the process, never translated
+		}
+		events, err = tr.Translate(line, events)
+		require.NoError(t, err)
+		if tr.Done() {
+			turns = append(turns, events)
+			events, tr = nil, &Translator{}
+		}
+	}
+	require.NoError(t, sc.Err())
+	require.Empty(t, events, "no events after the last result")
+	return turns
+}
+
+func TestTranslateRecordedTranscripts(t *testing.T) {
+	tests := []struct {
+		fixture string
+		want    [][]string
+	}{{
+		fixture: "a_plain",
+		want:    [][]string{{"text:Hi! How can I help you today?", "result:end_turn:2544/7"}},
+	}, {
+		fixture: "b_partial",
+		want: [][]string{{
+			"thinking_delta*", "thinking:The user wants a listing; I will run ls.",
+			"text_delta*", "text:Let me look.",
+			`tool_use:Bash:{"command":"ls","description":"List files"}`,
+			"tool_result:false:(Bash completed with no output)",
+			"thinking_delta*", "thinking:The directory is empty.",
+			"text_delta*", "text:The directory is empty.",
+			"result:end_turn:5215/34",
+		}},
+	}, {
+		fixture: "c_tools",
+		want: [][]string{{
+			"text:I will run a shell command.",
+			`tool_use:Bash:{"command":"echo hi > /tmp/x; cat /tmp/x","description":"Write hi to /tmp/x and print it"}`,
+			"tool_result:false:hi",
+			`tool_use:Write:{"file_path":"/tmp/claude-fixture-run/c_tools/proj/hello.txt","content":"hello from the mock\n"}`,
+			"tool_result:false:File created successfully at: /tmp/claude-fixture-run/c_tools/proj/hello.txt (file state is current in your context — no need to Read it back)",
+			"text:Both tools ran.",
+			"result:end_turn:7954/56",
+		}},
+	}, {
+		fixture: "c_denied",
+		want: [][]string{{
+			`tool_use:Bash:{"command":"echo hi > /tmp/x; cat /tmp/x","description":"Write hi to /tmp/x and print it"}`,
+			"notice:permission_denied",
+			"tool_result:true:This Bash command contains multiple operations. The following parts require approval: echo hi, cat /tmp/x",
+			"text:Finished.",
+			"result:end_turn:5203/25",
+		}},
+	}, {
+		fixture: "f_interrupt",
+		want: [][]string{
+			{"text_delta*", "text:Once upon a time there w", "error:interrupted:the turn was interrupted"},
+			{"text_delta*", "text:Still here after the interrupt.", "result:end_turn:2603/7"},
+		},
+	}, {
+		fixture: "g_401_retries2",
+		want:    [][]string{{"notice:api_retry", "notice:api_retry", "error:auth:Invalid API key · Fix external API key"}},
+	}, {
+		fixture: "g_529_default",
+		want: [][]string{{"notice:api_retry", "notice:api_retry",
+			"error:overloaded:API Error: Repeated 529 Overloaded errors. The API is at capacity — this is usually temporary. Try again in a moment. If it persists, check your inference gateway (127.0.0.1:43871)."}},
+	}, {
+		fixture: "g_connection_refused_retries2",
+		want: [][]string{{"notice:api_retry", "notice:api_retry",
+			"error:upstream:API Error: Connection refused — a firewall or proxy may be blocking it (ECONNREFUSED)"}},
+	}, {
+		fixture: "x_max_turns_1",
+		want: [][]string{{`tool_use:Bash:{"command":"ls","description":"List"}`,
+			"tool_result:false:(Bash completed with no output)",
+			"error:max_turns:Reached maximum number of turns (1)"}},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.fixture, func(t *testing.T) {
+			turns := translateFixture(t, tt.fixture)
+			got := make([][]string, len(turns))
+			for i, evs := range turns {
+				got[i] = summarize(t, evs)
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestTranslateMultiTurnKeepsSessionID(t *testing.T) {
+	turns := translateFixture(t, "d_multiturn")
+	require.Len(t, turns, 2)
+	first := turns[0][len(turns[0])-1]
+	second := turns[1][len(turns[1])-1]
+	require.Equal(t, agent.EventResult, first.Type)
+	require.Equal(t, agent.EventResult, second.Type)
+	assert.NotEmpty(t, first.Result.SessionID)
+	assert.Equal(t, first.Result.SessionID, second.Result.SessionID)
+}
+
+func TestTranslateTodoWrite(t *testing.T) {
+	line := `{"type":"assistant","message":{"model":"m","content":[{"type":"tool_use","id":"t1","name":"TodoWrite","input":{"todos":[{"content":"Write tests","status":"in_progress","activeForm":"Writing tests"},{"content":"Ship","status":"pending","activeForm":"Shipping"}]}}]},"parent_tool_use_id":null}`
+	tr := &Translator{}
+	evs, err := tr.Translate([]byte(line), nil)
+	require.NoError(t, err)
+	require.Len(t, evs, 2)
+	assert.Equal(t, agent.EventToolUse, evs[0].Type)
+	assert.Equal(t, agent.EventTodo, evs[1].Type)
+	assert.Equal(t, []agent.Todo{
+		{Content: "Write tests", Status: "in_progress", ActiveForm: "Writing tests"},
+		{Content: "Ship", Status: "pending", ActiveForm: "Shipping"},
+	}, evs[1].Todos)
+}
+
+func TestTranslateRejectsGarbage(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+	}{
+		{"not json", "not json"},
+		{"assistant content not a list", `{"type":"assistant","message":{"content":{"x":1}}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := (&Translator{}).Translate([]byte(tt.line), nil)
+			assert.Error(t, err)
+		})
+	}
+}
+
+func BenchmarkTranslateTextDelta(b *testing.B) {
+	line := []byte(`{"type":"stream_event","event":{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"The director"}},"session_id":"77aef859-33f8-4135-a074-12cd77ef0bbd","parent_tool_use_id":null,"uuid":"300e63bb-4df5-47e5-ae6e-3a6aff5846b8","api_message_id":"msg_01Mock0000000000000002"}`)
+	tr := &Translator{}
+	events := make([]agent.Event, 0, 4)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		var err error
+		events, err = tr.Translate(line, events[:0])
+		if err != nil || len(events) != 1 {
+			b.Fatal(err, len(events))
+		}
+	}
+}
