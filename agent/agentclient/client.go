@@ -1,0 +1,256 @@
+// Package agentclient is the control plane's client for the agent server
+// API: queries with their event streams, interrupts, health and stats.
+package agentclient
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+)
+
+// Client talks to one agent server.
+type Client struct {
+	// BaseURL is the agent's address, e.g. "http://127.0.0.1:32768".
+	BaseURL string
+	// Token is the agent's bearer token.
+	Token string
+	// HTTP is the client used; nil means http.DefaultClient.
+	HTTP *http.Client
+}
+
+// APIError is a non-2xx answer from the agent server.
+type APIError struct {
+	// Status is the HTTP status code.
+	Status int
+	// Code is the agent's error code ("busy", "unauthorized", ...).
+	Code string
+	// Message is the agent's explanation.
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("agent: HTTP %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// ErrBusy matches an [APIError] with status 409 from /query.
+var ErrBusy = errors.New("agent is busy with another turn")
+
+// Is lets errors.Is(err, ErrBusy) match a 409.
+func (e *APIError) Is(target error) bool {
+	return target == ErrBusy && e.Status == http.StatusConflict
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("agent request %s %s: %w", method, path, err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return req, nil
+}
+
+// Do sends a request to the agent and returns the response when its status
+// is 2xx; otherwise the body is decoded into an *APIError.
+func (c *Client) Do(req *http.Request) (*http.Response, error) {
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s %s: %w", req.Method, req.URL.Path, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, decodeError(resp)
+}
+
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var eb agent.ErrorBody
+	if err := json.Unmarshal(b, &eb); err != nil || eb.Error.Message == "" {
+		return &APIError{Status: resp.StatusCode, Code: "http_error", Message: strings.TrimSpace(string(b))}
+	}
+	return &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+}
+
+// Query starts a turn. The returned stream must be closed; closing it
+// before the end interrupts the turn.
+func (c *Client) Query(ctx context.Context, prompt, apiKey string) (*Stream, error) {
+	body, err := json.Marshal(agent.QueryRequest{Prompt: prompt, APIKey: apiKey})
+	if err != nil {
+		return nil, fmt.Errorf("encode query: %w", err)
+	}
+	req, err := c.newRequest(ctx, http.MethodPost, "/query", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	return NewStream(resp.Body), nil
+}
+
+// Health fetches /health. A 503 (not ready) is not an error: its body is
+// returned with the status.
+func (c *Client) Health(ctx context.Context) (agent.Health, int, error) {
+	var h agent.Health
+	req, err := c.newRequest(ctx, http.MethodGet, "/health", nil)
+	if err != nil {
+		return h, 0, err
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return h, 0, fmt.Errorf("agent health: %w", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&h); err != nil {
+		return h, resp.StatusCode, fmt.Errorf("agent health: decode: %w", err)
+	}
+	return h, resp.StatusCode, nil
+}
+
+// Interrupt asks the running turn to stop; it reports whether one ran.
+func (c *Client) Interrupt(ctx context.Context) (bool, error) {
+	var out struct {
+		Interrupted bool `json:"interrupted"`
+	}
+	err := c.getJSON(ctx, http.MethodPost, "/interrupt", &out)
+	return out.Interrupted, err
+}
+
+// Stats fetches /stats.
+func (c *Client) Stats(ctx context.Context) (agent.Stats, error) {
+	var st agent.Stats
+	err := c.getJSON(ctx, http.MethodGet, "/stats", &st)
+	return st, err
+}
+
+func (c *Client) getJSON(ctx context.Context, method, path string, out any) error {
+	req, err := c.newRequest(ctx, method, path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("agent %s: decode: %w", path, err)
+	}
+	return nil
+}
+
+// Stream reads the events of one turn.
+type Stream struct {
+	body io.ReadCloser
+	r    *bufio.Reader
+	done bool
+}
+
+// NewStream reads agent events from an SSE body.
+func NewStream(body io.ReadCloser) *Stream {
+	return &Stream{body: body, r: bufio.NewReaderSize(body, 32<<10)}
+}
+
+// ErrTruncated means the stream ended before its result or error event.
+var ErrTruncated = errors.New("agent stream ended before the turn's result")
+
+// Next returns the next event. After the final (result or error) event it
+// returns io.EOF. A stream cut short returns ErrTruncated.
+func (s *Stream) Next() (agent.Event, error) {
+	if s.done {
+		return agent.Event{}, io.EOF
+	}
+	for {
+		data, err := ReadData(s.r)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return agent.Event{}, ErrTruncated
+			}
+			return agent.Event{}, err
+		}
+		var e agent.Event
+		if err := json.Unmarshal(data, &e); err != nil {
+			return agent.Event{}, fmt.Errorf("decode agent event: %w", err)
+		}
+		if e.Type == agent.EventResult || e.Type == agent.EventError {
+			s.done = true
+		}
+		return e, nil
+	}
+}
+
+// Close releases the stream; before the final event this interrupts the
+// turn on the agent.
+func (s *Stream) Close() error { return s.body.Close() }
+
+// ReadData returns the data of the next SSE event, skipping comments and
+// fields other than data. Multi-line data is joined with "\n".
+func ReadData(r *bufio.Reader) ([]byte, error) {
+	var data []byte
+	have := false
+	for {
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than the buffer: copy what ReadSlice gave
+			// (the next read reuses its buffer), then collect the rest.
+			head := append([]byte(nil), line...)
+			var rest []byte
+			rest, err = r.ReadBytes('\n')
+			line = append(head, rest...)
+		}
+		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
+			if have && errors.Is(err, io.EOF) {
+				return data, nil
+			}
+			return nil, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			if have {
+				return data, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if line[0] == ':' {
+			continue
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			v = bytes.TrimPrefix(v, []byte(" "))
+			if have {
+				data = append(data, '\n')
+			}
+			data = append(data, v...)
+			have = true
+		}
+		if err != nil {
+			if have {
+				return data, nil
+			}
+			return nil, err
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package agentclient
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+)
+
+func TestReadData(t *testing.T) {
+	tests := []struct {
+		name  string
+		input string
+		want  []string
+	}{
+		{"one event", "data: {\"a\":1}\n\n", []string{`{"a":1}`}},
+		{"no space after colon", "data:{\"a\":1}\n\n", []string{`{"a":1}`}},
+		{"crlf", "data: x\r\n\r\n", []string{"x"}},
+		{"comments and other fields skipped", ": keep-alive\n\nevent: e\nid: 1\ndata: x\n\n", []string{"x"}},
+		{"multi-line data", "data: a\ndata: b\n\n", []string{"a\nb"}},
+		{"several events", "data: 1\n\ndata: 2\n\n: ping\n\ndata: 3\n\n", []string{"1", "2", "3"}},
+		{"last event without blank line", "data: 1\n\ndata: 2", []string{"1", "2"}},
+		{"long line", "data: " + strings.Repeat("x", 100000) + "\n\n", []string{strings.Repeat("x", 100000)}},
+		{"only comments", ": a\n\n: b\n\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := bufio.NewReaderSize(strings.NewReader(tt.input), 16)
+			var got []string
+			for {
+				d, err := ReadData(r)
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				require.NoError(t, err)
+				got = append(got, string(d))
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func FuzzReadData(f *testing.F) {
+	f.Add("data: {\"type\":\"text_delta\",\"text\":\"hi\"}\n\n")
+	f.Add(": keep-alive\n\ndata: a\ndata: b\n\n")
+	f.Add("data:\r\n\r\ndata")
+	f.Fuzz(func(t *testing.T, s string) {
+		r := bufio.NewReaderSize(strings.NewReader(s), 16)
+		for i := 0; i <= len(s); i++ {
+			if _, err := ReadData(r); err != nil {
+				return
+			}
+		}
+		t.Fatalf("ReadData returned more events than input bytes for %q", s)
+	})
+}
+
+func TestStreamEndsAtFinalEvent(t *testing.T) {
+	tests := []struct {
+		name     string
+		body     string
+		wantType []agent.EventType
+		wantErr  error
+	}{
+		{"result ends", "data: {\"type\":\"text_delta\",\"text\":\"a\"}\n\ndata: {\"type\":\"result\",\"result\":{\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}}\n\n",
+			[]agent.EventType{agent.EventTextDelta, agent.EventResult}, io.EOF},
+		{"error ends", "data: {\"type\":\"error\",\"code\":\"auth\",\"message\":\"bad key\"}\n\ndata: {\"type\":\"text\"}\n\n",
+			[]agent.EventType{agent.EventError}, io.EOF},
+		{"truncated", "data: {\"type\":\"text_delta\",\"text\":\"a\"}\n\n",
+			[]agent.EventType{agent.EventTextDelta}, ErrTruncated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewStream(io.NopCloser(strings.NewReader(tt.body)))
+			var got []agent.EventType
+			var err error
+			for {
+				var e agent.Event
+				e, err = s.Next()
+				if err != nil {
+					break
+				}
+				got = append(got, e.Type)
+			}
+			assert.Equal(t, tt.wantType, got)
+			assert.ErrorIs(t, err, tt.wantErr)
+		})
+	}
+}
+
+func TestClientErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/query":
+			w.WriteHeader(http.StatusConflict)
+			_, _ = io.WriteString(w, `{"error":{"code":"busy","message":"a turn is already running"}}`)
+		default:
+			w.WriteHeader(http.StatusBadGateway)
+			_, _ = io.WriteString(w, "not json")
+		}
+	}))
+	defer srv.Close()
+	c := &Client{BaseURL: srv.URL, Token: "t"}
+	_, err := c.Query(t.Context(), "hi", "k")
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrBusy)
+	var ae *APIError
+	require.ErrorAs(t, err, &ae)
+	assert.Equal(t, "busy", ae.Code)
+
+	_, err = c.Stats(t.Context())
+	require.ErrorAs(t, err, &ae)
+	assert.Equal(t, http.StatusBadGateway, ae.Status)
+	assert.Equal(t, "not json", ae.Message)
+	assert.NotErrorIs(t, err, ErrBusy)
+}
