@@ -71,8 +71,12 @@ test: image
 test-unit:
 	$(GO) test -short -count=1 ./...
 
+# Micro-benchmarks run for the default time; the end-to-end ones (real
+# processes and containers) for BENCH_RUNS iterations each, reporting medians.
+BENCH_RUNS ?= 10
 bench: image
-	CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v '/agent$$')
+	CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCH_RUNS)x -count=1 -timeout $(TEST_TIMEOUT) ./agent/
 
 run: agent-image
 	@token=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'); \

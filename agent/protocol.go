@@ -178,7 +178,7 @@ type Stats struct {
 	Agent ProcessStats `json:"agent"`
 	// Claude is the CLI process (zero PID when it is not running).
 	Claude ProcessStats `json:"claude"`
-	// Cgroup holds the container's cgroup v2 figures when readable.
+	// Cgroup holds the container's cgroup figures (v2 or v1) when readable.
 	Cgroup *CgroupStats `json:"cgroup,omitempty"`
 	// Turns counts finished turns since the agent started.
 	Turns int64 `json:"turns"`
@@ -200,17 +200,17 @@ type ProcessStats struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
-// CgroupStats is the container's cgroup v2 accounting.
+// CgroupStats is the container's cgroup accounting.
 type CgroupStats struct {
-	// MemoryBytes is memory.current.
+	// MemoryBytes is the memory in use (memory.current; v1 memory.usage_in_bytes).
 	MemoryBytes int64 `json:"memory_bytes"`
-	// MemoryLimitBytes is memory.max (0 = unlimited).
+	// MemoryLimitBytes is the memory limit (0 = unlimited).
 	MemoryLimitBytes int64 `json:"memory_limit_bytes"`
-	// Pids is pids.current.
+	// Pids is the number of processes (pids.current).
 	Pids int64 `json:"pids"`
-	// PidsLimit is pids.max (0 = unlimited).
+	// PidsLimit is the process limit (pids.max; 0 = unlimited).
 	PidsLimit int64 `json:"pids_limit"`
-	// CPUSeconds is cpu.stat usage_usec in seconds.
+	// CPUSeconds is the CPU time used by the whole container.
 	CPUSeconds float64 `json:"cpu_seconds"`
 }
 

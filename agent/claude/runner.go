@@ -305,10 +305,18 @@ const (
 // could not start; everything after that is reported through events.
 func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) error) error {
 	r := t.r
-	defer func() {
-		r.current.Store(nil)
-		r.busy.Store(false)
-	}()
+	// The runner is released before the final event is emitted, so a
+	// client that sends its next turn as soon as it reads this one's end
+	// never sees "busy".
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			r.current.Store(nil)
+			r.busy.Store(false)
+		}
+	}
+	defer release()
 	p, err := r.waitReady(ctx)
 	if err != nil {
 		return err
@@ -336,6 +344,7 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 	}
 
 	if err := p.sendUser(prompt); err != nil {
+		release()
 		send(agent.Event{Type: agent.EventError, Seq: seq + 1, Code: agent.CodeInternal, Message: err.Error()})
 		return nil
 	}
@@ -380,19 +389,19 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 		if err != nil {
 			r.opts.Logger.Warn("claude output not understood", zap.Error(err))
 		}
+		if tr.Done() {
+			r.turns.Add(1)
+			r.mu.Lock()
+			if tr.SessionID != "" {
+				r.sessionID = tr.SessionID
+			}
+			r.mu.Unlock()
+			release()
+		}
 		for _, e := range events {
 			send(e)
 		}
-		if !tr.Done() {
-			return false
-		}
-		r.turns.Add(1)
-		r.mu.Lock()
-		if tr.SessionID != "" {
-			r.sessionID = tr.SessionID
-		}
-		r.mu.Unlock()
-		return true
+		return tr.Done()
 	}
 	for {
 		select {
@@ -447,6 +456,7 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 				code, msg = tr.ClassifyInterrupt()
 			}
 			tr.seq++
+			release()
 			send(agent.Event{Type: agent.EventError, Seq: tr.seq, Code: code, Message: msg})
 			return nil
 		}

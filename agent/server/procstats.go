@@ -50,10 +50,16 @@ func readProcessStats(pid int) agent.ProcessStats {
 	return st
 }
 
-// readCgroupStats reads the container's cgroup v2 figures, or nil when
-// they cannot be read (cgroup v1, or not in a container).
+// readCgroupStats reads the container's cgroup figures (v2, or v1 where
+// the engine still uses it), or nil when they cannot be read.
 func readCgroupStats() *agent.CgroupStats {
-	const root = "/sys/fs/cgroup/"
+	if cg := readCgroupV2("/sys/fs/cgroup/"); cg != nil {
+		return cg
+	}
+	return readCgroupV1("/sys/fs/cgroup/")
+}
+
+func readCgroupV2(root string) *agent.CgroupStats {
 	cur, ok := readCgroupInt(root + "memory.current")
 	if !ok {
 		return nil
@@ -69,6 +75,27 @@ func readCgroupStats() *agent.CgroupStats {
 				cg.CPUSeconds = float64(us) / 1e6
 			}
 		}
+	}
+	return cg
+}
+
+// unlimitedV1 is above any real limit: cgroup v1 reports "no limit" as a
+// page-aligned huge number.
+const unlimitedV1 = 1 << 62
+
+func readCgroupV1(root string) *agent.CgroupStats {
+	cur, ok := readCgroupInt(root + "memory/memory.usage_in_bytes")
+	if !ok {
+		return nil
+	}
+	cg := &agent.CgroupStats{MemoryBytes: cur}
+	if limit, ok := readCgroupInt(root + "memory/memory.limit_in_bytes"); ok && limit < unlimitedV1 {
+		cg.MemoryLimitBytes = limit
+	}
+	cg.Pids, _ = readCgroupInt(root + "pids/pids.current")
+	cg.PidsLimit, _ = readCgroupInt(root + "pids/pids.max")
+	if ns, ok := readCgroupInt(root + "cpuacct/cpuacct.usage"); ok {
+		cg.CPUSeconds = float64(ns) / 1e9
 	}
 	return cg
 }

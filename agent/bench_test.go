@@ -1,0 +1,130 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
+	"github.com/agcluster/caddy-agcluster/internal/testenv"
+)
+
+// median of durations, in milliseconds.
+func medianMS(ds []time.Duration) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return float64(m) / float64(time.Millisecond)
+}
+
+// startAgentProcess starts the agent binary against mockURL and returns a
+// client and a stop function. It does not wait for readiness.
+func startAgentProcess(b *testing.B, bin, claude, mockURL string) (*agentclient.Client, func()) {
+	root := b.TempDir()
+	ws, home := filepath.Join(root, "ws"), filepath.Join(root, "home")
+	if err := os.Mkdir(ws, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.Mkdir(home, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	addr := testenv.FreeAddr(b)
+	token := testenv.RandomHex(16)
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + home, "AGENT_TOKEN=" + token,
+		"AGENT_WORKSPACE=" + ws, "AGENT_ADDR=" + addr, "CLAUDE_BIN=" + claude, "ANTHROPIC_BASE_URL=" + mockURL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}
+	return &agentclient.Client{BaseURL: "http://" + addr, Token: token}, stop
+}
+
+func pollReady(b *testing.B, c *agentclient.Client, every time.Duration) {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, status, err := c.Health(context.Background()); err == nil && status == http.StatusOK {
+			return
+		}
+		time.Sleep(every)
+	}
+	b.Fatal("agent never became ready")
+}
+
+// BenchmarkAgentStartToReady measures process start to /health "ready":
+// the agent server listening and the claude CLI loaded and initialised.
+func BenchmarkAgentStartToReady(b *testing.B) {
+	bin := testenv.GoBinary(b, "./agent/cmd/agcluster-agent")
+	claude := testenv.ClaudeBin(b)
+	mock := anthropictest.NewServer(b, anthropictest.Script{})
+	var samples []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		c, stop := startAgentProcess(b, bin, claude, mock.URL())
+		pollReady(b, c, 5*time.Millisecond)
+		samples = append(samples, time.Since(start))
+		b.StopTimer()
+		stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(medianMS(samples), "median-ms")
+}
+
+// BenchmarkTurnLatency measures a turn on a warm agent against a mock that
+// answers at once: time to the first text delta and to the result event.
+func BenchmarkTurnLatency(b *testing.B) {
+	bin := testenv.GoBinary(b, "./agent/cmd/agcluster-agent")
+	claude := testenv.ClaudeBin(b)
+	mock := anthropictest.NewServer(b, anthropictest.Script{Default: &anthropictest.Response{Text: "Hello there, benchmark."}})
+	c, stop := startAgentProcess(b, bin, claude, mock.URL())
+	defer stop()
+	pollReady(b, c, 5*time.Millisecond)
+	var ttft, total []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		st, err := c.Query(context.Background(), "say hi", "sk-ant-test")
+		if err != nil {
+			b.Fatal(err)
+		}
+		first := time.Duration(0)
+		for {
+			e, err := st.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			if e.Type == agent.EventTextDelta && first == 0 {
+				first = time.Since(start)
+			}
+			if e.Type == agent.EventError {
+				b.Fatalf("turn failed: %s", e.Message)
+			}
+		}
+		_ = st.Close()
+		total = append(total, time.Since(start))
+		ttft = append(ttft, first)
+	}
+	b.ReportMetric(medianMS(ttft), "ttft-median-ms")
+	b.ReportMetric(medianMS(total), "turn-median-ms")
+}

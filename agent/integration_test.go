@@ -1,0 +1,567 @@
+package agent_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/go-connections/nat"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
+	"github.com/agcluster/caddy-agcluster/internal/testenv"
+)
+
+// testConfig lets the agent run shell commands and write files without
+// prompts, as the tool tests need.
+const testConfig = `{"allowed_tools":["Bash","Read","Write"]}`
+
+// maxFileBytes is the upload limit the test agents run with.
+const maxFileBytes = 1 << 20
+
+// stack is one agent server under test and the mock API it talks to.
+type stack struct {
+	mode   string
+	agent  *agentclient.Client
+	mock   *anthropictest.Remote
+	logs   func() string
+	outDir string // a host directory outside the workspace (process mode only)
+}
+
+// startProcessStack runs the agent binary as a local process with the real
+// claude binary, against an in-process mock on 127.0.0.1.
+func startProcessStack(t *testing.T) *stack {
+	bin := testenv.GoBinary(t, "./agent/cmd/agcluster-agent")
+	claude := testenv.ClaudeBin(t)
+	mock := anthropictest.NewServer(t, anthropictest.Script{})
+	root := t.TempDir()
+	ws, home, outside := filepath.Join(root, "workspace"), filepath.Join(root, "home"), filepath.Join(root, "outside")
+	require.NoError(t, os.Mkdir(ws, 0o755))
+	require.NoError(t, os.Mkdir(home, 0o700))
+	require.NoError(t, os.Mkdir(outside, 0o755))
+	addr := testenv.FreeAddr(t)
+	token := testenv.RandomHex(16)
+
+	var logs syncBuffer
+	cmd := exec.Command(bin)
+	cmd.Env = []string{
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"HOME=" + home,
+		"AGENT_TOKEN=" + token,
+		"AGENT_WORKSPACE=" + ws,
+		"AGENT_ADDR=" + addr,
+		"AGENT_CONFIG=" + testConfig,
+		"AGENT_MAX_FILE_BYTES=" + strconv.Itoa(maxFileBytes),
+		"CLAUDE_BIN=" + claude,
+		"ANTHROPIC_BASE_URL=" + mock.URL(),
+	}
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	s := &stack{
+		mode:   "process",
+		agent:  &agentclient.Client{BaseURL: "http://" + addr, Token: token},
+		mock:   &anthropictest.Remote{BaseURL: mock.URL()},
+		logs:   logs.String,
+		outDir: outside,
+	}
+	s.waitReady(t)
+	return s
+}
+
+// startContainerStack runs the agent image hardened (non-root, read-only
+// root, no capabilities, no new privileges, tmpfs /tmp and home, workspace
+// volume) next to the mock image on a test network of its own.
+func startContainerStack(t *testing.T) *stack {
+	cli := testenv.Docker(t)
+	testenv.RequireImage(t, cli, testenv.AgentImage())
+	netName := testenv.TestNetwork(t, cli)
+	mock := testenv.StartMockContainer(t, cli, netName)
+	vol := testenv.Volume(t, cli)
+	token := testenv.RandomHex(16)
+	id := testenv.RunContainer(t, cli, "agcluster-test-agent-"+testenv.RandomHex(4),
+		&container.Config{
+			Image: testenv.AgentImage(),
+			Env: []string{
+				"AGENT_TOKEN=" + token,
+				"AGENT_CONFIG=" + testConfig,
+				"AGENT_MAX_FILE_BYTES=" + strconv.Itoa(maxFileBytes),
+				"ANTHROPIC_BASE_URL=http://" + testenv.MockAlias + ":8080",
+			},
+			ExposedPorts: nat.PortSet{"8080/tcp": {}},
+			Labels:       map[string]string{"agcluster.test": "true"},
+		},
+		&container.HostConfig{
+			PortBindings:   nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: ""}}},
+			CapDrop:        []string{"ALL"},
+			SecurityOpt:    []string{"no-new-privileges:true"},
+			ReadonlyRootfs: true,
+			Tmpfs: map[string]string{
+				"/tmp":        "rw,nosuid,nodev,size=64m",
+				"/home/agent": "rw,nosuid,nodev,size=128m,uid=1000,gid=1000,mode=0700",
+			},
+			Mounts: []mount.Mount{testenv.VolumeMount(vol, "/workspace")},
+			Resources: container.Resources{
+				Memory:    1 << 30,
+				NanoCPUs:  1e9,
+				PidsLimit: ptr(int64(256)),
+			},
+		},
+		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{netName: {}}})
+	port := testenv.PublishedPort(t, cli, id, "8080/tcp")
+	s := &stack{
+		mode:  "container",
+		agent: &agentclient.Client{BaseURL: "http://127.0.0.1:" + port, Token: token},
+		mock:  mock,
+		logs:  func() string { return testenv.ContainerLogs(cli, id) },
+	}
+	s.waitReady(t)
+
+	info, err := cli.ContainerInspect(context.Background(), id)
+	require.NoError(t, err)
+	assert.True(t, info.HostConfig.ReadonlyRootfs)
+	assert.Equal(t, []string{"ALL"}, []string(info.HostConfig.CapDrop))
+	assert.Equal(t, "agent", info.Config.User, "the image runs as its non-root user")
+	return s
+}
+
+func (s *stack) waitReady(t *testing.T) {
+	t.Helper()
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		h, status, err := s.agent.Health(context.Background())
+		return err == nil && status == http.StatusOK && h.Status == "ready"
+	}, "agent (%s) never became ready; logs:\n%s", s.mode, s.logs())
+}
+
+func (s *stack) script(t *testing.T, sc anthropictest.Script) {
+	t.Helper()
+	require.NoError(t, s.mock.SetScript(context.Background(), sc))
+	require.NoError(t, s.mock.Reset(context.Background()))
+}
+
+// turn runs a query to its end and returns all its events.
+func (s *stack) turn(t *testing.T, prompt string) []agent.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	st, err := s.agent.Query(ctx, prompt, "sk-ant-test")
+	require.NoError(t, err)
+	defer st.Close()
+	var events []agent.Event
+	for {
+		e, err := st.Next()
+		if errors.Is(err, io.EOF) {
+			return events
+		}
+		require.NoError(t, err, "stream of %q; agent logs:\n%s", prompt, s.logs())
+		events = append(events, e)
+	}
+}
+
+func TestAgentServer(t *testing.T) {
+	testenv.Integration(t)
+	for _, start := range []func(*testing.T) *stack{startProcessStack, startContainerStack} {
+		s := start(t)
+		t.Run(s.mode, func(t *testing.T) { runAgentSuite(t, s) })
+	}
+}
+
+func runAgentSuite(t *testing.T, s *stack) {
+	t.Run("plain answer streams as text deltas then result", func(t *testing.T) {
+		answer := "The quick brown fox jumps over the lazy dog."
+		s.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: answer, ChunkChars: 6}})
+		events := s.turn(t, "Tell me about foxes.")
+		var deltas []string
+		for _, e := range events {
+			if e.Type == agent.EventTextDelta {
+				deltas = append(deltas, e.Text)
+			}
+		}
+		assert.GreaterOrEqual(t, len(deltas), 3, "the answer arrives in several deltas")
+		assert.Equal(t, answer, strings.Join(deltas, ""))
+		last := events[len(events)-1]
+		require.Equal(t, agent.EventResult, last.Type, "%+v", last)
+		assert.Equal(t, "end_turn", last.Result.StopReason)
+		assert.Positive(t, last.Result.Usage.OutputTokens)
+		assert.NotEmpty(t, last.Result.SessionID)
+	})
+
+	t.Run("bash tool runs in the workspace and its output reaches the model", func(t *testing.T) {
+		s.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+			Match: anthropictest.Match{LastUserTextContains: "make a file"},
+			Response: anthropictest.Response{Blocks: []anthropictest.Block{
+				{Type: anthropictest.BlockText, Text: "Creating it."},
+				anthropictest.ToolUse("Bash", map[string]string{
+					"command":     "echo tool-output-$((6*7)) | tee made.txt; echo uid=$(id -u)",
+					"description": "make a file",
+				}),
+			}},
+		}, {
+			Match:    anthropictest.Match{HasToolResult: ptr(true)},
+			Response: anthropictest.Response{Text: "The file is made."},
+		}}})
+		events := s.turn(t, "Please make a file.")
+		var use, result *agent.Event
+		for i := range events {
+			switch events[i].Type {
+			case agent.EventToolUse:
+				use = &events[i]
+			case agent.EventToolResult:
+				result = &events[i]
+			}
+		}
+		require.NotNil(t, use, "tool_use event; events: %+v", events)
+		require.NotNil(t, result, "tool_result event")
+		assert.Equal(t, "Bash", use.Name)
+		assert.Equal(t, use.ToolUseID, result.ToolUseID)
+		assert.False(t, result.IsError, result.Output)
+		assert.Contains(t, result.Output, "tool-output-42")
+		if s.mode == "container" {
+			assert.Contains(t, result.Output, "uid=1000", "tools run as the image's non-root user")
+		}
+		assert.Equal(t, agent.EventResult, events[len(events)-1].Type)
+
+		resp := s.get(t, "/files/made.txt")
+		assert.Equal(t, http.StatusOK, resp.status)
+		assert.Equal(t, "tool-output-42\n", resp.body)
+
+		reqs, err := s.mock.Requests(context.Background())
+		require.NoError(t, err)
+		require.Len(t, reqs, 2, "one call for the tool_use, one with its result")
+		assert.Contains(t, strings.Join(reqs[1].ToolResultTexts(), "\n"), "tool-output-42")
+	})
+
+	t.Run("second turn carries the first turn's history", func(t *testing.T) {
+		s.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+			Match:    anthropictest.Match{LastUserTextContains: "favourite colour is teal"},
+			Response: anthropictest.Response{Text: "Noted: teal."},
+		}, {
+			Match:    anthropictest.Match{LastUserTextContains: "What is my favourite colour"},
+			Response: anthropictest.Response{Text: "It is teal."},
+		}}})
+		first := s.turn(t, "My favourite colour is teal.")
+		require.Equal(t, agent.EventResult, first[len(first)-1].Type)
+		second := s.turn(t, "What is my favourite colour?")
+		require.Equal(t, agent.EventResult, second[len(second)-1].Type)
+		reqs, err := s.mock.Requests(context.Background())
+		require.NoError(t, err)
+		require.Len(t, reqs, 2)
+		msgs, err := reqs[1].Messages()
+		require.NoError(t, err)
+		var history strings.Builder
+		for _, m := range msgs {
+			history.WriteString(m.Role + ": " + m.Text() + "\n")
+		}
+		assert.Contains(t, history.String(), "user: My favourite colour is teal.")
+		assert.Contains(t, history.String(), "assistant: Noted: teal.")
+		assert.Equal(t, first[len(first)-1].Result.SessionID, second[len(second)-1].Result.SessionID)
+	})
+
+	t.Run("client disconnect interrupts the turn and the next turn works", func(t *testing.T) {
+		s.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+			Match: anthropictest.Match{LastUserTextContains: "very long story"},
+			Response: anthropictest.Response{Text: "Once upon a time " + strings.Repeat("and then more happened ", 40),
+				ChunkChars: 8, ChunkDelayMS: 50},
+		}, {
+			Match:    anthropictest.Match{LastUserTextContains: "still there"},
+			Response: anthropictest.Response{Text: "Yes, still here."},
+		}}})
+		ctx, cancel := context.WithCancel(context.Background())
+		st, err := s.agent.Query(ctx, "Tell me a very long story.", "sk-ant-test")
+		require.NoError(t, err)
+		for deltas := 0; deltas < 2; {
+			e, err := st.Next()
+			require.NoError(t, err)
+			if e.Type == agent.EventTextDelta {
+				deltas++
+			}
+		}
+		cancel()
+		_ = st.Close()
+		testenv.Eventually(t, 30*time.Second, func() bool {
+			h, _, err := s.agent.Health(context.Background())
+			return err == nil && !h.Busy
+		}, "the interrupted turn never ended")
+
+		events := s.turn(t, "Are you still there?")
+		last := events[len(events)-1]
+		require.Equal(t, agent.EventResult, last.Type, "%+v", last)
+		assert.Equal(t, "Yes, still here.", last.Result.Text)
+		reqs, err := s.mock.Requests(context.Background())
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, len(reqs), 2)
+		assert.True(t, reqs[0].ClientAborted, "the interrupted API stream was cut off")
+		assert.Contains(t, reqs[len(reqs)-1].AllText(), "Once upon a time", "the partial answer stays in the context")
+	})
+
+	t.Run("concurrent query gets 409", func(t *testing.T) {
+		s.script(t, anthropictest.Script{Default: &anthropictest.Response{
+			Text: strings.Repeat("slow ", 40), ChunkChars: 5, ChunkDelayMS: 50}})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		st, err := s.agent.Query(ctx, "Say slow things.", "sk-ant-test")
+		require.NoError(t, err)
+		_, err = st.Next()
+		require.NoError(t, err)
+		_, err = s.agent.Query(context.Background(), "Me too.", "sk-ant-test")
+		require.Error(t, err)
+		assert.ErrorIs(t, err, agentclient.ErrBusy)
+		var ae *agentclient.APIError
+		require.ErrorAs(t, err, &ae)
+		assert.Contains(t, ae.Message, "already running")
+		for {
+			if _, err := st.Next(); err != nil {
+				require.ErrorIs(t, err, io.EOF)
+				break
+			}
+		}
+		_ = st.Close()
+	})
+
+	t.Run("files", func(t *testing.T) { runFileTests(t, s) })
+
+	t.Run("every endpoint but health needs the token", func(t *testing.T) {
+		for _, r := range []struct{ method, path string }{
+			{"POST", "/query"}, {"POST", "/interrupt"}, {"GET", "/stats"}, {"GET", "/files"},
+			{"GET", "/files/made.txt"}, {"PUT", "/files/x.txt"}, {"GET", "/archive"},
+		} {
+			for _, token := range []string{"", "wrong-token"} {
+				req, err := http.NewRequest(r.method, s.agent.BaseURL+r.path, strings.NewReader("{}"))
+				require.NoError(t, err)
+				if token != "" {
+					req.Header.Set("Authorization", "Bearer "+token)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				resp.Body.Close()
+				assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "%s %s with token %q", r.method, r.path, token)
+			}
+		}
+		resp, err := http.Get(s.agent.BaseURL + "/health")
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+	})
+
+	t.Run("stats", func(t *testing.T) {
+		st, err := s.agent.Stats(context.Background())
+		require.NoError(t, err)
+		assert.False(t, st.Busy)
+		assert.Positive(t, st.Claude.PID)
+		assert.Positive(t, st.Claude.RSSBytes)
+		assert.Positive(t, st.Agent.RSSBytes)
+		assert.GreaterOrEqual(t, st.Turns, int64(5))
+		if s.mode == "container" {
+			require.NotNil(t, st.Cgroup, "cgroup v2 figures inside the container")
+			assert.Equal(t, int64(1<<30), st.Cgroup.MemoryLimitBytes)
+			assert.Equal(t, int64(256), st.Cgroup.PidsLimit)
+		}
+	})
+
+	// Last: the conversation's history now holds a failed turn, which the
+	// CLI folds into the next user message.
+	t.Run("401 from the API ends the turn with an auth error", func(t *testing.T) {
+		s.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+			Match:    anthropictest.Match{LastUserTextContains: "wrong key"},
+			Response: anthropictest.Response{Error: &anthropictest.ErrorResponse{Status: 401, Message: "invalid x-api-key"}},
+			Times:    anthropictest.Unlimited,
+		}}})
+		start := time.Now()
+		events := s.turn(t, "This uses the wrong key.")
+		last := events[len(events)-1]
+		require.Equal(t, agent.EventError, last.Type, "%+v", events)
+		assert.Equal(t, agent.CodeAuth, last.Code)
+		t.Logf("auth failure reported after %s", time.Since(start))
+		h, _, err := s.agent.Health(context.Background())
+		require.NoError(t, err)
+		assert.False(t, h.Busy)
+	})
+}
+
+func runFileTests(t *testing.T, s *stack) {
+	t.Run("write, read, overwrite, list", func(t *testing.T) {
+		assert.Equal(t, http.StatusCreated, s.put(t, "/files/docs/a.txt", "alpha").status)
+		assert.Equal(t, http.StatusConflict, s.put(t, "/files/docs/a.txt", "beta").status, "no overwrite unless asked")
+		assert.Equal(t, http.StatusCreated, s.put(t, "/files/docs/a.txt?overwrite=true", "beta").status)
+		got := s.get(t, "/files/docs/a.txt")
+		assert.Equal(t, http.StatusOK, got.status)
+		assert.Equal(t, "beta", got.body)
+		assert.Equal(t, "text/plain; charset=utf-8", got.header.Get("Content-Type"))
+		dl := s.get(t, "/files/docs/a.txt?download=1")
+		assert.Contains(t, dl.header.Get("Content-Disposition"), `attachment; filename=a.txt`)
+		tree := s.get(t, "/files")
+		assert.Equal(t, http.StatusOK, tree.status)
+		assert.Contains(t, tree.body, `"path":"docs/a.txt"`)
+		assert.Contains(t, tree.body, `"size":4`)
+		assert.Equal(t, http.StatusNotFound, s.get(t, "/files/nope.txt").status)
+		assert.Equal(t, http.StatusBadRequest, s.get(t, "/files/docs").status, "a directory is not a file")
+	})
+
+	t.Run("upload limit", func(t *testing.T) {
+		assert.Equal(t, http.StatusCreated, s.put(t, "/files/max.bin", strings.Repeat("x", maxFileBytes)).status)
+		assert.Equal(t, http.StatusRequestEntityTooLarge, s.put(t, "/files/big.bin", strings.Repeat("x", maxFileBytes+1)).status)
+		assert.Equal(t, http.StatusNotFound, s.get(t, "/files/big.bin").status, "nothing is left of a refused upload")
+	})
+
+	t.Run("traversal is refused", func(t *testing.T) {
+		for _, p := range []string{
+			"/files/../../../etc/passwd",
+			"/files/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+			"/files/docs/%2e%2e/%2e%2e/etc/passwd",
+			"/files/%2fetc%2fpasswd",
+			"/files//etc/passwd",
+			"/files/docs%2f..%2f..%2fetc%2fpasswd",
+			"/files/a%00b",
+		} {
+			resp := s.raw(t, http.MethodGet, p, "")
+			assert.NotEqual(t, http.StatusOK, resp.status, p)
+			assert.NotContains(t, resp.body, "root:", p)
+			put := s.raw(t, http.MethodPut, p, "owned")
+			assert.NotEqual(t, http.StatusCreated, put.status, p)
+		}
+	})
+
+	t.Run("symlinks out of the workspace are refused", func(t *testing.T) {
+		target := "/tmp"
+		if s.outDir != "" {
+			target = s.outDir
+		}
+		s.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+			Match: anthropictest.Match{LastUserTextContains: "make the links"},
+			Response: anthropictest.Response{Blocks: []anthropictest.Block{anthropictest.ToolUse("Bash", map[string]string{
+				"command":     "ln -s /etc etc-link && ln -s /etc/passwd passwd-link && ln -s " + target + " out-link && echo linked",
+				"description": "links",
+			})}},
+		}, {
+			Match:    anthropictest.Match{HasToolResult: ptr(true)},
+			Response: anthropictest.Response{Text: "Linked."},
+		}}})
+		events := s.turn(t, "Please make the links.")
+		require.Equal(t, agent.EventResult, events[len(events)-1].Type, "%+v", events)
+		for _, e := range events {
+			if e.Type == agent.EventToolResult {
+				require.Equal(t, "linked", strings.TrimSpace(e.Output), "the links were made")
+			}
+		}
+
+		for _, p := range []string{"/files/etc-link/passwd", "/files/passwd-link", "/files/out-link"} {
+			resp := s.get(t, p)
+			assert.Equal(t, http.StatusBadRequest, resp.status, p+": "+resp.body)
+			assert.NotContains(t, resp.body, "root:")
+		}
+		escape := "escaped-" + testenv.RandomHex(4) + ".txt"
+		assert.Equal(t, http.StatusBadRequest, s.put(t, "/files/out-link/"+escape, "owned").status)
+		if s.outDir != "" {
+			_, err := os.Stat(filepath.Join(s.outDir, escape))
+			assert.True(t, os.IsNotExist(err), "nothing was written through the link")
+		}
+		tree := s.get(t, "/files")
+		assert.Contains(t, tree.body, `"path":"etc-link","type":"symlink"`)
+		assert.NotContains(t, tree.body, "etc-link/", "listings do not descend into links")
+
+		arch := s.get(t, "/archive")
+		require.Equal(t, http.StatusOK, arch.status)
+		names, contents := untar(t, arch.body)
+		assert.Contains(t, names, "docs/a.txt")
+		assert.Contains(t, names, "made.txt")
+		assert.Contains(t, names, "etc-link", "links are archived as links")
+		assert.NotContains(t, contents, "root:", "links are never followed")
+	})
+}
+
+type response struct {
+	status int
+	body   string
+	header http.Header
+}
+
+func (s *stack) raw(t *testing.T, method, path, body string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, s.agent.BaseURL, strings.NewReader(body))
+	require.NoError(t, err)
+	req.URL.Opaque = "//" + req.URL.Host + path // send the path exactly as written
+	if p, q, ok := strings.Cut(path, "?"); ok {
+		req.URL.Opaque, req.URL.RawQuery = "//"+req.URL.Host+p, q
+	}
+	req.Header.Set("Authorization", "Bearer "+s.agent.Token)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return response{status: resp.StatusCode, body: string(b), header: resp.Header}
+}
+
+func (s *stack) get(t *testing.T, path string) response { return s.raw(t, http.MethodGet, path, "") }
+
+func (s *stack) put(t *testing.T, path, body string) response {
+	return s.raw(t, http.MethodPut, path, body)
+}
+
+func untar(t *testing.T, gz string) (names []string, contents string) {
+	t.Helper()
+	zr, err := gzip.NewReader(strings.NewReader(gz))
+	require.NoError(t, err)
+	tr := tar.NewReader(zr)
+	var all bytes.Buffer
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		names = append(names, h.Name)
+		_, err = io.Copy(&all, tr)
+		require.NoError(t, err)
+	}
+	return names, all.String()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func ptr[T any](v T) *T { return &v }
