@@ -183,6 +183,9 @@ func (s *stack) turn(t *testing.T, prompt string) []agent.Event {
 			return events
 		}
 		require.NoError(t, err, "stream of %q; agent logs:\n%s", prompt, s.logs())
+		if e.Type == agent.EventNotice && e.Code == agent.CodeAPIRetry {
+			t.Logf("unexpected API retry in %q: %s\nagent logs:\n%s", prompt, e.Message, s.logs())
+		}
 		events = append(events, e)
 	}
 }
@@ -256,7 +259,7 @@ func runAgentSuite(t *testing.T, s *stack) {
 
 		reqs, err := s.mock.Requests(context.Background())
 		require.NoError(t, err)
-		require.Len(t, reqs, 2, "one call for the tool_use, one with its result")
+		require.Len(t, reqs, 2, "one call for the tool_use, one with its result: %s", summarizeRequests(reqs))
 		assert.Contains(t, strings.Join(reqs[1].ToolResultTexts(), "\n"), "tool-output-42")
 	})
 
@@ -298,9 +301,14 @@ func runAgentSuite(t *testing.T, s *stack) {
 		ctx, cancel := context.WithCancel(context.Background())
 		st, err := s.agent.Query(ctx, "Tell me a very long story.", "sk-ant-test")
 		require.NoError(t, err)
+		var seen []agent.Event
 		for deltas := 0; deltas < 2; {
 			e, err := st.Next()
-			require.NoError(t, err)
+			if err != nil {
+				reqs, _ := s.mock.Requests(context.Background())
+				t.Fatalf("stream ended early: %v\nevents so far: %+v\nrequests:%s\nlogs:\n%s", err, seen, summarizeRequests(reqs), s.logs())
+			}
+			seen = append(seen, e)
 			if e.Type == agent.EventTextDelta {
 				deltas++
 			}
@@ -314,13 +322,19 @@ func runAgentSuite(t *testing.T, s *stack) {
 
 		events := s.turn(t, "Are you still there?")
 		last := events[len(events)-1]
-		require.Equal(t, agent.EventResult, last.Type, "%+v", last)
-		assert.Equal(t, "Yes, still here.", last.Result.Text)
 		reqs, err := s.mock.Requests(context.Background())
 		require.NoError(t, err)
+		require.Equal(t, agent.EventResult, last.Type, "%+v\nrequests:%s", last, summarizeRequests(reqs))
+		assert.Equal(t, "Yes, still here.", last.Result.Text, "requests:%s", summarizeRequests(reqs))
 		require.GreaterOrEqual(t, len(reqs), 2)
 		assert.True(t, reqs[0].ClientAborted, "the interrupted API stream was cut off")
-		assert.Contains(t, reqs[len(reqs)-1].AllText(), "Once upon a time", "the partial answer stays in the context")
+		msgs, err := reqs[len(reqs)-1].Messages()
+		require.NoError(t, err)
+		var history []string
+		for _, m := range msgs {
+			history = append(history, m.Role+": "+m.Text())
+		}
+		assert.Contains(t, strings.Join(history, "\n"), "assistant: Once upon a time", "the partial answer stays in the context; requests:%s", summarizeRequests(reqs))
 	})
 
 	t.Run("concurrent query gets 409", func(t *testing.T) {
@@ -496,6 +510,20 @@ func runFileTests(t *testing.T, s *stack) {
 		assert.Contains(t, names, "etc-link", "links are archived as links")
 		assert.NotContains(t, contents, "root:", "links are never followed")
 	})
+}
+
+// summarizeRequests renders recorded API requests briefly for failure messages.
+func summarizeRequests(reqs []anthropictest.RecordedRequest) string {
+	var b strings.Builder
+	for _, r := range reqs {
+		text := r.LastUserText()
+		if len(text) > 80 {
+			text = text[:80] + "…"
+		}
+		b.WriteString("\n  #" + strconv.Itoa(r.Seq) + " " + r.Time.Format("15:04:05.000") + " " + r.Duration.String() + " " + r.Method + " " + r.Path + " step=" + strconv.Itoa(r.MatchedStep) +
+			" status=" + strconv.Itoa(r.Status) + " aborted=" + strconv.FormatBool(r.ClientAborted) + " tool_result=" + strconv.FormatBool(r.HasToolResult()) + " last_user=" + strconv.Quote(text))
+	}
+	return b.String()
 }
 
 type response struct {

@@ -13,6 +13,7 @@
 package keyproxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -20,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -28,6 +30,10 @@ import (
 	"sync/atomic"
 	"time"
 )
+
+// maxRequestBytes bounds one API request from the CLI (the API's own limit
+// is 32 MB).
+const maxRequestBytes = 64 << 20
 
 // Proxy forwards the CLI's API calls upstream with the current key.
 type Proxy struct {
@@ -39,6 +45,10 @@ type Proxy struct {
 
 	srv *http.Server
 	url string
+
+	// OnAbort, if set, is told when the CLI abandons a request before its
+	// response ended (for diagnostics).
+	OnAbort func(path string, after time.Duration, err error)
 }
 
 // New returns a proxy to upstream (e.g. "https://api.anthropic.com").
@@ -120,7 +130,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusUnauthorized, "authentication_error", "no Anthropic API key was given for this turn")
 		return
 	}
+	// Read the whole request before forwarding it. Streaming it through
+	// races the server: once the upstream's response headers are flushed
+	// to the CLI, net/http closes the unread rest of the incoming body,
+	// the transport's write of the outgoing body fails, and it closes the
+	// upstream connection in the middle of the response.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	if err != nil {
+		writeAPIError(w, http.StatusRequestEntityTooLarge, "request_too_large", "agent proxy: request body: "+err.Error())
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	start := time.Now()
 	p.rp.ServeHTTP(w, r)
+	if err := r.Context().Err(); err != nil && p.OnAbort != nil {
+		p.OnAbort(r.URL.Path, time.Since(start), err)
+	}
 }
 
 // Start listens on 127.0.0.1 on a free port and serves until Close.

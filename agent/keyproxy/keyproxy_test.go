@@ -162,3 +162,34 @@ func TestNewRejectsBadUpstream(t *testing.T) {
 		assert.Error(t, err, u)
 	}
 }
+
+// TestProxyLargeBodiesWithStreamingResponses guards against a race in
+// streaming the request body through: net/http closes the unread rest of
+// an incoming body once response headers are flushed, which used to make
+// the transport close the upstream connection mid-response.
+func TestProxyLargeBodiesWithStreamingResponses(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 20; i++ {
+			_, _ = io.WriteString(w, "data: {\"n\":"+strings.Repeat("1", 10)+"}\n\n")
+			w.(http.Flusher).Flush()
+		}
+		_, _ = io.WriteString(w, "data: done "+strings.Repeat("x", int(n%7))+"\n\n")
+	}))
+	t.Cleanup(up.Close)
+	var statuses []int
+	p := startProxy(t, up.URL, &statuses)
+	p.SetKey("sk-real")
+	body := strings.Repeat("b", 256<<10)
+	for i := 0; i < 50; i++ {
+		req, _ := http.NewRequest(http.MethodPost, p.URL()+"/v1/messages", strings.NewReader(body))
+		req.Header.Set("X-Api-Key", p.Placeholder())
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err, "iteration %d", i)
+		require.Contains(t, string(got), "data: done", "iteration %d: the stream was cut", i)
+	}
+}

@@ -138,6 +138,9 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("ANTHROPIC_BASE_URL: %w", err)
 	}
+	proxy.OnAbort = func(path string, after time.Duration, err error) {
+		logger.Warn("claude abandoned an api request", zap.String("path", path), zap.Duration("after", after), zap.Error(err))
+	}
 	if err := proxy.Start(); err != nil {
 		return err
 	}
