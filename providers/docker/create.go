@@ -1,0 +1,384 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/docker/go-connections/nat"
+	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/providers"
+)
+
+// logTail is how many log lines a readiness failure quotes.
+const logTail = 30
+
+// Create runs an agent container for spec and returns once its /health
+// answers ready. On any failure the container and its volume are removed.
+func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
+	}
+	if err := checkEnv(spec.Env); err != nil {
+		return nil, fmt.Errorf("docker: create agent for session %q: env: %w", spec.SessionID, err)
+	}
+	cfgJSON := []byte("{}")
+	if spec.Config != nil {
+		if err := spec.Config.Validate(); err != nil {
+			return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
+		}
+		if cfgJSON, err = json.Marshal(spec.Config); err != nil {
+			return nil, fmt.Errorf("docker: create agent for session %q: encode config: %w", spec.SessionID, err)
+		}
+	}
+	image := orDefault(spec.Image, p.opts.Image)
+	if err := p.ensureImage(ctx, image); err != nil {
+		return nil, err
+	}
+
+	token := randomHex(32)
+	volName := "agcluster-ws-" + randomHex(6)
+	name := containerName(spec.SessionID)
+	labels := p.labels(spec, volName)
+
+	began := time.Now()
+	var id string
+	defer func() {
+		if err != nil {
+			p.cleanup(ctx, id, name, volName)
+		}
+	}()
+
+	// The two create calls are quick and are not abandoned half-way when
+	// ctx ends (the engine would finish them anyway): so the cleanup knows
+	// exactly what exists.
+	mkCtx, cancelMk := context.WithTimeout(context.WithoutCancel(ctx), cleanupBudget)
+	defer cancelMk()
+	if _, err := p.cli.VolumeCreate(mkCtx, volume.CreateOptions{Name: volName, Labels: labels}); err != nil {
+		return nil, p.wrap(fmt.Sprintf("create workspace volume for session %q", spec.SessionID), err)
+	}
+	cfg, host, netCfg := p.containerConfig(spec, image, token, cfgJSON, volName, labels)
+	created, err := p.cli.ContainerCreate(mkCtx, cfg, host, netCfg, nil, name)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "image") {
+			p.forgetImage(image)
+			return nil, imageMissing(image, err)
+		}
+		return nil, p.wrap(fmt.Sprintf("create container %s", name), err)
+	}
+	id = created.ID
+	p.track(id, true)
+	defer p.track(id, false)
+	createdAt := time.Now()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
+	}
+
+	if err := p.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return nil, p.wrap(fmt.Sprintf("start container %s", name), err)
+	}
+	info, err := p.cli.ContainerInspect(ctx, id)
+	if err != nil {
+		return nil, p.wrap(fmt.Sprintf("inspect container %s", name), err)
+	}
+	url, err := p.agentURL(info)
+	if err != nil {
+		return nil, err
+	}
+	startedAt := time.Now()
+
+	if err := p.waitReady(ctx, id, url, token); err != nil {
+		return nil, fmt.Errorf("docker: agent container %s (%s) for session %q: %w", name, shortID(id), spec.SessionID, err)
+	}
+	readyAt := time.Now()
+
+	p.logger.Info("agent container created",
+		zap.String("container_id", shortID(id)),
+		zap.String("container_name", name),
+		zap.String("session_id", spec.SessionID),
+		zap.String("image", image),
+		zap.String("url", url),
+		zap.Duration("create_duration", createdAt.Sub(began)),
+		zap.Duration("start_duration", startedAt.Sub(createdAt)),
+		zap.Duration("ready_duration", readyAt.Sub(startedAt)),
+		zap.Duration("ready_after", readyAt.Sub(began)),
+	)
+	return &providers.Instance{
+		ID:        id,
+		Provider:  p.Name(),
+		SessionID: spec.SessionID,
+		Owner:     spec.Owner,
+		ConfigID:  spec.ConfigID,
+		URL:       url,
+		Token:     token,
+		CreatedAt: parseTime(info.Created, began),
+	}, nil
+}
+
+// containerConfig builds the hardened container definition.
+func (p *Provider) containerConfig(spec providers.Spec, image, token string, cfgJSON []byte, volName string, labels map[string]string) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
+	env := maps.Clone(p.opts.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	maps.Copy(env, spec.Env)
+	envList := make([]string, 0, len(env)+2)
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		envList = append(envList, k+"="+env[k])
+	}
+	envList = append(envList, "AGENT_CONFIG="+string(cfgJSON), "AGENT_TOKEN="+token)
+
+	memory := orDefault(spec.Limits.MemoryBytes, p.opts.MemoryBytes)
+	pids := orDefault(spec.Limits.Pids, p.opts.Pids)
+	cfg := &container.Config{
+		Image:        image,
+		Env:          envList,
+		Labels:       labels,
+		ExposedPorts: nat.PortSet{agentPort: {}},
+	}
+	host := &container.HostConfig{
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges:true"},
+		ReadonlyRootfs: true,
+		Privileged:     false,
+		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		Tmpfs: map[string]string{
+			"/tmp":  "rw,nosuid,nodev,size=" + p.opts.TmpSize,
+			homeDir: fmt.Sprintf("rw,nosuid,nodev,size=%s,uid=%d,gid=%d,mode=0700", p.opts.HomeSize, agentUID, agentUID),
+		},
+		Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: volName, Target: workspaceDir}},
+		Resources: container.Resources{
+			Memory:     memory,
+			MemorySwap: memory,
+			NanoCPUs:   orDefault(spec.Limits.NanoCPUs, p.opts.NanoCPUs),
+			PidsLimit:  &pids,
+		},
+	}
+	if !p.opts.ReachByContainerIP {
+		host.PortBindings = nat.PortMap{agentPort: {{HostIP: p.opts.PublishHost, HostPort: ""}}}
+	}
+	var netCfg *network.NetworkingConfig
+	if p.opts.Network != "" {
+		host.NetworkMode = container.NetworkMode(p.opts.Network)
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{p.opts.Network: {}}}
+	}
+	return cfg, host, netCfg
+}
+
+// labels are the container's and volume's labels. They never hold the
+// token or a key.
+func (p *Provider) labels(spec providers.Spec, volName string) map[string]string {
+	l := maps.Clone(p.opts.ExtraLabels)
+	if l == nil {
+		l = map[string]string{}
+	}
+	maps.Copy(l, map[string]string{
+		LabelManaged:  "true",
+		LabelProvider: p.Name(),
+		LabelSession:  spec.SessionID,
+		LabelOwner:    spec.Owner,
+		LabelConfig:   spec.ConfigID,
+		LabelVolume:   volName,
+	})
+	return l
+}
+
+// ensureImage fails fast with ErrImageMissing before anything is created.
+// Only positive answers are cached: a missing image may be built later.
+func (p *Provider) ensureImage(ctx context.Context, image string) error {
+	p.mu.Lock()
+	_, ok := p.images[image]
+	p.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if _, err := p.cli.ImageInspect(ctx, image); err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return imageMissing(image, err)
+		}
+		return p.wrap(fmt.Sprintf("inspect image %q", image), err)
+	}
+	p.mu.Lock()
+	p.images[image] = struct{}{}
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *Provider) forgetImage(image string) {
+	p.mu.Lock()
+	delete(p.images, image)
+	p.mu.Unlock()
+}
+
+func imageMissing(image string, err error) error {
+	return fmt.Errorf("docker: image %q not found; build it with make image (%w): %w", image, providers.ErrImageMissing, err)
+}
+
+// track records containers this Provider is still creating, so Orphans
+// does not report them.
+func (p *Provider) track(id string, on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on {
+		p.inFlight[id] = struct{}{}
+	} else {
+		delete(p.inFlight, id)
+	}
+}
+
+// agentURL is where the control plane reaches the agent in info.
+func (p *Provider) agentURL(info container.InspectResponse) (string, error) {
+	if info.NetworkSettings == nil {
+		return "", fmt.Errorf("docker: container %s has no network settings", shortID(info.ID))
+	}
+	if p.opts.ReachByContainerIP {
+		ep := info.NetworkSettings.Networks[p.opts.Network]
+		if ep == nil || ep.IPAddress == "" {
+			return "", fmt.Errorf("docker: container %s has no address on network %q", shortID(info.ID), p.opts.Network)
+		}
+		return "http://" + net.JoinHostPort(ep.IPAddress, "8080"), nil
+	}
+	host := p.opts.PublishHost
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1" // published on every interface: loopback is one of them
+	}
+	for _, b := range info.NetworkSettings.Ports[agentPort] {
+		if b.HostPort != "" {
+			return "http://" + net.JoinHostPort(host, b.HostPort), nil
+		}
+	}
+	return "", fmt.Errorf("docker: container %s publishes no port for %s", shortID(info.ID), agentPort)
+}
+
+// exitedError says the container stopped while Create waited for it.
+type exitedError struct{ code int64 }
+
+func (e *exitedError) Error() string {
+	return fmt.Sprintf("container exited with code %d", e.code)
+}
+
+// waitReady polls /health until ready, the ready timeout, ctx's end, or
+// the container's exit, whichever comes first. Failures quote the
+// container's last log lines.
+func (p *Provider) waitReady(ctx context.Context, id, url, token string) error {
+	watch, stopWatch := context.WithCancelCause(ctx)
+	defer stopWatch(nil)
+	go func() {
+		waitC, errC := p.cli.ContainerWait(watch, id, container.WaitConditionNotRunning)
+		select {
+		case r := <-waitC:
+			stopWatch(&exitedError{code: r.StatusCode})
+		case <-errC: // the watch ended or failed: the timeout still applies
+		}
+	}()
+	readyCtx, cancel := context.WithTimeout(watch, p.opts.ReadyTimeout)
+	defer cancel()
+	err := providers.WaitReady(readyCtx, &agentclient.Client{BaseURL: url, Token: token})
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil { // the caller gave up: no diagnosis needed
+		return err
+	}
+	var exited *exitedError
+	reason := fmt.Sprintf("not ready after %s", p.opts.ReadyTimeout)
+	if errors.As(context.Cause(watch), &exited) {
+		reason = exited.Error() + " before it was ready"
+	}
+	logs := strings.ReplaceAll(p.lastLogs(id), token, "[redacted]")
+	return fmt.Errorf("%s: %w\nlast %d log lines:\n%s", reason, err, logTail, logs)
+}
+
+// lastLogs returns the container's last log lines, stdout and stderr
+// together.
+func (p *Provider) lastLogs(id string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rc, err := p.cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(logTail)})
+	if err != nil {
+		return fmt.Sprintf("(logs unavailable: %v)", err)
+	}
+	defer rc.Close()
+	var out strings.Builder
+	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(rc, 64<<10)); err != nil {
+		fmt.Fprintf(&out, "(log read error: %v)", err)
+	}
+	return strings.TrimRight(out.String(), "\n")
+}
+
+// cleanup removes what a failed Create made: the container and the
+// volume. When the create call gave no answer (id is empty) a container
+// may still exist under name: it is removed only if it carries volName,
+// which no other container can. It runs even when ctx is cancelled.
+func (p *Provider) cleanup(ctx context.Context, id, name, volName string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupBudget)
+	defer cancel()
+	if id == "" {
+		if info, err := p.cli.ContainerInspect(ctx, name); err == nil && info.Config != nil && info.Config.Labels[LabelVolume] == volName {
+			id = info.ID
+		}
+	}
+	if id != "" {
+		if err := p.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			p.logger.Warn("could not remove the container of a failed create", zap.String("container_id", shortID(id)), zap.Error(err))
+		}
+	}
+	if err := p.cli.VolumeRemove(ctx, volName, false); err != nil && !cerrdefs.IsNotFound(err) {
+		p.logger.Warn("could not remove the volume of a failed create", zap.String("volume", volName), zap.Error(err))
+	}
+}
+
+// containerName is "agcluster-<session>-<random>", the session id reduced
+// to the characters Docker allows and at most 40 of them.
+func containerName(sessionID string) string {
+	var b strings.Builder
+	for _, r := range sessionID {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+		if b.Len() >= 40 {
+			break
+		}
+	}
+	s := strings.Trim(b.String(), "-_.")
+	if s == "" {
+		s = "session"
+	}
+	return "agcluster-" + s + "-" + randomHex(2)
+}
+
+// orDefault returns v unless it is the zero value, then def.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func parseTime(s string, def time.Time) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return def
+	}
+	return t
+}

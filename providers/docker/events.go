@@ -1,0 +1,73 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/docker/docker/api/types/events"
+)
+
+// Event is the death of a managed agent container.
+type Event struct {
+	// InstanceID is the container id (providers.Instance.ID).
+	InstanceID string
+	// SessionID is the session the agent served.
+	SessionID string
+	// Reason is "die" (the container stopped, including when it is
+	// destroyed) or "oom" (the kernel killed a process for lack of
+	// memory; a "die" usually follows).
+	Reason string
+	// ExitCode is the container's exit code for "die" (137 when killed).
+	ExitCode int
+	// Time is when the engine saw it.
+	Time time.Time
+}
+
+// Events streams die and oom events of this provider's agent containers
+// until ctx ends. Both channels are closed then. When the stream fails
+// (e.g. the engine restarts) one error is sent, wrapping
+// providers.ErrUnavailable when the engine cannot be reached, and both
+// channels are closed: call Events again to resubscribe. The subscription
+// is in place when Events returns.
+func (p *Provider) Events(ctx context.Context) (<-chan Event, <-chan error) {
+	f := p.managedFilter()
+	f.Add("type", string(events.ContainerEventType))
+	f.Add("event", string(events.ActionDie))
+	f.Add("event", string(events.ActionOOM))
+	msgs, errs := p.cli.Events(ctx, events.ListOptions{Filters: f})
+
+	out := make(chan Event)
+	outErr := make(chan error, 1)
+	go func() {
+		defer close(out)
+		defer close(outErr)
+		for {
+			select {
+			case m := <-msgs:
+				code, _ := strconv.Atoi(m.Actor.Attributes["exitCode"])
+				ev := Event{
+					InstanceID: m.Actor.ID,
+					SessionID:  m.Actor.Attributes[LabelSession],
+					Reason:     string(m.Action),
+					ExitCode:   code,
+					Time:       time.Unix(0, m.TimeNano),
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			case err := <-errs:
+				if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+					outErr <- p.wrap("event stream", err)
+				}
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, outErr
+}

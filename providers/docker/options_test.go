@@ -1,0 +1,164 @@
+package docker
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/go-connections/nat"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/providers"
+)
+
+func TestNewDefaults(t *testing.T) {
+	p, err := New(Options{}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	assert.Equal(t, Options{
+		Image:        "agcluster/agent:latest",
+		MemoryBytes:  1 << 30,
+		NanoCPUs:     1e9,
+		Pids:         256,
+		TmpSize:      "256m",
+		HomeSize:     "256m",
+		PublishHost:  "127.0.0.1",
+		ReadyTimeout: 60 * time.Second,
+	}, p.Options())
+	assert.Equal(t, "docker", p.Name())
+}
+
+func TestNewRefusesBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"api key in env", Options{Env: map[string]string{"ANTHROPIC_API_KEY": "sk-ant-x"}}, "ANTHROPIC_API_KEY is refused"},
+		{"auth token in env", Options{Env: map[string]string{"ANTHROPIC_AUTH_TOKEN": "x"}}, "ANTHROPIC_AUTH_TOKEN is refused"},
+		{"api key in any case", Options{Env: map[string]string{"anthropic_api_key": "x"}}, "anthropic_api_key is refused"},
+		{"reserved env", Options{Env: map[string]string{"AGENT_TOKEN": "x"}}, "AGENT_TOKEN is set by the provider"},
+		{"bad env name", Options{Env: map[string]string{"A=B": "x"}}, "invalid variable name"},
+		{"tmp size injection", Options{TmpSize: "64m,exec"}, `tmp_size "64m,exec"`},
+		{"home size", Options{HomeSize: "lots"}, `home_size "lots"`},
+		{"publish host", Options{PublishHost: "localhost"}, `publish_host "localhost"`},
+		{"container ip without network", Options{ReachByContainerIP: true}, "reach_by_container_ip needs network"},
+		{"negative limit", Options{Pids: -1}, "must not be negative"},
+		{"own label", Options{ExtraLabels: map[string]string{LabelSession: "x"}}, "is set by the provider"},
+		{"bad host", Options{Host: "nonsense://"}, "client for"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := New(tc.opts, nil)
+			require.Error(t, err)
+			assert.Nil(t, p)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), "sk-ant-x", "values are never echoed")
+		})
+	}
+}
+
+func TestNewDoesNotContactTheEngine(t *testing.T) {
+	start := time.Now()
+	p, err := New(Options{Host: "tcp://192.0.2.1:2375"}, nil) // TEST-NET-1: never answers
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	assert.Less(t, time.Since(start), time.Second, "a dial to that address would hang for 30s")
+}
+
+func TestContainerName(t *testing.T) {
+	valid := regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+	for _, tc := range []struct{ session, prefix string }{
+		{"abc-123", "agcluster-abc-123-"},
+		{"user@example.com/chat 1", "agcluster-user-example.com-chat-1-"},
+		{"", "agcluster-session-"},
+		{"///", "agcluster-session-"},
+		{"héllo", "agcluster-h-llo-"},
+		{strings.Repeat("x", 100), "agcluster-" + strings.Repeat("x", 40) + "-"},
+	} {
+		t.Run(tc.session, func(t *testing.T) {
+			name := containerName(tc.session)
+			assert.True(t, valid.MatchString(name), name)
+			assert.True(t, strings.HasPrefix(name, tc.prefix), "%q has prefix %q", name, tc.prefix)
+			assert.Len(t, name, len(tc.prefix)+4, name)
+		})
+	}
+	assert.NotEqual(t, containerName("s"), containerName("s"), "names are randomised")
+}
+
+// TestContainerConfig checks the hardened definition without an engine;
+// the integration tests check what the engine makes of it.
+func TestContainerConfig(t *testing.T) {
+	p, err := New(Options{
+		Env:         map[string]string{"ANTHROPIC_BASE_URL": "http://mock:8080", "A": "options"},
+		ExtraLabels: map[string]string{"team": "x"},
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	spec := providers.Spec{SessionID: "s1", Owner: "o1", ConfigID: "c1", Env: map[string]string{"A": "spec"},
+		Limits: providers.Limits{Pids: 64}}
+	labels := p.labels(spec, "agcluster-ws-1")
+	cfg, host, netCfg := p.containerConfig(spec, "img", "tok", []byte(`{"id":"c1"}`), "agcluster-ws-1", labels)
+
+	assert.Equal(t, "img", cfg.Image)
+	assert.Empty(t, cfg.User, "the image's non-root user is kept")
+	assert.Equal(t, []string{"A=spec", "ANTHROPIC_BASE_URL=http://mock:8080", `AGENT_CONFIG={"id":"c1"}`, "AGENT_TOKEN=tok"}, cfg.Env)
+	assert.Equal(t, map[string]string{
+		LabelManaged: "true", LabelProvider: "docker", LabelSession: "s1", LabelOwner: "o1",
+		LabelConfig: "c1", LabelVolume: "agcluster-ws-1", "team": "x",
+	}, cfg.Labels)
+	assert.Equal(t, []string{"ALL"}, []string(host.CapDrop))
+	assert.Equal(t, []string{"no-new-privileges:true"}, host.SecurityOpt)
+	assert.True(t, host.ReadonlyRootfs)
+	assert.False(t, host.Privileged)
+	assert.Nil(t, host.Init)
+	assert.Empty(t, host.Binds)
+	assert.True(t, host.NetworkMode.IsDefault() || host.NetworkMode == "", "default bridge")
+	assert.Nil(t, netCfg)
+	assert.Equal(t, nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: ""}}}, host.PortBindings)
+	assert.Equal(t, map[string]string{
+		"/tmp":        "rw,nosuid,nodev,size=256m",
+		"/home/agent": "rw,nosuid,nodev,size=256m,uid=1000,gid=1000,mode=0700",
+	}, host.Tmpfs)
+	assert.Equal(t, int64(1<<30), host.Memory)
+	assert.Equal(t, int64(1e9), host.NanoCPUs)
+	require.NotNil(t, host.PidsLimit)
+	assert.Equal(t, int64(64), *host.PidsLimit)
+
+	onNet, err := New(Options{Network: "agents", ReachByContainerIP: true}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = onNet.Close() })
+	_, host, netCfg = onNet.containerConfig(spec, "img", "tok", []byte(`{}`), "v", nil)
+	assert.Equal(t, "agents", string(host.NetworkMode))
+	require.NotNil(t, netCfg)
+	assert.Contains(t, netCfg.EndpointsConfig, "agents")
+	assert.Empty(t, host.PortBindings, "nothing is published when agents are reached by container IP")
+}
+
+func TestCreateRefusesBeforeContactingTheEngine(t *testing.T) {
+	// The engine address never answers: a refusal must come first.
+	p, err := New(Options{Host: "tcp://127.0.0.1:1"}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	for _, tc := range []struct {
+		name string
+		spec providers.Spec
+		want string
+	}{
+		{"api key", providers.Spec{SessionID: "s", Env: map[string]string{"ANTHROPIC_API_KEY": "sk-ant-secret"}}, "ANTHROPIC_API_KEY is refused"},
+		{"auth token", providers.Spec{SessionID: "s", Env: map[string]string{"ANTHROPIC_AUTH_TOKEN": "sk-ant-secret"}}, "ANTHROPIC_AUTH_TOKEN is refused"},
+		{"reserved", providers.Spec{SessionID: "s", Env: map[string]string{"AGENT_ADDR": ":1"}}, "AGENT_ADDR is set by the provider"},
+		{"invalid config", providers.Spec{SessionID: "s", Config: &agent.Config{ID: "Bad ID"}}, "agent config: id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inst, err := p.Create(t.Context(), tc.spec)
+			require.Error(t, err)
+			assert.Nil(t, inst)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), "sk-ant-secret")
+			assert.NotErrorIs(t, err, providers.ErrUnavailable, "refused before any engine call")
+		})
+	}
+}

@@ -1,0 +1,495 @@
+// Package session maps conversations to agent containers: who owns which
+// session, creating each container once however many requests race for it,
+// one turn at a time per session, idle reaping, and limits.
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/providers"
+)
+
+// Errors Acquire returns (wrapped with detail).
+var (
+	// ErrBusy: the conversation's agent is running another turn.
+	ErrBusy = errors.New("conversation is busy")
+	// ErrLimit: max_sessions or the per-owner limit is reached.
+	ErrLimit = errors.New("session limit reached")
+	// ErrNotFound: a session id that does not exist for this owner.
+	ErrNotFound = errors.New("session not found")
+	// ErrClosed: the manager is shutting down.
+	ErrClosed = errors.New("session manager closed")
+)
+
+// Key identifies a conversation: an owner and the owner's conversation id.
+// Owners never see each other's sessions, even with equal conversation ids.
+type Key struct {
+	// Owner is an opaque owner id (a hash; never a key in clear).
+	Owner string
+	// Conversation is the client's conversation id.
+	Conversation string
+}
+
+// Source hands out ready agent instances. The provider itself is the
+// plain source (Create); a warm pool can stand in front of it.
+type Source interface {
+	// Get returns a ready instance for spec.
+	Get(ctx context.Context, spec providers.Spec) (*providers.Instance, error)
+	// Release destroys an instance that is no longer used.
+	Release(ctx context.Context, inst *providers.Instance) error
+}
+
+// ProviderSource is the Source that creates a fresh instance per session.
+type ProviderSource struct {
+	// Provider creates and destroys the instances.
+	Provider providers.Provider
+}
+
+// Get creates an instance.
+func (s ProviderSource) Get(ctx context.Context, spec providers.Spec) (*providers.Instance, error) {
+	return s.Provider.Create(ctx, spec)
+}
+
+// Release destroys an instance.
+func (s ProviderSource) Release(ctx context.Context, inst *providers.Instance) error {
+	return s.Provider.Destroy(ctx, inst.ID)
+}
+
+// Options configure a [Manager].
+type Options struct {
+	// Source provides agent instances.
+	Source Source
+	// IdleTimeout removes sessions unused this long (0 = never).
+	IdleTimeout time.Duration
+	// MaxSessions caps live sessions in total (0 = no cap).
+	MaxSessions int
+	// MaxSessionsPerOwner caps live sessions per owner (0 = no cap).
+	MaxSessionsPerOwner int
+	// CreateTimeout bounds the creation of one instance (default 2m).
+	CreateTimeout time.Duration
+	// Logger receives lifecycle logs; nil discards them.
+	Logger *zap.Logger
+}
+
+// Session is one conversation's agent.
+type Session struct {
+	// ID is the session id clients may send back as X-Session-ID.
+	ID string
+	// Key is the owner and conversation.
+	Key Key
+	// ConfigID names the agent configuration.
+	ConfigID string
+	// Instance is the agent container.
+	Instance *providers.Instance
+	// Created is when the session was created.
+	Created time.Time
+
+	client   *agentclient.Client
+	busy     atomic.Bool
+	lastUsed atomic.Int64 // unix nanos
+	turns    atomic.Int64
+	mu       sync.Mutex
+	fp       string // fingerprint of the transcript after the last turn
+}
+
+// Client is the session's agent client.
+func (s *Session) Client() *agentclient.Client { return s.client }
+
+// LastUsed is when the last turn ended (or the session was created).
+func (s *Session) LastUsed() time.Time { return time.Unix(0, s.lastUsed.Load()) }
+
+// Busy reports whether a turn runs.
+func (s *Session) Busy() bool { return s.busy.Load() }
+
+// Turns counts finished turns.
+func (s *Session) Turns() int64 { return s.turns.Load() }
+
+// entry is a session, or a pending creation others wait for.
+type entry struct {
+	ready   chan struct{} // closed when creation ended
+	session *Session      // set on success
+	err     error         // set on failure
+}
+
+// Manager owns the sessions.
+type Manager struct {
+	opts Options
+
+	mu       sync.Mutex
+	byKey    map[Key]*entry
+	byID     map[string]*Session
+	byFP     map[string]*Session // owner + "\x00" + fingerprint
+	pending  int
+	perOwner map[string]int
+	closed   bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// NewManager returns a manager and starts its idle reaper.
+func NewManager(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.CreateTimeout <= 0 {
+		opts.CreateTimeout = 2 * time.Minute
+	}
+	m := &Manager{
+		opts:     opts,
+		byKey:    map[Key]*entry{},
+		byID:     map[string]*Session{},
+		byFP:     map[string]*Session{},
+		perOwner: map[string]int{},
+		stop:     make(chan struct{}),
+	}
+	if opts.IdleTimeout > 0 {
+		m.wg.Add(1)
+		go m.reapLoop()
+	}
+	return m
+}
+
+// Request asks for a conversation's agent.
+type Request struct {
+	// Owner is the caller's opaque id.
+	Owner string
+	// Conversation is the client's conversation id; empty to look the
+	// conversation up by Fingerprint or start a new one.
+	Conversation string
+	// SessionID continues a session by its id (X-Session-ID).
+	SessionID string
+	// Fingerprint identifies the transcript the client sent before its new
+	// message, to continue a conversation that has no id.
+	Fingerprint string
+	// ConfigID and Config describe the agent to create if none exists.
+	ConfigID string
+	// Config is the agent configuration for a new session.
+	Config *agent.Config
+}
+
+// Lease is exclusive use of a session for one turn.
+type Lease struct {
+	// Session is the conversation's session.
+	Session *Session
+	// New reports that the session was created for this request, so the
+	// agent has not seen the conversation's earlier messages.
+	New bool
+	m   *Manager
+	ok  atomic.Bool
+}
+
+// Acquire finds or creates the conversation's session and reserves it for
+// one turn. Concurrent first requests for one conversation create a single
+// instance; a request for a session that is running a turn gets ErrBusy.
+func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if req.SessionID != "" {
+		s, ok := m.byID[req.SessionID]
+		m.mu.Unlock()
+		if !ok || s.Key.Owner != req.Owner {
+			return nil, fmt.Errorf("%w: %q", ErrNotFound, req.SessionID)
+		}
+		return m.lease(s, false)
+	}
+	key := Key{Owner: req.Owner, Conversation: req.Conversation}
+	if key.Conversation == "" && req.Fingerprint != "" {
+		if s, ok := m.byFP[req.Owner+"\x00"+req.Fingerprint]; ok {
+			key = s.Key
+		}
+	}
+	if key.Conversation == "" {
+		key.Conversation = "conv_" + randomID()
+	}
+	if e, ok := m.byKey[key]; ok {
+		m.mu.Unlock()
+		select {
+		case <-e.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if e.err != nil {
+			return nil, e.err
+		}
+		return m.lease(e.session, false)
+	}
+	if err := m.checkLimitsLocked(req.Owner); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	e := &entry{ready: make(chan struct{})}
+	m.byKey[key] = e
+	m.pending++
+	m.perOwner[req.Owner]++
+	m.mu.Unlock()
+
+	s, err := m.create(ctx, key, req)
+
+	m.mu.Lock()
+	m.pending--
+	if err != nil {
+		delete(m.byKey, key)
+		m.perOwner[req.Owner]--
+		if m.perOwner[req.Owner] == 0 {
+			delete(m.perOwner, req.Owner)
+		}
+		e.err = err
+	} else {
+		e.session = s
+		m.byID[s.ID] = s
+	}
+	closed := m.closed
+	m.mu.Unlock()
+	close(e.ready)
+	if err != nil {
+		return nil, err
+	}
+	if closed {
+		m.destroy(s, "shutdown")
+		return nil, ErrClosed
+	}
+	// The creator takes the first turn; a request that raced it waits on
+	// e.ready above and then finds the session busy.
+	return m.lease(s, true)
+}
+
+func (m *Manager) checkLimitsLocked(owner string) error {
+	total := len(m.byID) + m.pending
+	if m.opts.MaxSessions > 0 && total >= m.opts.MaxSessions {
+		return fmt.Errorf("%w: all %d sessions are in use; try again when one ends", ErrLimit, m.opts.MaxSessions)
+	}
+	if m.opts.MaxSessionsPerOwner > 0 && m.perOwner[owner] >= m.opts.MaxSessionsPerOwner {
+		return fmt.Errorf("%w: you already have %d live sessions, the most allowed; end one or wait for it to idle out",
+			ErrLimit, m.opts.MaxSessionsPerOwner)
+	}
+	return nil
+}
+
+func (m *Manager) create(ctx context.Context, key Key, req Request) (*Session, error) {
+	// A creation may be shared by several requests: it must not fail
+	// because the first requester went away.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CreateTimeout)
+	defer cancel()
+	id := "sess_" + randomID()
+	start := time.Now()
+	inst, err := m.opts.Source.Get(cctx, providers.Spec{
+		SessionID: id,
+		Owner:     key.Owner,
+		ConfigID:  req.ConfigID,
+		Config:    req.Config,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create agent for session %s: %w", id, err)
+	}
+	s := &Session{
+		ID:       id,
+		Key:      key,
+		ConfigID: req.ConfigID,
+		Instance: inst,
+		Created:  time.Now(),
+		client:   &agentclient.Client{BaseURL: inst.URL, Token: inst.Token},
+	}
+	s.lastUsed.Store(s.Created.UnixNano())
+	m.opts.Logger.Info("session created",
+		zap.String("session_id", id),
+		zap.String("config_id", req.ConfigID),
+		zap.String("instance_id", inst.ID),
+		zap.Duration("create_duration", time.Since(start)))
+	return s, nil
+}
+
+func (m *Manager) lease(s *Session, created bool) (*Lease, error) {
+	if !s.busy.CompareAndSwap(false, true) {
+		return nil, fmt.Errorf("%w: a turn is already running in this conversation; wait for it to finish", ErrBusy)
+	}
+	l := &Lease{Session: s, New: created, m: m}
+	l.ok.Store(true)
+	return l, nil
+}
+
+// Done ends the turn. fingerprint, if not empty, identifies the transcript
+// as the client will send it next time (its messages plus the answer), so
+// a follow-up without a conversation id finds this session.
+func (l *Lease) Done(fingerprint string) {
+	if !l.ok.CompareAndSwap(true, false) {
+		return
+	}
+	s := l.Session
+	s.turns.Add(1)
+	s.lastUsed.Store(time.Now().UnixNano())
+	if fingerprint != "" {
+		l.m.mu.Lock()
+		s.mu.Lock()
+		if s.fp != "" {
+			delete(l.m.byFP, s.Key.Owner+"\x00"+s.fp)
+		}
+		s.fp = fingerprint
+		s.mu.Unlock()
+		if _, live := l.m.byID[s.ID]; live {
+			l.m.byFP[s.Key.Owner+"\x00"+fingerprint] = s
+		}
+		l.m.mu.Unlock()
+	}
+	s.busy.Store(false)
+}
+
+// Get returns the owner's session by id.
+func (m *Manager) Get(owner, id string) (*Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.byID[id]
+	if !ok || s.Key.Owner != owner {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return s, nil
+}
+
+// List returns the owner's sessions ("" = all owners).
+func (m *Manager) List(owner string) []*Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Session, 0, len(m.byID))
+	for _, s := range m.byID {
+		if owner == "" || s.Key.Owner == owner {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Delete removes the owner's session and its instance.
+func (m *Manager) Delete(owner, id string) error {
+	m.mu.Lock()
+	s, ok := m.byID[id]
+	if !ok || s.Key.Owner != owner {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	m.forgetLocked(s)
+	m.mu.Unlock()
+	m.destroy(s, "deleted")
+	return nil
+}
+
+func (m *Manager) forgetLocked(s *Session) {
+	delete(m.byID, s.ID)
+	if e, ok := m.byKey[s.Key]; ok && e.session == s {
+		delete(m.byKey, s.Key)
+	}
+	s.mu.Lock()
+	if s.fp != "" {
+		delete(m.byFP, s.Key.Owner+"\x00"+s.fp)
+	}
+	s.mu.Unlock()
+	m.perOwner[s.Key.Owner]--
+	if m.perOwner[s.Key.Owner] <= 0 {
+		delete(m.perOwner, s.Key.Owner)
+	}
+}
+
+func (m *Manager) destroy(s *Session, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.opts.Source.Release(ctx, s.Instance); err != nil {
+		m.opts.Logger.Error("session instance removal failed",
+			zap.String("session_id", s.ID), zap.String("instance_id", s.Instance.ID), zap.Error(err))
+		return
+	}
+	m.opts.Logger.Info("session removed", zap.String("session_id", s.ID), zap.String("reason", reason),
+		zap.Int64("turns", s.turns.Load()))
+}
+
+// ReapIdle removes sessions idle for longer than the idle timeout and
+// returns how many it removed.
+func (m *Manager) ReapIdle(now time.Time) int {
+	if m.opts.IdleTimeout <= 0 {
+		return 0
+	}
+	var victims []*Session
+	m.mu.Lock()
+	for _, s := range m.byID {
+		if !s.busy.Load() && now.Sub(s.LastUsed()) >= m.opts.IdleTimeout {
+			// Take the session out of service first so no turn can
+			// start on it while it is being removed.
+			if s.busy.CompareAndSwap(false, true) {
+				m.forgetLocked(s)
+				victims = append(victims, s)
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range victims {
+		m.destroy(s, "idle")
+	}
+	return len(victims)
+}
+
+func (m *Manager) reapLoop() {
+	defer m.wg.Done()
+	every := min(max(m.opts.IdleTimeout/4, 50*time.Millisecond), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case now := <-t.C:
+			m.ReapIdle(now)
+		}
+	}
+}
+
+// Close stops the reaper. With destroy, every session's instance is
+// removed too; without, they keep running for a successor to rediscover.
+func (m *Manager) Close(destroy bool) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	var all []*Session
+	for _, s := range m.byID {
+		all = append(all, s)
+	}
+	if destroy {
+		for _, s := range all {
+			m.forgetLocked(s)
+		}
+	}
+	m.mu.Unlock()
+	close(m.stop)
+	m.wg.Wait()
+	if destroy {
+		var wg sync.WaitGroup
+		for _, s := range all {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m.destroy(s, "shutdown")
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
