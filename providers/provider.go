@@ -36,6 +36,9 @@ type Spec struct {
 	SessionID string
 	// Owner is the owner's opaque id (a hash, never a key).
 	Owner string
+	// Conversation is the client's conversation id, recorded for
+	// rediscovery (it is not a secret).
+	Conversation string
 	// ConfigID names the agent configuration.
 	ConfigID string
 	// Config is passed to the agent as AGENT_CONFIG.
@@ -68,6 +71,8 @@ type Instance struct {
 	SessionID string
 	// Owner is the owner's opaque id.
 	Owner string
+	// Conversation is the client's conversation id.
+	Conversation string
 	// ConfigID names the agent configuration.
 	ConfigID string
 	// URL is the agent server's base URL as the control plane reaches it.

@@ -134,8 +134,9 @@ type Manager struct {
 	perOwner map[string]int
 	closed   bool
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	idleTimeout atomic.Int64 // time.Duration; changed by Reconfigure
+	stop        chan struct{}
+	wg          sync.WaitGroup
 }
 
 // NewManager returns a manager and starts its idle reaper.
@@ -154,11 +155,60 @@ func NewManager(opts Options) *Manager {
 		perOwner: map[string]int{},
 		stop:     make(chan struct{}),
 	}
-	if opts.IdleTimeout > 0 {
-		m.wg.Add(1)
-		go m.reapLoop()
-	}
+	m.idleTimeout.Store(int64(opts.IdleTimeout))
+	m.wg.Add(1)
+	go m.reapLoop()
 	return m
+}
+
+// Reconfigure applies new limits and idle timeout; the source and logger
+// stay. Live sessions are kept.
+func (m *Manager) Reconfigure(opts Options) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.opts.MaxSessions = opts.MaxSessions
+	m.opts.MaxSessionsPerOwner = opts.MaxSessionsPerOwner
+	if opts.CreateTimeout > 0 {
+		m.opts.CreateTimeout = opts.CreateTimeout
+	}
+	m.idleTimeout.Store(int64(opts.IdleTimeout))
+}
+
+// Adopt registers running instances found by the provider (after a
+// restart) as sessions and returns how many it took. Instances without a
+// session id, owner or conversation, or already known, are skipped.
+func (m *Manager) Adopt(insts []*providers.Instance) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, inst := range insts {
+		key := Key{Owner: inst.Owner, Conversation: inst.Conversation}
+		if inst.SessionID == "" || key.Owner == "" || key.Conversation == "" {
+			continue
+		}
+		if _, ok := m.byID[inst.SessionID]; ok {
+			continue
+		}
+		if _, ok := m.byKey[key]; ok {
+			continue
+		}
+		s := &Session{
+			ID:       inst.SessionID,
+			Key:      key,
+			ConfigID: inst.ConfigID,
+			Instance: inst,
+			Created:  inst.CreatedAt,
+			client:   &agentclient.Client{BaseURL: inst.URL, Token: inst.Token},
+		}
+		s.lastUsed.Store(time.Now().UnixNano())
+		e := &entry{ready: make(chan struct{}), session: s}
+		close(e.ready)
+		m.byKey[key] = e
+		m.byID[s.ID] = s
+		m.perOwner[key.Owner]++
+		n++
+	}
+	return n
 }
 
 // Request asks for a conversation's agent.
@@ -236,9 +286,10 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	m.byKey[key] = e
 	m.pending++
 	m.perOwner[req.Owner]++
+	timeout := m.opts.CreateTimeout
 	m.mu.Unlock()
 
-	s, err := m.create(ctx, key, req)
+	s, err := m.create(ctx, key, req, timeout)
 
 	m.mu.Lock()
 	m.pending--
@@ -269,6 +320,7 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 }
 
 func (m *Manager) checkLimitsLocked(owner string) error {
+	// m.opts is read under m.mu: Reconfigure changes the limits.
 	total := len(m.byID) + m.pending
 	if m.opts.MaxSessions > 0 && total >= m.opts.MaxSessions {
 		return fmt.Errorf("%w: all %d sessions are in use; try again when one ends", ErrLimit, m.opts.MaxSessions)
@@ -280,18 +332,19 @@ func (m *Manager) checkLimitsLocked(owner string) error {
 	return nil
 }
 
-func (m *Manager) create(ctx context.Context, key Key, req Request) (*Session, error) {
+func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time.Duration) (*Session, error) {
 	// A creation may be shared by several requests: it must not fail
 	// because the first requester went away.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CreateTimeout)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	id := "sess_" + randomID()
 	start := time.Now()
 	inst, err := m.opts.Source.Get(cctx, providers.Spec{
-		SessionID: id,
-		Owner:     key.Owner,
-		ConfigID:  req.ConfigID,
-		Config:    req.Config,
+		SessionID:    id,
+		Owner:        key.Owner,
+		Conversation: key.Conversation,
+		ConfigID:     req.ConfigID,
+		Config:       req.Config,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create agent for session %s: %w", id, err)
@@ -417,13 +470,14 @@ func (m *Manager) destroy(s *Session, reason string) {
 // ReapIdle removes sessions idle for longer than the idle timeout and
 // returns how many it removed.
 func (m *Manager) ReapIdle(now time.Time) int {
-	if m.opts.IdleTimeout <= 0 {
+	idle := time.Duration(m.idleTimeout.Load())
+	if idle <= 0 {
 		return 0
 	}
 	var victims []*Session
 	m.mu.Lock()
 	for _, s := range m.byID {
-		if !s.busy.Load() && now.Sub(s.LastUsed()) >= m.opts.IdleTimeout {
+		if !s.busy.Load() && now.Sub(s.LastUsed()) >= idle {
 			// Take the session out of service first so no turn can
 			// start on it while it is being removed.
 			if s.busy.CompareAndSwap(false, true) {
@@ -441,15 +495,18 @@ func (m *Manager) ReapIdle(now time.Time) int {
 
 func (m *Manager) reapLoop() {
 	defer m.wg.Done()
-	every := min(max(m.opts.IdleTimeout/4, 50*time.Millisecond), time.Minute)
-	t := time.NewTicker(every)
-	defer t.Stop()
 	for {
+		// Check four times per idle timeout, between 50ms and a minute
+		// apart, so a session outlives its timeout by at most a quarter.
+		every := time.Minute
+		if idle := time.Duration(m.idleTimeout.Load()); idle > 0 {
+			every = min(max(idle/4, 50*time.Millisecond), time.Minute)
+		}
 		select {
 		case <-m.stop:
 			return
-		case now := <-t.C:
-			m.ReapIdle(now)
+		case <-time.After(every):
+			m.ReapIdle(time.Now())
 		}
 	}
 }

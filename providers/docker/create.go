@@ -120,14 +120,15 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		zap.Duration("ready_after", readyAt.Sub(began)),
 	)
 	return &providers.Instance{
-		ID:        id,
-		Provider:  p.Name(),
-		SessionID: spec.SessionID,
-		Owner:     spec.Owner,
-		ConfigID:  spec.ConfigID,
-		URL:       url,
-		Token:     token,
-		CreatedAt: parseTime(info.Created, began),
+		ID:           id,
+		Provider:     p.Name(),
+		SessionID:    spec.SessionID,
+		Owner:        spec.Owner,
+		ConfigID:     spec.ConfigID,
+		Conversation: spec.Conversation,
+		URL:          url,
+		Token:        token,
+		CreatedAt:    parseTime(info.Created, began),
 	}, nil
 }
 
@@ -189,12 +190,13 @@ func (p *Provider) labels(spec providers.Spec, volName string) map[string]string
 		l = map[string]string{}
 	}
 	maps.Copy(l, map[string]string{
-		LabelManaged:  "true",
-		LabelProvider: p.Name(),
-		LabelSession:  spec.SessionID,
-		LabelOwner:    spec.Owner,
-		LabelConfig:   spec.ConfigID,
-		LabelVolume:   volName,
+		LabelManaged:      "true",
+		LabelProvider:     p.Name(),
+		LabelSession:      spec.SessionID,
+		LabelOwner:        spec.Owner,
+		LabelConfig:       spec.ConfigID,
+		LabelConversation: spec.Conversation,
+		LabelVolume:       volName,
 	})
 	return l
 }

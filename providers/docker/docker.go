@@ -37,6 +37,8 @@ const (
 	LabelSession = "agcluster.session"
 	// LabelOwner holds the owner's opaque id (a hash).
 	LabelOwner = "agcluster.owner"
+	// LabelConversation holds the client's conversation id.
+	LabelConversation = "agcluster.conversation"
 	// LabelConfig holds the agent configuration id.
 	LabelConfig = "agcluster.config"
 	// LabelVolume names the container's workspace volume.
@@ -290,7 +292,7 @@ func containsFold(list []string, s string) bool {
 
 func isOwnLabel(k string) bool {
 	switch k {
-	case LabelManaged, LabelProvider, LabelSession, LabelOwner, LabelConfig, LabelVolume:
+	case LabelManaged, LabelProvider, LabelSession, LabelOwner, LabelConversation, LabelConfig, LabelVolume:
 		return true
 	}
 	return false

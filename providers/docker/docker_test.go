@@ -127,10 +127,11 @@ func newProvider(t testing.TB, opts docker.Options) *docker.Provider {
 func newSpec() providers.Spec {
 	owner := sha256.Sum256([]byte("owner-" + testenv.RandomHex(4)))
 	return providers.Spec{
-		SessionID: "test-" + testenv.RandomHex(6),
-		Owner:     hex.EncodeToString(owner[:]),
-		ConfigID:  "default",
-		Config:    &agent.Config{ID: "default", AllowedTools: []string{"Read"}},
+		SessionID:    "test-" + testenv.RandomHex(6),
+		Owner:        hex.EncodeToString(owner[:]),
+		ConfigID:     "default",
+		Conversation: "conv-" + testenv.RandomHex(4),
+		Config:       &agent.Config{ID: "default", AllowedTools: []string{"Read"}},
 	}
 }
 
@@ -226,7 +227,7 @@ func TestHardening(t *testing.T) {
 			assert.True(t, strings.HasPrefix(vol, "agcluster-ws-"), vol)
 			for k, v := range map[string]string{
 				docker.LabelManaged: "true", docker.LabelProvider: "docker", docker.LabelSession: spec.SessionID,
-				docker.LabelOwner: spec.Owner, docker.LabelConfig: spec.ConfigID, runLabel: runID,
+				docker.LabelOwner: spec.Owner, docker.LabelConfig: spec.ConfigID, docker.LabelConversation: spec.Conversation, runLabel: runID,
 			} {
 				assert.Equal(t, v, cfg.Labels[k], "label %s", k)
 			}

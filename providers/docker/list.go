@@ -77,14 +77,15 @@ func (p *Provider) instance(info container.InspectResponse) (*providers.Instance
 	}
 	l := info.Config.Labels
 	return &providers.Instance{
-		ID:        info.ID,
-		Provider:  p.Name(),
-		SessionID: l[LabelSession],
-		Owner:     l[LabelOwner],
-		ConfigID:  l[LabelConfig],
-		URL:       url,
-		Token:     token,
-		CreatedAt: parseTime(info.Created, time.Time{}),
+		ID:           info.ID,
+		Provider:     p.Name(),
+		SessionID:    l[LabelSession],
+		Owner:        l[LabelOwner],
+		ConfigID:     l[LabelConfig],
+		Conversation: l[LabelConversation],
+		URL:          url,
+		Token:        token,
+		CreatedAt:    parseTime(info.Created, time.Time{}),
 	}, nil
 }
 

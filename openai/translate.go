@@ -1,0 +1,368 @@
+package openai
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+)
+
+// ToolRendering says how the agent's tool activity appears in the answer
+// content.
+type ToolRendering string
+
+// Tool renderings.
+const (
+	// ToolsOff shows no tool activity: the content is the answer text only.
+	// The empty ToolRendering means the same.
+	ToolsOff ToolRendering = "off"
+	// ToolsSummary shows one line per tool call, failed results, denied
+	// calls and the task list.
+	ToolsSummary ToolRendering = "summary"
+	// ToolsFull is ToolsSummary plus every result's output in a fenced code
+	// block, cut to 2000 bytes.
+	ToolsFull ToolRendering = "full"
+)
+
+// ParseToolRendering parses "off", "summary" or "full" ("" is off).
+func ParseToolRendering(s string) (ToolRendering, error) {
+	switch ToolRendering(s) {
+	case "", ToolsOff:
+		return ToolsOff, nil
+	case ToolsSummary, ToolsFull:
+		return ToolRendering(s), nil
+	}
+	return "", fmt.Errorf("unknown tool rendering %q: want off, summary or full", s)
+}
+
+// Options configure a [StreamWriter] or a [Collector].
+type Options struct {
+	// Model is echoed in the response's model field.
+	Model string
+	// IncludeUsage adds the usage chunk to a stream (the request's
+	// stream_options.include_usage). A Collector always reports usage.
+	IncludeUsage bool
+	// Reasoning sends the model's thinking as delta.reasoning_content (or
+	// message.reasoning_content); without it thinking is dropped.
+	Reasoning bool
+	// Tools says how tool activity is rendered into the content.
+	Tools ToolRendering
+	// ID is the response id; a new one is generated when empty.
+	ID string
+	// Created is the response's creation time; now when zero.
+	Created time.Time
+}
+
+func (o *Options) normalize() {
+	if o.ID == "" {
+		o.ID = NewID()
+	}
+	if o.Created.IsZero() {
+		o.Created = time.Now()
+	}
+	if o.Tools == "" {
+		o.Tools = ToolsOff
+	}
+}
+
+// sink receives the translated output. sep is a separator written just
+// before text, as part of the same piece.
+type sink interface {
+	content(sep, text string)
+	reasoning(sep, text string)
+}
+
+// Markers stored in translator.tools in place of a tool name.
+const (
+	toolTodoWrite = "\x00todo"
+	toolDenied    = "\x00denied"
+)
+
+// translator turns agent events into content and reasoning text. It is the
+// shared core of StreamWriter and Collector.
+type translator struct {
+	opts Options
+	out  sink
+
+	contentLen int
+	tail       [2]byte // the last two bytes of the content
+	answerLen  int     // contentLen before the terminal note, once done
+	mainText   bool    // the main agent produced answer text
+
+	reasoningLen int
+
+	textOpen        bool // text deltas were seen since the last block boundary
+	textDeltaBytes  int
+	thinkOpen       bool
+	thinkDeltaBytes int
+
+	tools   map[string]string // tool_use id -> name (or a marker)
+	retries int
+
+	final *agent.Event // the result or error event that ended the turn
+	done  bool
+}
+
+func (t *translator) pushTail(s string) {
+	switch n := len(s); {
+	case n >= 2:
+		t.tail = [2]byte{s[n-2], s[n-1]}
+	case n == 1:
+		t.tail = [2]byte{t.tail[1], s[0]}
+	}
+}
+
+func (t *translator) addContent(sep, s string) {
+	if sep == "" && s == "" {
+		return
+	}
+	t.out.content(sep, s)
+	t.contentLen += len(sep) + len(s)
+	t.pushTail(sep)
+	t.pushTail(s)
+}
+
+func (t *translator) addReasoning(sep, s string) {
+	if s == "" {
+		return
+	}
+	t.out.reasoning(sep, s)
+	t.reasoningLen += len(sep) + len(s)
+}
+
+// paragraphSep returns what puts the next content on a fresh paragraph.
+func (t *translator) paragraphSep() string {
+	switch {
+	case t.contentLen == 0:
+		return ""
+	case t.tail[1] != '\n':
+		return "\n\n"
+	case t.contentLen >= 2 && t.tail[0] == '\n':
+		return ""
+	default:
+		return "\n"
+	}
+}
+
+// addBlock adds rendered markdown on a fresh paragraph.
+func (t *translator) addBlock(s string) {
+	if s != "" {
+		t.addContent(t.paragraphSep(), s)
+	}
+}
+
+// boundary closes the open text and thinking blocks.
+func (t *translator) boundary() {
+	t.textOpen = false
+	t.thinkOpen = false
+}
+
+func (t *translator) rendering() bool {
+	return t.opts.Tools == ToolsSummary || t.opts.Tools == ToolsFull
+}
+
+func (t *translator) setTool(id, name string) {
+	if id == "" {
+		return
+	}
+	if t.tools == nil {
+		t.tools = make(map[string]string)
+	}
+	t.tools[id] = name
+}
+
+// event translates e. It reports whether e ended the turn.
+func (t *translator) event(e *agent.Event) bool {
+	if t.done {
+		return false
+	}
+	sub := e.ParentToolUseID != ""
+	switch e.Type {
+	case agent.EventTextDelta:
+		// Sub-agent text is the Task tool's business; its result carries it.
+		if sub || e.Text == "" {
+			return false
+		}
+		sep := ""
+		if !t.textOpen {
+			t.textOpen, t.textDeltaBytes = true, 0
+			sep = t.paragraphSep()
+		}
+		t.textDeltaBytes += len(e.Text)
+		t.mainText = true
+		t.addContent(sep, e.Text)
+
+	case agent.EventText:
+		if sub {
+			return false
+		}
+		if t.textOpen {
+			// The deltas carried the block; add only what they missed.
+			if len(e.Text) > t.textDeltaBytes {
+				t.addContent("", e.Text[t.textDeltaBytes:])
+			}
+			t.textOpen = false
+			return false
+		}
+		if e.Text == "" {
+			return false
+		}
+		t.mainText = true
+		t.addContent(t.paragraphSep(), e.Text)
+
+	case agent.EventThinkingDelta:
+		if sub || e.Text == "" {
+			return false
+		}
+		sep := ""
+		if !t.thinkOpen {
+			t.thinkOpen, t.thinkDeltaBytes = true, 0
+			if t.reasoningLen > 0 {
+				sep = "\n\n"
+			}
+		}
+		t.thinkDeltaBytes += len(e.Text)
+		if t.opts.Reasoning {
+			t.addReasoning(sep, e.Text)
+		}
+
+	case agent.EventThinking:
+		if sub {
+			return false
+		}
+		if t.thinkOpen {
+			if t.opts.Reasoning && len(e.Text) > t.thinkDeltaBytes {
+				t.addReasoning("", e.Text[t.thinkDeltaBytes:])
+			}
+			t.thinkOpen = false
+			return false
+		}
+		if t.opts.Reasoning && e.Text != "" {
+			sep := ""
+			if t.reasoningLen > 0 {
+				sep = "\n\n"
+			}
+			t.addReasoning(sep, e.Text)
+		}
+
+	case agent.EventToolUse:
+		t.boundary()
+		if !t.rendering() {
+			return false
+		}
+		if e.Name == "TodoWrite" {
+			// The todo event that follows shows the list.
+			t.setTool(e.ToolUseID, toolTodoWrite)
+			return false
+		}
+		t.setTool(e.ToolUseID, e.Name)
+		t.addBlock(renderToolUse(e.Name, e.Input))
+
+	case agent.EventToolResult:
+		t.boundary()
+		if !t.rendering() {
+			return false
+		}
+		name := t.tools[e.ToolUseID]
+		delete(t.tools, e.ToolUseID)
+		if name == toolTodoWrite || (name == toolDenied && e.IsError) {
+			return false
+		}
+		t.addBlock(renderToolResult(e.Output, e.IsError, t.opts.Tools == ToolsFull))
+
+	case agent.EventTodo:
+		t.boundary()
+		if t.rendering() {
+			t.addBlock(renderTodos(e.Todos))
+		}
+
+	case agent.EventNotice:
+		switch e.Code {
+		case agent.CodeAPIRetry:
+			t.retries++
+		case agent.CodeRestarted:
+			t.boundary()
+			t.addBlock(restartedNote)
+		case agent.CodePermissionDenied:
+			t.boundary()
+			if !t.rendering() {
+				return false
+			}
+			name := e.Name
+			if prev := t.tools[e.ToolUseID]; name == "" && prev != toolTodoWrite && prev != toolDenied {
+				name = prev
+			}
+			t.setTool(e.ToolUseID, toolDenied)
+			t.addBlock(renderDenied(name, e.Message))
+		}
+
+	case agent.EventResult:
+		t.boundary()
+		t.answerLen = t.contentLen
+		if !t.mainText && e.Result != nil && e.Result.Text != "" {
+			// No text events reached us: fall back to the CLI's final text.
+			t.addBlock(e.Result.Text)
+			t.answerLen = t.contentLen
+		}
+		t.end(e)
+		return true
+
+	case agent.EventError:
+		t.fail(e)
+		return true
+	}
+	return false
+}
+
+// fail ends the turn with an error note in the content.
+func (t *translator) fail(e *agent.Event) {
+	t.boundary()
+	t.answerLen = t.contentLen
+	t.addBlock(errorNote(e.Message))
+	t.end(e)
+}
+
+func (t *translator) end(e *agent.Event) {
+	f := *e
+	t.final = &f
+	t.done = true
+}
+
+// finishReason is "length" for a turn cut at the output limit, else "stop".
+func (t *translator) finishReason() string {
+	if t.final != nil && t.final.Type == agent.EventResult && t.final.Result != nil &&
+		t.final.Result.StopReason == "max_tokens" {
+		return FinishLength
+	}
+	return FinishStop
+}
+
+// usage converts the final event's usage (zero when unknown).
+func (t *translator) usage() Usage {
+	if t.final == nil || t.final.Result == nil {
+		return Usage{}
+	}
+	return convertUsage(t.final.Result.Usage)
+}
+
+func convertUsage(u agent.Usage) Usage {
+	prompt := u.InputTokens + u.CacheReadInputTokens + u.CacheCreationInputTokens
+	out := Usage{
+		PromptTokens:     prompt,
+		CompletionTokens: u.OutputTokens,
+		TotalTokens:      prompt + u.OutputTokens,
+	}
+	if u.CacheReadInputTokens > 0 {
+		out.PromptTokensDetails = &PromptTokensDetails{CachedTokens: u.CacheReadInputTokens}
+	}
+	return out
+}
+
+// errorEvent returns the final event if it is an error.
+func (t *translator) errorEvent() *agent.Event {
+	if t.final != nil && t.final.Type == agent.EventError {
+		e := *t.final
+		return &e
+	}
+	return nil
+}
