@@ -28,7 +28,11 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './.build/*' 2>/dev/null) g
 
 all: build
 
-build: bin/agcluster-agent bin/mock-anthropic
+build: caddy bin/agcluster-agent bin/mock-anthropic
+
+# Caddy with this plugin, via xcaddy (pinned in xcaddy/build.sh).
+caddy: $(GO_SOURCES)
+	xcaddy/build.sh ./caddy
 
 bin/agcluster-agent: $(GO_SOURCES)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $@ ./agent/cmd/agcluster-agent
@@ -64,8 +68,8 @@ mock-image: bin/mock-anthropic docker
 
 # Everything: unit tests, the real claude binary against the mock, and the
 # agent in its hardened container.
-test: image
-	CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(GOTEST_FLAGS) ./...
+test: image caddy
+	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(GOTEST_FLAGS) ./...
 
 # Unit tests only: no Docker, no claude.
 test-unit:
@@ -74,9 +78,9 @@ test-unit:
 # Micro-benchmarks run for the default time; the end-to-end ones (real
 # processes and containers) for BENCH_RUNS iterations each, reporting medians.
 BENCH_RUNS ?= 10
-bench: image
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v '/agent$$')
-	CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCH_RUNS)x -count=1 -timeout $(TEST_TIMEOUT) ./agent/
+bench: image caddy
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v -e '/agent$$' -e '/e2e$$' -e '/providers/docker$$')
+	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCH_RUNS)x -count=1 -timeout $(TEST_TIMEOUT) ./agent/ ./e2e/
 
 run: agent-image
 	@token=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'); \

@@ -46,6 +46,7 @@ type StreamWriter struct {
 	started  bool
 	finished bool
 	err      error
+	text     strings.Builder // the content sent, for the conversation fingerprint
 }
 
 // NewStreamWriter returns a StreamWriter writing to w. flush, if not nil,
@@ -64,6 +65,14 @@ func NewStreamWriter(w io.Writer, flush func() error, opts Options) *StreamWrite
 	p = append(p, `,"choices":[`...)
 	s.prefix = p
 	return s
+}
+
+// Content returns the message content sent so far (what a client will
+// send back as the assistant's message).
+func (s *StreamWriter) Content() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.text.String()
 }
 
 // ID returns the response id every chunk carries.
@@ -192,6 +201,8 @@ func (s *StreamWriter) end() {
 
 // content implements sink.
 func (s *StreamWriter) content(sep, text string) {
+	s.text.WriteString(sep)
+	s.text.WriteString(text)
 	s.buf = append(s.buf, s.prefix...)
 	s.buf = append(s.buf, choiceContentHead...)
 	s.buf = appendJSONStringBody(s.buf, sep)

@@ -97,7 +97,7 @@ func TestContainerConfig(t *testing.T) {
 	}, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
-	spec := providers.Spec{SessionID: "s1", Owner: "o1", ConfigID: "c1", Env: map[string]string{"A": "spec"},
+	spec := providers.Spec{SessionID: "s1", Owner: "o1", ConfigID: "c1", Conversation: "conv1", Env: map[string]string{"A": "spec"},
 		Limits: providers.Limits{Pids: 64}}
 	labels := p.labels(spec, "agcluster-ws-1")
 	cfg, host, netCfg := p.containerConfig(spec, "img", "tok", []byte(`{"id":"c1"}`), "agcluster-ws-1", labels)
@@ -107,7 +107,7 @@ func TestContainerConfig(t *testing.T) {
 	assert.Equal(t, []string{"A=spec", "ANTHROPIC_BASE_URL=http://mock:8080", `AGENT_CONFIG={"id":"c1"}`, "AGENT_TOKEN=tok"}, cfg.Env)
 	assert.Equal(t, map[string]string{
 		LabelManaged: "true", LabelProvider: "docker", LabelSession: "s1", LabelOwner: "o1",
-		LabelConfig: "c1", LabelVolume: "agcluster-ws-1", "team": "x",
+		LabelConfig: "c1", LabelConversation: "conv1", LabelVolume: "agcluster-ws-1", "team": "x",
 	}, cfg.Labels)
 	assert.Equal(t, []string{"ALL"}, []string(host.CapDrop))
 	assert.Equal(t, []string{"no-new-privileges:true"}, host.SecurityOpt)

@@ -1,0 +1,218 @@
+package module
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/agcluster/caddy-agcluster/openai"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("agcluster", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("agcluster", parseHandlerDirective)
+	// After basic_auth, forward_auth and rate_limit, so they guard it.
+	httpcaddyfile.RegisterDirectiveOrder("agcluster", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "agcluster", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// UnmarshalCaddyfile sets up the app from the global option. Syntax:
+//
+//	agcluster {
+//	    provider <name> {              # default: docker
+//	        ...                        # the provider's own options
+//	    }
+//	    idle_timeout <duration>        # remove idle sessions (default 30m; 0 = never)
+//	    max_sessions <n>               # live sessions in total (default 100; 0 = no cap)
+//	    max_sessions_per_owner <n>     # live sessions per owner (default 0 = no cap)
+//	    anthropic_base_url <url>       # for the gateway's own one-shot calls
+//	    shutdown keep|destroy          # what happens to sessions when Caddy exits (default keep)
+//	}
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("%s already specified", sub)
+		}
+		seen[sub] = true
+		switch sub {
+		case "provider":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "agcluster.providers."+name)
+			if err != nil {
+				return err
+			}
+			a.ProviderRaw = caddyconfig.JSONModuleObject(unm, "name", name, nil)
+		case "idle_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur < 0 {
+				return d.Errf("idle_timeout %q: want a duration such as 30m", v)
+			}
+			cd := caddy.Duration(dur)
+			a.IdleTimeout = &cd
+		case "max_sessions", "max_sessions_per_owner":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("%s %q: want a whole number, 0 for no cap", sub, v)
+			}
+			if sub == "max_sessions" {
+				a.MaxSessions = &n
+			} else {
+				a.MaxSessionsPerOwner = n
+			}
+		case "anthropic_base_url":
+			if !d.AllArgs(&a.AnthropicBaseURL) {
+				return d.ArgErr()
+			}
+		case "shutdown":
+			if !d.AllArgs(&a.Shutdown) {
+				return d.ArgErr()
+			}
+			if a.Shutdown != "keep" && a.Shutdown != "destroy" {
+				return d.Errf("shutdown %q: want keep or destroy", a.Shutdown)
+			}
+		default:
+			return d.Errf("unknown agcluster subdirective %q", sub)
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler from the site directive. Syntax:
+//
+//	agcluster {
+//	    owner <placeholder>                  # e.g. {http.auth.user.id}; default: hash of the bearer key
+//	    conversation_headers <header...>     # default X-Conversation-ID X-Session-ID X-OpenWebUI-Chat-Id
+//	    api_key <key>                        # operator key for requests without one, e.g. {env.ANTHROPIC_API_KEY}
+//	    reasoning on|off                     # thinking as reasoning_content (default on)
+//	    tools off|summary|full               # tool activity in the answer (default summary)
+//	    task_models <model...>               # models answered one-shot, e.g. LibreChat's titleModel
+//	    direct_model <model>                 # Anthropic model for one-shot calls (default claude-haiku-4-5)
+//	    max_request_body <size>              # e.g. 8MB (default)
+//	    keep_alive <duration>                # silence before a keep-alive comment (default 10s)
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("%s already specified", sub)
+		}
+		seen[sub] = true
+		switch sub {
+		case "owner":
+			if !d.AllArgs(&h.Owner) {
+				return d.ArgErr()
+			}
+		case "conversation_headers":
+			h.ConversationHeaders = d.RemainingArgs()
+			if len(h.ConversationHeaders) == 0 {
+				return d.ArgErr()
+			}
+		case "api_key":
+			if !d.AllArgs(&h.APIKey) {
+				return d.ArgErr()
+			}
+		case "reasoning":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			switch v {
+			case "on":
+				h.Reasoning = ptr(true)
+			case "off":
+				h.Reasoning = ptr(false)
+			default:
+				return d.Errf("reasoning %q: want on or off", v)
+			}
+		case "tools":
+			if !d.AllArgs(&h.Tools) {
+				return d.ArgErr()
+			}
+			if _, err := openai.ParseToolRendering(h.Tools); err != nil {
+				return d.Errf("tools: %v", err)
+			}
+		case "task_models":
+			h.TaskModels = d.RemainingArgs()
+			if len(h.TaskModels) == 0 {
+				return d.ArgErr()
+			}
+		case "direct_model":
+			if !d.AllArgs(&h.DirectModel) {
+				return d.ArgErr()
+			}
+		case "max_request_body":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 {
+				return d.Errf("max_request_body %q: want a size such as 8MB", v)
+			}
+			h.MaxRequestBody = int64(n)
+		case "keep_alive":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("keep_alive %q: want a duration such as 10s", v)
+			}
+			h.KeepAlive = caddy.Duration(dur)
+		default:
+			return d.Errf("unknown agcluster subdirective %q", sub)
+		}
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Interface guards.
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+)

@@ -1,0 +1,514 @@
+package module
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/anthropic"
+	"github.com/agcluster/caddy-agcluster/openai"
+	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/session"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler serves the OpenAI-compatible API: POST /chat/completions and
+// GET /models (also under /v1), and GET /health. Each conversation runs in
+// its own agent container, provisioned by the agcluster app. Other paths
+// go to the next handler.
+type Handler struct {
+	// Owner is who owns a conversation, as a placeholder such as
+	// "{http.auth.user.id}" when Caddy authenticates users. Empty means
+	// the bearer key itself identifies the owner (its SHA-256 is used; the
+	// key is never stored).
+	Owner string `json:"owner,omitempty"`
+	// ConversationHeaders are the request headers that carry a
+	// conversation id, tried in order. Default X-Conversation-ID,
+	// X-Session-ID, X-OpenWebUI-Chat-Id.
+	ConversationHeaders []string `json:"conversation_headers,omitempty"`
+	// APIKey is the Anthropic key used when a request brings none (a
+	// placeholder such as "{env.ANTHROPIC_API_KEY}"). Empty means every
+	// request must bring its own key (BYOK).
+	APIKey string `json:"api_key,omitempty"`
+	// Reasoning sends the agent's thinking as delta.reasoning_content.
+	// Default true.
+	Reasoning *bool `json:"reasoning,omitempty"`
+	// Tools renders the agent's tool calls into the answer: "off",
+	// "summary" (default) or "full".
+	Tools string `json:"tools,omitempty"`
+	// TaskModels are model names that mark background requests (titles,
+	// tags) such as LibreChat's titleModel. They, and requests with an
+	// X-OpenWebUI-Task header, are answered by a one-shot API call, never
+	// by the conversation's agent.
+	TaskModels []string `json:"task_models,omitempty"`
+	// DirectModel is the Anthropic model for those one-shot calls.
+	// Default claude-haiku-4-5.
+	DirectModel string `json:"direct_model,omitempty"`
+	// MaxRequestBody caps a request body in bytes. Default 8 MiB.
+	MaxRequestBody int64 `json:"max_request_body,omitempty"`
+	// KeepAlive is the silence after which a ": keep-alive" comment is
+	// sent on a stream. Default 10s.
+	KeepAlive caddy.Duration `json:"keep_alive,omitempty"`
+
+	app    *App
+	tools  openai.ToolRendering
+	direct *anthropic.Client
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.agcluster",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Defaults.
+const (
+	defaultDirectModel  = "claude-haiku-4-5"
+	defaultMaxBody      = 8 << 20
+	defaultKeepAlive    = 10 * time.Second
+	defaultAgentModelID = "agent"
+)
+
+// defaultAgentConfig is the "agent" model: a coding agent that may use the
+// shell and edit files in its own workspace without asking.
+func defaultAgentConfig() *agent.Config {
+	return &agent.Config{
+		ID:             defaultAgentModelID,
+		Name:           "Agent",
+		Description:    "Claude Code in an isolated workspace: shell, files, search",
+		AllowedTools:   []string{"Bash", "Read", "Write", "Edit", "Glob", "Grep", "TodoWrite"},
+		PermissionMode: "acceptEdits",
+	}
+}
+
+var defaultConversationHeaders = []string{"X-Conversation-ID", "X-Session-ID", "X-OpenWebUI-Chat-Id"}
+
+// Provision finds the agcluster app and applies defaults.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	appIface, err := ctx.App("agcluster")
+	if err != nil {
+		return fmt.Errorf("loading agcluster app: %w", err)
+	}
+	h.app = appIface.(*App)
+	if len(h.ConversationHeaders) == 0 {
+		h.ConversationHeaders = defaultConversationHeaders
+	}
+	if h.DirectModel == "" {
+		h.DirectModel = defaultDirectModel
+	}
+	if h.MaxRequestBody <= 0 {
+		h.MaxRequestBody = defaultMaxBody
+	}
+	if h.KeepAlive <= 0 {
+		h.KeepAlive = caddy.Duration(defaultKeepAlive)
+	}
+	h.tools, err = openai.ParseToolRendering(h.Tools)
+	if err != nil {
+		return fmt.Errorf("agcluster tools: %w", err)
+	}
+	h.direct = &anthropic.Client{BaseURL: h.app.AnthropicBaseURL}
+	return nil
+}
+
+// ServeHTTP routes the API's paths and passes the rest on.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	path := strings.TrimPrefix(r.URL.Path, "/v1")
+	switch {
+	case path == "/chat/completions":
+		if r.Method != http.MethodPost {
+			return h.methodNotAllowed(w, http.MethodPost)
+		}
+		h.chat(w, r)
+		return nil
+	case path == "/models":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return h.methodNotAllowed(w, http.MethodGet)
+		}
+		openai.WriteModels(w, h.models())
+		return nil
+	case r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		h.health(w, r)
+		return nil
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func (h *Handler) methodNotAllowed(w http.ResponseWriter, allow string) error {
+	w.Header().Set("Allow", allow)
+	e := openai.BadRequest("method not allowed; use "+allow, "")
+	e.Status = http.StatusMethodNotAllowed
+	e.Write(w)
+	return nil
+}
+
+func (h *Handler) models() []openai.Model {
+	created := time.Now().Unix()
+	return []openai.Model{{ID: defaultAgentModelID, Object: "model", Created: created, OwnedBy: "agcluster"}}
+}
+
+func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	sessions := len(h.app.Manager().List(""))
+	_, _ = fmt.Fprintf(w, `{"status":"ok","sessions":%d}`+"\n", sessions)
+}
+
+// chat serves one chat completion: validate, find the conversation's
+// agent, run the turn, translate its events.
+func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
+	req, perr := openai.ParseChatCompletionRequest(r.Body, h.MaxRequestBody)
+	if perr != nil {
+		perr.Write(w)
+		return
+	}
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		repl = caddy.NewReplacer()
+	}
+	key := bearerKey(r)
+	if key == "" && h.APIKey != "" {
+		key = repl.ReplaceAll(h.APIKey, "")
+	}
+	if key == "" {
+		openai.MissingAPIKey().Write(w)
+		return
+	}
+	owner, oerr := h.owner(repl, key)
+	if oerr != nil {
+		oerr.Write(w)
+		return
+	}
+
+	if h.isTask(r, req) {
+		h.task(w, r, req, key)
+		return
+	}
+	if req.Model != defaultAgentModelID {
+		openai.ModelNotFound(req.Model).Write(w)
+		return
+	}
+
+	history := req.History()
+	lease, err := h.app.Manager().Acquire(r.Context(), session.Request{
+		Owner:        owner,
+		Conversation: h.conversationID(r),
+		Fingerprint:  openai.Fingerprint(history),
+		ConfigID:     defaultAgentModelID,
+		Config:       defaultAgentConfig(),
+	})
+	if err != nil {
+		h.acquireError(err).Write(w)
+		return
+	}
+	prompt := req.LastUserText()
+	if lease.New {
+		prompt = seedPrompt(req, prompt)
+	}
+	w.Header().Set("X-Session-ID", lease.Session.ID)
+
+	opts := openai.Options{
+		Model:        req.Model,
+		IncludeUsage: req.IncludeUsage(),
+		Reasoning:    h.Reasoning == nil || *h.Reasoning,
+		Tools:        h.tools,
+	}
+	var content string
+	if req.Stream {
+		content = h.stream(w, r, lease.Session.Client(), prompt, key, opts)
+	} else {
+		content = h.complete(w, r, lease.Session.Client(), prompt, key, opts)
+	}
+	next := append(req.Messages[:len(req.Messages):len(req.Messages)],
+		openai.Message{Role: "assistant", Content: openai.TextContent(content)})
+	lease.Done(openai.Fingerprint(next))
+}
+
+// seedPrompt gives a freshly created agent the client's earlier messages.
+func seedPrompt(req *openai.ChatCompletionRequest, prompt string) string {
+	var b strings.Builder
+	if sys := req.SystemText(); sys != "" {
+		b.WriteString("Instructions from the client application:\n")
+		b.WriteString(sys)
+		b.WriteString("\n\n")
+	}
+	if hist := openai.FormatHistory(req.History()); hist != "" {
+		b.WriteString(hist)
+		b.WriteString("\n\n")
+	}
+	if b.Len() == 0 {
+		return prompt
+	}
+	b.WriteString("The user's new message:\n")
+	b.WriteString(prompt)
+	return b.String()
+}
+
+// stream runs the turn as an SSE response and returns the content sent.
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options) string {
+	st, err := c.Query(r.Context(), prompt, key)
+	if err != nil {
+		h.queryError(err).Write(w)
+		return ""
+	}
+	defer st.Close()
+	openai.SetStreamHeaders(w.Header())
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	sw := openai.NewStreamWriter(w, rc.Flush, opts)
+	if err := sw.Start(); err != nil {
+		return ""
+	}
+	stop := keepAlive(sw, time.Duration(h.KeepAlive))
+	defer stop()
+	for {
+		e, err := st.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if r.Context().Err() == nil {
+				h.logger.Warn("agent stream broke", zap.Error(err))
+				_ = sw.Fail("the agent's stream broke off: " + err.Error())
+			}
+			break
+		}
+		if c := h.logger.Check(zapcore.DebugLevel, "agent event"); c != nil {
+			c.Write(zap.String("type", string(e.Type)))
+		}
+		if err := sw.Event(e); err != nil {
+			// The client is gone; closing the agent stream interrupts the turn.
+			break
+		}
+	}
+	_ = sw.Finish()
+	return sw.Content()
+}
+
+// complete runs the turn and answers with one chat.completion.
+func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options) string {
+	st, err := c.Query(r.Context(), prompt, key)
+	if err != nil {
+		h.queryError(err).Write(w)
+		return ""
+	}
+	defer st.Close()
+	col := openai.NewCollector(opts)
+	for {
+		e, err := st.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			col.Fail("the agent's stream broke off: " + err.Error())
+			break
+		}
+		col.Event(e)
+	}
+	if e := col.Err(); e != nil && !col.HasOutput() {
+		openai.FromAgentError(*e).Write(w)
+		return ""
+	}
+	comp := col.Completion()
+	openai.WriteCompletion(w, comp)
+	if len(comp.Choices) > 0 {
+		return comp.Choices[0].Message.Content
+	}
+	return ""
+}
+
+// keepAlive sends comments while the stream is silent; the returned func
+// stops it.
+func keepAlive(sw *openai.StreamWriter, every time.Duration) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if sw.KeepAlive() != nil {
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// isTask tells background requests (titles, tags) from conversation turns.
+func (h *Handler) isTask(r *http.Request, req *openai.ChatCompletionRequest) bool {
+	if r.Header.Get("X-OpenWebUI-Task") != "" {
+		return true
+	}
+	for _, m := range h.TaskModels {
+		if strings.EqualFold(m, req.Model) {
+			return true
+		}
+	}
+	return false
+}
+
+// task answers a background request with a one-shot API call.
+func (h *Handler) task(w http.ResponseWriter, r *http.Request, req *openai.ChatCompletionRequest, key string) {
+	var msgs []anthropic.Message
+	for _, m := range req.Messages {
+		role := m.Role
+		switch role {
+		case "system", "developer":
+			continue
+		case "tool":
+			role = "user"
+		}
+		text := m.Content.Text()
+		if strings.TrimSpace(text) == "" {
+			continue
+		}
+		if n := len(msgs); n > 0 && msgs[n-1].Role == role {
+			msgs[n-1].Content += "\n\n" + text
+			continue
+		}
+		msgs = append(msgs, anthropic.Message{Role: role, Content: text})
+	}
+	if len(msgs) == 0 || msgs[0].Role != "user" {
+		msgs = append([]anthropic.Message{{Role: "user", Content: "(no message)"}}, msgs...)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	resp, err := h.direct.Complete(ctx, key, anthropic.Request{
+		Model: h.DirectModel, System: req.SystemText(), Messages: msgs, MaxTokens: 512,
+	})
+	if err != nil {
+		var ae *anthropic.APIError
+		if errors.As(err, &ae) {
+			code := agent.CodeUpstream
+			switch ae.Status {
+			case 401, 403:
+				code = agent.CodeAuth
+			case 429:
+				code = agent.CodeRateLimit
+			case 529:
+				code = agent.CodeOverloaded
+			}
+			openai.FromAgentError(agent.Event{Type: agent.EventError, Code: code, Message: ae.Message}).Write(w)
+			return
+		}
+		openai.Upstream("background task call failed: " + err.Error()).Write(w)
+		return
+	}
+	events := []agent.Event{
+		{Type: agent.EventText, Text: resp.Text},
+		{Type: agent.EventResult, Result: &agent.Result{StopReason: resp.StopReason, Text: resp.Text,
+			Usage: agent.Usage{InputTokens: resp.InputTokens, OutputTokens: resp.OutputTokens}}},
+	}
+	opts := openai.Options{Model: req.Model, IncludeUsage: req.IncludeUsage(), Tools: openai.ToolsOff}
+	if req.Stream {
+		openai.SetStreamHeaders(w.Header())
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		sw := openai.NewStreamWriter(w, rc.Flush, opts)
+		_ = sw.Start()
+		for _, e := range events {
+			_ = sw.Event(e)
+		}
+		_ = sw.Finish()
+		return
+	}
+	col := openai.NewCollector(opts)
+	for _, e := range events {
+		col.Event(e)
+	}
+	openai.WriteCompletion(w, col.Completion())
+}
+
+// owner derives the conversation owner: the configured placeholder, or
+// the key's hash.
+func (h *Handler) owner(repl *caddy.Replacer, key string) (string, *openai.Error) {
+	if h.Owner == "" {
+		return hashHex("key:" + key), nil
+	}
+	v := repl.ReplaceAll(h.Owner, "")
+	if v == "" {
+		return "", openai.Unauthorized("the request is not authenticated: no owner for " + h.Owner)
+	}
+	return hashHex("user:" + v), nil
+}
+
+func (h *Handler) conversationID(r *http.Request) string {
+	for _, name := range h.ConversationHeaders {
+		if v := strings.TrimSpace(r.Header.Get(name)); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func (h *Handler) acquireError(err error) *openai.Error {
+	switch {
+	case errors.Is(err, session.ErrBusy):
+		return openai.Busy(err.Error())
+	case errors.Is(err, session.ErrLimit):
+		return openai.RateLimited(err.Error())
+	case errors.Is(err, session.ErrNotFound):
+		e := openai.BadRequest(err.Error(), "")
+		e.Status = http.StatusNotFound
+		return e
+	case errors.Is(err, providers.ErrUnavailable), errors.Is(err, providers.ErrImageMissing),
+		errors.Is(err, session.ErrClosed):
+		return openai.Unavailable(err.Error())
+	case errors.Is(err, providers.ErrNotReady):
+		return openai.Upstream(err.Error())
+	case errors.Is(err, context.Canceled):
+		return openai.Internal("the request was cancelled")
+	}
+	h.logger.Error("session acquire failed", zap.Error(err))
+	return openai.Internal(err.Error())
+}
+
+func (h *Handler) queryError(err error) *openai.Error {
+	if errors.Is(err, agentclient.ErrBusy) {
+		return openai.Busy("a turn is already running in this conversation")
+	}
+	h.logger.Error("agent query failed", zap.Error(err))
+	return openai.Upstream("the conversation's agent did not answer: " + err.Error())
+}
+
+// bearerKey returns the request's API key (Authorization: Bearer, or
+// x-api-key as Anthropic clients send it).
+func bearerKey(r *http.Request) string {
+	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(v)
+	}
+	return strings.TrimSpace(r.Header.Get("X-Api-Key"))
+}
+
+func hashHex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

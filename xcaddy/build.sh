@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# build.sh: build a Caddy binary with the caddy-agcluster plugin from this
+# checkout, using xcaddy (installed at the pinned version if missing).
+#
+# Usage: xcaddy/build.sh [OUTPUT]   (default ./caddy)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CADDY_VERSION="${CADDY_VERSION:-v2.11.9}"
+XCADDY_VERSION="${XCADDY_VERSION:-v0.4.5}"
+OUTPUT="${1:-./caddy}"
+GOBIN="$(go env GOPATH)/bin"
+XCADDY="$GOBIN/xcaddy"
+if ! "$XCADDY" version 2>/dev/null | grep -q "${XCADDY_VERSION}"; then
+	echo "xcaddy: installing ${XCADDY_VERSION}" >&2
+	go install "github.com/caddyserver/xcaddy/cmd/xcaddy@${XCADDY_VERSION}"
+fi
+# CGO off: a static binary that also runs in a scratch or slim image.
+CGO_ENABLED=0 XCADDY_SKIP_CLEANUP=0 "$XCADDY" build "$CADDY_VERSION" \
+	--output "$OUTPUT" \
+	--with "github.com/agcluster/caddy-agcluster@v0.0.0=$(pwd)"
+"$OUTPUT" list-modules --packages 2>/dev/null | grep -i agcluster >&2 || true
