@@ -1,10 +1,10 @@
 # caddy-agcluster build, images, tests and benchmarks.
 #
-# make build   agent and mock binaries into bin/ (and ./caddy once the module lands)
+# make build   ./caddy (xcaddy, with this module), agent and mock binaries in bin/
 # make image   the agent image and the mock Anthropic API image
 # make test    unit and integration tests (needs a Docker engine; builds images)
 # make bench   benchmarks (same needs as test)
-# make run     the agent image on 127.0.0.1:8080
+# make run     Caddy with the module on :8080, agents in Docker
 # make lint    gofmt and go vet
 
 GO            ?= go
@@ -76,20 +76,16 @@ test-unit:
 	$(GO) test -short -count=1 ./...
 
 # Micro-benchmarks run for the default time; the end-to-end ones (real
-# processes and containers) for BENCH_RUNS iterations each, reporting medians.
+# processes, containers, Caddy) for BENCH_RUNS iterations each, reporting
+# medians with min and max.
 BENCH_RUNS ?= 10
 bench: image caddy
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v -e '/agent$$' -e '/e2e$$' -e '/providers/docker$$')
-	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCH_RUNS)x -count=1 -timeout $(TEST_TIMEOUT) ./agent/ ./e2e/
+	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCH_RUNS)x -count=1 -timeout $(TEST_TIMEOUT) ./agent/ ./providers/docker/ ./e2e/
 
-run: agent-image
-	@token=$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'); \
-	echo "agent on http://127.0.0.1:8080  token: $$token"; \
-	docker run --rm -it -p 127.0.0.1:8080:8080 \
-		--read-only --cap-drop ALL --security-opt no-new-privileges \
-		--tmpfs /tmp:rw,nosuid,size=256m --tmpfs /home/agent:rw,nosuid,size=256m,uid=1000,gid=1000,mode=0700 \
-		-e AGENT_TOKEN=$$token -e ANTHROPIC_BASE_URL -e ANTHROPIC_API_KEY \
-		$(AGENT_IMAGE)
+# The gateway on :8080 (caddyfile-examples/run.Caddyfile).
+run: caddy agent-image
+	./caddy run --config caddyfile-examples/run.Caddyfile --adapter caddyfile
 
 lint:
 	@out=$$(gofmt -l . | grep -v '^.build/' || true); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -47,7 +47,7 @@ type env struct {
 	mock    *anthropictest.Remote
 }
 
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	testenv.Integration(t)
 	cli := testenv.Docker(t)
 	testenv.RequireImage(t, cli, testenv.AgentImage())
@@ -99,7 +99,7 @@ func (e *env) caddyfile(port, runID, idle, extraHandler string) string {
 `, testenv.AgentImage(), e.network, testenv.MockAlias, runID, idle, e.mock.BaseURL, port, extraHandler)
 }
 
-func (e *env) startGateway(t *testing.T, idle, extraHandler string) *gateway {
+func (e *env) startGateway(t testing.TB, idle, extraHandler string) *gateway {
 	t.Helper()
 	addr := testenv.FreeAddr(t)
 	port := addr[strings.LastIndex(addr, ":")+1:]
@@ -132,7 +132,7 @@ func (e *env) startGateway(t *testing.T, idle, extraHandler string) *gateway {
 	return g
 }
 
-func (g *gateway) stop(t *testing.T) {
+func (g *gateway) stop(t testing.TB) {
 	if g.stopped {
 		return
 	}
@@ -159,13 +159,13 @@ func (e *env) runFilter(runID string) filters.Args {
 	return filters.NewArgs(filters.Arg("label", "agcluster.test.run="+runID))
 }
 
-func (e *env) containers(t *testing.T, runID string) []container.Summary {
+func (e *env) containers(t testing.TB, runID string) []container.Summary {
 	list, err := e.docker.ContainerList(context.Background(), container.ListOptions{All: true, Filters: e.runFilter(runID)})
 	require.NoError(t, err)
 	return list
 }
 
-func (e *env) volumes(t *testing.T, runID string) []*volume.Volume {
+func (e *env) volumes(t testing.TB, runID string) []*volume.Volume {
 	resp, err := e.docker.VolumeList(context.Background(), volume.ListOptions{Filters: e.runFilter(runID)})
 	require.NoError(t, err)
 	return resp.Volumes
@@ -185,7 +185,7 @@ func (e *env) forceRemove(runID string) {
 	}
 }
 
-func (e *env) script(t *testing.T, sc anthropictest.Script) {
+func (e *env) script(t testing.TB, sc anthropictest.Script) {
 	t.Helper()
 	require.NoError(t, e.mock.SetScript(context.Background(), sc))
 	require.NoError(t, e.mock.Reset(context.Background()))

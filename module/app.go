@@ -67,6 +67,7 @@ const (
 // here contacts the container engine.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.AnthropicBaseURL = caddy.NewReplacer().ReplaceAll(a.AnthropicBaseURL, "")
 	if a.AnthropicBaseURL == "" {
 		a.AnthropicBaseURL = defaultBaseURL
 	}
