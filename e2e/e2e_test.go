@@ -6,8 +6,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +36,7 @@ import (
 // gateway is one running Caddy with the agcluster module.
 type gateway struct {
 	url     string // http://127.0.0.1:port
+	admin   string // Caddy's admin endpoint, http://127.0.0.1:port
 	runID   string // label value on everything this gateway creates
 	cmd     *exec.Cmd
 	logs    *syncBuffer
@@ -70,9 +73,10 @@ func caddyBin(t testing.TB) string {
 // with options for the test: one-shot calls go to the mock's published
 // port, everything is labelled with the run id, and sessions are removed
 // when Caddy exits.
-func (e *env) caddyfile(port, runID, idle, extraHandler string) string {
+func (e *env) caddyfile(port, adminAddr, runID, idle, extraHandler string) string {
 	return fmt.Sprintf(`{
-	admin off
+	admin %s
+	metrics
 	agcluster {
 		provider docker {
 			image %s
@@ -96,17 +100,18 @@ func (e *env) caddyfile(port, runID, idle, extraHandler string) string {
 		%s
 	}
 }
-`, testenv.AgentImage(), e.network, testenv.MockAlias, runID, idle, e.mock.BaseURL, port, extraHandler)
+`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, idle, e.mock.BaseURL, port, extraHandler)
 }
 
 func (e *env) startGateway(t testing.TB, idle, extraHandler string) *gateway {
 	t.Helper()
 	addr := testenv.FreeAddr(t)
 	port := addr[strings.LastIndex(addr, ":")+1:]
-	g := &gateway{url: "http://" + addr, runID: testenv.RandomHex(6), logs: &syncBuffer{}}
+	adminAddr := testenv.FreeAddr(t)
+	g := &gateway{url: "http://" + addr, admin: "http://" + adminAddr, runID: testenv.RandomHex(6), logs: &syncBuffer{}}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "Caddyfile")
-	require.NoError(t, os.WriteFile(cfg, []byte(e.caddyfile(port, g.runID, idle, extraHandler)), 0o644))
+	require.NoError(t, os.WriteFile(cfg, []byte(e.caddyfile(port, adminAddr, g.runID, idle, extraHandler)), 0o644))
 	g.cmd = exec.Command(caddyBin(t), "run", "--config", cfg, "--adapter", "caddyfile")
 	g.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
@@ -397,6 +402,32 @@ func TestGateway(t *testing.T) {
 		require.NoError(t, err)
 		resp.Body.Close()
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	})
+
+	t.Run("admin API and metrics", func(t *testing.T) {
+		resp, err := http.Get(g.admin + "/agcluster/sessions")
+		require.NoError(t, err)
+		var sessions []struct {
+			ID, Conversation, InstanceID string
+			Turns                        int64
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&sessions))
+		resp.Body.Close()
+		assert.Len(t, sessions, len(e.containers(t, g.runID)))
+		convs := map[string]bool{}
+		for _, s := range sessions {
+			convs[s.Conversation] = true
+		}
+		assert.True(t, convs["c-two-turns"])
+
+		resp, err = http.Get(g.admin + "/metrics")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Contains(t, string(body), `caddy_agcluster_turns_total{new_session="false",outcome="ok"}`)
+		assert.Contains(t, string(body), `caddy_agcluster_task_requests_total{outcome="ok"} 2`)
+		assert.Contains(t, string(body), `caddy_agcluster_request_errors_total{status="409"}`)
+		assert.Contains(t, string(body), "caddy_agcluster_sessions ")
 	})
 
 	t.Run("auth failure upstream is a clean error", func(t *testing.T) {

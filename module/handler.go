@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -127,7 +128,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("agcluster tools: %w", err)
 	}
 	h.direct = &anthropic.Client{BaseURL: h.app.AnthropicBaseURL}
-	return nil
+	return registerMetrics(ctx.GetMetricsRegistry())
+}
+
+// refuse answers with an error before any turn ran.
+func (h *Handler) refuse(w http.ResponseWriter, e *openai.Error) {
+	metrics.requestErrors.WithLabelValues(strconv.Itoa(e.Status)).Inc()
+	e.Write(w)
 }
 
 // ServeHTTP routes the API's paths and passes the rest on.
@@ -177,7 +184,7 @@ func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	req, perr := openai.ParseChatCompletionRequest(r.Body, h.MaxRequestBody)
 	if perr != nil {
-		perr.Write(w)
+		h.refuse(w, perr)
 		return
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -189,12 +196,12 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		key = repl.ReplaceAll(h.APIKey, "")
 	}
 	if key == "" {
-		openai.MissingAPIKey().Write(w)
+		h.refuse(w, openai.MissingAPIKey())
 		return
 	}
 	owner, oerr := h.owner(repl, key)
 	if oerr != nil {
-		oerr.Write(w)
+		h.refuse(w, oerr)
 		return
 	}
 
@@ -203,7 +210,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Model != defaultAgentModelID {
-		openai.ModelNotFound(req.Model).Write(w)
+		h.refuse(w, openai.ModelNotFound(req.Model))
 		return
 	}
 
@@ -216,7 +223,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		Config:       defaultAgentConfig(),
 	})
 	if err != nil {
-		h.acquireError(err).Write(w)
+		h.refuse(w, h.acquireError(err))
 		return
 	}
 	prompt := req.LastUserText()
@@ -230,13 +237,18 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		IncludeUsage: req.IncludeUsage(),
 		Reasoning:    h.Reasoning == nil || *h.Reasoning,
 		Tools:        h.tools,
+		KeepContent:  true,
 	}
-	var content string
+	started := time.Now()
+	var content, outcome string
 	if req.Stream {
-		content = h.stream(w, r, lease.Session.Client(), prompt, key, opts)
+		content, outcome = h.stream(w, r, lease.Session.Client(), prompt, key, opts)
 	} else {
-		content = h.complete(w, r, lease.Session.Client(), prompt, key, opts)
+		content, outcome = h.complete(w, r, lease.Session.Client(), prompt, key, opts)
 	}
+	isNew := strconv.FormatBool(lease.New)
+	metrics.turns.WithLabelValues(outcome, isNew).Inc()
+	metrics.turnSeconds.WithLabelValues(isNew).Observe(time.Since(started).Seconds())
 	next := append(req.Messages[:len(req.Messages):len(req.Messages)],
 		openai.Message{Role: "assistant", Content: openai.TextContent(content)})
 	lease.Done(openai.Fingerprint(next))
@@ -262,12 +274,20 @@ func seedPrompt(req *openai.ChatCompletionRequest, prompt string) string {
 	return b.String()
 }
 
-// stream runs the turn as an SSE response and returns the content sent.
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options) string {
+// Turn outcomes for metrics.
+const (
+	outcomeOK         = "ok"
+	outcomeError      = "error"
+	outcomeClientGone = "client_gone"
+)
+
+// stream runs the turn as an SSE response and returns the content sent
+// and the turn's outcome.
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options) (string, string) {
 	st, err := c.Query(r.Context(), prompt, key)
 	if err != nil {
-		h.queryError(err).Write(w)
-		return ""
+		h.refuse(w, h.queryError(err))
+		return "", outcomeError
 	}
 	defer st.Close()
 	openai.SetStreamHeaders(w.Header())
@@ -275,17 +295,20 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.
 	rc := http.NewResponseController(w)
 	sw := openai.NewStreamWriter(w, rc.Flush, opts)
 	if err := sw.Start(); err != nil {
-		return ""
+		return "", outcomeClientGone
 	}
 	stop := keepAlive(sw, time.Duration(h.KeepAlive))
 	defer stop()
+	outcome := outcomeError
 	for {
 		e, err := st.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			if r.Context().Err() == nil {
+			if r.Context().Err() != nil {
+				outcome = outcomeClientGone
+			} else {
 				h.logger.Warn("agent stream broke", zap.Error(err))
 				_ = sw.Fail("the agent's stream broke off: " + err.Error())
 			}
@@ -294,21 +317,26 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.
 		if c := h.logger.Check(zapcore.DebugLevel, "agent event"); c != nil {
 			c.Write(zap.String("type", string(e.Type)))
 		}
+		if e.Type == agent.EventResult {
+			outcome = outcomeOK
+		}
 		if err := sw.Event(e); err != nil {
 			// The client is gone; closing the agent stream interrupts the turn.
+			outcome = outcomeClientGone
 			break
 		}
 	}
 	_ = sw.Finish()
-	return sw.Content()
+	return sw.Content(), outcome
 }
 
-// complete runs the turn and answers with one chat.completion.
-func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options) string {
+// complete runs the turn and answers with one chat.completion; it returns
+// the content sent and the turn's outcome.
+func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options) (string, string) {
 	st, err := c.Query(r.Context(), prompt, key)
 	if err != nil {
-		h.queryError(err).Write(w)
-		return ""
+		h.refuse(w, h.queryError(err))
+		return "", outcomeError
 	}
 	defer st.Close()
 	col := openai.NewCollector(opts)
@@ -323,16 +351,20 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c *agentclien
 		}
 		col.Event(e)
 	}
-	if e := col.Err(); e != nil && !col.HasOutput() {
-		openai.FromAgentError(*e).Write(w)
-		return ""
+	outcome := outcomeOK
+	if e := col.Err(); e != nil {
+		outcome = outcomeError
+		if !col.HasOutput() {
+			openai.FromAgentError(*e).Write(w)
+			return "", outcome
+		}
 	}
 	comp := col.Completion()
 	openai.WriteCompletion(w, comp)
 	if len(comp.Choices) > 0 {
-		return comp.Choices[0].Message.Content
+		return comp.Choices[0].Message.Content, outcome
 	}
-	return ""
+	return "", outcome
 }
 
 // keepAlive sends comments while the stream is silent; the returned func
@@ -410,12 +442,15 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request, req *openai.ChatC
 			case 529:
 				code = agent.CodeOverloaded
 			}
+			metrics.tasks.WithLabelValues(outcomeError).Inc()
 			openai.FromAgentError(agent.Event{Type: agent.EventError, Code: code, Message: ae.Message}).Write(w)
 			return
 		}
+		metrics.tasks.WithLabelValues(outcomeError).Inc()
 		openai.Upstream("background task call failed: " + err.Error()).Write(w)
 		return
 	}
+	metrics.tasks.WithLabelValues(outcomeOK).Inc()
 	events := []agent.Event{
 		{Type: agent.EventText, Text: resp.Text},
 		{Type: agent.EventResult, Result: &agent.Result{StopReason: resp.StopReason, Text: resp.Text,

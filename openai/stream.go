@@ -68,7 +68,7 @@ func NewStreamWriter(w io.Writer, flush func() error, opts Options) *StreamWrite
 }
 
 // Content returns the message content sent so far (what a client will
-// send back as the assistant's message).
+// send back as the assistant's message) when Options.KeepContent is set.
 func (s *StreamWriter) Content() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -201,8 +201,10 @@ func (s *StreamWriter) end() {
 
 // content implements sink.
 func (s *StreamWriter) content(sep, text string) {
-	s.text.WriteString(sep)
-	s.text.WriteString(text)
+	if s.t.opts.KeepContent {
+		s.text.WriteString(sep)
+		s.text.WriteString(text)
+	}
 	s.buf = append(s.buf, s.prefix...)
 	s.buf = append(s.buf, choiceContentHead...)
 	s.buf = appendJSONStringBody(s.buf, sep)

@@ -417,3 +417,23 @@ func BenchmarkStreamWriterTextDelta(b *testing.B) {
 		}
 	}
 }
+
+func TestStreamWriterKeepsContent(t *testing.T) {
+	for _, keep := range []bool{true, false} {
+		var out bytes.Buffer
+		s := NewStreamWriter(&out, nil, Options{Model: "agent", KeepContent: keep})
+		require.NoError(t, s.Start())
+		for _, e := range []agent.Event{
+			{Type: agent.EventTextDelta, Text: "Hello, "},
+			{Type: agent.EventTextDelta, Text: "world."},
+			{Type: agent.EventResult, Result: &agent.Result{StopReason: "end_turn"}},
+		} {
+			require.NoError(t, s.Event(e))
+		}
+		if keep {
+			assert.Equal(t, "Hello, world.", s.Content())
+		} else {
+			assert.Empty(t, s.Content())
+		}
+	}
+}

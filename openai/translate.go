@@ -51,6 +51,9 @@ type Options struct {
 	ID string
 	// Created is the response's creation time; now when zero.
 	Created time.Time
+	// KeepContent makes a StreamWriter keep the content it sent, for
+	// [StreamWriter.Content].
+	KeepContent bool
 }
 
 func (o *Options) normalize() {

@@ -1,0 +1,96 @@
+package module
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/agcluster/caddy-agcluster/session"
+)
+
+func init() {
+	caddy.RegisterModule(AdminAPI{})
+}
+
+// AdminAPI adds /agcluster/ routes to Caddy's admin endpoint:
+// GET /agcluster/sessions lists every live session (no secrets), and
+// DELETE /agcluster/sessions/{id} removes one with its container.
+type AdminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.agcluster",
+		New: func() caddy.Module { return new(AdminAPI) },
+	}
+}
+
+// Routes returns the admin routes. State is looked up per request: admin
+// modules are recreated on every config load.
+func (AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/agcluster/sessions", Handler: caddy.AdminHandlerFunc(adminSessions)},
+		{Pattern: "/agcluster/sessions/", Handler: caddy.AdminHandlerFunc(adminSessions)}}
+}
+
+// adminSession is one session as the admin API shows it.
+type adminSession struct {
+	ID           string    `json:"id"`
+	Owner        string    `json:"owner"`
+	Conversation string    `json:"conversation"`
+	ConfigID     string    `json:"config_id"`
+	Provider     string    `json:"provider"`
+	InstanceID   string    `json:"instance_id"`
+	Created      time.Time `json:"created"`
+	LastUsed     time.Time `json:"last_used"`
+	Turns        int64     `json:"turns"`
+	Busy         bool      `json:"busy"`
+}
+
+func currentManager() *session.Manager {
+	var m *session.Manager
+	statePool.Range(func(_, v any) bool {
+		m = v.(*state).manager
+		return false
+	})
+	return m
+}
+
+func adminSessions(w http.ResponseWriter, r *http.Request) error {
+	m := currentManager()
+	if m == nil {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("the agcluster app is not running")}
+	}
+	id := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/agcluster/sessions"), "/")
+	switch {
+	case r.Method == http.MethodGet && id == "":
+		out := []adminSession{}
+		for _, s := range m.List("") {
+			out = append(out, adminSession{
+				ID: s.ID, Owner: s.Key.Owner[:min(12, len(s.Key.Owner))], Conversation: s.Key.Conversation,
+				ConfigID: s.ConfigID, Provider: s.Instance.Provider, InstanceID: s.Instance.ID,
+				Created: s.Created, LastUsed: s.LastUsed(), Turns: s.Turns(), Busy: s.Busy(),
+			})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		return json.NewEncoder(w).Encode(out)
+	case r.Method == http.MethodDelete && id != "":
+		for _, s := range m.List("") {
+			if s.ID == id {
+				if err := m.Delete(s.Key.Owner, id); err != nil {
+					return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+				}
+				w.WriteHeader(http.StatusNoContent)
+				return nil
+			}
+		}
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no session %q", id)}
+	}
+	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use GET /agcluster/sessions or DELETE /agcluster/sessions/{id}")}
+}
+
+// Interface guard.
+var _ caddy.AdminRouter = (*AdminAPI)(nil)

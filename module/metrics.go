@@ -1,0 +1,71 @@
+package module
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the module's Prometheus collectors. They are package-level
+// so counts survive config reloads, and registered into each new config's
+// registry. Labels never carry a session, container or key.
+var metrics = struct {
+	once          sync.Once
+	turns         *prometheus.CounterVec
+	turnSeconds   *prometheus.HistogramVec
+	tasks         *prometheus.CounterVec
+	sessionsLive  prometheus.GaugeFunc
+	requestErrors *prometheus.CounterVec
+}{}
+
+func initMetrics() {
+	metrics.once.Do(func() {
+		const ns, sub = "caddy", "agcluster"
+		metrics.turns = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "turns_total",
+			Help: "Agent turns served, by outcome (ok, error, client_gone) and whether they started a session.",
+		}, []string{"outcome", "new_session"})
+		metrics.turnSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "turn_duration_seconds",
+			Help:    "Wall time of agent turns, including session creation for new sessions.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
+		}, []string{"new_session"})
+		metrics.tasks = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "task_requests_total",
+			Help: "Background task requests answered with a one-shot API call, by outcome.",
+		}, []string{"outcome"})
+		metrics.requestErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "request_errors_total",
+			Help: "Requests refused before a turn ran, by HTTP status.",
+		}, []string{"status"})
+		metrics.sessionsLive = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "sessions",
+			Help: "Live sessions (each with its agent container).",
+		}, func() float64 {
+			n := 0
+			statePool.Range(func(_, v any) bool {
+				n += len(v.(*state).manager.List(""))
+				return true
+			})
+			return float64(n)
+		})
+	})
+}
+
+// registerMetrics adds the collectors to a config's registry.
+func registerMetrics(reg *prometheus.Registry) error {
+	initMetrics()
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{metrics.turns, metrics.turnSeconds, metrics.tasks, metrics.requestErrors, metrics.sessionsLive} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}
