@@ -41,6 +41,7 @@ const maxFileBytes = 1 << 20
 // stack is one agent server under test and the mock API it talks to.
 type stack struct {
 	mode   string
+	kill   func(t *testing.T) // kills the CLI process (process mode only)
 	agent  *agentclient.Client
 	mock   *anthropictest.Remote
 	logs   func() string
@@ -93,6 +94,12 @@ func startProcessStack(t *testing.T) *stack {
 		mock:   &anthropictest.Remote{BaseURL: mock.URL()},
 		logs:   logs.String,
 		outDir: outside,
+	}
+	s.kill = func(t *testing.T) {
+		st, err := s.agent.Stats(context.Background())
+		require.NoError(t, err)
+		require.Positive(t, st.Claude.PID)
+		require.NoError(t, syscall.Kill(st.Claude.PID, syscall.SIGKILL))
 	}
 	s.waitReady(t)
 	return s
@@ -171,7 +178,7 @@ func (s *stack) script(t *testing.T, sc anthropictest.Script) {
 // turn runs a query to its end and returns all its events.
 func (s *stack) turn(t *testing.T, prompt string) []agent.Event {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st, err := s.agent.Query(ctx, prompt, "sk-ant-test")
 	require.NoError(t, err)
@@ -182,7 +189,10 @@ func (s *stack) turn(t *testing.T, prompt string) []agent.Event {
 		if errors.Is(err, io.EOF) {
 			return events
 		}
-		require.NoError(t, err, "stream of %q; agent logs:\n%s", prompt, s.logs())
+		if err != nil {
+			reqs, _ := s.mock.Requests(context.Background())
+			t.Fatalf("stream of %q: %v\nevents so far: %+v\nrequests:%s\nagent logs:\n%s", prompt, err, events, summarizeRequests(reqs), s.logs())
+		}
 		if e.Type == agent.EventNotice && e.Code == agent.CodeAPIRetry {
 			t.Logf("unexpected API retry in %q: %s\nagent logs:\n%s", prompt, e.Message, s.logs())
 		}
@@ -361,6 +371,87 @@ func runAgentSuite(t *testing.T, s *stack) {
 		_ = st.Close()
 	})
 
+	t.Run("POST /interrupt stops the running turn", func(t *testing.T) {
+		s.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+			Match:    anthropictest.Match{LastUserTextContains: "endless poem"},
+			Response: anthropictest.Response{Text: strings.Repeat("verse ", 100), ChunkChars: 6, ChunkDelayMS: 50},
+		}}, Default: &anthropictest.Response{Text: "Ready again."}})
+		ok, err := s.agent.Interrupt(context.Background())
+		require.NoError(t, err)
+		assert.False(t, ok, "nothing to interrupt between turns")
+		st, err := s.agent.Query(context.Background(), "Write an endless poem.", "sk-ant-test")
+		require.NoError(t, err)
+		defer st.Close()
+		_, err = st.Next()
+		require.NoError(t, err)
+		ok, err = s.agent.Interrupt(context.Background())
+		require.NoError(t, err)
+		assert.True(t, ok)
+		var last agent.Event
+		for {
+			e, err := st.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			last = e
+		}
+		assert.Equal(t, agent.EventError, last.Type)
+		assert.Equal(t, agent.CodeInterrupted, last.Code)
+		events := s.turn(t, "Are you ready?")
+		assert.Equal(t, agent.EventResult, events[len(events)-1].Type)
+	})
+
+	if s.kill != nil {
+		t.Run("a dead CLI is restarted with the conversation resumed", func(t *testing.T) {
+			s.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+				Match:    anthropictest.Match{LastUserTextContains: "code word is heron"},
+				Response: anthropictest.Response{Text: "Heron noted."},
+			}, {
+				Match:    anthropictest.Match{LastUserTextContains: "slow reply"},
+				Response: anthropictest.Response{Text: strings.Repeat("slow ", 100), ChunkChars: 5, ChunkDelayMS: 50},
+			}}, Default: &anthropictest.Response{Text: "Back again."}})
+			require.Equal(t, agent.EventResult, lastEvent(s.turn(t, "The code word is heron.")).Type)
+
+			// Killed between turns: the next turn says so and keeps the context.
+			s.kill(t)
+			events := s.turn(t, "Do you still know the code word?")
+			require.NotEmpty(t, events)
+			assert.Equal(t, agent.EventNotice, events[0].Type)
+			assert.Equal(t, agent.CodeRestarted, events[0].Code)
+			assert.Equal(t, agent.EventResult, lastEvent(events).Type)
+			reqs, err := s.mock.Requests(context.Background())
+			require.NoError(t, err)
+			assert.Contains(t, reqs[len(reqs)-1].AllText(), "The code word is heron.", "resumed with its history")
+
+			// Killed mid-turn: that turn ends with an error saying it was lost.
+			st, err := s.agent.Query(context.Background(), "Give me a slow reply.", "sk-ant-test")
+			require.NoError(t, err)
+			_, err = st.Next()
+			require.NoError(t, err)
+			s.kill(t)
+			var last agent.Event
+			for {
+				e, err := st.Next()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				require.NoError(t, err)
+				last = e
+			}
+			_ = st.Close()
+			assert.Equal(t, agent.EventError, last.Type)
+			assert.Equal(t, agent.CodeInternal, last.Code)
+			assert.Contains(t, last.Message, "this turn was lost")
+			events = s.turn(t, "And now?")
+			assert.Equal(t, agent.CodeRestarted, events[0].Code)
+			assert.Equal(t, agent.EventResult, lastEvent(events).Type)
+			st2, err := s.agent.Stats(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), st2.Restarts)
+		})
+	}
+
 	t.Run("files", func(t *testing.T) { runFileTests(t, s) })
 
 	t.Run("every endpoint but health needs the token", func(t *testing.T) {
@@ -524,6 +615,44 @@ func summarizeRequests(reqs []anthropictest.RecordedRequest) string {
 			" status=" + strconv.Itoa(r.Status) + " aborted=" + strconv.FormatBool(r.ClientAborted) + " tool_result=" + strconv.FormatBool(r.HasToolResult()) + " last_user=" + strconv.Quote(text))
 	}
 	return b.String()
+}
+
+func lastEvent(events []agent.Event) agent.Event {
+	if len(events) == 0 {
+		return agent.Event{}
+	}
+	return events[len(events)-1]
+}
+
+// TestAgentRefusesBadSettings: the agent exits at once with a message
+// naming what is wrong.
+func TestAgentRefusesBadSettings(t *testing.T) {
+	testenv.Integration(t)
+	bin := testenv.GoBinary(t, "./agent/cmd/agcluster-agent")
+	ws := t.TempDir()
+	tests := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"no token", []string{"AGENT_WORKSPACE=" + ws}, "AGENT_TOKEN is required"},
+		{"unknown config field", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + ws, `AGENT_CONFIG={"allowed_tool":["Bash"]}`}, `unknown field "allowed_tool"`},
+		{"unknown tool", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + ws, `AGENT_CONFIG={"allowed_tools":["Bsh"]}`}, `allowed_tools[0]: unknown tool "Bsh"`},
+		{"bad timeout", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + ws, "AGENT_TURN_TIMEOUT=soon"}, "AGENT_TURN_TIMEOUT"},
+		{"no workspace", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + filepath.Join(ws, "missing")}, "AGENT_WORKSPACE"},
+		{"no claude", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + ws, "CLAUDE_BIN=/nonexistent/claude"}, "CLAUDE_BIN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(bin)
+			cmd.Env = append([]string{"PATH=/usr/bin:/bin", "CLAUDE_BIN=/bin/true", "AGENT_ADDR=127.0.0.1:0"}, tt.env...)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "the agent must exit: %s", out)
+			assert.Equal(t, 1, exit.ExitCode())
+			assert.Contains(t, string(out), tt.want)
+		})
+	}
 }
 
 type response struct {

@@ -18,4 +18,12 @@ fi
 CGO_ENABLED=0 XCADDY_SKIP_CLEANUP=0 "$XCADDY" build "$CADDY_VERSION" \
 	--output "$OUTPUT" \
 	--with "github.com/agcluster/caddy-agcluster@v0.0.0=$(pwd)"
-"$OUTPUT" list-modules --packages 2>/dev/null | grep -i agcluster >&2 || true
+# The build is only good if Caddy knows our modules.
+modules="$("$OUTPUT" list-modules)"
+for id in agcluster agcluster.providers.docker http.handlers.agcluster admin.api.agcluster; do
+	if ! grep -qx "$id" <<<"$modules"; then
+		echo "xcaddy/build.sh: $OUTPUT lacks module $id" >&2
+		exit 1
+	fi
+done
+echo "xcaddy/build.sh: $OUTPUT has the agcluster modules" >&2

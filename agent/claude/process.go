@@ -41,7 +41,12 @@ func startProcess(bin string, args []string, dir string, env []string) (*process
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Own process group, so the CLI and its tools are killed together; and
+	// killed with the agent should the agent itself die.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Tools the CLI started may keep its stderr open after it exits; do not
+	// let them delay noticing the exit.
+	cmd.WaitDelay = 2 * time.Second
 	p := &process{
 		cmd:     cmd,
 		lines:   make(chan []byte, 256),

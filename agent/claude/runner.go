@@ -166,6 +166,11 @@ func (r *Runner) supervise() {
 		}
 		r.restarts.Add(1)
 		r.opts.Logger.Warn("claude exited", zap.Int("pid", p.pid()), zap.String("exit", p.exitDescription()))
+		r.mu.Lock()
+		if r.hasSession && r.notice == "" {
+			r.notice = "The agent process stopped and was restarted; the conversation was resumed from its saved session."
+		}
+		r.mu.Unlock()
 		r.setState(StateRestarting, nil, nil)
 		if time.Since(started) > time.Minute {
 			backoff = 250 * time.Millisecond
@@ -343,6 +348,7 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 		send(agent.Event{Type: agent.EventNotice, Seq: seq, Code: agent.CodeRestarted, Message: notice})
 	}
 
+	r.opts.Logger.Info("turn started", zap.Int("pid", p.pid()), zap.Bool("resumed_session", r.restarts.Load() > 0))
 	if err := p.sendUser(prompt); err != nil {
 		release()
 		send(agent.Event{Type: agent.EventError, Seq: seq + 1, Code: agent.CodeInternal, Message: err.Error()})
@@ -380,6 +386,7 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 	var grace <-chan time.Time
 	done := ctx.Done()
 	lines := p.lines
+	gotOutput, resent := false, false
 	events := make([]agent.Event, 0, 4)
 	// handle translates one line, emits its events and reports whether it
 	// ended the turn.
@@ -410,6 +417,7 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 				lines = nil
 				continue
 			}
+			gotOutput = true
 			if handle(raw) {
 				return nil
 			}
@@ -443,9 +451,29 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 		case <-p.done:
 			// stdout is closed before done: take what the process printed
 			// before it exited.
-			for raw := range lines {
+			for raw := range p.lines {
+				gotOutput = true
 				if handle(raw) {
 					return nil
+				}
+			}
+			if !gotOutput && !resent && reason == reasonNone {
+				// The process died before it read this turn (it was killed
+				// or crashed just as the turn began): give the prompt to
+				// its successor, which resumes the conversation.
+				resent = true
+				r.opts.Logger.Warn("claude exited before the turn began; resending it", zap.Int("pid", p.pid()))
+				if np, err := r.waitReady(ctx); err == nil && np.sendUser(prompt) == nil {
+					r.mu.Lock()
+					note := r.notice
+					r.notice = ""
+					r.mu.Unlock()
+					if note != "" {
+						tr.seq++
+						send(agent.Event{Type: agent.EventNotice, Seq: tr.seq, Code: agent.CodeRestarted, Message: note})
+					}
+					p, lines = np, np.lines
+					continue
 				}
 			}
 			r.mu.Lock()
