@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -18,20 +17,6 @@ import (
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
 )
-
-// median of durations, in milliseconds.
-func medianMS(ds []time.Duration) float64 {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	m := s[len(s)/2]
-	if len(s)%2 == 0 {
-		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return float64(m) / float64(time.Millisecond)
-}
 
 // startAgentProcess starts the agent binary against mockURL and returns a
 // client and a stop function. It does not wait for readiness.
@@ -86,7 +71,7 @@ func BenchmarkAgentStartToReady(b *testing.B) {
 		stop()
 		b.StartTimer()
 	}
-	b.ReportMetric(medianMS(samples), "median-ms")
+	b.ReportMetric(testenv.MedianMS(samples), "median-ms")
 }
 
 // BenchmarkTurnLatency measures a turn on a warm agent against a mock that
@@ -125,6 +110,6 @@ func BenchmarkTurnLatency(b *testing.B) {
 		total = append(total, time.Since(start))
 		ttft = append(ttft, first)
 	}
-	b.ReportMetric(medianMS(ttft), "ttft-median-ms")
-	b.ReportMetric(medianMS(total), "turn-median-ms")
+	b.ReportMetric(testenv.MedianMS(ttft), "ttft-median-ms")
+	b.ReportMetric(testenv.MedianMS(total), "turn-median-ms")
 }

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -62,7 +61,7 @@ func startProcessStack(t *testing.T) *stack {
 	addr := testenv.FreeAddr(t)
 	token := testenv.RandomHex(16)
 
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cmd := exec.Command(bin)
 	cmd.Env = []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
@@ -387,15 +386,7 @@ func runAgentSuite(t *testing.T, s *stack) {
 		ok, err = s.agent.Interrupt(context.Background())
 		require.NoError(t, err)
 		assert.True(t, ok)
-		var last agent.Event
-		for {
-			e, err := st.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			require.NoError(t, err)
-			last = e
-		}
+		last := drain(t, st)
 		assert.Equal(t, agent.EventError, last.Type)
 		assert.Equal(t, agent.CodeInterrupted, last.Code)
 		events := s.turn(t, "Are you ready?")
@@ -430,15 +421,7 @@ func runAgentSuite(t *testing.T, s *stack) {
 			_, err = st.Next()
 			require.NoError(t, err)
 			s.kill(t)
-			var last agent.Event
-			for {
-				e, err := st.Next()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				require.NoError(t, err)
-				last = e
-			}
+			last := drain(t, st)
 			_ = st.Close()
 			assert.Equal(t, agent.EventError, last.Type)
 			assert.Equal(t, agent.CodeInternal, last.Code)
@@ -617,6 +600,20 @@ func summarizeRequests(reqs []anthropictest.RecordedRequest) string {
 	return b.String()
 }
 
+// drain reads a stream to its end and returns its final event.
+func drain(t *testing.T, st *agentclient.Stream) agent.Event {
+	t.Helper()
+	var last agent.Event
+	for {
+		e, err := st.Next()
+		if errors.Is(err, io.EOF) {
+			return last
+		}
+		require.NoError(t, err)
+		last = e
+	}
+}
+
 func lastEvent(events []agent.Event) agent.Event {
 	if len(events) == 0 {
 		return agent.Event{}
@@ -702,23 +699,6 @@ func untar(t *testing.T, gz string) (names []string, contents string) {
 		require.NoError(t, err)
 	}
 	return names, all.String()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -19,19 +19,6 @@ import (
 	"github.com/agcluster/caddy-agcluster/providers/docker"
 )
 
-func medianMS(ds []time.Duration) float64 {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	m := s[len(s)/2]
-	if len(s)%2 == 0 {
-		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return float64(m) / float64(time.Millisecond)
-}
-
 // ttft streams one completion and returns the time to its first content.
 func ttft(b *testing.B, c openai.Client, text string, opts ...option.RequestOption) time.Duration {
 	start := time.Now()
@@ -67,7 +54,7 @@ func BenchmarkNewConversationTTFT(b *testing.B) {
 	for b.Loop() {
 		samples = append(samples, ttft(b, c, "Hi.", conv("bench-cold-"+testenv.RandomHex(4))))
 	}
-	b.ReportMetric(medianMS(samples), "median-ms")
+	b.ReportMetric(testenv.MedianMS(samples), "median-ms")
 	b.ReportMetric(float64(slices.Min(samples))/1e6, "min-ms")
 	b.ReportMetric(float64(slices.Max(samples))/1e6, "max-ms")
 }
@@ -83,7 +70,7 @@ func BenchmarkFollowUpTTFT(b *testing.B) {
 	for b.Loop() {
 		samples = append(samples, ttft(b, c, "Again.", conv("bench-warm")))
 	}
-	b.ReportMetric(medianMS(samples), "median-ms")
+	b.ReportMetric(testenv.MedianMS(samples), "median-ms")
 	b.ReportMetric(float64(slices.Min(samples))/1e6, "min-ms")
 	b.ReportMetric(float64(slices.Max(samples))/1e6, "max-ms")
 }
@@ -154,7 +141,7 @@ func BenchmarkStreamingOverhead(b *testing.B) {
 		_ = st.Close()
 		viaDirect = append(viaDirect, time.Since(first)/time.Duration(n))
 	}
-	mc, md := medianMS(viaCaddy)*1000, medianMS(viaDirect)*1000
+	mc, md := testenv.MedianMS(viaCaddy)*1000, testenv.MedianMS(viaDirect)*1000
 	b.ReportMetric(mc, "caddy-us/event")
 	b.ReportMetric(md, "direct-us/event")
 	b.ReportMetric(mc-md, "overhead-us/event")

@@ -39,7 +39,7 @@ type gateway struct {
 	admin   string // Caddy's admin endpoint, http://127.0.0.1:port
 	runID   string // label value on everything this gateway creates
 	cmd     *exec.Cmd
-	logs    *syncBuffer
+	logs    *testenv.SyncBuffer
 	stopped bool
 }
 
@@ -108,7 +108,7 @@ func (e *env) startGateway(t testing.TB, idle, extraHandler string) *gateway {
 	addr := testenv.FreeAddr(t)
 	port := addr[strings.LastIndex(addr, ":")+1:]
 	adminAddr := testenv.FreeAddr(t)
-	g := &gateway{url: "http://" + addr, admin: "http://" + adminAddr, runID: testenv.RandomHex(6), logs: &syncBuffer{}}
+	g := &gateway{url: "http://" + addr, admin: "http://" + adminAddr, runID: testenv.RandomHex(6), logs: &testenv.SyncBuffer{}}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "Caddyfile")
 	require.NoError(t, os.WriteFile(cfg, []byte(e.caddyfile(port, adminAddr, g.runID, idle, extraHandler)), 0o644))
@@ -487,23 +487,6 @@ func TestConcurrentFirstRequestsMakeOneContainer(t *testing.T) {
 	assert.GreaterOrEqual(t, ok, 1)
 	assert.Equal(t, n, ok+busy)
 	assert.Len(t, e.containers(t, g.runID), 1, "simultaneous first requests share one container")
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func ptr[T any](v T) *T { return &v }

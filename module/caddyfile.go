@@ -49,17 +49,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    shutdown keep|destroy          # what happens to sessions when Caddy exits (default keep)
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // option name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("%s already specified", sub)
-		}
-		seen[sub] = true
+	return eachSubdirective(d, func(sub string) error {
 		switch sub {
 		case "provider":
 			if !d.NextArg() {
@@ -110,8 +100,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unknown agcluster subdirective %q", sub)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // UnmarshalCaddyfile sets up the handler from the site directive. Syntax:
@@ -128,17 +118,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //	    keep_alive <duration>                # silence before a keep-alive comment (default 10s)
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("%s already specified", sub)
-		}
-		seen[sub] = true
+	return eachSubdirective(d, func(sub string) error {
 		switch sub {
 		case "owner":
 			if !d.AllArgs(&h.Owner) {
@@ -204,6 +184,28 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.KeepAlive = caddy.Duration(dur)
 		default:
 			return d.Errf("unknown agcluster subdirective %q", sub)
+		}
+		return nil
+	})
+}
+
+// eachSubdirective consumes the directive's name (which takes no
+// arguments) and calls fn for each subdirective of its block, refusing a
+// subdirective given twice.
+func eachSubdirective(d *caddyfile.Dispenser, fn func(sub string) error) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("%s already specified", sub)
+		}
+		seen[sub] = true
+		if err := fn(sub); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -199,15 +199,25 @@ func (s *Server) interrupt(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"interrupted": s.opts.Runner.Interrupt()})
 }
 
-func (s *Server) tree(w http.ResponseWriter, r *http.Request) {
+// subPath reads the optional ?path= sub-directory of tree and archive
+// requests; on a bad path it answers 400 and reports false.
+func subPath(w http.ResponseWriter, r *http.Request) (string, bool) {
 	sub := r.URL.Query().Get("path")
-	if sub != "" {
-		clean, err := workspace.CleanPath(sub)
-		if err != nil {
-			writeWorkspaceError(w, err)
-			return
-		}
-		sub = clean
+	if sub == "" {
+		return "", true
+	}
+	clean, err := workspace.CleanPath(sub)
+	if err != nil {
+		writeWorkspaceError(w, err)
+		return "", false
+	}
+	return clean, true
+}
+
+func (s *Server) tree(w http.ResponseWriter, r *http.Request) {
+	sub, ok := subPath(w, r)
+	if !ok {
+		return
 	}
 	entries, err := s.opts.Workspace.Tree(sub, s.opts.MaxTreeEntries)
 	truncated := errors.Is(err, workspace.ErrTooMany)
@@ -265,14 +275,9 @@ func (s *Server) writeFile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) archive(w http.ResponseWriter, r *http.Request) {
-	sub := r.URL.Query().Get("path")
-	if sub != "" {
-		clean, err := workspace.CleanPath(sub)
-		if err != nil {
-			writeWorkspaceError(w, err)
-			return
-		}
-		sub = clean
+	sub, ok := subPath(w, r)
+	if !ok {
+		return
 	}
 	w.Header().Set("Content-Type", "application/gzip")
 	w.Header().Set("Content-Disposition", `attachment; filename="workspace.tar.gz"`)
