@@ -188,6 +188,10 @@ type Stats struct {
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	// Restarts counts CLI process restarts.
 	Restarts int64 `json:"restarts"`
+	// CPUPercent is the CPU used since the previous /stats call (or since
+	// start, on the first), in percent of one CPU, for the whole container
+	// when cgroup figures are readable, else for the agent and the CLI.
+	CPUPercent float64 `json:"cpu_percent"`
 }
 
 // ProcessStats is one process's resource use.

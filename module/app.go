@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/configs"
 	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/session"
 )
@@ -39,13 +40,18 @@ type App struct {
 	// AnthropicBaseURL is where the gateway itself sends one-shot calls
 	// (titles and other background tasks). Default https://api.anthropic.com.
 	AnthropicBaseURL string `json:"anthropic_base_url,omitempty"`
+	// ConfigsDir is a directory of custom agent configurations (*.json),
+	// offered next to the shipped presets. Invalid files fail the config
+	// load with the file, field and reason.
+	ConfigsDir string `json:"configs_dir,omitempty"`
 	// Shutdown says what happens to sessions when Caddy exits: "keep"
 	// (default) leaves their containers running to be rediscovered by the
 	// next start; "destroy" removes them.
 	Shutdown string `json:"shutdown,omitempty"`
 
-	state  *state
-	logger *zap.Logger
+	state   *state
+	configs *configs.Store
+	logger  *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -81,6 +87,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	pm, ok := mod.(ProviderModule)
 	if !ok {
 		return fmt.Errorf("agcluster provider %T does not implement ProviderModule", mod)
+	}
+	a.configs, err = configs.Load(caddy.NewReplacer().ReplaceAll(a.ConfigsDir, ""))
+	if err != nil {
+		return fmt.Errorf("agcluster configs: %w", err)
 	}
 	st, err := loadState(a.logger)
 	if err != nil {
@@ -142,6 +152,12 @@ func (a *App) Cleanup() error {
 	}
 	return nil
 }
+
+// Configs returns the agent configuration templates.
+func (a *App) Configs() *configs.Store { return a.configs }
+
+// ProviderName names the provider new sessions run on.
+func (a *App) ProviderName() string { return a.state.current().Name() }
 
 // Manager returns the session manager.
 func (a *App) Manager() *session.Manager { return a.state.manager }

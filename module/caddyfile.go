@@ -46,6 +46,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    max_sessions <n>               # live sessions in total (default 100; 0 = no cap)
 //	    max_sessions_per_owner <n>     # live sessions per owner (default 0 = no cap)
 //	    anthropic_base_url <url>       # for the gateway's own one-shot calls
+//	    configs <dir>                  # custom agent configurations (*.json) next to the presets
 //	    shutdown keep|destroy          # what happens to sessions when Caddy exits (default keep)
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -88,6 +89,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "anthropic_base_url":
 			if !d.AllArgs(&a.AnthropicBaseURL) {
+				return d.ArgErr()
+			}
+		case "configs":
+			if !d.AllArgs(&a.ConfigsDir) {
 				return d.ArgErr()
 			}
 		case "shutdown":

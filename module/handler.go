@@ -19,10 +19,10 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/agentsapi"
+	"github.com/agcluster/caddy-agcluster/configs"
 	"github.com/agcluster/caddy-agcluster/internal/anthropic"
 	"github.com/agcluster/caddy-agcluster/openai"
-	"github.com/agcluster/caddy-agcluster/providers"
-	"github.com/agcluster/caddy-agcluster/session"
 )
 
 func init() {
@@ -68,6 +68,7 @@ type Handler struct {
 	KeepAlive caddy.Duration `json:"keep_alive,omitempty"`
 
 	app    *App
+	api    *agentsapi.Handler
 	tools  openai.ToolRendering
 	direct *anthropic.Client
 	logger *zap.Logger
@@ -128,6 +129,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("agcluster tools: %w", err)
 	}
 	h.direct = &anthropic.Client{BaseURL: h.app.AnthropicBaseURL}
+	h.api = agentsapi.New(agentsapi.Options{
+		Manager:   h.app.Manager(),
+		Configs:   h.app.Configs(),
+		Provider:  h.app.ProviderName(),
+		Identify:  h.identify,
+		KeepAlive: time.Duration(h.KeepAlive),
+		Logger:    h.logger.Named("api"),
+	})
 	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
@@ -156,6 +165,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		h.health(w, r)
 		return nil
+	case agentsapi.Handles(r.URL.Path):
+		h.api.ServeHTTP(w, r)
+		return nil
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -170,7 +182,44 @@ func (h *Handler) methodNotAllowed(w http.ResponseWriter, allow string) error {
 
 func (h *Handler) models() []openai.Model {
 	created := time.Now().Unix()
-	return []openai.Model{{ID: defaultAgentModelID, Object: "model", Created: created, OwnedBy: "agcluster"}}
+	out := []openai.Model{{ID: defaultAgentModelID, Object: "model", Created: created, OwnedBy: "agcluster"}}
+	for _, id := range h.app.Configs().IDs() {
+		out = append(out, openai.Model{ID: id, Object: "model", Created: created, OwnedBy: "agcluster"})
+	}
+	return out
+}
+
+// config returns the agent configuration a model names: "agent", or a
+// template id.
+func (h *Handler) config(model string) (*agent.Config, bool) {
+	if model == defaultAgentModelID {
+		return defaultAgentConfig(), true
+	}
+	return h.app.Configs().Get(model)
+}
+
+// identify returns the caller of a management API request: the owner and
+// the key (bearer, then the body's api_key, then the operator's key).
+func (h *Handler) identify(r *http.Request, bodyKey string) (agentsapi.Caller, *openai.Error) {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		repl = caddy.NewReplacer()
+	}
+	key := bearerKey(r)
+	if key == "" {
+		key = bodyKey
+	}
+	if key == "" && h.APIKey != "" {
+		key = repl.ReplaceAll(h.APIKey, "")
+	}
+	if key == "" {
+		return agentsapi.Caller{}, openai.MissingAPIKey()
+	}
+	owner, err := h.owner(repl, key)
+	if err != nil {
+		return agentsapi.Caller{}, err
+	}
+	return agentsapi.Caller{Owner: owner, Key: key}, nil
 }
 
 func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
@@ -209,19 +258,31 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		h.task(w, r, req, key)
 		return
 	}
-	if req.Model != defaultAgentModelID {
+	cfg, ok := h.config(req.Model)
+	if !ok {
 		h.refuse(w, openai.ModelNotFound(req.Model))
 		return
 	}
-
+	if missing := configs.MissingMCPEnv(cfg); len(missing) > 0 {
+		h.refuse(w, openai.BadRequest(fmt.Sprintf("model %q needs credentials for its MCP servers (%s): launch it with POST /api/agents/launch and mcp_env, then continue with X-Session-ID",
+			req.Model, strings.Join(missing, ", ")), "model"))
+		return
+	}
 	history := req.History()
-	lease, err := h.app.Manager().Acquire(r.Context(), session.Request{
-		Owner:        owner,
-		Conversation: h.conversationID(r),
-		Fingerprint:  openai.Fingerprint(history),
-		ConfigID:     defaultAgentModelID,
-		Config:       defaultAgentConfig(),
-	})
+	sreq, serr := agentsapi.SessionRequest(owner, cfg)
+	if serr != nil {
+		h.refuse(w, serr)
+		return
+	}
+	sreq.Conversation = h.conversationID(r)
+	sreq.Fingerprint = openai.Fingerprint(history)
+	if id := strings.TrimSpace(r.Header.Get("X-Session-ID")); id != "" {
+		if _, err := h.app.Manager().Get(owner, id); err == nil {
+			// A launched session, continued by its id.
+			sreq.SessionID = id
+		}
+	}
+	lease, err := h.app.Manager().Acquire(r.Context(), sreq)
 	if err != nil {
 		h.refuse(w, h.acquireError(err))
 		return
@@ -499,25 +560,11 @@ func (h *Handler) conversationID(r *http.Request) string {
 }
 
 func (h *Handler) acquireError(err error) *openai.Error {
-	switch {
-	case errors.Is(err, session.ErrBusy):
-		return openai.Busy(err.Error())
-	case errors.Is(err, session.ErrLimit):
-		return openai.RateLimited(err.Error())
-	case errors.Is(err, session.ErrNotFound):
-		e := openai.BadRequest(err.Error(), "")
-		e.Status = http.StatusNotFound
-		return e
-	case errors.Is(err, providers.ErrUnavailable), errors.Is(err, providers.ErrImageMissing),
-		errors.Is(err, session.ErrClosed):
-		return openai.Unavailable(err.Error())
-	case errors.Is(err, providers.ErrNotReady):
-		return openai.Upstream(err.Error())
-	case errors.Is(err, context.Canceled):
-		return openai.Internal("the request was cancelled")
+	e := agentsapi.SessionError(err)
+	if e.Status == http.StatusInternalServerError {
+		h.logger.Error("session acquire failed", zap.Error(err))
 	}
-	h.logger.Error("session acquire failed", zap.Error(err))
-	return openai.Internal(err.Error())
+	return e
 }
 
 func (h *Handler) queryError(err error) *openai.Error {

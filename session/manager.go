@@ -95,12 +95,13 @@ type Session struct {
 	// Created is when the session was created.
 	Created time.Time
 
-	client   *agentclient.Client
-	busy     atomic.Bool
-	lastUsed atomic.Int64 // unix nanos
-	turns    atomic.Int64
-	mu       sync.Mutex
-	fp       string // fingerprint of the transcript after the last turn
+	client      *agentclient.Client
+	idleTimeout time.Duration // 0 = the manager's
+	busy        atomic.Bool
+	lastUsed    atomic.Int64 // unix nanos
+	turns       atomic.Int64
+	mu          sync.Mutex
+	fp          string // fingerprint of the transcript after the last turn
 }
 
 // Client is the session's agent client.
@@ -159,6 +160,21 @@ func NewManager(opts Options) *Manager {
 	m.wg.Add(1)
 	go m.reapLoop()
 	return m
+}
+
+// Launch creates a session for req (its Conversation is ignored: a
+// launched session is its own conversation) without starting a turn, and
+// returns it.
+func (m *Manager) Launch(ctx context.Context, req Request) (*Session, error) {
+	req.Conversation = "launch_" + randomID()
+	req.SessionID, req.Fingerprint = "", ""
+	l, err := m.Acquire(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	s := l.Session
+	l.release()
+	return s, nil
 }
 
 // Reconfigure applies new limits and idle timeout; the source and logger
@@ -227,6 +243,13 @@ type Request struct {
 	ConfigID string
 	// Config is the agent configuration for a new session.
 	Config *agent.Config
+	// Image overrides the provider's agent image for a new session.
+	Image string
+	// Limits override the provider's resource limits for a new session.
+	Limits providers.Limits
+	// IdleTimeout overrides the manager's idle timeout for a new session
+	// (0 = the manager's).
+	IdleTimeout time.Duration
 }
 
 // Lease is exclusive use of a session for one turn.
@@ -345,17 +368,20 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 		Conversation: key.Conversation,
 		ConfigID:     req.ConfigID,
 		Config:       req.Config,
+		Image:        req.Image,
+		Limits:       req.Limits,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create agent for session %s: %w", id, err)
 	}
 	s := &Session{
-		ID:       id,
-		Key:      key,
-		ConfigID: req.ConfigID,
-		Instance: inst,
-		Created:  time.Now(),
-		client:   &agentclient.Client{BaseURL: inst.URL, Token: inst.Token},
+		ID:          id,
+		Key:         key,
+		ConfigID:    req.ConfigID,
+		Instance:    inst,
+		Created:     time.Now(),
+		idleTimeout: req.IdleTimeout,
+		client:      &agentclient.Client{BaseURL: inst.URL, Token: inst.Token},
 	}
 	s.lastUsed.Store(s.Created.UnixNano())
 	m.opts.Logger.Info("session created",
@@ -373,6 +399,14 @@ func (m *Manager) lease(s *Session, created bool) (*Lease, error) {
 	l := &Lease{Session: s, New: created, m: m}
 	l.ok.Store(true)
 	return l, nil
+}
+
+// release ends the lease without counting a turn.
+func (l *Lease) release() {
+	if l.ok.CompareAndSwap(true, false) {
+		l.Session.lastUsed.Store(time.Now().UnixNano())
+		l.Session.busy.Store(false)
+	}
 }
 
 // Done ends the turn. fingerprint, if not empty, identifies the transcript
@@ -472,12 +506,16 @@ func (m *Manager) destroy(s *Session, reason string) {
 func (m *Manager) ReapIdle(now time.Time) int {
 	idle := time.Duration(m.idleTimeout.Load())
 	if idle <= 0 {
-		return 0
+		idle = 1<<63 - 1 // no default timeout; per-session ones still apply
 	}
 	var victims []*Session
 	m.mu.Lock()
 	for _, s := range m.byID {
-		if !s.busy.Load() && now.Sub(s.LastUsed()) >= idle {
+		limit := idle
+		if s.idleTimeout > 0 {
+			limit = s.idleTimeout
+		}
+		if !s.busy.Load() && now.Sub(s.LastUsed()) >= limit {
 			// Take the session out of service first so no turn can
 			// start on it while it is being removed.
 			if s.busy.CompareAndSwap(false, true) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/agcluster/caddy-agcluster/agent"
@@ -253,4 +254,27 @@ func ReadData(r *bufio.Reader) ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// Forward sends a request to the agent as is and returns its response,
+// whatever the status, for the control plane to relay (files, archive).
+// path is the agent's path (e.g. "/files/a.txt"), already escaped.
+func (c *Client) Forward(ctx context.Context, method, path string, query url.Values, body io.Reader, header http.Header) (*http.Response, error) {
+	req, err := c.newRequest(ctx, method, path, body)
+	if err != nil {
+		return nil, err
+	}
+	if len(query) > 0 {
+		req.URL.RawQuery = query.Encode()
+	}
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s %s: %w", method, path, err)
+	}
+	return resp, nil
 }

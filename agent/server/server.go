@@ -58,6 +58,10 @@ type Server struct {
 	token   []byte
 	started time.Time
 	mux     *http.ServeMux
+
+	cpuMu   sync.Mutex
+	cpuAt   time.Time // when cpuLast was read
+	cpuLast float64   // CPU seconds at cpuAt
 }
 
 // New builds the server's routes.
@@ -301,7 +305,30 @@ func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
 	if pid := s.opts.Runner.PID(); pid > 0 {
 		st.Claude = readProcessStats(pid)
 	}
+	cpu := st.Agent.CPUSeconds + st.Claude.CPUSeconds
+	if st.Cgroup != nil {
+		cpu = st.Cgroup.CPUSeconds
+	}
+	st.CPUPercent = s.cpuPercent(cpu)
 	writeJSON(w, http.StatusOK, st)
+}
+
+// cpuPercent turns a CPU-seconds reading into percent of one CPU since
+// the previous reading (since start for the first).
+func (s *Server) cpuPercent(cpu float64) float64 {
+	now := time.Now()
+	s.cpuMu.Lock()
+	defer s.cpuMu.Unlock()
+	since, base := s.started, 0.0
+	if !s.cpuAt.IsZero() && cpu >= s.cpuLast {
+		since, base = s.cpuAt, s.cpuLast
+	}
+	s.cpuAt, s.cpuLast = now, cpu
+	elapsed := now.Sub(since).Seconds()
+	if elapsed <= 0 {
+		return 0
+	}
+	return (cpu - base) / elapsed * 100
 }
 
 // sseWriter writes Server-Sent Events, one JSON object per data line.

@@ -51,6 +51,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err := p.ensureImage(ctx, image); err != nil {
 		return nil, err
 	}
+	spec.Limits.NanoCPUs = p.clampCPUs(ctx, orDefault(spec.Limits.NanoCPUs, p.opts.NanoCPUs))
 
 	token := randomHex(32)
 	volName := "agcluster-ws-" + randomHex(6)
@@ -199,6 +200,31 @@ func (p *Provider) labels(spec providers.Spec, volName string) map[string]string
 		LabelVolume:       volName,
 	})
 	return l
+}
+
+// clampCPUs limits a CPU request to what the engine's host has: the
+// engine refuses a limit above its CPU count, and a configuration written
+// for a bigger host should still run here.
+func (p *Provider) clampCPUs(ctx context.Context, nano int64) int64 {
+	p.mu.Lock()
+	ncpu := p.ncpu
+	p.mu.Unlock()
+	if ncpu == 0 {
+		info, err := p.cli.Info(ctx)
+		if err != nil || info.NCPU <= 0 {
+			return nano
+		}
+		ncpu = info.NCPU
+		p.mu.Lock()
+		p.ncpu = ncpu
+		p.mu.Unlock()
+	}
+	if most := int64(ncpu) * 1e9; nano > most {
+		p.logger.Warn("cpu limit above the host's cpus; using all of them",
+			zap.Float64("requested_cpus", float64(nano)/1e9), zap.Int("host_cpus", ncpu))
+		return most
+	}
+	return nano
 }
 
 // ensureImage fails fast with ErrImageMissing before anything is created.

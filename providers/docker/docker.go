@@ -140,6 +140,7 @@ type Provider struct {
 
 	mu       sync.Mutex
 	images   map[string]struct{} // images known to exist (positive results only)
+	ncpu     int                 // the engine host's CPU count, once known
 	inFlight map[string]struct{} // containers being created by this Provider
 }
 
