@@ -2,6 +2,10 @@ package agent
 
 import (
 	"bytes"
+	"time"
+
+	"github.com/docker/go-units"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -278,16 +282,30 @@ func (c *Config) Validate() error {
 		if r.Pids < 0 {
 			errs = append(errs, fieldErr("resources.pids", "must not be negative"))
 		}
+		if r.Memory != "" {
+			if n, err := units.RAMInBytes(r.Memory); err != nil || n <= 0 {
+				errs = append(errs, fieldErr("resources.memory", "%q is not a size such as 512m or 4g", r.Memory))
+			}
+		}
+		if r.IdleTimeout != "" {
+			if d, err := time.ParseDuration(r.IdleTimeout); err != nil || d < 0 {
+				errs = append(errs, fieldErr("resources.idle_timeout", "%q is not a duration such as 30m", r.IdleTimeout))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
 
 func (c *Config) validateTool(t string) error {
 	if m := mcpToolPattern.FindStringSubmatch(t); m != nil {
-		if _, ok := c.MCPServers[m[1]]; !ok {
-			return fmt.Errorf("%q names MCP server %q, which is not in mcp_servers", t, m[1])
+		// Server names may hold "__" themselves: the tool names a server
+		// when it is "mcp__<server>" or starts with "mcp__<server>__".
+		for name := range c.MCPServers {
+			if t == "mcp__"+name || strings.HasPrefix(t, "mcp__"+name+"__") {
+				return nil
+			}
 		}
-		return nil
+		return fmt.Errorf("%q names MCP server %q, which is not in mcp_servers", t, m[1])
 	}
 	m := toolPattern.FindStringSubmatch(t)
 	if m == nil {
@@ -324,8 +342,11 @@ func validateMCPServer(name string, s MCPServer) []error {
 		errs = append(errs, fieldErr(f+".type", "unknown type %q (stdio, sse or http)", s.Type))
 	}
 	for k := range s.Env {
-		if !envNamePattern.MatchString(k) {
+		switch {
+		case !envNamePattern.MatchString(k):
 			errs = append(errs, fieldErr(f+".env."+k, "not a valid environment variable name"))
+		case ReservedEnv[k]:
+			errs = append(errs, fieldErr(f+".env."+k, "is reserved for the agent server"))
 		}
 	}
 	return errs

@@ -33,13 +33,14 @@ func TestParseConfigAccepts(t *testing.T) {
 		},
 	}, {
 		name: "mcp servers and sub-agents",
-		input: `{"allowed_tools":["mcp__github__*","mcp__time","Task"],
+		input: `{"allowed_tools":["mcp__github__*","mcp__time","Task","mcp__my__srv__tool"],
 			"mcp_servers":{"github":{"command":"npx","args":["-y","server-github"],"env":{"GITHUB_TOKEN":""}},
-			               "time":{"type":"http","url":"http://127.0.0.1:9/mcp"}},
+			               "time":{"type":"http","url":"http://127.0.0.1:9/mcp"},
+			               "my__srv":{"type":"sse","url":"http://127.0.0.1:9/sse"}},
 			"agents":{"frontend":{"description":"UI work","prompt":"You build UIs.","tools":["Read","Write"],"model":"sonnet"}},
 			"env":{"FOO":"bar"},"setting_sources":["project"],"resources":{"cpus":2,"memory":"4g","pids":256,"idle_timeout":"30m"}}`,
 		check: func(t *testing.T, c *Config) {
-			assert.Len(t, c.MCPServers, 2)
+			assert.Len(t, c.MCPServers, 3)
 			assert.Equal(t, "UI work", c.Agents["frontend"].Description)
 			assert.Equal(t, 2.0, c.Resources.CPUs)
 		},
@@ -78,6 +79,9 @@ func TestParseConfigRejects(t *testing.T) {
 		{"bad env name", `{"env":{"1X":"x"}}`, "env.1X"},
 		{"bad setting source", `{"setting_sources":["global"]}`, "setting_sources[0]"},
 		{"model with spaces", `{"model":"a b"}`, "model"},
+		{"bad memory", `{"resources":{"memory":"4 gigs"}}`, "resources.memory"},
+		{"bad idle timeout", `{"resources":{"idle_timeout":"soon"}}`, "resources.idle_timeout"},
+		{"reserved mcp env", `{"mcp_servers":{"x":{"command":"c","env":{"PATH":""}}}}`, "mcp_servers.x.env.PATH: is reserved"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/agentsapi"
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
+	"github.com/agcluster/caddy-agcluster/internal/testenv"
 )
 
 // api is a management API client for one key.
@@ -415,6 +416,7 @@ func TestAgentsAPI(t *testing.T) {
 // TestInvalidCustomConfigs: a configs directory with a bad file stops the
 // config from loading, with the file, field and reason in the message.
 func TestInvalidCustomConfigs(t *testing.T) {
+	testenv.Integration(t)
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "my-agent.json"), []byte(`{"id":"my-agent","allowed_tools":["Bassh"]}`), 0o644))
 	cfg := filepath.Join(t.TempDir(), "Caddyfile")
