@@ -52,6 +52,9 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		return nil, err
 	}
 	spec.Limits.NanoCPUs = p.clampCPUs(ctx, orDefault(spec.Limits.NanoCPUs, p.opts.NanoCPUs))
+	if err := p.ensureIsolatedNetwork(ctx); err != nil {
+		return nil, err
+	}
 
 	token := randomHex(32)
 	volName := "agcluster-ws-" + randomHex(6)
@@ -175,12 +178,51 @@ func (p *Provider) containerConfig(spec providers.Spec, image, token string, cfg
 	if !p.opts.ReachByContainerIP {
 		host.PortBindings = nat.PortMap{agentPort: {{HostIP: p.opts.PublishHost, HostPort: ""}}}
 	}
+	netName := p.opts.Network
+	if netName == "" {
+		netName = p.opts.IsolatedNetwork
+	}
 	var netCfg *network.NetworkingConfig
-	if p.opts.Network != "" {
-		host.NetworkMode = container.NetworkMode(p.opts.Network)
-		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{p.opts.Network: {}}}
+	if netName != "" {
+		host.NetworkMode = container.NetworkMode(netName)
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{netName: {}}}
 	}
 	return cfg, host, netCfg
+}
+
+// ensureIsolatedNetwork creates, once, the bridge network agents join when
+// no Network is configured: a normal bridge (agents reach the internet and
+// their ports can be published) with inter-container traffic disabled, so
+// one agent cannot open another's port.
+func (p *Provider) ensureIsolatedNetwork(ctx context.Context) error {
+	name := p.opts.IsolatedNetwork
+	if p.opts.Network != "" || name == "" {
+		return nil
+	}
+	p.mu.Lock()
+	ready := p.netReady
+	p.mu.Unlock()
+	if ready {
+		return nil
+	}
+	if _, err := p.cli.NetworkInspect(ctx, name, network.InspectOptions{}); err != nil {
+		if !cerrdefs.IsNotFound(err) {
+			return p.wrap("inspect network "+name, err)
+		}
+		_, err := p.cli.NetworkCreate(ctx, name, network.CreateOptions{
+			Driver:  "bridge",
+			Options: map[string]string{"com.docker.network.bridge.enable_icc": "false"},
+			Labels:  map[string]string{LabelManaged: "true"},
+		})
+		if err != nil && !cerrdefs.IsConflict(err) {
+			return p.wrap("create network "+name, err)
+		}
+		p.logger.Info("isolated agent network created", zap.String("network", name))
+	}
+	p.mu.Lock()
+	p.netReady = true
+	p.mu.Unlock()
+	return nil
 }
 
 // labels are the container's and volume's labels. They never hold the

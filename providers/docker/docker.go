@@ -61,6 +61,8 @@ const (
 	DefaultHomeSize = "256m"
 	// DefaultPublishHost is the host address agent ports are published on.
 	DefaultPublishHost = "127.0.0.1"
+	// DefaultIsolatedNetwork is the network agents join by default.
+	DefaultIsolatedNetwork = "agcluster-agents"
 	// DefaultReadyTimeout bounds how long Create waits for /health.
 	DefaultReadyTimeout = 60 * time.Second
 )
@@ -116,6 +118,11 @@ type Options struct {
 	// ephemeral host port. Default "127.0.0.1": agents are never exposed
 	// on every interface unless this says so.
 	PublishHost string `json:"publish_host,omitempty"`
+	// IsolatedNetwork is the bridge network agents join when Network is
+	// empty; it is created with inter-container traffic disabled, so agents
+	// cannot reach each other. Default "agcluster-agents"; "none" keeps
+	// agents on the engine's default bridge.
+	IsolatedNetwork string `json:"isolated_network,omitempty"`
 	// ReachByContainerIP makes the control plane reach agents at their
 	// address on Network (port 8080) instead of a published port; use it
 	// when the control plane itself is attached to Network. No port is
@@ -141,6 +148,7 @@ type Provider struct {
 	mu       sync.Mutex
 	images   map[string]struct{} // images known to exist (positive results only)
 	ncpu     int                 // the engine host's CPU count, once known
+	netReady bool                // IsolatedNetwork exists
 	inFlight map[string]struct{} // containers being created by this Provider
 }
 
@@ -176,6 +184,12 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 	}
 	if opts.PublishHost == "" {
 		opts.PublishHost = DefaultPublishHost
+	}
+	switch opts.IsolatedNetwork {
+	case "":
+		opts.IsolatedNetwork = DefaultIsolatedNetwork
+	case "none":
+		opts.IsolatedNetwork = ""
 	}
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = DefaultReadyTimeout

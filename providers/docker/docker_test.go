@@ -20,8 +20,10 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -540,4 +542,53 @@ func TestDestroyRefusesForeignContainers(t *testing.T) {
 	assert.Contains(t, err.Error(), "not an agent container managed by agcluster")
 	_, err = cli.ContainerInspect(ctxT(t, time.Minute), id)
 	assert.NoError(t, err, "the foreign container is untouched")
+}
+
+// TestAgentsCannotReachEachOther: on the default isolated network, one
+// agent cannot open another agent's port, while each still answers the
+// control plane on its published 127.0.0.1 port.
+func TestAgentsCannotReachEachOther(t *testing.T) {
+	cli := engine(t)
+	p := newProvider(t, baseOptions())
+	ctx := ctxT(t, 2*time.Minute)
+	a, err := p.Create(ctx, newSpec())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Destroy(context.Background(), a.ID) })
+	b, err := p.Create(ctx, newSpec())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Destroy(context.Background(), b.ID) })
+
+	info, err := cli.ContainerInspect(ctx, b.ID)
+	require.NoError(t, err)
+	ep := info.NetworkSettings.Networks[docker.DefaultIsolatedNetwork]
+	require.NotNil(t, ep, "agents join the isolated network")
+	nw, err := cli.NetworkInspect(ctx, docker.DefaultIsolatedNetwork, network.InspectOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "false", nw.Options["com.docker.network.bridge.enable_icc"])
+
+	probe := func(target string) (int, string) {
+		exec, err := cli.ContainerExecCreate(ctx, a.ID, container.ExecOptions{
+			Cmd:          []string{"bash", "-c", "timeout 3 bash -c 'echo > /dev/tcp/" + target + "/8080' && echo open || echo closed"},
+			AttachStdout: true, AttachStderr: true,
+		})
+		require.NoError(t, err)
+		att, err := cli.ContainerExecAttach(ctx, exec.ID, container.ExecAttachOptions{})
+		require.NoError(t, err)
+		defer att.Close()
+		var out strings.Builder
+		_, _ = stdcopy.StdCopy(&out, &out, att.Reader)
+		ins, err := cli.ContainerExecInspect(ctx, exec.ID)
+		require.NoError(t, err)
+		return ins.ExitCode, out.String()
+	}
+	_, out := probe(ep.IPAddress)
+	assert.Contains(t, out, "closed", "agent A must not reach agent B at %s: %s", ep.IPAddress, out)
+	_, out = probe(ep.Gateway)
+	assert.Contains(t, out, "closed", "nor the host's side of the bridge, where nothing is published: %s", out)
+
+	for _, inst := range []*providers.Instance{a, b} {
+		_, status, err := (&agentclient.Client{BaseURL: inst.URL, Token: inst.Token}).Health(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 200, status, "the control plane still reaches each agent")
+	}
 }

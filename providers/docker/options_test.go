@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"github.com/docker/docker/api/types/container"
 	"regexp"
 	"strings"
 	"testing"
@@ -115,8 +116,8 @@ func TestContainerConfig(t *testing.T) {
 	assert.False(t, host.Privileged)
 	assert.Nil(t, host.Init)
 	assert.Empty(t, host.Binds)
-	assert.True(t, host.NetworkMode.IsDefault() || host.NetworkMode == "", "default bridge")
-	assert.Nil(t, netCfg)
+	assert.Equal(t, container.NetworkMode(DefaultIsolatedNetwork), host.NetworkMode, "the isolated network by default")
+	assert.Contains(t, netCfg.EndpointsConfig, DefaultIsolatedNetwork)
 	assert.Equal(t, nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: ""}}}, host.PortBindings)
 	assert.Equal(t, map[string]string{
 		"/tmp":        "rw,nosuid,nodev,size=256m",
