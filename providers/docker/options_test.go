@@ -20,14 +20,15 @@ func TestNewDefaults(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	assert.Equal(t, Options{
-		Image:        "agcluster/agent:latest",
-		MemoryBytes:  1 << 30,
-		NanoCPUs:     1e9,
-		Pids:         256,
-		TmpSize:      "256m",
-		HomeSize:     "256m",
-		PublishHost:  "127.0.0.1",
-		ReadyTimeout: 60 * time.Second,
+		IsolatedNetwork: DefaultIsolatedNetwork,
+		Image:           "agcluster/agent:latest",
+		MemoryBytes:     1 << 30,
+		NanoCPUs:        1e9,
+		Pids:            256,
+		TmpSize:         "256m",
+		HomeSize:        "256m",
+		PublishHost:     "127.0.0.1",
+		ReadyTimeout:    60 * time.Second,
 	}, p.Options())
 	assert.Equal(t, "docker", p.Name())
 }
