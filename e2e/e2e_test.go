@@ -35,6 +35,7 @@ import (
 
 // gateway is one running Caddy with the agcluster module.
 type gateway struct {
+	cfgPath string // its Caddyfile
 	url     string // http://127.0.0.1:port
 	admin   string // Caddy's admin endpoint, http://127.0.0.1:port
 	runID   string // label value on everything this gateway creates
@@ -69,11 +70,24 @@ func caddyBin(t testing.TB) string {
 	return p
 }
 
+// gatewayOptions vary the test Caddyfile.
+type gatewayOptions struct {
+	idle         string // idle_timeout
+	extraHandler string // lines added to the handler block
+	extraApp     string // lines added to the agcluster app block
+	keep         bool   // shutdown keep (sessions outlive Caddy) instead of destroy
+	runID        string // label value; a new one when empty
+}
+
 // caddyfile is the issue's Caddyfile, on this test's network and port,
 // with options for the test: one-shot calls go to the mock's published
 // port, everything is labelled with the run id, and sessions are removed
-// when Caddy exits.
-func (e *env) caddyfile(port, adminAddr, runID, idle, extraHandler string) string {
+// when Caddy exits unless o.keep.
+func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string {
+	shutdown := "destroy"
+	if o.keep {
+		shutdown = "keep"
+	}
 	return fmt.Sprintf(`{
 	admin %s
 	metrics
@@ -90,7 +104,8 @@ func (e *env) caddyfile(port, adminAddr, runID, idle, extraHandler string) strin
 		idle_timeout %s
 		max_sessions 100
 		anthropic_base_url %s
-		shutdown destroy
+		shutdown %s
+		%s
 	}
 }
 :%s {
@@ -100,18 +115,30 @@ func (e *env) caddyfile(port, adminAddr, runID, idle, extraHandler string) strin
 		%s
 	}
 }
-`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, idle, e.mock.BaseURL, port, extraHandler)
+`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, o.idle, e.mock.BaseURL, shutdown, o.extraApp, port, o.extraHandler)
 }
 
 func (e *env) startGateway(t testing.TB, idle, extraHandler string) *gateway {
 	t.Helper()
+	return e.startGatewayWith(t, gatewayOptions{idle: idle, extraHandler: extraHandler})
+}
+
+func (e *env) startGatewayWith(t testing.TB, o gatewayOptions) *gateway {
+	t.Helper()
+	if o.idle == "" {
+		o.idle = "30m"
+	}
+	if o.runID == "" {
+		o.runID = testenv.RandomHex(6)
+	}
 	addr := testenv.FreeAddr(t)
 	port := addr[strings.LastIndex(addr, ":")+1:]
 	adminAddr := testenv.FreeAddr(t)
-	g := &gateway{url: "http://" + addr, admin: "http://" + adminAddr, runID: testenv.RandomHex(6), logs: &testenv.SyncBuffer{}}
+	g := &gateway{url: "http://" + addr, admin: "http://" + adminAddr, runID: o.runID, logs: &testenv.SyncBuffer{}}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "Caddyfile")
-	require.NoError(t, os.WriteFile(cfg, []byte(e.caddyfile(port, adminAddr, g.runID, idle, extraHandler)), 0o644))
+	require.NoError(t, os.WriteFile(cfg, []byte(e.caddyfile(port, adminAddr, g.runID, o)), 0o644))
+	g.cfgPath = cfg
 	g.cmd = exec.Command(caddyBin(t), "run", "--config", cfg, "--adapter", "caddyfile")
 	g.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
@@ -120,6 +147,9 @@ func (e *env) startGateway(t testing.TB, idle, extraHandler string) *gateway {
 		g.stop(t)
 		if t.Failed() {
 			t.Logf("caddy logs:\n%s", g.logs.String())
+		}
+		if o.keep {
+			return // the test takes care of what it kept
 		}
 		// Nothing may outlive the gateway: its shutdown removes its sessions.
 		assert.Empty(t, e.containers(t, g.runID), "containers left after caddy stopped")

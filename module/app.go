@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -40,6 +41,10 @@ type App struct {
 	// AnthropicBaseURL is where the gateway itself sends one-shot calls
 	// (titles and other background tasks). Default https://api.anthropic.com.
 	AnthropicBaseURL string `json:"anthropic_base_url,omitempty"`
+	// TurnTimeout stops an agent turn that runs longer (the mock or the
+	// API stalling, a tool that never ends); the client gets a clean end
+	// of its stream. Default 30m.
+	TurnTimeout caddy.Duration `json:"turn_timeout,omitempty"`
 	// ConfigsDir is a directory of custom agent configurations (*.json),
 	// offered next to the shipped presets. Invalid files fail the config
 	// load with the file, field and reason.
@@ -97,7 +102,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.state = st
-	st.configure(pm.Provider(), a.managerOptions(), a.Shutdown == "destroy")
+	st.configure(pm.Provider(), a.managerOptions(), a.Shutdown == "destroy", time.Duration(a.TurnTimeout))
 	return nil
 }
 
@@ -179,10 +184,12 @@ type state struct {
 	logger  *zap.Logger
 	manager *session.Manager
 
-	mu         sync.RWMutex
-	provider   providers.Provider
-	destroy    bool
-	discovered sync.Once
+	mu          sync.RWMutex
+	provider    providers.Provider
+	destroy     bool
+	discovered  sync.Once
+	stopWatcher context.CancelFunc
+	turnTimeout time.Duration
 }
 
 func loadState(logger *zap.Logger) (*state, error) {
@@ -199,13 +206,15 @@ func loadState(logger *zap.Logger) (*state, error) {
 
 // configure applies a (re)loaded config: new sessions use the new provider
 // and limits; existing sessions keep running.
-func (s *state) configure(p providers.Provider, opts session.Options, destroyOnExit bool) {
+func (s *state) configure(p providers.Provider, opts session.Options, destroyOnExit bool, turnTimeout time.Duration) {
 	s.mu.Lock()
 	old := s.provider
 	s.provider = p
 	s.destroy = destroyOnExit
+	s.turnTimeout = turnTimeout
 	s.mu.Unlock()
 	s.manager.Reconfigure(opts)
+	s.watch(p)
 	if old != nil && old != p {
 		// Creations started under the old config may still use it.
 		time.AfterFunc(time.Minute, func() { _ = old.Close() })
@@ -220,12 +229,61 @@ func (s *state) current() providers.Provider {
 
 // Get creates an instance with the current provider (session.Source).
 func (s *state) Get(ctx context.Context, spec providers.Spec) (*providers.Instance, error) {
-	return s.current().Create(ctx, spec)
+	s.mu.RLock()
+	p, timeout := s.provider, s.turnTimeout
+	s.mu.RUnlock()
+	if timeout > 0 {
+		spec.Env = maps.Clone(spec.Env)
+		if spec.Env == nil {
+			spec.Env = map[string]string{}
+		}
+		spec.Env["AGENT_TURN_TIMEOUT"] = timeout.String()
+	}
+	return p.Create(ctx, spec)
 }
 
 // Release destroys an instance (session.Source).
 func (s *state) Release(ctx context.Context, inst *providers.Instance) error {
 	return s.current().Destroy(ctx, inst.ID)
+}
+
+// watch follows the provider's instance deaths, so a conversation whose
+// container was killed gets a new one; it replaces any previous watcher.
+func (s *state) watch(p providers.Provider) {
+	w, ok := p.(providers.Watcher)
+	s.mu.Lock()
+	if s.stopWatcher != nil {
+		s.stopWatcher()
+		s.stopWatcher = nil
+	}
+	if !ok {
+		s.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopWatcher = cancel
+	s.mu.Unlock()
+	go func() {
+		backoff := time.Second
+		for ctx.Err() == nil {
+			events, errs := w.Events(ctx)
+			for ev := range events {
+				backoff = time.Second
+				if ev.Reason == "die" || ev.Reason == "oom" {
+					s.manager.InstanceDied(ev.InstanceID)
+				}
+			}
+			if err := <-errs; err != nil {
+				s.logger.Warn("provider event stream failed; resubscribing", zap.Error(err), zap.Duration("after", backoff))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+		}
+	}()
 }
 
 // rediscover adopts the instances a previous run left, once per process.
@@ -250,9 +308,12 @@ func (s *state) rediscover() {
 // Destruct runs when no config uses the state any more (Caddy exits or
 // the app was removed from the config).
 func (s *state) Destruct() error {
-	s.mu.RLock()
+	s.mu.Lock()
 	destroy, p := s.destroy, s.provider
-	s.mu.RUnlock()
+	if s.stopWatcher != nil {
+		s.stopWatcher()
+	}
+	s.mu.Unlock()
 	s.manager.Close(destroy)
 	if p != nil {
 		return p.Close()

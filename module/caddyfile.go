@@ -47,6 +47,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    max_sessions_per_owner <n>     # live sessions per owner (default 0 = no cap)
 //	    anthropic_base_url <url>       # for the gateway's own one-shot calls
 //	    configs <dir>                  # custom agent configurations (*.json) next to the presets
+//	    turn_timeout <duration>        # stop a turn that runs longer (default 30m)
 //	    shutdown keep|destroy          # what happens to sessions when Caddy exits (default keep)
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -91,6 +92,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&a.AnthropicBaseURL) {
 				return d.ArgErr()
 			}
+		case "turn_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("turn_timeout %q: want a duration such as 30m", v)
+			}
+			a.TurnTimeout = caddy.Duration(dur)
 		case "configs":
 			if !d.AllArgs(&a.ConfigsDir) {
 				return d.ArgErr()

@@ -302,10 +302,15 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	started := time.Now()
 	var content, outcome string
+	var preamble []agent.Event
+	if lease.Restarted {
+		preamble = []agent.Event{{Type: agent.EventNotice, Code: agent.CodeRestarted,
+			Message: "The conversation's agent stopped and was replaced; it was given this conversation's messages, but files from before are gone."}}
+	}
 	if req.Stream {
-		content, outcome = h.stream(w, r, lease.Session.Client(), prompt, key, opts)
+		content, outcome = h.stream(w, r, lease.Session.Client(), prompt, key, opts, preamble)
 	} else {
-		content, outcome = h.complete(w, r, lease.Session.Client(), prompt, key, opts)
+		content, outcome = h.complete(w, r, lease.Session.Client(), prompt, key, opts, preamble)
 	}
 	isNew := strconv.FormatBool(lease.New)
 	metrics.turns.WithLabelValues(outcome, isNew).Inc()
@@ -344,7 +349,7 @@ const (
 
 // stream runs the turn as an SSE response and returns the content sent
 // and the turn's outcome.
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options) (string, string) {
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
 	st, err := c.Query(r.Context(), prompt, key)
 	if err != nil {
 		h.refuse(w, h.queryError(err))
@@ -357,6 +362,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.
 	sw := openai.NewStreamWriter(w, rc.Flush, opts)
 	if err := sw.Start(); err != nil {
 		return "", outcomeClientGone
+	}
+	for _, e := range preamble {
+		_ = sw.Event(e)
 	}
 	stop := keepAlive(sw, time.Duration(h.KeepAlive))
 	defer stop()
@@ -393,7 +401,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.
 
 // complete runs the turn and answers with one chat.completion; it returns
 // the content sent and the turn's outcome.
-func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options) (string, string) {
+func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
 	st, err := c.Query(r.Context(), prompt, key)
 	if err != nil {
 		h.refuse(w, h.queryError(err))
@@ -401,6 +409,9 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c *agentclien
 	}
 	defer st.Close()
 	col := openai.NewCollector(opts)
+	for _, e := range preamble {
+		col.Event(e)
+	}
 	for {
 		e, err := st.Next()
 		if errors.Is(err, io.EOF) {

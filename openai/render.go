@@ -222,6 +222,16 @@ func renderDenied(tool, msg string) string {
 // restartedNote is the content note of a restarted notice.
 const restartedNote = "_(the agent was restarted; the conversation was resumed from its saved session)_\n\n"
 
+// restartNote renders a restarted notice: its own message when it has
+// one, in the same italic form as restartedNote.
+func restartNote(msg string) string {
+	msg = strings.TrimSpace(msg)
+	if msg == "" {
+		return restartedNote
+	}
+	return "_(" + strings.TrimSuffix(msg, ".") + ")_\n\n"
+}
+
 // errorNote renders the content note of a failed turn.
 func errorNote(msg string) string {
 	msg = strings.TrimSpace(msg)

@@ -168,7 +168,7 @@ func TestTranslate(t *testing.T) {
 			{Type: agent.EventNotice, Code: agent.CodePermissionDenied, ToolUseID: "t1", Name: "Bash", Message: "needs approval"},
 			toolResult("t1", "needs approval", true),
 			text("Finished."), done},
-		content: restartedNote + "> 🔧 **Bash** `echo hi > /tmp/x`\n\n> ⛔ Bash denied: needs approval\n\nFinished.",
+		content: "_(The agent process stopped..)_\n\n" + "> 🔧 **Bash** `echo hi > /tmp/x`\n\n> ⛔ Bash denied: needs approval\n\nFinished.",
 	}, {
 		name: "notices with tools off",
 		events: []agent.Event{

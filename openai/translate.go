@@ -285,7 +285,7 @@ func (t *translator) event(e *agent.Event) bool {
 			t.retries++
 		case agent.CodeRestarted:
 			t.boundary()
-			t.addBlock(restartedNote)
+			t.addBlock(restartNote(e.Message))
 		case agent.CodePermissionDenied:
 			t.boundary()
 			if !t.rendering() {

@@ -83,6 +83,29 @@ type Instance struct {
 	CreatedAt time.Time
 }
 
+// Event is the death of an agent instance.
+type Event struct {
+	// InstanceID is the instance's id (Instance.ID).
+	InstanceID string
+	// SessionID is the session the agent served.
+	SessionID string
+	// Reason is "die" (the instance stopped, including when it is
+	// destroyed) or "oom" (a process was killed for lack of memory).
+	Reason string
+	// ExitCode is the exit code for "die" (137 when killed).
+	ExitCode int
+	// Time is when the provider saw it.
+	Time time.Time
+}
+
+// Watcher is implemented by providers that report instance deaths.
+type Watcher interface {
+	// Events streams instance deaths until ctx ends; both channels are
+	// closed then. When the stream fails one error is sent and both are
+	// closed: call Events again to resubscribe.
+	Events(ctx context.Context) (<-chan Event, <-chan error)
+}
+
 // Errors providers return, wrapped with detail.
 var (
 	// ErrUnavailable: the provider's backend (engine, API) cannot be reached.

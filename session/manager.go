@@ -133,6 +133,7 @@ type Manager struct {
 	byFP     map[string]*Session // owner + "\x00" + fingerprint
 	pending  int
 	perOwner map[string]int
+	died     map[Key]time.Time // conversations whose agent died, until their next session
 	closed   bool
 
 	idleTimeout atomic.Int64 // time.Duration; changed by Reconfigure
@@ -154,6 +155,7 @@ func NewManager(opts Options) *Manager {
 		byID:     map[string]*Session{},
 		byFP:     map[string]*Session{},
 		perOwner: map[string]int{},
+		died:     map[Key]time.Time{},
 		stop:     make(chan struct{}),
 	}
 	m.idleTimeout.Store(int64(opts.IdleTimeout))
@@ -259,6 +261,9 @@ type Lease struct {
 	// New reports that the session was created for this request, so the
 	// agent has not seen the conversation's earlier messages.
 	New bool
+	// Restarted reports that the conversation's previous agent died (its
+	// container stopped or was killed) and this one replaces it.
+	Restarted bool
 	m   *Manager
 	ok  atomic.Bool
 }
@@ -339,7 +344,41 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	}
 	// The creator takes the first turn; a request that raced it waits on
 	// e.ready above and then finds the session busy.
-	return m.lease(s, true)
+	l, err := m.lease(s, true)
+	if err == nil {
+		m.mu.Lock()
+		if _, ok := m.died[key]; ok {
+			l.Restarted = true
+			delete(m.died, key)
+		}
+		m.mu.Unlock()
+	}
+	return l, err
+}
+
+// InstanceDied is told that an instance stopped on its own (the provider
+// saw it die or be OOM-killed). Its session is dropped and its leftovers
+// removed; the conversation's next request gets a new agent, marked
+// Restarted. Instances the manager removes itself are already unknown.
+func (m *Manager) InstanceDied(instanceID string) bool {
+	m.mu.Lock()
+	var dead *Session
+	for _, s := range m.byID {
+		if s.Instance.ID == instanceID {
+			dead = s
+			break
+		}
+	}
+	if dead == nil {
+		m.mu.Unlock()
+		return false
+	}
+	m.forgetLocked(dead)
+	m.died[dead.Key] = time.Now()
+	m.mu.Unlock()
+	m.opts.Logger.Warn("session agent died", zap.String("session_id", dead.ID), zap.String("instance_id", instanceID))
+	m.destroy(dead, "died")
+	return true
 }
 
 func (m *Manager) checkLimitsLocked(owner string) error {
@@ -522,6 +561,11 @@ func (m *Manager) ReapIdle(now time.Time) int {
 				m.forgetLocked(s)
 				victims = append(victims, s)
 			}
+		}
+	}
+	for k, at := range m.died {
+		if now.Sub(at) > 24*time.Hour {
+			delete(m.died, k)
 		}
 	}
 	m.mu.Unlock()

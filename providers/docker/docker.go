@@ -152,8 +152,11 @@ type Provider struct {
 	inFlight map[string]struct{} // containers being created by this Provider
 }
 
-// Interface guard.
-var _ providers.Provider = (*Provider)(nil)
+// Interface guards.
+var (
+	_ providers.Provider = (*Provider)(nil)
+	_ providers.Watcher  = (*Provider)(nil)
+)
 
 var sizeRE = regexp.MustCompile(`^[1-9][0-9]*[kmgKMG]?$`)
 

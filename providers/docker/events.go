@@ -7,23 +7,12 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/events"
+
+	"github.com/agcluster/caddy-agcluster/providers"
 )
 
 // Event is the death of a managed agent container.
-type Event struct {
-	// InstanceID is the container id (providers.Instance.ID).
-	InstanceID string
-	// SessionID is the session the agent served.
-	SessionID string
-	// Reason is "die" (the container stopped, including when it is
-	// destroyed) or "oom" (the kernel killed a process for lack of
-	// memory; a "die" usually follows).
-	Reason string
-	// ExitCode is the container's exit code for "die" (137 when killed).
-	ExitCode int
-	// Time is when the engine saw it.
-	Time time.Time
-}
+type Event = providers.Event
 
 // Events streams die and oom events of this provider's agent containers
 // until ctx ends. Both channels are closed then. When the stream fails

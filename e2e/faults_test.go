@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
+	"github.com/agcluster/caddy-agcluster/internal/testenv"
+)
+
+// adminSessions lists the gateway's sessions through its admin API.
+func (g *gateway) adminSessions(t *testing.T) []struct{ ID, Conversation, InstanceID string } {
+	t.Helper()
+	resp, err := http.Get(g.admin + "/agcluster/sessions")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out []struct {
+		ID           string `json:"id"`
+		Conversation string `json:"conversation"`
+		InstanceID   string `json:"instance_id"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	res := make([]struct{ ID, Conversation, InstanceID string }, len(out))
+	for i, s := range out {
+		res[i] = struct{ ID, Conversation, InstanceID string }{s.ID, s.Conversation, s.InstanceID}
+	}
+	return res
+}
+
+// TestRestartKeepsConversations: with `shutdown keep`, a restarted Caddy
+// rediscovers its sessions' containers by label, and a conversation goes
+// on in the same container with its context.
+func TestRestartKeepsConversations(t *testing.T) {
+	e := setup(t)
+	runID := testenv.RandomHex(6)
+	t.Cleanup(func() { e.forceRemove(runID) })
+	first := e.startGatewayWith(t, gatewayOptions{keep: true, runID: runID})
+	e.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+		Match:    anthropictest.Match{LastUserTextContains: "favourite bird is the heron"},
+		Response: anthropictest.Response{Text: "Herons, noted."},
+	}}, Default: &anthropictest.Response{Text: "Still the heron."}})
+	key := "sk-ant-test-restart"
+	_, err := streamed(t, first.client(key), user("My favourite bird is the heron."), conv("c-restart"))
+	require.NoError(t, err)
+	before := e.containers(t, runID)
+	require.Len(t, before, 1)
+	first.stop(t)
+	require.Len(t, e.containers(t, runID), 1, "shutdown keep leaves the container running")
+
+	second := e.startGatewayWith(t, gatewayOptions{runID: runID})
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(second.adminSessions(t)) == 1 },
+		"the restarted gateway did not rediscover the session")
+	got, err := streamed(t, second.client(key), user("What is my favourite bird?"), conv("c-restart"))
+	require.NoError(t, err)
+	assert.Equal(t, "Still the heron.", got.Choices[0].Message.Content)
+	after := e.containers(t, runID)
+	require.Len(t, after, 1)
+	assert.Equal(t, before[0].ID, after[0].ID, "the same container")
+	reqs, err := e.mock.Requests(context.Background())
+	require.NoError(t, err)
+	assert.Contains(t, reqs[len(reqs)-1].AllText(), "My favourite bird is the heron.", "with its context")
+
+	_, err = streamed(t, second.client("sk-ant-test-other"), user("Hi."), conv("c-restart"))
+	require.NoError(t, err)
+	assert.Len(t, e.containers(t, runID), 2, "ownership survives the restart: another key gets its own agent")
+}
+
+// TestKilledContainer: a container killed under a conversation is noticed
+// (Docker events); the next request gets a new container seeded with the
+// client's history, the answer says so, and no volume is left behind.
+func TestKilledContainer(t *testing.T) {
+	e := setup(t)
+	g := e.startGateway(t, "30m", "")
+	e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Understood."}})
+	c := g.client("sk-ant-test-killed")
+	first, err := streamed(t, c, user("Remember the number 4711."), conv("c-killed"))
+	require.NoError(t, err)
+	conts := e.containers(t, g.runID)
+	require.Len(t, conts, 1)
+	require.NoError(t, e.docker.ContainerKill(context.Background(), conts[0].ID, "KILL"))
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		return len(e.containers(t, g.runID)) == 0 && len(e.volumes(t, g.runID)) == 0
+	}, "the dead agent's container and volume were not removed")
+
+	next := openai.ChatCompletionNewParams{Model: "agent", Messages: []openai.ChatCompletionMessageParamUnion{
+		openai.UserMessage("Remember the number 4711."),
+		openai.AssistantMessage(first.Choices[0].Message.Content),
+		openai.UserMessage("Which number?"),
+	}}
+	got, err := streamed(t, c, next, conv("c-killed"))
+	require.NoError(t, err)
+	assert.Contains(t, got.Choices[0].Message.Content, "replaced", "the answer says the agent was replaced")
+	assert.Len(t, e.containers(t, g.runID), 1)
+	assert.Len(t, e.volumes(t, g.runID), 1)
+	reqs, err := e.mock.Requests(context.Background())
+	require.NoError(t, err)
+	assert.Contains(t, reqs[len(reqs)-1].AllText(), "Remember the number 4711.", "the new agent got the history")
+
+	// The turn after that is an ordinary one.
+	again, err := streamed(t, c, user("Thanks."), conv("c-killed"))
+	require.NoError(t, err)
+	assert.NotContains(t, again.Choices[0].Message.Content, "replaced")
+}
+
+// TestUpstreamFailures: a stalled, rate-limited or overloaded API gives the
+// client a clean end or an OpenAI-shaped error, never a hang.
+func TestUpstreamFailures(t *testing.T) {
+	e := setup(t)
+	g := e.startGatewayWith(t, gatewayOptions{extraApp: "turn_timeout 10s"})
+	c := g.client("sk-ant-test-upstream")
+
+	t.Run("stalled stream ends at the turn timeout", func(t *testing.T) {
+		e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "I will never finish this sentence", ChunkChars: 4, HangAfterDeltas: ptr(2)}})
+		start := time.Now()
+		got, err := streamed(t, c, user("Start talking."), conv("c-stall"))
+		require.NoError(t, err, "a clean end of stream")
+		took := time.Since(start)
+		content := got.Choices[0].Message.Content
+		assert.True(t, strings.HasPrefix(content, "I will n"), content)
+		assert.Contains(t, content, "longer than 10s")
+		assert.Less(t, took, 60*time.Second, "bounded by the turn timeout and the interrupt grace")
+		t.Logf("stalled turn ended after %s", took)
+
+		e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Back to normal."}})
+		got, err = streamed(t, c, user("Hello?"), conv("c-stall"))
+		require.NoError(t, err)
+		assert.Contains(t, got.Choices[0].Message.Content, "Back to normal.")
+	})
+
+	for _, tc := range []struct {
+		name   string
+		status int
+		want   int
+	}{
+		{"rate limited", 429, http.StatusTooManyRequests},
+		{"overloaded", 529, http.StatusServiceUnavailable},
+		{"server error", 500, http.StatusBadGateway},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.script(t, anthropictest.Script{Default: &anthropictest.Response{Error: &anthropictest.ErrorResponse{
+				Status: tc.status, Headers: map[string]string{"retry-after": "0"}}}})
+			_, err := c.Chat.Completions.New(ctxFor(t, 2*time.Minute), user("Hi."), conv("c-"+strings.ReplaceAll(tc.name, " ", "-")))
+			var apiErr *openai.Error
+			require.ErrorAs(t, err, &apiErr)
+			assert.Equal(t, tc.want, apiErr.StatusCode)
+		})
+	}
+}
