@@ -264,8 +264,8 @@ type Lease struct {
 	// Restarted reports that the conversation's previous agent died (its
 	// container stopped or was killed) and this one replaces it.
 	Restarted bool
-	m   *Manager
-	ok  atomic.Bool
+	m         *Manager
+	ok        atomic.Bool
 }
 
 // Acquire finds or creates the conversation's session and reserves it for
