@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -274,7 +275,12 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, serr)
 		return
 	}
-	sreq.Conversation = h.conversationID(r)
+	conv, cerr := h.conversationID(r)
+	if cerr != nil {
+		h.refuse(w, cerr)
+		return
+	}
+	sreq.Conversation = conv
 	sreq.Fingerprint = openai.Fingerprint(history)
 	if id := strings.TrimSpace(r.Header.Get("X-Session-ID")); id != "" {
 		if _, err := h.app.Manager().Get(owner, id); err == nil {
@@ -561,13 +567,26 @@ func (h *Handler) owner(repl *caddy.Replacer, key string) (string, *openai.Error
 	return hashHex("user:" + v), nil
 }
 
-func (h *Handler) conversationID(r *http.Request) string {
+// maxConversationID bounds a conversation id (it becomes a container label).
+const maxConversationID = 256
+
+// conversationID reads the first conversation header present. Ids longer
+// than 256 bytes or holding control characters are refused.
+func (h *Handler) conversationID(r *http.Request) (string, *openai.Error) {
 	for _, name := range h.ConversationHeaders {
-		if v := strings.TrimSpace(r.Header.Get(name)); v != "" {
-			return v
+		v := strings.TrimSpace(r.Header.Get(name))
+		if v == "" {
+			continue
 		}
+		if len(v) > maxConversationID {
+			return "", openai.BadRequest(fmt.Sprintf("%s is longer than %d bytes", name, maxConversationID), name)
+		}
+		if strings.ContainsFunc(v, func(c rune) bool { return c < 0x20 || c == 0x7f }) || !utf8.ValidString(v) {
+			return "", openai.BadRequest(name+" must be printable UTF-8 text", name)
+		}
+		return v, nil
 	}
-	return ""
+	return "", nil
 }
 
 func (h *Handler) acquireError(err error) *openai.Error {
