@@ -75,6 +75,7 @@ type gatewayOptions struct {
 	idle         string // idle_timeout
 	extraHandler string // lines added to the handler block
 	extraApp     string // lines added to the agcluster app block
+	dockerHost   string // the provider's engine address ("" = default)
 	keep         bool   // shutdown keep (sessions outlive Caddy) instead of destroy
 	runID        string // label value; a new one when empty
 }
@@ -100,6 +101,7 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 			cpus 1
 			pids 256
 			label agcluster.test.run %s
+			%s
 		}
 		idle_timeout %s
 		max_sessions 100
@@ -115,7 +117,14 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 		%s
 	}
 }
-`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, o.idle, e.mock.BaseURL, shutdown, o.extraApp, port, o.extraHandler)
+`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, hostLine(o.dockerHost), o.idle, e.mock.BaseURL, shutdown, o.extraApp, port, o.extraHandler)
+}
+
+func hostLine(host string) string {
+	if host == "" {
+		return ""
+	}
+	return "host " + host
 }
 
 func (e *env) startGateway(t testing.TB, idle, extraHandler string) *gateway {
