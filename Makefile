@@ -24,7 +24,7 @@ export DOCKER_BUILDKIT=0
 CLAUDE_BIN := $(AGCLUSTER_CACHE)/claude-$(CLAUDE_VERSION)/claude
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.build/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: all build image agent-image mock-image base-image claude test test-unit bench run lint clean docker
+.PHONY: fuzz all build image agent-image mock-image base-image claude test test-unit bench run lint clean docker
 
 all: build
 
@@ -86,6 +86,15 @@ bench: image caddy
 # The gateway on :8080 (caddyfile-examples/run.Caddyfile).
 run: caddy agent-image
 	./caddy run --config caddyfile-examples/run.Caddyfile --adapter caddyfile
+
+# Each fuzz target for FUZZTIME (the committed corpora run first).
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseChatCompletionRequest$$' -fuzztime $(FUZZTIME) ./openai/
+	$(GO) test -run '^$$' -fuzz '^FuzzStreamWriter$$' -fuzztime $(FUZZTIME) ./openai/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadData$$' -fuzztime $(FUZZTIME) ./agent/agentclient/
+	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) ./agent/claude/
+	$(GO) test -run '^$$' -fuzz '^FuzzCleanPath$$' -fuzztime $(FUZZTIME) ./agent/workspace/
 
 lint:
 	@out=$$(gofmt -l . | grep -v '^.build/' || true); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

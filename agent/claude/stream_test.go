@@ -218,3 +218,35 @@ func BenchmarkTranslateTextDelta(b *testing.B) {
 		}
 	}
 }
+
+// FuzzTranslate feeds arbitrary CLI output lines to the translator: it
+// must never panic, and events it yields are numbered in order.
+func FuzzTranslate(f *testing.F) {
+	for _, name := range []string{"b_partial", "c_tools", "f_interrupt", "g_401_retries2"} {
+		data, err := os.ReadFile(filepath.Join("testdata", name+".stdout.jsonl"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		lines := bytes.Split(data, []byte("\n"))
+		for _, l := range lines[:min(8, len(lines))] {
+			f.Add(l)
+		}
+	}
+	f.Add([]byte(`{"type":"result","subtype":"success","is_error":true,"api_error_status":429}`))
+	f.Add([]byte(`{"type":"user","message":{"content":[{"type":"tool_result","content":[{"type":"text","text":"x"}]}]}}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		tr := &Translator{}
+		events, err := tr.Translate(line, nil)
+		if err != nil {
+			return
+		}
+		for i, e := range events {
+			if e.Seq != i+1 {
+				t.Fatalf("event %d has seq %d", i, e.Seq)
+			}
+			if e.Type == "" {
+				t.Fatalf("event without a type from %q", line)
+			}
+		}
+	})
+}
