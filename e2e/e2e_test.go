@@ -76,6 +76,7 @@ type gatewayOptions struct {
 	extraHandler string // lines added to the handler block
 	extraApp     string // lines added to the agcluster app block
 	dockerHost   string // the provider's engine address ("" = default)
+	readyTimeout string // the provider's ready_timeout ("" = default)
 	keep         bool   // shutdown keep (sessions outlive Caddy) instead of destroy
 	runID        string // label value; a new one when empty
 }
@@ -117,14 +118,18 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 		%s
 	}
 }
-`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, hostLine(o.dockerHost), o.idle, e.mock.BaseURL, shutdown, o.extraApp, port, o.extraHandler)
+`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, providerLines(o), o.idle, e.mock.BaseURL, shutdown, o.extraApp, port, o.extraHandler)
 }
 
-func hostLine(host string) string {
-	if host == "" {
-		return ""
+func providerLines(o gatewayOptions) string {
+	var lines []string
+	if o.dockerHost != "" {
+		lines = append(lines, "host "+o.dockerHost)
 	}
-	return "host " + host
+	if o.readyTimeout != "" {
+		lines = append(lines, "ready_timeout "+o.readyTimeout)
+	}
+	return strings.Join(lines, "\n\t\t\t")
 }
 
 func (e *env) startGateway(t testing.TB, idle, extraHandler string) *gateway {

@@ -76,7 +76,8 @@ type Options struct {
 	MaxSessions int
 	// MaxSessionsPerOwner caps live sessions per owner (0 = no cap).
 	MaxSessionsPerOwner int
-	// CreateTimeout bounds the creation of one instance (default 2m).
+	// CreateTimeout bounds the creation of one instance (default 15m; the
+	// provider's own ready timeout usually ends a failed creation sooner).
 	CreateTimeout time.Duration
 	// Logger receives lifecycle logs; nil discards them.
 	Logger *zap.Logger
@@ -147,7 +148,7 @@ func NewManager(opts Options) *Manager {
 		opts.Logger = zap.NewNop()
 	}
 	if opts.CreateTimeout <= 0 {
-		opts.CreateTimeout = 2 * time.Minute
+		opts.CreateTimeout = 15 * time.Minute
 	}
 	m := &Manager{
 		opts:     opts,
@@ -411,6 +412,8 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 		Limits:       req.Limits,
 	})
 	if err != nil {
+		m.opts.Logger.Warn("session creation failed", zap.String("session_id", id),
+			zap.Duration("after", time.Since(start)), zap.Error(err))
 		return nil, fmt.Errorf("create agent for session %s: %w", id, err)
 	}
 	s := &Session{
