@@ -432,6 +432,9 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *sess
 				}
 				return
 			}
+			if e.Type == agent.EventResult || e.Type == agent.EventError {
+				lease.Release() // free for the next turn before the client reads this one's end
+			}
 			if writeEvent(w, rc, e) != nil {
 				return
 			}

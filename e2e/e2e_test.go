@@ -77,6 +77,7 @@ type gatewayOptions struct {
 	extraApp     string // lines added to the agcluster app block
 	dockerHost   string // the provider's engine address ("" = default)
 	readyTimeout string // the provider's ready_timeout ("" = default)
+	extraSite    string // lines added to the site block (e.g. "log")
 	keep         bool   // shutdown keep (sessions outlive Caddy) instead of destroy
 	runID        string // label value; a new one when empty
 }
@@ -112,13 +113,14 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 	}
 }
 :%s {
+	%s
 	agcluster {
 		task_models gpt-4o-mini
 		tools full
 		%s
 	}
 }
-`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, providerLines(o), o.idle, e.mock.BaseURL, shutdown, o.extraApp, port, o.extraHandler)
+`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, providerLines(o), o.idle, e.mock.BaseURL, shutdown, o.extraApp, port, o.extraSite, o.extraHandler)
 }
 
 func providerLines(o gatewayOptions) string {

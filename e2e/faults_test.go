@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -110,6 +111,41 @@ func TestKilledContainer(t *testing.T) {
 	assert.NotContains(t, again.Choices[0].Message.Content, "replaced")
 }
 
+// TestCLIKilledInContainer: the claude process inside a container dies
+// between turns; the next turn through Caddy works, keeps the context and
+// says the agent was restarted.
+func TestCLIKilledInContainer(t *testing.T) {
+	e := setup(t)
+	g := e.startGateway(t, "30m", "")
+	e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
+	c := g.client("sk-ant-test-cli-killed")
+	_, err := streamed(t, c, user("The password is swordfish."), conv("c-cli"))
+	require.NoError(t, err)
+	conts := e.containers(t, g.runID)
+	require.Len(t, conts, 1)
+	ctx := context.Background()
+	ex, err := e.docker.ContainerExecCreate(ctx, conts[0].ID, container.ExecOptions{Cmd: []string{"pkill", "-KILL", "-x", "claude"}})
+	require.NoError(t, err)
+	require.NoError(t, e.docker.ContainerExecStart(ctx, ex.ID, container.ExecStartOptions{}))
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		ins, err := e.docker.ContainerExecInspect(ctx, ex.ID)
+		return err == nil && !ins.Running && ins.ExitCode == 0
+	}, "pkill did not run")
+
+	e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "It is swordfish."}})
+	got, err := streamed(t, c, user("What is the password?"), conv("c-cli"))
+	require.NoError(t, err)
+	content := got.Choices[0].Message.Content
+	assert.Contains(t, content, "restarted")
+	assert.Contains(t, content, "It is swordfish.")
+	after := e.containers(t, g.runID)
+	require.Len(t, after, 1)
+	assert.Equal(t, conts[0].ID, after[0].ID, "the same container")
+	reqs, err := e.mock.Requests(context.Background())
+	require.NoError(t, err)
+	assert.Contains(t, reqs[len(reqs)-1].AllText(), "The password is swordfish.", "the context was resumed")
+}
+
 // TestUpstreamFailures: a stalled, rate-limited or overloaded API gives the
 // client a clean end or an OpenAI-shaped error, never a hang.
 func TestUpstreamFailures(t *testing.T) {
@@ -133,6 +169,16 @@ func TestUpstreamFailures(t *testing.T) {
 		got, err = streamed(t, c, user("Hello?"), conv("c-stall"))
 		require.NoError(t, err)
 		assert.Contains(t, got.Choices[0].Message.Content, "Back to normal.")
+	})
+
+	t.Run("error in the middle of a stream", func(t *testing.T) {
+		e.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+			Match:    anthropictest.Match{Stream: ptr(true)},
+			Response: anthropictest.Response{Text: "This stream breaks after a while", ChunkChars: 4, StreamErrorAfterDeltas: ptr(2)},
+		}}, Default: &anthropictest.Response{Text: "Recovered without streaming."}})
+		got, err := streamed(t, c, user("Talk to me."), conv("c-midstream"))
+		require.NoError(t, err, "a clean end of stream")
+		assert.Contains(t, got.Choices[0].Message.Content, "Recovered without streaming.", "the CLI's non-streaming fallback answered")
 	})
 
 	for _, tc := range []struct {

@@ -25,7 +25,8 @@ import (
 // API, the key's rightful recipient, may see it.
 func TestKeyNeverStored(t *testing.T) {
 	e := setup(t)
-	g := e.startGateway(t, "30m", "")
+	// Access logs on: Caddy must not write the bearer key into them.
+	g := e.startGatewayWith(t, gatewayOptions{extraSite: "log {\n\t\toutput stderr\n\t}"})
 	canary := "sk-ant-test-CANARY-" + testenv.RandomHex(8)
 	e.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
 		Match: anthropictest.Match{LastUserTextContains: "look around"},
@@ -98,6 +99,7 @@ func TestKeyNeverStored(t *testing.T) {
 	// Caddy's own logs, with the container removed at shutdown.
 	g.stop(t)
 	time.Sleep(100 * time.Millisecond)
-	assert.NotContains(t, g.logs.String(), canary, "caddy logs")
+	assert.Contains(t, g.logs.String(), `"uri":"/v1/chat/completions"`, "access logs were written")
+	assert.NotContains(t, g.logs.String(), canary, "caddy logs, access logs included")
 	assert.False(t, strings.Contains(g.logs.String(), "Bearer "+canary))
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/configs"
 	"github.com/agcluster/caddy-agcluster/internal/anthropic"
 	"github.com/agcluster/caddy-agcluster/openai"
+	"github.com/agcluster/caddy-agcluster/session"
 )
 
 func init() {
@@ -314,9 +315,9 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 			Message: "The conversation's agent stopped and was replaced; it was given this conversation's messages, but files from before are gone."}}
 	}
 	if req.Stream {
-		content, outcome = h.stream(w, r, lease.Session.Client(), prompt, key, opts, preamble)
+		content, outcome = h.stream(w, r, lease, prompt, key, opts, preamble)
 	} else {
-		content, outcome = h.complete(w, r, lease.Session.Client(), prompt, key, opts, preamble)
+		content, outcome = h.complete(w, r, lease, prompt, key, opts, preamble)
 	}
 	isNew := strconv.FormatBool(lease.New)
 	metrics.turns.WithLabelValues(outcome, isNew).Inc()
@@ -355,8 +356,8 @@ const (
 
 // stream runs the turn as an SSE response and returns the content sent
 // and the turn's outcome.
-func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
-	st, err := c.Query(r.Context(), prompt, key)
+func (h *Handler) stream(w http.ResponseWriter, r *http.Request, lease *session.Lease, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
+	st, err := lease.Session.Client().Query(r.Context(), prompt, key)
 	if err != nil {
 		h.refuse(w, h.queryError(err))
 		return "", outcomeError
@@ -395,6 +396,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.
 		if e.Type == agent.EventResult {
 			outcome = outcomeOK
 		}
+		if e.Type == agent.EventResult || e.Type == agent.EventError {
+			lease.Release() // the agent is free before the client reads the end
+		}
 		if err := sw.Event(e); err != nil {
 			// The client is gone; closing the agent stream interrupts the turn.
 			outcome = outcomeClientGone
@@ -407,8 +411,8 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, c *agentclient.
 
 // complete runs the turn and answers with one chat.completion; it returns
 // the content sent and the turn's outcome.
-func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c *agentclient.Client, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
-	st, err := c.Query(r.Context(), prompt, key)
+func (h *Handler) complete(w http.ResponseWriter, r *http.Request, lease *session.Lease, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
+	st, err := lease.Session.Client().Query(r.Context(), prompt, key)
 	if err != nil {
 		h.refuse(w, h.queryError(err))
 		return "", outcomeError
@@ -429,6 +433,7 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c *agentclien
 		}
 		col.Event(e)
 	}
+	lease.Release()
 	outcome := outcomeOK
 	if e := col.Err(); e != nil {
 		outcome = outcomeError

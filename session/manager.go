@@ -76,6 +76,10 @@ type Options struct {
 	MaxSessions int
 	// MaxSessionsPerOwner caps live sessions per owner (0 = no cap).
 	MaxSessionsPerOwner int
+	// MaxConcurrentCreates caps instance creations in progress at once
+	// (default 4); more wait their turn. Starting many agents at once on a
+	// small host makes every one of them slow.
+	MaxConcurrentCreates int
 	// CreateTimeout bounds the creation of one instance (default 15m; the
 	// provider's own ready timeout usually ends a failed creation sooner).
 	CreateTimeout time.Duration
@@ -137,7 +141,8 @@ type Manager struct {
 	died     map[Key]time.Time // conversations whose agent died, until their next session
 	closed   bool
 
-	idleTimeout atomic.Int64 // time.Duration; changed by Reconfigure
+	idleTimeout atomic.Int64  // time.Duration; changed by Reconfigure
+	creating    chan struct{} // a slot per creation in progress
 	stop        chan struct{}
 	wg          sync.WaitGroup
 }
@@ -150,6 +155,9 @@ func NewManager(opts Options) *Manager {
 	if opts.CreateTimeout <= 0 {
 		opts.CreateTimeout = 15 * time.Minute
 	}
+	if opts.MaxConcurrentCreates <= 0 {
+		opts.MaxConcurrentCreates = 4
+	}
 	m := &Manager{
 		opts:     opts,
 		byKey:    map[Key]*entry{},
@@ -158,6 +166,7 @@ func NewManager(opts Options) *Manager {
 		perOwner: map[string]int{},
 		died:     map[Key]time.Time{},
 		stop:     make(chan struct{}),
+		creating: make(chan struct{}, opts.MaxConcurrentCreates),
 	}
 	m.idleTimeout.Store(int64(opts.IdleTimeout))
 	m.wg.Add(1)
@@ -402,6 +411,12 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 	defer cancel()
 	id := "sess_" + randomID()
 	start := time.Now()
+	select {
+	case m.creating <- struct{}{}:
+		defer func() { <-m.creating }()
+	case <-cctx.Done():
+		return nil, fmt.Errorf("create agent for session %s: waiting for a creation slot: %w", id, cctx.Err())
+	}
 	inst, err := m.opts.Source.Get(cctx, providers.Spec{
 		SessionID:    id,
 		Owner:        key.Owner,
@@ -451,30 +466,41 @@ func (l *Lease) release() {
 	}
 }
 
-// Done ends the turn. fingerprint, if not empty, identifies the transcript
-// as the client will send it next time (its messages plus the answer), so
-// a follow-up without a conversation id finds this session.
-func (l *Lease) Done(fingerprint string) {
+// Release ends the turn: the session takes the next turn at once. Call it
+// as soon as the agent's turn is over, before the last bytes reach the
+// client, so a client that sends its next message the moment it reads the
+// end of this one is never told the conversation is busy.
+func (l *Lease) Release() {
 	if !l.ok.CompareAndSwap(true, false) {
 		return
 	}
 	s := l.Session
 	s.turns.Add(1)
 	s.lastUsed.Store(time.Now().UnixNano())
-	if fingerprint != "" {
-		l.m.mu.Lock()
-		s.mu.Lock()
-		if s.fp != "" {
-			delete(l.m.byFP, s.Key.Owner+"\x00"+s.fp)
-		}
-		s.fp = fingerprint
-		s.mu.Unlock()
-		if _, live := l.m.byID[s.ID]; live {
-			l.m.byFP[s.Key.Owner+"\x00"+fingerprint] = s
-		}
-		l.m.mu.Unlock()
-	}
 	s.busy.Store(false)
+}
+
+// Done ends the turn (if Release has not) and records fingerprint, if not
+// empty: it identifies the transcript as the client will send it next time
+// (its messages plus the answer), so a follow-up without a conversation id
+// finds this session.
+func (l *Lease) Done(fingerprint string) {
+	l.Release()
+	if fingerprint == "" {
+		return
+	}
+	s := l.Session
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	s.mu.Lock()
+	if s.fp != "" {
+		delete(l.m.byFP, s.Key.Owner+"\x00"+s.fp)
+	}
+	s.fp = fingerprint
+	s.mu.Unlock()
+	if _, live := l.m.byID[s.ID]; live {
+		l.m.byFP[s.Key.Owner+"\x00"+fingerprint] = s
+	}
 }
 
 // Get returns the owner's session by id.

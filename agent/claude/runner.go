@@ -44,7 +44,9 @@ type Options struct {
 	Env []string
 	// Logger receives lifecycle logs; nil discards them.
 	Logger *zap.Logger
-	// InitTimeout bounds CLI start-up (default 60s).
+	// InitTimeout bounds CLI start-up (default 10m). A CLI that is merely
+	// slow to start on a busy host is waited for, not killed: restarting it
+	// would throw away its progress and make the host busier still.
 	InitTimeout time.Duration
 	// InterruptGrace is how long an interrupted turn may take to wind
 	// down before the CLI is killed and restarted (default 10s).
@@ -79,7 +81,7 @@ type Runner struct {
 // initialised in the background at once.
 func NewRunner(opts Options) *Runner {
 	if opts.InitTimeout == 0 {
-		opts.InitTimeout = 60 * time.Second
+		opts.InitTimeout = 10 * time.Minute
 	}
 	if opts.InterruptGrace == 0 {
 		opts.InterruptGrace = 10 * time.Second
