@@ -269,7 +269,10 @@ func (s *state) watch(p providers.Provider) {
 			events, errs := w.Events(ctx)
 			for ev := range events {
 				backoff = time.Second
-				if ev.Reason == "die" || ev.Reason == "oom" {
+				// "oom" alone means some process in the container was
+				// killed for memory (often a tool); the agent lives on
+				// unless a "die" follows.
+				if ev.Reason == "die" {
 					s.manager.InstanceDied(ev.InstanceID)
 				}
 			}
