@@ -437,3 +437,32 @@ func TestStreamWriterKeepsContent(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamWriterReplacedAnswer(t *testing.T) {
+	// A stream that broke off after two deltas, then the whole answer from
+	// the CLI's non-streaming retry: both reach the client, in order.
+	var out bytes.Buffer
+	s := NewStreamWriter(&out, nil, Options{Model: "agent", KeepContent: true})
+	require.NoError(t, s.Start())
+	for _, e := range []agent.Event{
+		{Type: agent.EventTextDelta, Text: "This str"},
+		{Type: agent.EventTextDelta, Text: "eam "},
+		{Type: agent.EventText, Text: "Recovered without streaming."},
+		{Type: agent.EventResult, Result: &agent.Result{StopReason: "end_turn"}},
+	} {
+		require.NoError(t, s.Event(e))
+	}
+	assert.Equal(t, "This stream \n\nRecovered without streaming.", s.Content())
+
+	var out2 bytes.Buffer
+	s2 := NewStreamWriter(&out2, nil, Options{Model: "agent", KeepContent: true})
+	require.NoError(t, s2.Start())
+	for _, e := range []agent.Event{
+		{Type: agent.EventTextDelta, Text: "Hello, "},
+		{Type: agent.EventText, Text: "Hello, world."},
+		{Type: agent.EventResult, Result: &agent.Result{StopReason: "end_turn"}},
+	} {
+		require.NoError(t, s2.Event(e))
+	}
+	assert.Equal(t, "Hello, world.", s2.Content(), "a block that extends its deltas adds only the tail")
+}

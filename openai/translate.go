@@ -96,6 +96,7 @@ type translator struct {
 
 	textOpen        bool // text deltas were seen since the last block boundary
 	textDeltaBytes  int
+	textDeltaHash   uint64 // FNV-1a of the open text block's deltas
 	thinkOpen       bool
 	thinkDeltaBytes int
 
@@ -104,6 +105,20 @@ type translator struct {
 
 	final *agent.Event // the result or error event that ended the turn
 	done  bool
+}
+
+// FNV-1a, 64 bit: cheap, allocation-free fingerprints of streamed text.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvAdd(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
 }
 
 func (t *translator) pushTail(s string) {
@@ -188,10 +203,11 @@ func (t *translator) event(e *agent.Event) bool {
 		}
 		sep := ""
 		if !t.textOpen {
-			t.textOpen, t.textDeltaBytes = true, 0
+			t.textOpen, t.textDeltaBytes, t.textDeltaHash = true, 0, fnvOffset
 			sep = t.paragraphSep()
 		}
 		t.textDeltaBytes += len(e.Text)
+		t.textDeltaHash = fnvAdd(t.textDeltaHash, e.Text)
 		t.mainText = true
 		t.addContent(sep, e.Text)
 
@@ -200,11 +216,21 @@ func (t *translator) event(e *agent.Event) bool {
 			return false
 		}
 		if t.textOpen {
-			// The deltas carried the block; add only what they missed.
-			if len(e.Text) > t.textDeltaBytes {
-				t.addContent("", e.Text[t.textDeltaBytes:])
-			}
 			t.textOpen = false
+			n := t.textDeltaBytes
+			if len(e.Text) >= n && fnvAdd(fnvOffset, e.Text[:n]) == t.textDeltaHash {
+				// The deltas carried the block; add only what they missed.
+				if len(e.Text) > n {
+					t.addContent("", e.Text[n:])
+				}
+				return false
+			}
+			// The block is not what was streamed: the stream broke off and
+			// the answer came another way (the CLI's non-streaming retry).
+			// What was streamed cannot be taken back; the answer follows.
+			if e.Text != "" {
+				t.addContent(t.paragraphSep(), e.Text)
+			}
 			return false
 		}
 		if e.Text == "" {
