@@ -138,8 +138,11 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start rediscovers the sessions of a previous run in the background.
+// Start follows the provider's instance deaths and rediscovers the
+// sessions of a previous run, both in the background (Provision, which
+// `caddy validate` also runs, contacts nothing).
 func (a *App) Start() error {
+	a.state.watch(a.state.current())
 	a.state.rediscover()
 	return nil
 }
@@ -214,7 +217,6 @@ func (s *state) configure(p providers.Provider, opts session.Options, destroyOnE
 	s.turnTimeout = turnTimeout
 	s.mu.Unlock()
 	s.manager.Reconfigure(opts)
-	s.watch(p)
 	if old != nil && old != p {
 		// Creations started under the old config may still use it.
 		time.AfterFunc(time.Minute, func() { _ = old.Close() })
