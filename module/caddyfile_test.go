@@ -18,13 +18,15 @@ func TestAppCaddyfile(t *testing.T) {
 		check   func(t *testing.T, a *App)
 	}{{
 		name:  "all options",
-		input: "agcluster {\n idle_timeout 5m\n max_sessions 7\n max_sessions_per_owner 2\n anthropic_base_url http://127.0.0.1:9\n shutdown destroy\n}",
+		input: "agcluster {\n idle_timeout 5m\n max_sessions 7\n max_sessions_per_owner 2\n anthropic_base_url http://127.0.0.1:9\n shutdown destroy\n turn_timeout 2m\n configs /etc/agents\n}",
 		check: func(t *testing.T, a *App) {
 			assert.Equal(t, caddy.Duration(5*time.Minute), *a.IdleTimeout)
 			assert.Equal(t, 7, *a.MaxSessions)
 			assert.Equal(t, 2, a.MaxSessionsPerOwner)
 			assert.Equal(t, "http://127.0.0.1:9", a.AnthropicBaseURL)
 			assert.Equal(t, "destroy", a.Shutdown)
+			assert.Equal(t, caddy.Duration(2*time.Minute), a.TurnTimeout)
+			assert.Equal(t, "/etc/agents", a.ConfigsDir)
 		},
 	}, {
 		name:  "idle timeout zero means never",
@@ -32,10 +34,10 @@ func TestAppCaddyfile(t *testing.T) {
 		check: func(t *testing.T, a *App) { assert.Equal(t, caddy.Duration(0), *a.IdleTimeout) },
 	}, {
 		name:  "docker provider",
-		input: "agcluster {\n provider docker {\n image x:1\n memory 512m\n cpus 0.5\n pids 64\n env A b\n env C d\n reach_by_container_ip\n network n\n ready_timeout 2s\n label team x\n }\n}",
+		input: "agcluster {\n provider docker {\n image x:1\n memory 512m\n cpus 0.5\n pids 64\n env A b\n env C d\n reach_by_container_ip\n network n\n isolated_network iso\n ready_timeout 2s\n label team x\n }\n}",
 		check: func(t *testing.T, a *App) {
 			assert.JSONEq(t, `{"name":"docker","image":"x:1","memory_bytes":536870912,"nano_cpus":500000000,"pids":64,
-				"env":{"A":"b","C":"d"},"reach_by_container_ip":true,"network":"n","ready_timeout":2000000000,"extra_labels":{"team":"x"}}`,
+				"env":{"A":"b","C":"d"},"reach_by_container_ip":true,"network":"n","isolated_network":"iso","ready_timeout":2000000000,"extra_labels":{"team":"x"}}`,
 				string(a.ProviderRaw))
 		},
 	},

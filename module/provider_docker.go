@@ -56,6 +56,7 @@ func (d *DockerProvider) Provider() providers.Provider { return d.provider }
 //	provider docker {
 //	    image <image>                  # default agcluster/agent:latest
 //	    network <name>                 # attach agents to this Docker network
+//	    isolated_network <name>|none   # default network when none is set (default agcluster-agents, ICC off)
 //	    env <NAME> <value>             # passed to every agent; repeatable
 //	    memory <size>                  # e.g. 1g (default 1g)
 //	    cpus <n>                       # e.g. 1 or 0.5 (default 1)
@@ -83,7 +84,7 @@ func (d *DockerProvider) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 			seen[sub] = true
 		}
 		switch sub {
-		case "image", "network", "host", "publish_host", "tmp_size", "home_size":
+		case "image", "network", "isolated_network", "host", "publish_host", "tmp_size", "home_size":
 			var v string
 			if !disp.AllArgs(&v) {
 				return disp.ArgErr()
@@ -93,6 +94,8 @@ func (d *DockerProvider) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 				d.Image = v
 			case "network":
 				d.Network = v
+			case "isolated_network":
+				d.IsolatedNetwork = v
 			case "host":
 				d.Host = v
 			case "publish_host":
