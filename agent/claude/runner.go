@@ -351,10 +351,33 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 	}
 
 	r.opts.Logger.Info("turn started", zap.Int("pid", p.pid()), zap.Bool("resumed_session", r.restarts.Load() > 0))
+	resent := false
 	if err := p.sendUser(prompt); err != nil {
-		release()
-		send(agent.Event{Type: agent.EventError, Seq: seq + 1, Code: agent.CodeInternal, Message: err.Error()})
-		return nil
+		// The process is dying (its stdin is gone): give the prompt to its
+		// successor, which resumes the conversation.
+		resent = true
+		np, werr := r.successor(ctx, p)
+		if werr == nil {
+			err = np.sendUser(prompt)
+		} else {
+			err = werr
+		}
+		if err != nil {
+			release()
+			send(agent.Event{Type: agent.EventError, Seq: seq + 1, Code: agent.CodeInternal,
+				Message: "the Claude Code process could not take the turn: " + err.Error()})
+			return nil
+		}
+		r.opts.Logger.Warn("claude exited as the turn began; sent it to the restarted process", zap.Int("pid", np.pid()))
+		p = np
+		r.mu.Lock()
+		note := r.notice
+		r.notice = ""
+		r.mu.Unlock()
+		if note != "" {
+			seq++
+			send(agent.Event{Type: agent.EventNotice, Seq: seq, Code: agent.CodeRestarted, Message: note})
+		}
 	}
 
 	var reason interruptReason
@@ -388,7 +411,7 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 	var grace <-chan time.Time
 	done := ctx.Done()
 	lines := p.lines
-	gotOutput, resent := false, false
+	gotOutput := false
 	events := make([]agent.Event, 0, 4)
 	// handle translates one line, emits its events and reports whether it
 	// ended the turn.
@@ -489,6 +512,31 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 			release()
 			send(agent.Event{Type: agent.EventError, Seq: tr.seq, Code: code, Message: msg})
 			return nil
+		}
+	}
+}
+
+// successor waits for p to be gone (briefly: it is already dying) and
+// returns the restarted process once it is ready.
+func (r *Runner) successor(ctx context.Context, p *process) (*process, error) {
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.kill()
+		<-p.done
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for {
+		np, err := r.waitReady(ctx)
+		if err != nil || np != p {
+			return np, err
+		}
+		// The supervisor has not noticed the exit yet.
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 }
