@@ -148,6 +148,21 @@ const (
 	CodePermissionDenied = "permission_denied"
 )
 
+// CodeForHTTPStatus classifies an Anthropic API error status as an error
+// code: 401/403 auth, 429 rate_limit, 529 overloaded, anything else upstream.
+func CodeForHTTPStatus(status int) string {
+	switch status {
+	case 401, 403:
+		return CodeAuth
+	case 429:
+		return CodeRateLimit
+	case 529:
+		return CodeOverloaded
+	default:
+		return CodeUpstream
+	}
+}
+
 // QueryRequest is the body of POST /query.
 type QueryRequest struct {
 	// Prompt is the user's message for this turn.

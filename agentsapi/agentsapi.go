@@ -343,6 +343,14 @@ func SessionError(err error) *openai.Error {
 	return openai.Internal(err.Error())
 }
 
+// QueryError maps a failure to start a turn on an agent to an HTTP error.
+func QueryError(err error) *openai.Error {
+	if errors.Is(err, agentclient.ErrBusy) {
+		return openai.Busy("a turn is already running in this conversation")
+	}
+	return openai.Upstream("the conversation's agent did not answer: " + err.Error())
+}
+
 func (h *Handler) listSessions(w http.ResponseWriter, _ *http.Request, c Caller) {
 	out := []SessionView{}
 	for _, s := range h.opts.Manager.List(c.Owner) {
@@ -389,11 +397,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *sess
 	defer lease.Done("")
 	st, err := s.Client().Query(r.Context(), body.Prompt, c.Key)
 	if err != nil {
-		if errors.Is(err, agentclient.ErrBusy) {
-			openai.Busy("a turn is already running in this session").Write(w)
-			return
-		}
-		openai.Upstream("the agent did not answer: " + err.Error()).Write(w)
+		QueryError(err).Write(w)
 		return
 	}
 	defer st.Close()

@@ -64,16 +64,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.ProviderRaw = caddyconfig.JSONModuleObject(unm, "name", name, nil)
 		case "idle_timeout":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+			dur, err := durationArg(d, true)
+			if err != nil {
+				return err
 			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur < 0 {
-				return d.Errf("idle_timeout %q: want a duration such as 30m", v)
-			}
-			cd := caddy.Duration(dur)
-			a.IdleTimeout = &cd
+			a.IdleTimeout = &dur
 		case "max_sessions", "max_sessions_per_owner":
 			var v string
 			if !d.AllArgs(&v) {
@@ -93,15 +88,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "turn_timeout":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+			dur, err := durationArg(d, false)
+			if err != nil {
+				return err
 			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return d.Errf("turn_timeout %q: want a duration such as 30m", v)
-			}
-			a.TurnTimeout = caddy.Duration(dur)
+			a.TurnTimeout = dur
 		case "configs":
 			if !d.AllArgs(&a.ConfigsDir) {
 				return d.ArgErr()
@@ -189,15 +180,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MaxRequestBody = int64(n)
 		case "keep_alive":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+			dur, err := durationArg(d, false)
+			if err != nil {
+				return err
 			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return d.Errf("keep_alive %q: want a duration such as 10s", v)
-			}
-			h.KeepAlive = caddy.Duration(dur)
+			h.KeepAlive = dur
 		default:
 			return d.Errf("unknown agcluster subdirective %q", sub)
 		}
@@ -225,6 +212,30 @@ func eachSubdirective(d *caddyfile.Dispenser, fn func(sub string) error) error {
 		}
 	}
 	return nil
+}
+
+// oneArg reads the single argument of the current subdirective.
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+// durationArg reads the single duration argument of the current
+// subdirective (e.g. 30m or 1d); zero is accepted only with allowZero.
+func durationArg(d *caddyfile.Dispenser, allowZero bool) (caddy.Duration, error) {
+	name := d.Val()
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur < 0 || (dur == 0 && !allowZero) {
+		return 0, d.Errf("%s %q: want a duration such as 30m", name, v)
+	}
+	return caddy.Duration(dur), nil
 }
 
 func ptr[T any](v T) *T { return &v }

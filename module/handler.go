@@ -19,7 +19,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/agcluster/caddy-agcluster/agent"
-	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/agentsapi"
 	"github.com/agcluster/caddy-agcluster/configs"
 	"github.com/agcluster/caddy-agcluster/internal/anthropic"
@@ -238,23 +237,12 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, perr)
 		return
 	}
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl == nil {
-		repl = caddy.NewReplacer()
-	}
-	key := bearerKey(r)
-	if key == "" && h.APIKey != "" {
-		key = repl.ReplaceAll(h.APIKey, "")
-	}
-	if key == "" {
-		h.refuse(w, openai.MissingAPIKey())
-		return
-	}
-	owner, oerr := h.owner(repl, key)
+	caller, oerr := h.identify(r, "")
 	if oerr != nil {
 		h.refuse(w, oerr)
 		return
 	}
+	owner, key := caller.Owner, caller.Key
 
 	if h.isTask(r, req) {
 		h.task(w, r, req, key)
@@ -516,15 +504,7 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request, req *openai.ChatC
 	if err != nil {
 		var ae *anthropic.APIError
 		if errors.As(err, &ae) {
-			code := agent.CodeUpstream
-			switch ae.Status {
-			case 401, 403:
-				code = agent.CodeAuth
-			case 429:
-				code = agent.CodeRateLimit
-			case 529:
-				code = agent.CodeOverloaded
-			}
+			code := agent.CodeForHTTPStatus(ae.Status)
 			metrics.tasks.WithLabelValues(outcomeError).Inc()
 			openai.FromAgentError(agent.Event{Type: agent.EventError, Code: code, Message: ae.Message}).Write(w)
 			return
@@ -603,11 +583,11 @@ func (h *Handler) acquireError(err error) *openai.Error {
 }
 
 func (h *Handler) queryError(err error) *openai.Error {
-	if errors.Is(err, agentclient.ErrBusy) {
-		return openai.Busy("a turn is already running in this conversation")
+	e := agentsapi.QueryError(err)
+	if e.Status != http.StatusConflict {
+		h.logger.Error("agent query failed", zap.Error(err))
 	}
-	h.logger.Error("agent query failed", zap.Error(err))
-	return openai.Upstream("the conversation's agent did not answer: " + err.Error())
+	return e
 }
 
 // bearerKey returns the request's API key (Authorization: Bearer, or

@@ -85,26 +85,14 @@ func (d *DockerProvider) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 		}
 		switch sub {
 		case "image", "network", "isolated_network", "host", "publish_host", "tmp_size", "home_size":
-			var v string
-			if !disp.AllArgs(&v) {
-				return disp.ArgErr()
+			v, err := oneArg(disp)
+			if err != nil {
+				return err
 			}
-			switch sub {
-			case "image":
-				d.Image = v
-			case "network":
-				d.Network = v
-			case "isolated_network":
-				d.IsolatedNetwork = v
-			case "host":
-				d.Host = v
-			case "publish_host":
-				d.PublishHost = v
-			case "tmp_size":
-				d.TmpSize = v
-			case "home_size":
-				d.HomeSize = v
-			}
+			*map[string]*string{
+				"image": &d.Image, "network": &d.Network, "isolated_network": &d.IsolatedNetwork, "host": &d.Host,
+				"publish_host": &d.PublishHost, "tmp_size": &d.TmpSize, "home_size": &d.HomeSize,
+			}[sub] = v
 		case "env", "label":
 			var k, v string
 			if !disp.AllArgs(&k, &v) {
@@ -122,31 +110,34 @@ func (d *DockerProvider) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 			}
 			(*m)[k] = v
 		case "memory":
-			var v string
-			if !disp.AllArgs(&v) {
-				return disp.ArgErr()
+			v, err := oneArg(disp)
+			if err != nil {
+				return err
 			}
-			n, err := units.RAMInBytes(v)
+			var n int64
+			n, err = units.RAMInBytes(v)
 			if err != nil || n <= 0 {
 				return disp.Errf("memory %q: want a size such as 512m or 1g", v)
 			}
 			d.MemoryBytes = n
 		case "cpus":
-			var v string
-			if !disp.AllArgs(&v) {
-				return disp.ArgErr()
+			v, err := oneArg(disp)
+			if err != nil {
+				return err
 			}
-			f, err := strconv.ParseFloat(v, 64)
+			var f float64
+			f, err = strconv.ParseFloat(v, 64)
 			if err != nil || f <= 0 {
 				return disp.Errf("cpus %q: want a positive number such as 1 or 0.5", v)
 			}
 			d.NanoCPUs = int64(f * 1e9)
 		case "pids":
-			var v string
-			if !disp.AllArgs(&v) {
-				return disp.ArgErr()
+			v, err := oneArg(disp)
+			if err != nil {
+				return err
 			}
-			n, err := strconv.ParseInt(v, 10, 64)
+			var n int64
+			n, err = strconv.ParseInt(v, 10, 64)
 			if err != nil || n <= 0 {
 				return disp.Errf("pids %q: want a positive whole number", v)
 			}
@@ -157,13 +148,9 @@ func (d *DockerProvider) UnmarshalCaddyfile(disp *caddyfile.Dispenser) error {
 			}
 			d.ReachByContainerIP = true
 		case "ready_timeout":
-			var v string
-			if !disp.AllArgs(&v) {
-				return disp.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return disp.Errf("ready_timeout %q: want a duration such as 60s", v)
+			dur, err := durationArg(disp, false)
+			if err != nil {
+				return err
 			}
 			d.ReadyTimeout = time.Duration(dur)
 		default:

@@ -185,7 +185,7 @@ func (m *Manager) Launch(ctx context.Context, req Request) (*Session, error) {
 		return nil, err
 	}
 	s := l.Session
-	l.release()
+	l.end(false) // no turn ran
 	return s, nil
 }
 
@@ -458,27 +458,24 @@ func (m *Manager) lease(s *Session, created bool) (*Lease, error) {
 	return l, nil
 }
 
-// release ends the lease without counting a turn.
-func (l *Lease) release() {
-	if l.ok.CompareAndSwap(true, false) {
-		l.Session.lastUsed.Store(time.Now().UnixNano())
-		l.Session.busy.Store(false)
+// end frees the session for the next turn, once; countTurn says whether
+// a turn ran under the lease.
+func (l *Lease) end(countTurn bool) {
+	if !l.ok.CompareAndSwap(true, false) {
+		return
 	}
+	if countTurn {
+		l.Session.turns.Add(1)
+	}
+	l.Session.lastUsed.Store(time.Now().UnixNano())
+	l.Session.busy.Store(false)
 }
 
 // Release ends the turn: the session takes the next turn at once. Call it
 // as soon as the agent's turn is over, before the last bytes reach the
 // client, so a client that sends its next message the moment it reads the
 // end of this one is never told the conversation is busy.
-func (l *Lease) Release() {
-	if !l.ok.CompareAndSwap(true, false) {
-		return
-	}
-	s := l.Session
-	s.turns.Add(1)
-	s.lastUsed.Store(time.Now().UnixNano())
-	s.busy.Store(false)
-}
+func (l *Lease) Release() { l.end(true) }
 
 // Done ends the turn (if Release has not) and records fingerprint, if not
 // empty: it identifies the transcript as the client will send it next time

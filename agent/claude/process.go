@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -279,5 +278,3 @@ func (b *tailBuffer) String() string {
 	defer b.mu.Unlock()
 	return string(bytes.TrimSpace(b.buf))
 }
-
-var errProcessExited = errors.New("claude process exited")

@@ -168,8 +168,6 @@ type Translator struct {
 	done bool
 	// SessionID is the CLI session id seen on the turn's lines.
 	SessionID string
-	// Final is the turn's last event (result or error) once Done.
-	Final *agent.Event
 	// ClassifyInterrupt picks the error code of an interrupted turn; the
 	// runner knows why it interrupted (client gone, auth failure, timeout).
 	ClassifyInterrupt func() (code, message string)
@@ -285,9 +283,7 @@ func (t *Translator) translateLine(l *line, out []agent.Event) ([]agent.Event, e
 		}
 	case "result":
 		t.done = true
-		e := t.resultEvent(l)
-		out = append(out, e)
-		t.Final = &e
+		out = append(out, t.resultEvent(l))
 	}
 	return out, nil
 }
@@ -335,18 +331,9 @@ func (t *Translator) resultEvent(l *line) agent.Event {
 
 func classifyAPIStatus(status *int) string {
 	if status == nil {
-		return agent.CodeUpstream
+		return agent.CodeUpstream // no HTTP answer at all
 	}
-	switch *status {
-	case 401, 403:
-		return agent.CodeAuth
-	case 429:
-		return agent.CodeRateLimit
-	case 529:
-		return agent.CodeOverloaded
-	default:
-		return agent.CodeUpstream
-	}
+	return agent.CodeForHTTPStatus(*status)
 }
 
 func decodeTodos(input json.RawMessage) ([]agent.Todo, bool) {
