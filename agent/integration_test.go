@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -473,6 +474,49 @@ func runAgentSuite(t *testing.T, s *stack) {
 			assert.Equal(t, int64(1<<30), st.Cgroup.MemoryLimitBytes)
 			assert.Equal(t, int64(256), st.Cgroup.PidsLimit)
 		}
+	})
+
+	t.Run("binding is set once and read back", func(t *testing.T) {
+		st, err := s.agent.Binding(context.Background())
+		require.NoError(t, err)
+		assert.False(t, st.Bound, "a fresh agent serves nobody")
+		first := agent.Binding{SessionID: "sess_a", Owner: "owner-a", Conversation: "conv-a"}
+		for _, tc := range []struct {
+			name    string
+			body    string
+			binding *agent.Binding
+			status  int
+		}{
+			{name: "first binding", binding: &first, status: http.StatusOK},
+			{name: "same binding again", binding: &first, status: http.StatusOK},
+			{name: "another owner", binding: &agent.Binding{SessionID: "sess_b", Owner: "owner-b", Conversation: "conv-a"}, status: http.StatusConflict},
+			{name: "another conversation", binding: &agent.Binding{SessionID: "sess_a", Owner: "owner-a", Conversation: "conv-b"}, status: http.StatusConflict},
+			{name: "missing owner", body: `{"session_id":"s","conversation":"c"}`, status: http.StatusBadRequest},
+			{name: "unknown field", body: `{"session_id":"s","owner":"o","conversation":"c","x":1}`, status: http.StatusBadRequest},
+			{name: "not json", body: `bind me`, status: http.StatusBadRequest},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				body := tc.body
+				if tc.binding != nil {
+					b, err := json.Marshal(tc.binding)
+					require.NoError(t, err)
+					body = string(b)
+				}
+				r := s.put(t, "/binding", body)
+				assert.Equal(t, tc.status, r.status, r.body)
+			})
+		}
+		st, err = s.agent.Binding(context.Background())
+		require.NoError(t, err)
+		require.True(t, st.Bound)
+		assert.Equal(t, first, *st.Binding, "the first binding stays")
+		var apiErr *agentclient.APIError
+		require.ErrorAs(t, s.agent.Bind(context.Background(), agent.Binding{SessionID: "x", Owner: "y", Conversation: "z"}), &apiErr)
+		assert.Equal(t, "already_bound", apiErr.Code)
+		noToken := &agentclient.Client{BaseURL: s.agent.BaseURL}
+		_, err = noToken.Binding(context.Background())
+		require.ErrorAs(t, err, &apiErr)
+		assert.Equal(t, http.StatusUnauthorized, apiErr.Status, "the binding needs the token")
 	})
 
 	// Last: the conversation's history now holds a failed turn, which the

@@ -187,6 +187,27 @@ type Health struct {
 	Error string `json:"error,omitempty"`
 }
 
+// Binding is what a warm-pool agent serves once it is handed out: the
+// control plane sets it with PUT /binding, once, and reads it back with GET
+// /binding after a restart. An agent made for one session from the start
+// carries the same facts as container labels instead.
+type Binding struct {
+	// SessionID is the session the agent serves.
+	SessionID string `json:"session_id"`
+	// Owner is the owner's opaque id (a hash, never a key).
+	Owner string `json:"owner"`
+	// Conversation is the client's conversation id.
+	Conversation string `json:"conversation"`
+}
+
+// BindingState is the body of GET /binding.
+type BindingState struct {
+	// Bound tells whether the agent was handed out.
+	Bound bool `json:"bound"`
+	// Binding is set when Bound.
+	Binding *Binding `json:"binding,omitempty"`
+}
+
 // Stats is the body of GET /stats.
 type Stats struct {
 	// Agent is the agent server process.

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-
-	"github.com/agcluster/caddy-agcluster/session"
 )
 
 func init() {
@@ -17,8 +15,9 @@ func init() {
 }
 
 // AdminAPI adds /agcluster/ routes to Caddy's admin endpoint:
-// GET /agcluster/sessions lists every live session (no secrets), and
-// DELETE /agcluster/sessions/{id} removes one with its container.
+// GET /agcluster/sessions lists every live session (no secrets),
+// DELETE /agcluster/sessions/{id} removes one with its container, and
+// GET /agcluster/pool shows the warm pool per configuration.
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -33,7 +32,20 @@ func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 // modules are recreated on every config load.
 func (AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/agcluster/sessions", Handler: caddy.AdminHandlerFunc(adminSessions)},
-		{Pattern: "/agcluster/sessions/", Handler: caddy.AdminHandlerFunc(adminSessions)}}
+		{Pattern: "/agcluster/sessions/", Handler: caddy.AdminHandlerFunc(adminSessions)},
+		{Pattern: "/agcluster/pool", Handler: caddy.AdminHandlerFunc(adminPool)}}
+}
+
+func adminPool(w http.ResponseWriter, r *http.Request) error {
+	st := currentState()
+	if st == nil {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("the agcluster app is not running")}
+	}
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use GET /agcluster/pool")}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(st.pool.Stats())
 }
 
 // adminSession is one session as the admin API shows it.
@@ -50,20 +62,21 @@ type adminSession struct {
 	Busy         bool      `json:"busy"`
 }
 
-func currentManager() *session.Manager {
-	var m *session.Manager
+func currentState() *state {
+	var st *state
 	statePool.Range(func(_, v any) bool {
-		m = v.(*state).manager
+		st = v.(*state)
 		return false
 	})
-	return m
+	return st
 }
 
 func adminSessions(w http.ResponseWriter, r *http.Request) error {
-	m := currentManager()
-	if m == nil {
+	st := currentState()
+	if st == nil {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("the agcluster app is not running")}
 	}
+	m := st.manager
 	id := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/agcluster/sessions"), "/")
 	switch {
 	case r.Method == http.MethodGet && id == "":

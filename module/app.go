@@ -9,12 +9,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/agentsapi"
 	"github.com/agcluster/caddy-agcluster/configs"
 	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/session"
@@ -51,13 +54,40 @@ type App struct {
 	ConfigsDir string `json:"configs_dir,omitempty"`
 	// Shutdown says what happens to sessions when Caddy exits: "keep"
 	// (default) leaves their containers running to be rediscovered by the
-	// next start; "destroy" removes them.
+	// next start; "destroy" removes them. Warm-pool agents follow the same
+	// rule.
 	Shutdown string `json:"shutdown,omitempty"`
+	// WarmPool keeps ready agents per configuration, so a new conversation
+	// starts without waiting for a container. Default: no pool.
+	WarmPool *WarmPool `json:"warm_pool,omitempty"`
 
 	state   *state
 	configs *configs.Store
 	logger  *zap.Logger
 }
+
+// WarmPool configures the warm pool of ready agents.
+type WarmPool struct {
+	// Sizes maps a configuration id (a model name such as "agent" or
+	// "code-assistant") to how many ready agents to keep for it.
+	// Configurations that need MCP credentials cannot be kept warm.
+	Sizes map[string]int `json:"sizes,omitempty"`
+	// Max caps ready agents over all configurations (0 = the sum of Sizes).
+	// Ready agents also count against max_sessions: the pool shrinks as
+	// sessions fill it.
+	Max int `json:"max,omitempty"`
+	// MinFreeMemory: while the host has less memory available than this
+	// many bytes (MemAvailable), the pool makes no agents and gives one
+	// back per check. Default 1 GiB; -1 disables the check (e.g. when the
+	// Docker engine runs on another machine).
+	MinFreeMemory int64 `json:"min_free_memory,omitempty"`
+	// CheckInterval is how often ready agents' health and the available
+	// memory are checked. Default 5s.
+	CheckInterval caddy.Duration `json:"check_interval,omitempty"`
+}
+
+// defaultMinFreeMemory is WarmPool.MinFreeMemory's default.
+const defaultMinFreeMemory = 1 << 30
 
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
@@ -97,13 +127,59 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("agcluster configs: %w", err)
 	}
+	poolOpts, err := a.poolOptions()
+	if err != nil {
+		return err
+	}
 	st, err := loadState(a.logger)
 	if err != nil {
 		return err
 	}
 	a.state = st
-	st.configure(pm.Provider(), a.managerOptions(), a.Shutdown == "destroy", time.Duration(a.TurnTimeout))
+	st.configure(pm.Provider(), a.managerOptions(), poolOpts, a.Shutdown == "destroy", time.Duration(a.TurnTimeout))
 	return nil
+}
+
+// poolOptions turns the warm_pool settings into pool entries: each
+// configuration's agent exactly as a new session of it would get.
+func (a *App) poolOptions() (session.PoolOptions, error) {
+	wp := a.WarmPool
+	if wp == nil {
+		return session.PoolOptions{}, nil
+	}
+	opts := session.PoolOptions{
+		Max:           wp.Max,
+		MinFreeMemory: wp.MinFreeMemory,
+		CheckInterval: time.Duration(wp.CheckInterval),
+		// Agents made under another provider setup or turn timeout are
+		// replaced rather than handed out.
+		Generation: string(a.ProviderRaw) + "|" + time.Duration(a.TurnTimeout).String(),
+	}
+	if opts.MinFreeMemory == 0 {
+		opts.MinFreeMemory = defaultMinFreeMemory
+	}
+	for _, id := range slices.Sorted(maps.Keys(wp.Sizes)) {
+		n := wp.Sizes[id]
+		if n < 0 {
+			return opts, fmt.Errorf("agcluster: warm_pool %s: size must not be negative, got %d", id, n)
+		}
+		cfg, ok := a.configs.Get(id)
+		if !ok {
+			return opts, fmt.Errorf("agcluster: warm_pool %s: no such agent configuration (have: %s)", id, strings.Join(a.configs.IDs(), ", "))
+		}
+		if missing := configs.MissingMCPEnv(cfg); len(missing) > 0 {
+			return opts, fmt.Errorf("agcluster: warm_pool %s: the configuration needs MCP credentials per session (%s), so it cannot be kept warm",
+				id, strings.Join(missing, ", "))
+		}
+		req, serr := agentsapi.SessionRequest("", cfg)
+		if serr != nil {
+			return opts, fmt.Errorf("agcluster: warm_pool %s: %s", id, serr.Message)
+		}
+		opts.Entries = append(opts.Entries, session.PoolEntry{Size: n, Spec: providers.Spec{
+			ConfigID: req.ConfigID, Config: req.Config, Image: req.Image, Limits: req.Limits,
+		}})
+	}
+	return opts, nil
 }
 
 func (a *App) managerOptions() session.Options {
@@ -134,6 +210,9 @@ func (a *App) Validate() error {
 	}
 	if a.MaxSessionsPerOwner < 0 {
 		return fmt.Errorf("agcluster: max_sessions_per_owner must not be negative")
+	}
+	if wp := a.WarmPool; wp != nil && (wp.Max < 0 || wp.MinFreeMemory < -1 || wp.CheckInterval < 0) {
+		return fmt.Errorf("agcluster: warm_pool max and check_interval must not be negative, min_free_memory not below -1")
 	}
 	return nil
 }
@@ -170,6 +249,9 @@ func (a *App) ProviderName() string { return a.state.current().Name() }
 // Manager returns the session manager.
 func (a *App) Manager() *session.Manager { return a.state.manager }
 
+// Pool returns the warm pool (empty when none is configured).
+func (a *App) Pool() *session.Pool { return a.state.pool }
+
 // ProviderModule is a Caddy module that provides a container provider.
 type ProviderModule interface {
 	// Provider returns the provisioned provider.
@@ -186,6 +268,7 @@ const statePoolKey = "agcluster"
 type state struct {
 	logger  *zap.Logger
 	manager *session.Manager
+	pool    *session.Pool // stands between the manager and the provider
 
 	mu          sync.RWMutex
 	provider    providers.Provider
@@ -198,7 +281,8 @@ type state struct {
 func loadState(logger *zap.Logger) (*state, error) {
 	v, _, err := statePool.LoadOrNew(statePoolKey, func() (caddy.Destructor, error) {
 		st := &state{logger: logger}
-		st.manager = session.NewManager(session.Options{Source: st, Logger: logger.Named("session")})
+		st.pool = session.NewPool(session.PoolOptions{Source: st, Logger: logger.Named("warm_pool")})
+		st.manager = session.NewManager(session.Options{Source: st.pool, Logger: logger.Named("session")})
 		return st, nil
 	})
 	if err != nil {
@@ -208,8 +292,9 @@ func loadState(logger *zap.Logger) (*state, error) {
 }
 
 // configure applies a (re)loaded config: new sessions use the new provider
-// and limits; existing sessions keep running.
-func (s *state) configure(p providers.Provider, opts session.Options, destroyOnExit bool, turnTimeout time.Duration) {
+// and limits; existing sessions keep running; the warm pool keeps the
+// agents that still fit.
+func (s *state) configure(p providers.Provider, opts session.Options, poolOpts session.PoolOptions, destroyOnExit bool, turnTimeout time.Duration) {
 	s.mu.Lock()
 	old := s.provider
 	s.provider = p
@@ -217,6 +302,8 @@ func (s *state) configure(p providers.Provider, opts session.Options, destroyOnE
 	s.turnTimeout = turnTimeout
 	s.mu.Unlock()
 	s.manager.Reconfigure(opts)
+	poolOpts.Headroom = s.manager.Headroom
+	s.pool.Reconfigure(poolOpts)
 	if old != nil && old != p {
 		// Creations started under the old config may still use it.
 		time.AfterFunc(time.Minute, func() { _ = old.Close() })
@@ -274,8 +361,8 @@ func (s *state) watch(p providers.Provider) {
 				// "oom" alone means some process in the container was
 				// killed for memory (often a tool); the agent lives on
 				// unless a "die" follows.
-				if ev.Reason == "die" {
-					s.manager.InstanceDied(ev.InstanceID)
+				if ev.Reason == "die" && !s.manager.InstanceDied(ev.InstanceID) {
+					s.pool.InstanceDied(ev.InstanceID)
 				}
 			}
 			if err := <-errs; err != nil {
@@ -291,10 +378,14 @@ func (s *state) watch(p providers.Provider) {
 	}()
 }
 
-// rediscover adopts the instances a previous run left, once per process.
+// rediscover adopts the instances a previous run left, once per process:
+// sessions (including warm agents that were handed out) and ready warm
+// agents. The warm pool starts filling after it, so it does not make
+// agents it is about to find.
 func (s *state) rediscover() {
 	s.discovered.Do(func() {
 		go func() {
+			defer s.pool.Start()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			insts, err := s.current().List(ctx)
@@ -302,7 +393,7 @@ func (s *state) rediscover() {
 				s.logger.Warn("session rediscovery failed", zap.Error(err))
 				return
 			}
-			n := s.manager.Adopt(insts)
+			n := s.manager.Adopt(s.pool.Adopt(ctx, insts))
 			if n > 0 {
 				s.logger.Info("sessions rediscovered", zap.Int("count", n))
 			}
@@ -319,6 +410,7 @@ func (s *state) Destruct() error {
 		s.stopWatcher()
 	}
 	s.mu.Unlock()
+	s.pool.Close(destroy)
 	s.manager.Close(destroy)
 	if p != nil {
 		return p.Close()

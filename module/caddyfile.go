@@ -49,6 +49,10 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    configs <dir>                  # custom agent configurations (*.json) next to the presets
 //	    turn_timeout <duration>        # stop a turn that runs longer (default 30m)
 //	    shutdown keep|destroy          # what happens to sessions when Caddy exits (default keep)
+//	    warm_pool <config> <n>         # keep n ready agents of a configuration (repeatable)
+//	    warm_pool_max <n>              # ready agents over all configurations (default: the sum)
+//	    warm_pool_min_free_memory <size>|off  # stop and shrink the pool below this available memory (default 1GiB)
+//	    warm_pool_check_interval <duration>   # health and memory checks of ready agents (default 5s)
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return eachSubdirective(d, func(sub string) error {
@@ -97,6 +101,53 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&a.ConfigsDir) {
 				return d.ArgErr()
 			}
+		case "warm_pool":
+			var id, v string
+			if !d.AllArgs(&id, &v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("warm_pool %s %q: want a whole number of agents", id, v)
+			}
+			wp := a.warmPool()
+			if wp.Sizes == nil {
+				wp.Sizes = map[string]int{}
+			}
+			if _, dup := wp.Sizes[id]; dup {
+				return d.Errf("warm_pool %s: given twice", id)
+			}
+			wp.Sizes[id] = n
+		case "warm_pool_max":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("warm_pool_max %q: want a whole number, 0 for no cap", v)
+			}
+			a.warmPool().Max = n
+		case "warm_pool_min_free_memory":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if v == "off" {
+				a.warmPool().MinFreeMemory = -1
+				break
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 {
+				return d.Errf("warm_pool_min_free_memory %q: want a size such as 2GiB, or off", v)
+			}
+			a.warmPool().MinFreeMemory = int64(n)
+		case "warm_pool_check_interval":
+			dur, err := durationArg(d, false)
+			if err != nil {
+				return err
+			}
+			a.warmPool().CheckInterval = dur
 		case "shutdown":
 			if !d.AllArgs(&a.Shutdown) {
 				return d.ArgErr()
@@ -109,6 +160,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		return nil
 	})
+}
+
+func (a *App) warmPool() *WarmPool {
+	if a.WarmPool == nil {
+		a.WarmPool = new(WarmPool)
+	}
+	return a.WarmPool
 }
 
 // UnmarshalCaddyfile sets up the handler from the site directive. Syntax:
@@ -192,9 +250,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	})
 }
 
+// repeatable are the subdirectives that may be given more than once.
+var repeatable = map[string]bool{"warm_pool": true}
+
 // eachSubdirective consumes the directive's name (which takes no
 // arguments) and calls fn for each subdirective of its block, refusing a
-// subdirective given twice.
+// subdirective given twice unless it is repeatable.
 func eachSubdirective(d *caddyfile.Dispenser, fn func(sub string) error) error {
 	d.Next()
 	if d.NextArg() {
@@ -203,7 +264,7 @@ func eachSubdirective(d *caddyfile.Dispenser, fn func(sub string) error) error {
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
-		if seen[sub] {
+		if seen[sub] && !repeatable[sub] {
 			return d.Errf("%s already specified", sub)
 		}
 		seen[sub] = true

@@ -41,6 +41,20 @@ func TestAppCaddyfile(t *testing.T) {
 				string(a.ProviderRaw))
 		},
 	},
+		{name: "warm pool", input: "agcluster {\n warm_pool agent 2\n warm_pool code-assistant 1\n warm_pool_max 2\n warm_pool_min_free_memory 2GiB\n warm_pool_check_interval 3s\n}",
+			check: func(t *testing.T, a *App) {
+				require.NotNil(t, a.WarmPool)
+				assert.Equal(t, map[string]int{"agent": 2, "code-assistant": 1}, a.WarmPool.Sizes)
+				assert.Equal(t, 2, a.WarmPool.Max)
+				assert.Equal(t, int64(2<<30), a.WarmPool.MinFreeMemory)
+				assert.Equal(t, caddy.Duration(3*time.Second), a.WarmPool.CheckInterval)
+			}},
+		{name: "warm pool memory check off", input: "agcluster {\n warm_pool agent 1\n warm_pool_min_free_memory off\n}",
+			check: func(t *testing.T, a *App) { assert.Equal(t, int64(-1), a.WarmPool.MinFreeMemory) }},
+		{name: "warm pool twice for one config", input: "agcluster {\n warm_pool agent 1\n warm_pool agent 2\n}", wantErr: "warm_pool agent: given twice"},
+		{name: "warm pool without size", input: "agcluster {\n warm_pool agent\n}", wantErr: "wrong argument count"},
+		{name: "warm pool bad size", input: "agcluster {\n warm_pool agent many\n}", wantErr: `warm_pool agent "many"`},
+		{name: "warm pool bad memory", input: "agcluster {\n warm_pool_min_free_memory lots\n}", wantErr: "warm_pool_min_free_memory"},
 		{name: "unknown subdirective", input: "agcluster {\n idle 5m\n}", wantErr: `unknown agcluster subdirective "idle"`},
 		{name: "duplicate", input: "agcluster {\n max_sessions 1\n max_sessions 2\n}", wantErr: "max_sessions already specified"},
 		{name: "bad duration", input: "agcluster {\n idle_timeout soon\n}", wantErr: "idle_timeout"},

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agcluster/caddy-agcluster/session"
 )
 
 // metrics are the module's Prometheus collectors. They are package-level
@@ -16,6 +18,9 @@ var metrics = struct {
 	turnSeconds   *prometheus.HistogramVec
 	tasks         *prometheus.CounterVec
 	sessionsLive  prometheus.GaugeFunc
+	poolReady     prometheus.GaugeFunc
+	poolHits      prometheus.CounterFunc
+	poolMisses    prometheus.CounterFunc
 	requestErrors *prometheus.CounterVec
 }{}
 
@@ -50,7 +55,30 @@ func initMetrics() {
 			})
 			return float64(n)
 		})
+		metrics.poolReady = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "warm_pool_ready",
+			Help: "Ready agents in the warm pool, over all configurations.",
+		}, func() float64 { return poolSum(func(s session.PoolStats) int64 { return int64(s.Ready) }) })
+		metrics.poolHits = prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "warm_pool_hits_total",
+			Help: "New sessions served a ready agent from the warm pool.",
+		}, func() float64 { return poolSum(func(s session.PoolStats) int64 { return s.Hits }) })
+		metrics.poolMisses = prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "warm_pool_misses_total",
+			Help: "New sessions of a pooled configuration that found the pool empty and waited for a container.",
+		}, func() float64 { return poolSum(func(s session.PoolStats) int64 { return s.Misses }) })
 	})
+}
+
+// poolSum adds up one figure of the warm pool's entries.
+func poolSum(f func(session.PoolStats) int64) float64 {
+	var n int64
+	if st := currentState(); st != nil {
+		for _, s := range st.pool.Stats() {
+			n += f(s)
+		}
+	}
+	return float64(n)
 }
 
 // registerMetrics adds the collectors to a config's registry.
@@ -59,7 +87,8 @@ func registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{metrics.turns, metrics.turnSeconds, metrics.tasks, metrics.requestErrors, metrics.sessionsLive} {
+	for _, c := range []prometheus.Collector{metrics.turns, metrics.turnSeconds, metrics.tasks, metrics.requestErrors, metrics.sessionsLive,
+		metrics.poolReady, metrics.poolHits, metrics.poolMisses} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -49,6 +49,11 @@ type Spec struct {
 	Env map[string]string
 	// Limits override the provider's default resource limits.
 	Limits Limits
+	// Pool marks an agent made ahead of demand for a warm pool: it names
+	// the pool entry (configuration and template), is recorded for
+	// rediscovery, and SessionID, Owner and Conversation are empty until
+	// the agent is handed out (then they live in the agent's binding).
+	Pool string
 }
 
 // Limits are resource limits; zero values mean the provider's default.
@@ -81,6 +86,8 @@ type Instance struct {
 	Token string
 	// CreatedAt is when the instance was created.
 	CreatedAt time.Time
+	// Pool is the Spec's Pool: set for agents made for a warm pool.
+	Pool string
 }
 
 // Event is the death of an agent instance.

@@ -99,6 +99,8 @@ type Session struct {
 	Instance *providers.Instance
 	// Created is when the session was created.
 	Created time.Time
+	// Warm reports that the session's agent came ready from the warm pool.
+	Warm bool
 
 	client      *agentclient.Client
 	idleTimeout time.Duration // 0 = the manager's
@@ -411,13 +413,7 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 	defer cancel()
 	id := "sess_" + randomID()
 	start := time.Now()
-	select {
-	case m.creating <- struct{}{}:
-		defer func() { <-m.creating }()
-	case <-cctx.Done():
-		return nil, fmt.Errorf("create agent for session %s: waiting for a creation slot: %w", id, cctx.Err())
-	}
-	inst, err := m.opts.Source.Get(cctx, providers.Spec{
+	spec := providers.Spec{
 		SessionID:    id,
 		Owner:        key.Owner,
 		Conversation: key.Conversation,
@@ -425,7 +421,8 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 		Config:       req.Config,
 		Image:        req.Image,
 		Limits:       req.Limits,
-	})
+	}
+	inst, warm, err := m.instance(cctx, spec)
 	if err != nil {
 		m.opts.Logger.Warn("session creation failed", zap.String("session_id", id),
 			zap.Duration("after", time.Since(start)), zap.Error(err))
@@ -437,6 +434,7 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 		ConfigID:    req.ConfigID,
 		Instance:    inst,
 		Created:     time.Now(),
+		Warm:        warm,
 		idleTimeout: req.IdleTimeout,
 		client:      &agentclient.Client{BaseURL: inst.URL, Token: inst.Token},
 	}
@@ -445,8 +443,37 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 		zap.String("session_id", id),
 		zap.String("config_id", req.ConfigID),
 		zap.String("instance_id", inst.ID),
+		zap.Bool("warm", warm),
 		zap.Duration("create_duration", time.Since(start)))
 	return s, nil
+}
+
+// instance takes a warm agent for spec if the source has one at hand, and
+// otherwise creates one when a creation slot is free.
+func (m *Manager) instance(ctx context.Context, spec providers.Spec) (_ *providers.Instance, warm bool, _ error) {
+	if ws, ok := m.opts.Source.(WarmSource); ok {
+		if inst := ws.Take(ctx, spec); inst != nil {
+			return inst, true, nil
+		}
+	}
+	select {
+	case m.creating <- struct{}{}:
+		defer func() { <-m.creating }()
+	case <-ctx.Done():
+		return nil, false, fmt.Errorf("waiting for a creation slot: %w", ctx.Err())
+	}
+	inst, err := m.opts.Source.Get(ctx, spec)
+	return inst, false, err
+}
+
+// Headroom is how many more sessions max_sessions allows (-1 = no cap).
+func (m *Manager) Headroom() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.opts.MaxSessions <= 0 {
+		return -1
+	}
+	return max(0, m.opts.MaxSessions-len(m.byID)-m.pending)
 }
 
 func (m *Manager) lease(s *Session, created bool) (*Lease, error) {

@@ -145,6 +145,34 @@ func (c *Client) Stats(ctx context.Context) (agent.Stats, error) {
 	return st, err
 }
 
+// Bind hands the agent to a session (PUT /binding). An agent already
+// bound to another session answers 409, an *APIError.
+func (c *Client) Bind(ctx context.Context, b agent.Binding) error {
+	body, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("encode binding: %w", err)
+	}
+	req, err := c.newRequest(ctx, http.MethodPut, "/binding", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}
+
+// Binding fetches GET /binding: the session a warm-pool agent was handed
+// to, if any.
+func (c *Client) Binding(ctx context.Context) (agent.BindingState, error) {
+	var st agent.BindingState
+	err := c.getJSON(ctx, http.MethodGet, "/binding", &st)
+	return st, err
+}
+
 func (c *Client) getJSON(ctx context.Context, method, path string, out any) error {
 	req, err := c.newRequest(ctx, method, path, nil)
 	if err != nil {

@@ -59,6 +59,9 @@ type Server struct {
 	started time.Time
 	mux     *http.ServeMux
 
+	bindMu  sync.Mutex
+	binding *agent.Binding // set once by PUT /binding
+
 	cpuMu   sync.Mutex
 	cpuAt   time.Time // when cpuLast was read
 	cpuLast float64   // CPU seconds at cpuAt
@@ -96,6 +99,8 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("GET /files/{path...}", s.auth(s.readFile))
 	s.mux.Handle("PUT /files/{path...}", s.auth(s.writeFile))
 	s.mux.Handle("GET /archive", s.auth(s.archive))
+	s.mux.Handle("GET /binding", s.auth(s.getBinding))
+	s.mux.Handle("PUT /binding", s.auth(s.putBinding))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -391,6 +396,41 @@ func (s *sseWriter) keepAlive(every time.Duration) func() {
 		}
 	}()
 	return func() { close(done) }
+}
+
+// putBinding hands the agent to one session, once: a warm-pool agent is
+// never shared. Repeating the same binding is accepted; another is
+// refused with 409.
+func (s *Server) putBinding(w http.ResponseWriter, r *http.Request) {
+	var b agent.Binding
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "binding body must be JSON {\"session_id\", \"owner\", \"conversation\"}: "+err.Error())
+		return
+	}
+	if b.SessionID == "" || b.Owner == "" || b.Conversation == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", "session_id, owner and conversation are all required")
+		return
+	}
+	s.bindMu.Lock()
+	defer s.bindMu.Unlock()
+	if s.binding != nil && *s.binding != b {
+		writeError(w, http.StatusConflict, "already_bound",
+			fmt.Sprintf("this agent already serves session %q; an agent is never handed out twice", s.binding.SessionID))
+		return
+	}
+	if s.binding == nil {
+		s.binding = &b
+		s.opts.Logger.Info("agent bound", zap.String("session_id", b.SessionID))
+	}
+	writeJSON(w, http.StatusOK, agent.BindingState{Bound: true, Binding: s.binding})
+}
+
+func (s *Server) getBinding(w http.ResponseWriter, _ *http.Request) {
+	s.bindMu.Lock()
+	defer s.bindMu.Unlock()
+	writeJSON(w, http.StatusOK, agent.BindingState{Bound: s.binding != nil, Binding: s.binding})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

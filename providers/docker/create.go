@@ -58,7 +58,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 
 	token := randomHex(32)
 	volName := "agcluster-ws-" + randomHex(6)
-	name := containerName(spec.SessionID)
+	name := containerName(orDefault(spec.SessionID, "pool-"+spec.Pool))
 	labels := p.labels(spec, volName)
 
 	began := time.Now()
@@ -133,6 +133,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		URL:          url,
 		Token:        token,
 		CreatedAt:    parseTime(info.Created, began),
+		Pool:         spec.Pool,
 	}, nil
 }
 
@@ -241,6 +242,9 @@ func (p *Provider) labels(spec providers.Spec, volName string) map[string]string
 		LabelConversation: spec.Conversation,
 		LabelVolume:       volName,
 	})
+	if spec.Pool != "" {
+		l[LabelPool] = spec.Pool
+	}
 	return l
 }
 

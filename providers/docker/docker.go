@@ -43,6 +43,9 @@ const (
 	LabelConfig = "agcluster.config"
 	// LabelVolume names the container's workspace volume.
 	LabelVolume = "agcluster.volume"
+	// LabelPool names the warm pool entry an agent was made for (empty
+	// session, owner and conversation labels then).
+	LabelPool = "agcluster.pool"
 )
 
 // Defaults applied by [New] to zero-valued [Options] fields.
@@ -310,7 +313,7 @@ func containsFold(list []string, s string) bool {
 
 func isOwnLabel(k string) bool {
 	switch k {
-	case LabelManaged, LabelProvider, LabelSession, LabelOwner, LabelConversation, LabelConfig, LabelVolume:
+	case LabelManaged, LabelProvider, LabelSession, LabelOwner, LabelConversation, LabelConfig, LabelVolume, LabelPool:
 		return true
 	}
 	return false

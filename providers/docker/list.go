@@ -86,6 +86,7 @@ func (p *Provider) instance(info container.InspectResponse) (*providers.Instance
 		URL:          url,
 		Token:        token,
 		CreatedAt:    parseTime(info.Created, time.Time{}),
+		Pool:         l[LabelPool],
 	}, nil
 }
 

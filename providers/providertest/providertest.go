@@ -95,6 +95,24 @@ func Run(t *testing.T, p providers.Provider, newSpec func() providers.Spec) {
 		assert.Nil(t, find(list, gone.ID), "List has destroyed instance %s", gone.ID)
 	})
 
+	t.Run("a warm-pool instance is listed with its pool and no session", func(t *testing.T) {
+		spec := newSpec()
+		spec.SessionID, spec.Owner, spec.Conversation = "", "", ""
+		spec.Pool = spec.ConfigID + "@conformance"
+		inst := create(t, p, spec)
+		assert.Equal(t, spec.Pool, inst.Pool, "Pool")
+
+		list, err := p.List(callCtx(t))
+		require.NoError(t, err)
+		got := find(list, inst.ID)
+		require.NotNil(t, got, "List lacks pool instance %s", inst.ID)
+		assert.Equal(t, spec.Pool, got.Pool, "Pool")
+		assert.Empty(t, got.SessionID+got.Owner+got.Conversation, "a pool instance serves nobody yet")
+		st, err := client(inst).Binding(callCtx(t))
+		require.NoError(t, err)
+		assert.False(t, st.Bound, "the agent is not bound")
+	})
+
 	t.Run("destroy removes the instance and is idempotent", func(t *testing.T) {
 		inst := create(t, p, newSpec())
 		require.NoError(t, p.Destroy(callCtx(t), inst.ID))

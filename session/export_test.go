@@ -1,0 +1,4 @@
+package session
+
+// ParseMemAvailable is exported for tests.
+var ParseMemAvailable = parseMemAvailable
