@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agentsapi"
 	"github.com/agcluster/caddy-agcluster/configs"
 	"github.com/agcluster/caddy-agcluster/providers"
@@ -163,9 +164,9 @@ func (a *App) poolOptions() (session.PoolOptions, error) {
 		if n < 0 {
 			return opts, fmt.Errorf("agcluster: warm_pool %s: size must not be negative, got %d", id, n)
 		}
-		cfg, ok := a.configs.Get(id)
+		cfg, ok := a.Config(id)
 		if !ok {
-			return opts, fmt.Errorf("agcluster: warm_pool %s: no such agent configuration (have: %s)", id, strings.Join(a.configs.IDs(), ", "))
+			return opts, fmt.Errorf("agcluster: warm_pool %s: no such agent configuration (have: %s)", id, strings.Join(a.ModelIDs(), ", "))
 		}
 		if missing := configs.MissingMCPEnv(cfg); len(missing) > 0 {
 			return opts, fmt.Errorf("agcluster: warm_pool %s: the configuration needs MCP credentials per session (%s), so it cannot be kept warm",
@@ -248,6 +249,35 @@ func (a *App) ProviderName() string { return a.state.current().Name() }
 
 // Manager returns the session manager.
 func (a *App) Manager() *session.Manager { return a.state.manager }
+
+// defaultAgentModelID is the model served by the built-in agent.
+const defaultAgentModelID = "agent"
+
+// defaultAgentConfig is the "agent" model: a coding agent that may use the
+// shell and edit files in its own workspace without asking.
+func defaultAgentConfig() *agent.Config {
+	return &agent.Config{
+		ID:             defaultAgentModelID,
+		Name:           "Agent",
+		Description:    "Claude Code in an isolated workspace: shell, files, search",
+		AllowedTools:   []string{"Bash", "Read", "Write", "Edit", "Glob", "Grep", "TodoWrite"},
+		PermissionMode: "acceptEdits",
+	}
+}
+
+// Config returns the agent configuration a model names: "agent", or a
+// template id.
+func (a *App) Config(model string) (*agent.Config, bool) {
+	if model == defaultAgentModelID {
+		return defaultAgentConfig(), true
+	}
+	return a.configs.Get(model)
+}
+
+// ModelIDs lists the models: "agent", then the templates.
+func (a *App) ModelIDs() []string {
+	return append([]string{defaultAgentModelID}, a.configs.IDs()...)
+}
 
 // Pool returns the warm pool (empty when none is configured).
 func (a *App) Pool() *session.Pool { return a.state.pool }

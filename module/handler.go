@@ -85,23 +85,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Defaults.
 const (
-	defaultDirectModel  = "claude-haiku-4-5"
-	defaultMaxBody      = 8 << 20
-	defaultKeepAlive    = 10 * time.Second
-	defaultAgentModelID = "agent"
+	defaultDirectModel = "claude-haiku-4-5"
+	defaultMaxBody     = 8 << 20
+	defaultKeepAlive   = 10 * time.Second
 )
-
-// defaultAgentConfig is the "agent" model: a coding agent that may use the
-// shell and edit files in its own workspace without asking.
-func defaultAgentConfig() *agent.Config {
-	return &agent.Config{
-		ID:             defaultAgentModelID,
-		Name:           "Agent",
-		Description:    "Claude Code in an isolated workspace: shell, files, search",
-		AllowedTools:   []string{"Bash", "Read", "Write", "Edit", "Glob", "Grep", "TodoWrite"},
-		PermissionMode: "acceptEdits",
-	}
-}
 
 var defaultConversationHeaders = []string{"X-Conversation-ID", "X-Session-ID", "X-OpenWebUI-Chat-Id"}
 
@@ -183,20 +170,11 @@ func (h *Handler) methodNotAllowed(w http.ResponseWriter, allow string) error {
 
 func (h *Handler) models() []openai.Model {
 	created := time.Now().Unix()
-	out := []openai.Model{{ID: defaultAgentModelID, Object: "model", Created: created, OwnedBy: "agcluster"}}
-	for _, id := range h.app.Configs().IDs() {
+	var out []openai.Model
+	for _, id := range h.app.ModelIDs() {
 		out = append(out, openai.Model{ID: id, Object: "model", Created: created, OwnedBy: "agcluster"})
 	}
 	return out
-}
-
-// config returns the agent configuration a model names: "agent", or a
-// template id.
-func (h *Handler) config(model string) (*agent.Config, bool) {
-	if model == defaultAgentModelID {
-		return defaultAgentConfig(), true
-	}
-	return h.app.Configs().Get(model)
 }
 
 // identify returns the caller of a management API request: the owner and
@@ -248,7 +226,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		h.task(w, r, req, key)
 		return
 	}
-	cfg, ok := h.config(req.Model)
+	cfg, ok := h.app.Config(req.Model)
 	if !ok {
 		h.refuse(w, openai.ModelNotFound(req.Model))
 		return
