@@ -434,7 +434,36 @@ func runAgentSuite(t *testing.T, s *stack) {
 			require.NoError(t, err)
 			assert.Equal(t, int64(2), st2.Restarts)
 		})
+
+		t.Run("health with wait answers when the restarted CLI is ready", func(t *testing.T) {
+			s.kill(t)
+			testenv.Eventually(t, 10*time.Second, func() bool {
+				h, _, err := s.agent.Health(context.Background())
+				return err == nil && h.Status != "ready"
+			}, "the agent never noticed its CLI died")
+			h, status, err := s.agent.HealthWait(context.Background(), 30*time.Second)
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusOK, status, "held until ready, not answered 503")
+			assert.Equal(t, "ready", h.Status)
+		})
 	}
+
+	t.Run("health wait parameter", func(t *testing.T) {
+		for _, tc := range []struct {
+			query  string
+			status int
+		}{
+			{"?wait=1s", http.StatusOK},
+			{"?wait=0s", http.StatusOK},
+			{"?wait=soon", http.StatusBadRequest},
+			{"?wait=-1s", http.StatusBadRequest},
+		} {
+			start := time.Now()
+			r := s.get(t, "/health"+tc.query)
+			assert.Equal(t, tc.status, r.status, "%s: %s", tc.query, r.body)
+			assert.Less(t, time.Since(start), time.Second, "%s: a ready agent answers at once", tc.query)
+		}
+	})
 
 	t.Run("files", func(t *testing.T) { runFileTests(t, s) })
 

@@ -9,15 +9,19 @@ import (
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 )
 
-// WaitReady polls the agent's /health with a tight, growing backoff (1 ms
-// doubling to 100 ms) until it answers 200, or ctx ends. The error wraps
-// ErrNotReady and says what the agent last reported.
+// WaitReady waits until the agent's /health answers 200, or ctx ends.
+// While the agent does not answer yet it retries with a tight, growing
+// backoff (1 ms doubling to 20 ms); once it answers, each request asks the
+// agent to hold its answer until the CLI is ready (?wait=), so readiness is
+// seen the moment it happens. The error wraps ErrNotReady and says what the
+// agent last reported.
 func WaitReady(ctx context.Context, c *agentclient.Client) error {
+	const hold = 2 * time.Second
 	wait := time.Millisecond
 	var last string
 	for {
-		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
-		h, status, err := c.Health(attempt)
+		attempt, cancel := context.WithTimeout(ctx, hold+2*time.Second)
+		h, status, err := c.HealthWait(attempt, hold)
 		cancel()
 		switch {
 		case err == nil && status == http.StatusOK:
@@ -35,6 +39,6 @@ func WaitReady(ctx context.Context, c *agentclient.Client) error {
 			return fmt.Errorf("%w (last: %s): %w", ErrNotReady, last, ctx.Err())
 		case <-time.After(wait):
 		}
-		wait = min(wait*2, 100*time.Millisecond)
+		wait = min(wait*2, 20*time.Millisecond)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/agcluster/caddy-agcluster/agent"
 )
@@ -113,8 +114,18 @@ func (c *Client) Query(ctx context.Context, prompt, apiKey string) (*Stream, err
 // Health fetches /health. A 503 (not ready) is not an error: its body is
 // returned with the status.
 func (c *Client) Health(ctx context.Context) (agent.Health, int, error) {
+	return c.HealthWait(ctx, 0)
+}
+
+// HealthWait fetches /health, letting the agent hold the answer for up to
+// wait until its CLI is ready (0 = answer at once).
+func (c *Client) HealthWait(ctx context.Context, wait time.Duration) (agent.Health, int, error) {
 	var h agent.Health
-	req, err := c.newRequest(ctx, http.MethodGet, "/health", nil)
+	path := "/health"
+	if wait > 0 {
+		path += "?wait=" + url.QueryEscape(wait.String())
+	}
+	req, err := c.newRequest(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return h, 0, err
 	}

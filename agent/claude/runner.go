@@ -223,6 +223,13 @@ func (r *Runner) spawnWith(sessionID string, resume bool) (*process, error) {
 	return p, nil
 }
 
+// WaitReady returns when a CLI process is ready for a turn, the agent is
+// shutting down, or ctx ends.
+func (r *Runner) WaitReady(ctx context.Context) error {
+	_, err := r.waitReady(ctx)
+	return err
+}
+
 // waitReady returns the ready process, waiting while it starts.
 func (r *Runner) waitReady(ctx context.Context) (*process, error) {
 	for {

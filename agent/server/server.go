@@ -122,7 +122,23 @@ func (s *Server) auth(h http.HandlerFunc) http.Handler {
 	})
 }
 
-func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+// maxHealthWait bounds GET /health?wait=.
+const maxHealthWait = 30 * time.Second
+
+// health answers at once, or with ?wait=<duration> (at most 30s) as soon
+// as the CLI is ready or the wait is over: a control plane waiting for a
+// new agent learns of its readiness the moment it happens, without polling.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if v := r.URL.Query().Get("wait"); v != "" {
+		wait, err := time.ParseDuration(v)
+		if err != nil || wait < 0 {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("wait %q: want a duration such as 5s", v))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), min(wait, maxHealthWait))
+		_ = s.opts.Runner.WaitReady(ctx) // the answer below says how it went
+		cancel()
+	}
 	state, sessionID, startErr := s.opts.Runner.Status()
 	h := agent.Health{
 		Status:        string(state),
