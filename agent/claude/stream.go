@@ -189,6 +189,9 @@ func (t *Translator) event(e agent.Event, parent *string) agent.Event {
 // out. Lines that carry nothing for the client (status, init, message
 // boundaries) yield nothing.
 func (t *Translator) Translate(raw []byte, out []agent.Event) ([]agent.Event, error) {
+	if out, ok := t.translateDelta(raw, out); ok {
+		return out, nil
+	}
 	var l line
 	if err := json.Unmarshal(raw, &l); err != nil {
 		return out, fmt.Errorf("decode CLI output line: %w", err)

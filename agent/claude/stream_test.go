@@ -3,9 +3,11 @@ package claude
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -234,9 +236,27 @@ func FuzzTranslate(f *testing.F) {
 	}
 	f.Add([]byte(`{"type":"result","subtype":"success","is_error":true,"api_error_status":429}`))
 	f.Add([]byte(`{"type":"user","message":{"content":[{"type":"tool_result","content":[{"type":"text","text":"x"}]}]}}`))
-	f.Fuzz(func(t *testing.T, line []byte) {
+	f.Add([]byte(`{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\"b\u00e9"}},"session_id":"s1","parent_tool_use_id":"toolu_1","uuid":"u"}`))
+	f.Add([]byte(`{"type":"stream_event","event":{"type":"content_block_delta","index":3,"delta":{"type":"thinking_delta","thinking":"hm"}},"session_id":"s1","parent_tool_use_id":null,"uuid":"u","thinking_display":"updates","api_message_id":"m"}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
 		tr := &Translator{}
-		events, err := tr.Translate(line, nil)
+		events, err := tr.Translate(raw, nil)
+
+		// The delta fast path, when it takes a line, yields exactly what
+		// the full decode does.
+		fast := &Translator{SessionID: "before"}
+		if fastEvents, ok := fast.translateDelta(raw, nil); ok {
+			var l line
+			if derr := json.Unmarshal(raw, &l); derr != nil {
+				t.Fatalf("fast path took a line the full decode refuses (%v): %q", derr, raw)
+			}
+			full := &Translator{SessionID: "before"}
+			fullEvents, ferr := full.translateLine(&l, nil)
+			if ferr != nil || !reflect.DeepEqual(fastEvents, fullEvents) || fast.SessionID != full.SessionID {
+				t.Fatalf("fast path differs on %q:\nfast %+v (session %q)\nfull %+v (session %q, err %v)",
+					raw, fastEvents, fast.SessionID, fullEvents, full.SessionID, ferr)
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -245,8 +265,36 @@ func FuzzTranslate(f *testing.F) {
 				t.Fatalf("event %d has seq %d", i, e.Seq)
 			}
 			if e.Type == "" {
-				t.Fatalf("event without a type from %q", line)
+				t.Fatalf("event without a type from %q", raw)
 			}
 		}
 	})
+}
+
+// TestDeltaFastPathTakesCLILines: every text and thinking delta line the real CLI wrote in
+// the recorded transcripts goes through the fast path, with the events the
+// full decode gives.
+func TestDeltaFastPathTakesCLILines(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.stdout.jsonl"))
+	require.NoError(t, err)
+	n := 0
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		require.NoError(t, err)
+		for _, raw := range bytes.Split(data, []byte("\n")) {
+			if !bytes.Contains(raw, []byte(`"type":"text_delta"`)) && !bytes.Contains(raw, []byte(`"type":"thinking_delta"`)) {
+				continue
+			}
+			n++
+			fast := &Translator{}
+			got, ok := fast.translateDelta(raw, nil)
+			require.True(t, ok, "%s: fast path refused %s", file, raw)
+			var l line
+			require.NoError(t, json.Unmarshal(raw, &l))
+			want, err := (&Translator{}).translateLine(&l, nil)
+			require.NoError(t, err)
+			assert.Equal(t, want, got, "%s: %s", file, raw)
+		}
+	}
+	assert.GreaterOrEqual(t, n, 10, "the transcripts hold delta lines")
 }
