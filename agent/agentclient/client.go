@@ -204,6 +204,7 @@ func (c *Client) getJSON(ctx context.Context, method, path string, out any) erro
 type Stream struct {
 	body io.ReadCloser
 	r    *bufio.Reader
+	buf  []byte // the current event's data, reused
 	done bool
 }
 
@@ -222,15 +223,16 @@ func (s *Stream) Next() (agent.Event, error) {
 		return agent.Event{}, io.EOF
 	}
 	for {
-		data, err := ReadData(s.r)
+		data, err := AppendData(s.buf[:0], s.r)
+		s.buf = data
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return agent.Event{}, ErrTruncated
 			}
 			return agent.Event{}, err
 		}
-		var e agent.Event
-		if err := json.Unmarshal(data, &e); err != nil {
+		e, err := decodeEvent(data)
+		if err != nil {
 			return agent.Event{}, fmt.Errorf("decode agent event: %w", err)
 		}
 		if e.Type == agent.EventResult || e.Type == agent.EventError {
@@ -246,8 +248,12 @@ func (s *Stream) Close() error { return s.body.Close() }
 
 // ReadData returns the data of the next SSE event, skipping comments and
 // fields other than data. Multi-line data is joined with "\n".
-func ReadData(r *bufio.Reader) ([]byte, error) {
-	var data []byte
+func ReadData(r *bufio.Reader) ([]byte, error) { return AppendData(nil, r) }
+
+// AppendData is ReadData appending the data to dst, so a reader of many
+// events can reuse one buffer (pass buf[:0]).
+func AppendData(dst []byte, r *bufio.Reader) ([]byte, error) {
+	data := dst
 	have := false
 	for {
 		line, err := r.ReadSlice('\n')

@@ -2,10 +2,12 @@ package agentclient
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -121,4 +123,38 @@ func TestClientErrors(t *testing.T) {
 	assert.Equal(t, http.StatusBadGateway, ae.Status)
 	assert.Equal(t, "not json", ae.Message)
 	assert.NotErrorIs(t, err, ErrBusy)
+}
+
+// FuzzDecodeEvent: the delta fast path, when it takes an event, decodes it
+// exactly as encoding/json does; events the agent writes take it.
+func FuzzDecodeEvent(f *testing.F) {
+	for _, e := range []agent.Event{
+		{Type: agent.EventTextDelta, Seq: 1, Text: "Hello"},
+		{Type: agent.EventTextDelta, Seq: 12, ParentToolUseID: "toolu_1", Text: "<a & b>\u2028\"quoted\"\n"},
+		{Type: agent.EventThinkingDelta, Seq: 3, Text: "hmm"},
+		{Type: agent.EventToolUse, Seq: 4, ToolUseID: "t", Name: "Bash", Input: json.RawMessage(`{"command":"ls"}`)},
+		{Type: agent.EventResult, Seq: 5, Result: &agent.Result{StopReason: "end_turn"}},
+	} {
+		data, err := json.Marshal(e)
+		require.NoError(f, err)
+		if e.Type == agent.EventTextDelta || e.Type == agent.EventThinkingDelta {
+			got, ok := decodeDelta(data)
+			require.True(f, ok, "the agent's own %s takes the fast path: %s", e.Type, data)
+			require.Equal(f, e, got)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := decodeDelta(data)
+		if !ok {
+			return
+		}
+		var full agent.Event
+		if err := json.Unmarshal(data, &full); err != nil {
+			t.Fatalf("fast path took %q, which encoding/json refuses: %v", data, err)
+		}
+		if !reflect.DeepEqual(fast, full) {
+			t.Fatalf("fast path differs on %q:\nfast %+v\nfull %+v", data, fast, full)
+		}
+	})
 }

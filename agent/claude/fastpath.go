@@ -2,10 +2,9 @@ package claude
 
 import (
 	"bytes"
-	"encoding/json"
-	"unicode/utf8"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/internal/jsonscan"
 )
 
 // Most of a turn's stdout lines are text or thinking deltas, written by the
@@ -38,14 +37,9 @@ func (t *Translator) translateDelta(raw []byte, out []agent.Event) (_ []agent.Ev
 		return out, false
 	}
 	// index: a JSON integer that fits an int, as the full decode needs.
-	i := 0
-	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
-		i++
-	}
-	if i == 0 || i > 9 || (i > 1 && rest[0] == '0') {
+	if _, rest, ok = jsonscan.CutInt(rest); !ok {
 		return out, false
 	}
-	rest = rest[i:]
 	typ := agent.EventTextDelta
 	if r, ok := bytes.CutPrefix(rest, textDelta); ok {
 		rest = r
@@ -54,14 +48,14 @@ func (t *Translator) translateDelta(raw []byte, out []agent.Event) (_ []agent.Ev
 	} else {
 		return out, false
 	}
-	text, rest, ok := cutJSONString(rest)
+	text, rest, ok := jsonscan.CutString(rest)
 	if !ok {
 		return out, false
 	}
 	if rest, ok = bytes.CutPrefix(rest, deltaSessionID); !ok {
 		return out, false
 	}
-	session, rest, ok := cutPlainString(rest)
+	session, rest, ok := jsonscan.CutPlainString(rest)
 	if !ok {
 		return out, false
 	}
@@ -69,7 +63,7 @@ func (t *Translator) translateDelta(raw []byte, out []agent.Event) (_ []agent.Ev
 	if r, ok := bytes.CutPrefix(rest, deltaParentNull); ok {
 		rest = r
 	} else if r, ok := bytes.CutPrefix(rest, deltaParentStr); ok {
-		if parent, rest, ok = cutPlainString(r); !ok {
+		if parent, rest, ok = jsonscan.CutPlainString(r); !ok {
 			return out, false
 		}
 	} else {
@@ -80,11 +74,11 @@ func (t *Translator) translateDelta(raw []byte, out []agent.Event) (_ []agent.Ev
 		if rest[0] != ',' || len(rest) < 2 || rest[1] != '"' {
 			return out, false
 		}
-		key, r, ok := cutPlainString(rest[2:])
+		key, r, ok := jsonscan.CutPlainString(rest[2:])
 		if !ok || !isTailKey(key) || len(r) == 0 || r[0] != ':' || len(r) < 2 || r[1] != '"' {
 			return out, false
 		}
-		if _, rest, ok = cutPlainString(r[2:]); !ok {
+		if _, rest, ok = jsonscan.CutPlainString(r[2:]); !ok {
 			return out, false
 		}
 	}
@@ -112,50 +106,4 @@ func isTailKey(k []byte) bool {
 		}
 	}
 	return false
-}
-
-// cutPlainString reads the rest of a JSON string whose opening quote is
-// already consumed, if it has no escapes, no control characters and is
-// valid UTF-8 (so its bytes are its value); it returns the value and what
-// follows the closing quote.
-func cutPlainString(b []byte) (value, rest []byte, ok bool) {
-	for i, c := range b {
-		switch {
-		case c == '"':
-			if !utf8.Valid(b[:i]) {
-				return nil, b, false
-			}
-			return b[:i], b[i+1:], true
-		case c == '\\' || c < 0x20:
-			return nil, b, false
-		}
-	}
-	return nil, b, false
-}
-
-// cutJSONString reads the JSON string at the start of b and returns its
-// value and what follows it.
-func cutJSONString(b []byte) (value string, rest []byte, ok bool) {
-	if len(b) == 0 || b[0] != '"' {
-		return "", b, false
-	}
-	if v, r, ok := cutPlainString(b[1:]); ok {
-		return string(v), r, true
-	}
-	// Escapes (or bytes the decoder would replace): find the closing quote
-	// and let encoding/json produce the value.
-	for i := 1; i < len(b); i++ {
-		switch c := b[i]; {
-		case c == '\\':
-			i++
-		case c < 0x20:
-			return "", b, false
-		case c == '"':
-			if err := json.Unmarshal(b[:i+1], &value); err != nil {
-				return "", b, false
-			}
-			return value, b[i+1:], true
-		}
-	}
-	return "", b, false
 }

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -358,24 +359,27 @@ type sseWriter struct {
 	w    io.Writer
 	rc   *http.ResponseController
 	last time.Time
-	buf  []byte
+	buf  bytes.Buffer  // one SSE event, reused
+	enc  *json.Encoder // writes into buf
 }
 
 func newSSEWriter(w http.ResponseWriter) *sseWriter {
-	return &sseWriter{w: w, rc: http.NewResponseController(w), last: time.Now()}
+	s := &sseWriter{w: w, rc: http.NewResponseController(w), last: time.Now()}
+	s.enc = json.NewEncoder(&s.buf)
+	return s
 }
 
+// event writes e as one SSE event and flushes it.
 func (s *sseWriter) event(e agent.Event) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.buf = append(s.buf[:0], "data: "...)
-	s.buf = append(s.buf, b...)
-	s.buf = append(s.buf, '\n', '\n')
-	if _, err := s.w.Write(s.buf); err != nil {
+	s.buf.Reset()
+	s.buf.WriteString("data: ")
+	if err := s.enc.Encode(e); err != nil { // the JSON and a newline
+		return fmt.Errorf("encode event: %w", err)
+	}
+	s.buf.WriteByte('\n')
+	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 		return err
 	}
 	s.last = time.Now()
