@@ -76,6 +76,54 @@ func BenchmarkAgentStartToReady(b *testing.B) {
 
 // BenchmarkTurnLatency measures a turn on a warm agent against a mock that
 // answers at once: time to the first text delta and to the result event.
+// BenchmarkFirstTurn: the first turn of a freshly started (ready) agent
+// against its second turn: what a warm-pool agent's first turn costs.
+func BenchmarkFirstTurn(b *testing.B) {
+	bin := testenv.GoBinary(b, "./agent/cmd/agcluster-agent")
+	claude := testenv.ClaudeBin(b)
+	mock := anthropictest.NewServer(b, anthropictest.Script{Default: &anthropictest.Response{Text: "Hello there, benchmark."}})
+	var first, second []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		c, stop := startAgentProcess(b, bin, claude, mock.URL())
+		pollReady(b, c, 5*time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // ready and idle, as in the pool
+		b.StartTimer()
+		first = append(first, turnTTFT(b, c))
+		second = append(second, turnTTFT(b, c))
+		b.StopTimer()
+		stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(testenv.MedianMS(first), "first-ttft-median-ms")
+	b.ReportMetric(testenv.MedianMS(second), "second-ttft-median-ms")
+}
+
+func turnTTFT(b *testing.B, c *agentclient.Client) time.Duration {
+	start := time.Now()
+	st, err := c.Query(context.Background(), "say hi", "sk-ant-test")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	first := time.Duration(0)
+	for {
+		e, err := st.Next()
+		if errors.Is(err, io.EOF) {
+			return first
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		if e.Type == agent.EventTextDelta && first == 0 {
+			first = time.Since(start)
+		}
+		if e.Type == agent.EventError {
+			b.Fatalf("turn failed: %s", e.Message)
+		}
+	}
+}
+
 func BenchmarkTurnLatency(b *testing.B) {
 	bin := testenv.GoBinary(b, "./agent/cmd/agcluster-agent")
 	claude := testenv.ClaudeBin(b)

@@ -94,15 +94,10 @@ func TestLoad(t *testing.T) {
 		warm = append(warm, r.ttft[1])
 	}
 	t.Logf("%d conversations x 2 turns in %s; first turn TTFT p50 %s p95 %s max %s; second turn TTFT p50 %s p95 %s max %s",
-		n, total.Round(time.Millisecond), pct(cold, 50), pct(cold, 95), slices.Max(cold), pct(warm, 50), pct(warm, 95), slices.Max(warm))
+		n, total.Round(time.Millisecond), ms(pct(cold, 50)), ms(pct(cold, 95)), ms(slices.Max(cold)), ms(pct(warm, 50)), ms(pct(warm, 95)), ms(slices.Max(warm)))
 }
 
-func pct(ds []time.Duration, p int) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(len(s)-1, i-1))].Round(time.Millisecond)
-}
+func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 
 // loadConversations is how many conversations TestLoad runs: 50, or
 // $AGCLUSTER_LOAD_CONVERSATIONS.
