@@ -20,7 +20,7 @@ import (
 
 // startAgentProcess starts the agent binary against mockURL and returns a
 // client and a stop function. It does not wait for readiness.
-func startAgentProcess(b *testing.B, bin, claude, mockURL string) (*agentclient.Client, func()) {
+func startAgentProcess(b *testing.B, bin, claude, mockURL string, extraEnv ...string) (*agentclient.Client, func()) {
 	root := b.TempDir()
 	ws, home := filepath.Join(root, "ws"), filepath.Join(root, "home")
 	if err := os.Mkdir(ws, 0o755); err != nil {
@@ -34,6 +34,7 @@ func startAgentProcess(b *testing.B, bin, claude, mockURL string) (*agentclient.
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + home, "AGENT_TOKEN=" + token,
 		"AGENT_WORKSPACE=" + ws, "AGENT_ADDR=" + addr, "CLAUDE_BIN=" + claude, "ANTHROPIC_BASE_URL=" + mockURL}
+	cmd.Env = append(cmd.Env, extraEnv...)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -77,26 +78,38 @@ func BenchmarkAgentStartToReady(b *testing.B) {
 // BenchmarkTurnLatency measures a turn on a warm agent against a mock that
 // answers at once: time to the first text delta and to the result event.
 // BenchmarkFirstTurn: the first turn of a freshly started (ready) agent
-// against its second turn: what a warm-pool agent's first turn costs.
+// against its second turn, without and with the warm-up that warm-pool
+// agents run (AGENT_WARM_UP=1).
 func BenchmarkFirstTurn(b *testing.B) {
 	bin := testenv.GoBinary(b, "./agent/cmd/agcluster-agent")
 	claude := testenv.ClaudeBin(b)
 	mock := anthropictest.NewServer(b, anthropictest.Script{Default: &anthropictest.Response{Text: "Hello there, benchmark."}})
-	var first, second []time.Duration
+	var first, second, warmFirst []time.Duration
 	for b.Loop() {
-		b.StopTimer()
-		c, stop := startAgentProcess(b, bin, claude, mock.URL())
-		pollReady(b, c, 5*time.Millisecond)
-		time.Sleep(500 * time.Millisecond) // ready and idle, as in the pool
-		b.StartTimer()
-		first = append(first, turnTTFT(b, c))
-		second = append(second, turnTTFT(b, c))
-		b.StopTimer()
-		stop()
-		b.StartTimer()
+		for _, warm := range []bool{false, true} {
+			b.StopTimer()
+			var env []string
+			if warm {
+				env = append(env, "AGENT_WARM_UP=1")
+			}
+			c, stop := startAgentProcess(b, bin, claude, mock.URL(), env...)
+			pollReady(b, c, 5*time.Millisecond)
+			time.Sleep(500 * time.Millisecond) // ready and idle, as in the pool
+			b.StartTimer()
+			if warm {
+				warmFirst = append(warmFirst, turnTTFT(b, c))
+			} else {
+				first = append(first, turnTTFT(b, c))
+				second = append(second, turnTTFT(b, c))
+			}
+			b.StopTimer()
+			stop()
+			b.StartTimer()
+		}
 	}
 	b.ReportMetric(testenv.MedianMS(first), "first-ttft-median-ms")
 	b.ReportMetric(testenv.MedianMS(second), "second-ttft-median-ms")
+	b.ReportMetric(testenv.MedianMS(warmFirst), "warmed-first-ttft-median-ms")
 }
 
 func turnTTFT(b *testing.B, c *agentclient.Client) time.Duration {

@@ -50,7 +50,10 @@ type stack struct {
 
 // startProcessStack runs the agent binary as a local process with the real
 // claude binary, against an in-process mock on 127.0.0.1.
-func startProcessStack(t *testing.T) *stack {
+func startProcessStack(t *testing.T) *stack { return startProcessStackEnv(t) }
+
+// startProcessStackEnv is startProcessStack with extra agent environment.
+func startProcessStackEnv(t *testing.T, extraEnv ...string) *stack {
 	bin := testenv.GoBinary(t, "./agent/cmd/agcluster-agent")
 	claude := testenv.ClaudeBin(t)
 	mock := anthropictest.NewServer(t, anthropictest.Script{})
@@ -75,6 +78,7 @@ func startProcessStack(t *testing.T) *stack {
 		"CLAUDE_BIN=" + claude,
 		"ANTHROPIC_BASE_URL=" + mock.URL(),
 	}
+	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -206,6 +210,40 @@ func TestAgentServer(t *testing.T) {
 		s := start(t)
 		t.Run(s.mode, func(t *testing.T) { runAgentSuite(t, s) })
 	}
+}
+
+// TestAgentWarmUp: a warm-pool agent runs its CLI's first turn before it
+// is ready, answered by itself: nothing reaches the API, and the user's
+// first turn carries nothing of it.
+func TestAgentWarmUp(t *testing.T) {
+	testenv.Integration(t)
+	s := startProcessStackEnv(t, "AGENT_WARM_UP=1")
+	s.waitReady(t)
+	assert.Contains(t, s.logs(), "claude warmed up")
+	reqs, err := s.mock.Requests(context.Background())
+	require.NoError(t, err)
+	assert.Empty(t, reqs, "the warm-up never reaches the API")
+
+	s.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "First real answer."}})
+	events := s.turn(t, "My first real question.")
+	last := lastEvent(events)
+	require.Equal(t, agent.EventResult, last.Type, "%+v", events)
+	assert.Equal(t, "First real answer.", last.Result.Text)
+	reqs, err = s.mock.Requests(context.Background())
+	require.NoError(t, err)
+	require.Len(t, reqs, 1)
+	all := reqs[0].AllText()
+	assert.Contains(t, all, "My first real question.")
+	assert.NotContains(t, all, "Reply with OK.", "the warm-up turn is not in the conversation")
+	st, err := s.agent.Stats(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), st.Turns, "the warm-up is not counted as a turn")
+
+	events = s.turn(t, "A second question.")
+	require.Equal(t, agent.EventResult, lastEvent(events).Type)
+	reqs, err = s.mock.Requests(context.Background())
+	require.NoError(t, err)
+	assert.Contains(t, reqs[len(reqs)-1].AllText(), "My first real question.", "the real conversation goes on")
 }
 
 func runAgentSuite(t *testing.T, s *stack) {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -22,6 +23,11 @@ import (
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
+
+// WarmUpEnv is set to "1" in the environment of warm-pool agents: the
+// agent runs the CLI's first turn (answered by itself, without a key)
+// and clears the conversation before it reports ready.
+const WarmUpEnv = "AGENT_WARM_UP"
 
 // WarmSource is a Source that may have a ready instance at hand. The
 // manager asks it first, without waiting for a creation slot.
@@ -486,6 +492,13 @@ func (p *Pool) fill(e *poolEntry) {
 	spec := e.Spec
 	spec.SessionID, spec.Owner, spec.Conversation = "", "", ""
 	spec.Pool = e.key
+	// The agent runs the CLI's costly first turn before it reports ready,
+	// answered by itself; the conversation is cleared after it.
+	spec.Env = maps.Clone(spec.Env)
+	if spec.Env == nil {
+		spec.Env = map[string]string{}
+	}
+	spec.Env[WarmUpEnv] = "1"
 	start := time.Now()
 	inst, err := p.opts.Source.Get(ctx, spec)
 

@@ -53,6 +53,16 @@ type Options struct {
 	InterruptGrace time.Duration
 	// TurnTimeout interrupts a turn that runs longer (0 = no limit).
 	TurnTimeout time.Duration
+	// WarmUp runs a first turn on the first CLI process before it is
+	// reported ready, answered by the credential proxy itself (SetWarmUp),
+	// then clears the conversation with /clear: the CLI loads much of
+	// itself lazily on its first turn, and a warm-pool agent should have
+	// done that before a user waits. The user's first message then follows
+	// a note that /clear was run, and nothing of the warm-up.
+	WarmUp bool
+	// SetWarmUp switches the credential proxy's warm-up answers on and off
+	// (required with WarmUp).
+	SetWarmUp func(on bool)
 }
 
 // Runner supervises the CLI process and runs one turn at a time on it.
@@ -70,6 +80,7 @@ type Runner struct {
 	sessionID  string
 	hasSession bool   // a turn was sent, so the CLI has saved the session
 	notice     string // told to the client at the start of the next turn
+	warmedUp   bool   // the warm-up ran (or failed and is not retried)
 
 	busy     atomic.Bool
 	turns    atomic.Int64
@@ -220,7 +231,59 @@ func (r *Runner) spawnWith(sessionID string, resume bool) (*process, error) {
 		<-p.done
 		return nil, err
 	}
+	r.mu.Lock()
+	warm := r.opts.WarmUp && r.opts.SetWarmUp != nil && !r.warmedUp && !resume
+	r.warmedUp = true
+	r.mu.Unlock()
+	if !warm {
+		return p, nil
+	}
+	started := time.Now()
+	if err := r.warmUp(ctx, p); err != nil {
+		// A half-done warm-up could leave its exchange in the
+		// conversation: start over with a fresh CLI, without warm-up.
+		r.opts.Logger.Warn("claude warm-up failed; starting a fresh process", zap.Error(err))
+		p.kill()
+		<-p.done
+		return r.spawnWith(newUUID(), false)
+	}
+	r.mu.Lock()
+	r.sessionID = newUUID() // for a restart before the first turn; the live session is the cleared one
+	r.mu.Unlock()
+	r.opts.Logger.Info("claude warmed up", zap.Duration("duration", time.Since(started)))
 	return p, nil
+}
+
+// warmUp runs one turn answered by the credential proxy, then /clear, and
+// discards their output.
+func (r *Runner) warmUp(ctx context.Context, p *process) error {
+	r.opts.SetWarmUp(true)
+	defer r.opts.SetWarmUp(false)
+	for _, prompt := range []string{"Reply with OK.", "/clear"} {
+		if err := p.sendUser(prompt); err != nil {
+			return fmt.Errorf("send %q: %w", prompt, err)
+		}
+		tr := &Translator{}
+		for !tr.Done() {
+			select {
+			case raw, ok := <-p.lines:
+				if !ok {
+					<-p.done
+					return fmt.Errorf("claude exited during warm-up (%v): %s", p.err, p.stderr.String())
+				}
+				events, err := tr.Translate(raw, nil)
+				if err != nil {
+					return err
+				}
+				if n := len(events); n > 0 && events[n-1].Type == agent.EventError {
+					return fmt.Errorf("warm-up turn %q failed: %s", prompt, events[n-1].Message)
+				}
+			case <-ctx.Done():
+				return fmt.Errorf("warm-up turn %q: %w", prompt, ctx.Err())
+			}
+		}
+	}
+	return nil
 }
 
 // WaitReady returns when a CLI process is ready for a turn, the agent is

@@ -40,6 +40,7 @@ type Proxy struct {
 	upstream    *url.URL
 	placeholder string
 	key         atomic.Pointer[string]
+	warmUp      atomic.Bool
 	rp          *httputil.ReverseProxy
 	onResponse  func(status int)
 
@@ -121,6 +122,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if subtle.ConstantTimeCompare([]byte(presented), []byte(p.placeholder)) != 1 {
 		writeAPIError(w, http.StatusUnauthorized, "authentication_error", "agent proxy: requests must come from this agent's Claude Code process")
+		return
+	}
+	if p.warmUp.Load() {
+		answerWarmUp(w, r)
 		return
 	}
 	if !p.HasKey() {

@@ -193,3 +193,46 @@ func TestProxyLargeBodiesWithStreamingResponses(t *testing.T) {
 		require.Contains(t, string(got), "data: done", "iteration %d: the stream was cut", i)
 	}
 }
+
+func TestProxyWarmUpAnswersItself(t *testing.T) {
+	tests := []struct {
+		name     string
+		body     string
+		header   string
+		status   int
+		contains []string
+	}{
+		{"streamed", `{"model":"claude-x","stream":true,"messages":[]}`, "", 200,
+			[]string{"event: message_start", `"text":"OK","type":"text_delta"`, `"stop_reason":"end_turn"`, "event: message_stop"}},
+		{"not streamed", `{"model":"claude-x","messages":[]}`, "", 200, []string{`"text":"OK"`, `"model":"claude-x"`}},
+		{"wrong placeholder still refused", `{"stream":true}`, "sk-ant-guess", 401, []string{"authentication_error"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			seen := &upstreamSeen{}
+			up := newUpstream(t, seen, nil)
+			var statuses []int
+			p := startProxy(t, up.URL, &statuses)
+			p.SetWarmUp(true)
+			req, err := http.NewRequest(http.MethodPost, p.URL()+"/v1/messages", strings.NewReader(tt.body))
+			require.NoError(t, err)
+			key := tt.header
+			if key == "" {
+				key = p.Placeholder()
+			}
+			req.Header.Set("X-Api-Key", key)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, tt.status, resp.StatusCode, string(body))
+			for _, c := range tt.contains {
+				assert.Contains(t, string(body), c)
+			}
+			seen.mu.Lock()
+			assert.Zero(t, seen.called, "nothing goes upstream in warm-up mode")
+			seen.mu.Unlock()
+			assert.Empty(t, statuses, "warm-up answers are not upstream statuses")
+		})
+	}
+}

@@ -10,6 +10,8 @@
 //	AGENT_ADDR           listen address (default :8080)
 //	AGENT_TURN_TIMEOUT   longest a turn may run, e.g. 30m (default 30m; 0 = none)
 //	AGENT_MAX_FILE_BYTES upload limit for PUT /files (default 104857600)
+//	AGENT_WARM_UP        "1": run a first turn answered by the agent itself, then /clear,
+//	                     before reporting ready (warm-pool agents; see claude.Options.WarmUp)
 //	CLAUDE_BIN           the claude executable (default: claude on PATH)
 //	ANTHROPIC_BASE_URL   the Anthropic API (default https://api.anthropic.com)
 //	ANTHROPIC_API_KEY    optional key for queries that bring none
@@ -66,6 +68,7 @@ type settings struct {
 	claudeBin    string
 	upstream     string
 	defaultKey   string
+	warmUp       bool
 }
 
 func readSettings() (*settings, error) {
@@ -76,6 +79,7 @@ func readSettings() (*settings, error) {
 		claudeBin:    envOr("CLAUDE_BIN", "claude"),
 		upstream:     envOr("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
 		defaultKey:   os.Getenv("ANTHROPIC_API_KEY"),
+		warmUp:       os.Getenv("AGENT_WARM_UP") == "1",
 		turnTimeout:  30 * time.Minute,
 		maxFileBytes: 100 << 20,
 	}
@@ -153,6 +157,8 @@ func run() error {
 		Env:         claudeEnv(os.Environ(), s.config, proxy),
 		Logger:      logger.Named("claude"),
 		TurnTimeout: s.turnTimeout,
+		WarmUp:      s.warmUp,
+		SetWarmUp:   proxy.SetWarmUp,
 	})
 	defer runner.Close()
 
