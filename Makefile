@@ -75,13 +75,22 @@ test: image caddy
 test-unit:
 	$(GO) test -short -count=1 ./...
 
-# Micro-benchmarks run for the default time; the end-to-end ones (real
-# processes, containers, Caddy) for BENCH_RUNS iterations each, reporting
-# medians with min and max.
-BENCH_RUNS ?= 10
+# make bench: first the Go micro-benchmarks (translator, relay, writers:
+# ns and allocs per event) and the per-component ones (agent start and
+# turns, container create-to-ready; BENCH_RUNS iterations each), then the
+# suite, which measures the whole stack in one invocation and prints one
+# table (also written to BENCH_TABLE): every figure a median of BENCH_RUNS
+# runs with min and max; BENCH_LEVELS are the conversation counts of the
+# growth rows.
+BENCH_RUNS   ?= 10
+BENCH_LEVELS ?= 1,10,50
+BENCH_TABLE  ?= $(CURDIR)/.build/bench-table.md
 bench: image caddy
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v -e '/agent$$' -e '/e2e$$' -e '/providers/docker$$')
-	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCH_RUNS)x -count=1 -timeout $(TEST_TIMEOUT) ./agent/ ./providers/docker/ ./e2e/
+	CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCH_RUNS)x -count=1 -timeout $(TEST_TIMEOUT) ./agent/ ./providers/docker/
+	@mkdir -p $(dir $(BENCH_TABLE))
+	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) BENCH_RUNS=$(BENCH_RUNS) BENCH_LEVELS=$(BENCH_LEVELS) BENCH_TABLE=$(BENCH_TABLE) \
+		$(GO) test -run '^$$' -bench '^BenchmarkSuite$$' -benchtime 1x -count=1 -timeout $(TEST_TIMEOUT) ./e2e/
 
 # The gateway on :8080 (caddyfile-examples/run.Caddyfile).
 run: caddy agent-image

@@ -39,8 +39,8 @@ func BenchmarkSuite(b *testing.B) {
 	for b.Loop() {
 		e := setup(b)
 		e.script(b, anthropictest.Script{Steps: []anthropictest.Step{{
-			Match:    anthropictest.Match{LastUserTextContains: "Stream paced"},
-			Response: anthropictest.Response{Text: strings.Repeat("ab", 300), ChunkChars: 2, ChunkDelayMS: 2},
+			Match:    anthropictest.Match{LastUserTextContains: "Stream stamped"},
+			Response: anthropictest.Response{Text: strings.Repeat("x", 300), ChunkChars: 1, ChunkDelayMS: 1, StampDeltas: true},
 			Times:    anthropictest.Unlimited,
 		}, {
 			Match:    anthropictest.Match{LastUserTextContains: "Stream fast"},
@@ -128,30 +128,32 @@ func benchFollowUp(b *testing.B, e *env, g *gateway, runs int, t *table) {
 	g.deleteSessions(b)
 }
 
-// benchStreaming: per-event lateness of a paced stream (an event every
-// 2 ms) through Caddy and directly from the agent, and the rate of an
+// benchStreaming: each event's latency from the mock API to the client
+// (the mock stamps every text delta with its send time; same clock),
+// through Caddy and read from the agent directly, and the rate of an
 // unpaced stream both ways.
 func benchStreaming(b *testing.B, g *gateway, runs int, t *table) {
 	c := g.client("sk-ant-bench-stream")
 	mustTTFT(b, c, "Warm up.", conv("stream"))
 	direct := g.agentFor(b, "stream")
-	var p50Caddy, p99Caddy, p50Direct, p99Direct, overhead, rateCaddy, rateDirect []time.Duration
+	var p50Caddy, p99Caddy, p50Direct, p99Direct, over50, over99, rateCaddy, rateDirect []time.Duration
 	for range runs {
-		lc := lateness(arrivalsCaddy(b, c, "Stream paced.", "stream"), 2*time.Millisecond)
-		ld := lateness(arrivalsAgent(b, direct, "Stream paced."), 2*time.Millisecond)
+		lc := latencies(b, textsCaddy(b, c, "Stream stamped.", "stream"))
+		ld := latencies(b, textsAgent(b, direct, "Stream stamped."))
 		p50Caddy, p99Caddy = append(p50Caddy, pct(lc, 50)), append(p99Caddy, pct(lc, 99))
 		p50Direct, p99Direct = append(p50Direct, pct(ld, 50)), append(p99Direct, pct(ld, 99))
-		overhead = append(overhead, pct(lc, 99)-pct(ld, 99))
-		rateCaddy = append(rateCaddy, perEvent(arrivalsCaddy(b, c, "Stream fast.", "stream")))
-		rateDirect = append(rateDirect, perEvent(arrivalsAgent(b, direct, "Stream fast.")))
+		over50, over99 = append(over50, pct(lc, 50)-pct(ld, 50)), append(over99, pct(lc, 99)-pct(ld, 99))
+		rateCaddy = append(rateCaddy, perEvent(textsCaddy(b, c, "Stream fast.", "stream")))
+		rateDirect = append(rateDirect, perEvent(textsAgent(b, direct, "Stream fast.")))
 	}
-	t.add("event lateness p50 through Caddy", p50Caddy, "")
-	t.add("event lateness p99 through Caddy", p99Caddy, "")
-	t.add("event lateness p50, agent directly", p50Direct, "")
-	t.add("event lateness p99, agent directly", p99Direct, "")
-	t.add("overhead per event, p99 Caddy - direct", overhead, "<= 1 ms")
+	t.add("event latency p50, mock to client through Caddy", p50Caddy, "")
+	t.add("event latency p50, mock to agent reader", p50Direct, "")
+	t.add("event latency p99, mock to client through Caddy", p99Caddy, "")
+	t.add("event latency p99, mock to agent reader", p99Direct, "")
+	t.add("overhead per event p50 (Caddy - direct)", over50, "")
+	t.add("overhead per event p99 (Caddy - direct)", over99, "<= 1 ms")
 	t.addRate("events/s through Caddy (unpaced)", rateCaddy)
-	t.addRate("events/s, agent directly (unpaced)", rateDirect)
+	t.addRate("events/s, agent read directly (unpaced)", rateDirect)
 	g.deleteSessions(b)
 }
 
@@ -210,19 +212,27 @@ func mustTTFT(b *testing.B, c openai.Client, text string, opts ...option.Request
 // agentTTFT runs a turn on the agent directly and returns the time to its
 // first text delta.
 func agentTTFT(b *testing.B, c *agentclient.Client, prompt string) time.Duration {
-	return firstSince(arrivalsAgent(b, c, prompt))
+	arr := textsAgent(b, c, prompt)
+	return arr[0].at.Sub(arr[0].sent)
 }
 
-// arrivalsAgent runs a turn on the agent and returns when each text delta
-// arrived, preceded by when the query was sent (index 0).
-func arrivalsAgent(b *testing.B, c *agentclient.Client, prompt string) []time.Time {
+// arrival is one text event: its text, when it arrived, and when the
+// request that caused it was sent.
+type arrival struct {
+	text     string
+	at, sent time.Time
+}
+
+// textsAgent runs a turn on the agent and returns its text deltas with
+// their arrival times.
+func textsAgent(b *testing.B, c *agentclient.Client, prompt string) []arrival {
 	sent := time.Now()
 	st, err := c.Query(context.Background(), prompt, "sk-ant-bench-direct")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	out := []time.Time{sent}
+	var out []arrival
 	for {
 		ev, err := st.Next()
 		if errors.Is(err, io.EOF) {
@@ -232,7 +242,7 @@ func arrivalsAgent(b *testing.B, c *agentclient.Client, prompt string) []time.Ti
 			b.Fatal(err)
 		}
 		if ev.Type == agent.EventTextDelta {
-			out = append(out, time.Now())
+			out = append(out, arrival{text: ev.Text, at: time.Now(), sent: sent})
 		}
 		if ev.Type == agent.EventError {
 			b.Fatalf("agent turn failed: %s", ev.Message)
@@ -244,15 +254,15 @@ func arrivalsAgent(b *testing.B, c *agentclient.Client, prompt string) []time.Ti
 	return out
 }
 
-// arrivalsCaddy is arrivalsAgent through Caddy with openai-go.
-func arrivalsCaddy(b *testing.B, c openai.Client, prompt, conversation string) []time.Time {
+// textsCaddy is textsAgent through Caddy with openai-go.
+func textsCaddy(b *testing.B, c openai.Client, prompt, conversation string) []arrival {
 	sent := time.Now()
 	s := c.Chat.Completions.NewStreaming(context.Background(), user(prompt), conv(conversation))
-	out := []time.Time{sent}
+	var out []arrival
 	for s.Next() {
 		ch := s.Current()
 		if len(ch.Choices) > 0 && ch.Choices[0].Delta.Content != "" {
-			out = append(out, time.Now())
+			out = append(out, arrival{text: ch.Choices[0].Delta.Content, at: time.Now(), sent: sent})
 		}
 	}
 	if err := s.Err(); err != nil {
@@ -264,23 +274,26 @@ func arrivalsCaddy(b *testing.B, c openai.Client, prompt, conversation string) [
 	return out
 }
 
-// firstSince is the time from the request (index 0) to the first event.
-func firstSince(arr []time.Time) time.Duration { return arr[1].Sub(arr[0]) }
-
-// lateness is how late each event after the first arrived against the
-// mock's schedule (one every step from the first).
-func lateness(arr []time.Time, step time.Duration) []time.Duration {
-	first := arr[1]
-	out := make([]time.Duration, 0, len(arr)-2)
-	for i, at := range arr[2:] {
-		out = append(out, max(0, at.Sub(first)-time.Duration(i+1)*step))
+// latencies reads the mock's send stamp from each event's text and
+// returns how long each event took to arrive.
+func latencies(b *testing.B, arr []arrival) []time.Duration {
+	out := make([]time.Duration, 0, len(arr))
+	for _, a := range arr {
+		// An event may carry more than one delta if a layer merged them.
+		for _, f := range strings.Fields(a.text) {
+			us, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				b.Fatalf("event text %q is not send stamps", a.text)
+			}
+			out = append(out, a.at.Sub(time.UnixMicro(us)))
+		}
 	}
 	return out
 }
 
 // perEvent is the mean time between events of an unpaced stream.
-func perEvent(arr []time.Time) time.Duration {
-	return arr[len(arr)-1].Sub(arr[1]) / time.Duration(len(arr)-2)
+func perEvent(arr []arrival) time.Duration {
+	return arr[len(arr)-1].at.Sub(arr[0].at) / time.Duration(len(arr)-1)
 }
 
 // mockTTFT is the mock API's own time to its first text delta, asked

@@ -481,9 +481,13 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, req *apiRequ
 			if n := resp.HangAfterDeltas; n != nil && deltas >= *n {
 				return s.stall(ctx)
 			}
+			piece := string(runes[j:min(j+chunk, len(runes))])
+			if resp.StampDeltas && deltaType == "text_delta" {
+				piece = strconv.FormatInt(time.Now().UnixMicro(), 10) + " "
+			}
 			if err := ev.event("content_block_delta", object{
 				{"type", "content_block_delta"}, {"index", i},
-				{"delta", object{{"type", deltaType}, {key, string(runes[j:min(j+chunk, len(runes))])}}},
+				{"delta", object{{"type", deltaType}, {key, piece}}},
 			}); err != nil {
 				return err
 			}

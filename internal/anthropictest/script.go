@@ -80,6 +80,11 @@ type Response struct {
 	ChunkChars int `json:"chunk_chars,omitempty"`
 	// ChunkDelayMS is a pause after every delta event, in milliseconds.
 	ChunkDelayMS int `json:"chunk_delay_ms,omitempty"`
+	// StampDeltas replaces the text of every text delta with the time it
+	// is sent, in Unix microseconds, and a space (the number of deltas
+	// still follows Text and ChunkChars): a client on the same machine
+	// can then tell each event's latency.
+	StampDeltas bool `json:"stamp_deltas,omitempty"`
 	// FirstByteDelayMS is a pause between the response headers and the
 	// first SSE event, in milliseconds. Streaming only.
 	FirstByteDelayMS int `json:"first_byte_delay_ms,omitempty"`

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -380,4 +382,29 @@ func TestInvalidScriptedResponse(t *testing.T) {
 		got := decodeJSON(t, resp)
 		assert.Contains(t, got["error"].(map[string]any)["message"], `unknown block type "image"`)
 	}
+}
+
+func TestStampDeltas(t *testing.T) {
+	srv := anthropictest.NewServer(t, anthropictest.Script{Default: &anthropictest.Response{
+		Text: "abcd", ChunkChars: 1, ChunkDelayMS: 2, StampDeltas: true,
+	}})
+	before := time.Now().UnixMicro()
+	resp := post(t, testContext(t), srv.URL()+"/v1/messages", request(true, "hi"))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var stamps []int64
+	for _, ev := range readAllEvents(t, bufio.NewReader(resp.Body)) {
+		if ev.Name != "content_block_delta" {
+			continue
+		}
+		delta, _ := ev.Data["delta"].(map[string]any)
+		text, _ := delta["text"].(string)
+		require.True(t, strings.HasSuffix(text, " "), text)
+		n, err := strconv.ParseInt(strings.TrimSpace(text), 10, 64)
+		require.NoError(t, err, text)
+		stamps = append(stamps, n)
+	}
+	require.Len(t, stamps, 4, "one delta per chunk of Text")
+	assert.GreaterOrEqual(t, stamps[0], before)
+	assert.True(t, slices.IsSorted(stamps), "stamps are send times: %v", stamps)
+	assert.LessOrEqual(t, stamps[3], time.Now().UnixMicro())
 }
