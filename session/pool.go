@@ -72,6 +72,11 @@ type PoolOptions struct {
 	// CheckInterval is how often ready agents' health and the memory are
 	// checked (default 5s).
 	CheckInterval time.Duration
+	// RefillDelay holds back refills for this long after a hand-out
+	// (default 250ms; negative = none): starting a container takes a core
+	// for a while, and the conversation that just took its agent is
+	// starting its first turn.
+	RefillDelay time.Duration
 	// Logger receives the pool's logs; nil discards them.
 	Logger *zap.Logger
 }
@@ -110,6 +115,7 @@ type Pool struct {
 	byConfig map[string]string     // config id -> key
 	total    int                   // ready + creating over all entries
 	pressure bool                  // memory below MinFreeMemory at the last check
+	lastTake time.Time             // when an agent was last handed out
 	started  bool
 	closed   bool
 
@@ -137,6 +143,9 @@ func NewPool(opts PoolOptions) *Pool {
 	}
 	if opts.FreeMemory == nil {
 		opts.FreeMemory = HostAvailableMemory
+	}
+	if opts.RefillDelay == 0 {
+		opts.RefillDelay = 250 * time.Millisecond
 	}
 	p := &Pool{kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	p.opts = opts
@@ -192,6 +201,9 @@ func (p *Pool) Reconfigure(opts PoolOptions) {
 	p.entries, p.byConfig = entries, byConfig
 	p.opts.Entries, p.opts.Max, p.opts.Generation = opts.Entries, opts.Max, opts.Generation
 	p.opts.MinFreeMemory = opts.MinFreeMemory
+	if opts.CheckInterval > 0 {
+		p.opts.CheckInterval = opts.CheckInterval
+	}
 	if opts.Headroom != nil {
 		p.opts.Headroom = opts.Headroom
 	}
@@ -236,6 +248,7 @@ func (p *Pool) Take(ctx context.Context, spec providers.Spec) *providers.Instanc
 		if err == nil {
 			p.mu.Lock()
 			e.hits++
+			p.lastTake = time.Now()
 			p.mu.Unlock()
 			return bound
 		}
@@ -388,6 +401,13 @@ func (p *Pool) Close(destroy bool) {
 	p.destroyAll(all, "shutdown")
 }
 
+// checkInterval is read under the lock: Reconfigure changes it.
+func (p *Pool) checkInterval() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.opts.CheckInterval
+}
+
 func (p *Pool) wake() {
 	select {
 	case p.kick <- struct{}{}:
@@ -399,8 +419,7 @@ func (p *Pool) wake() {
 // gives agents back when over target, and checks health and memory.
 func (p *Pool) loop() {
 	defer p.wg.Done()
-	check := time.NewTicker(p.opts.CheckInterval)
-	defer check.Stop()
+	nextCheck := time.Now().Add(p.checkInterval())
 	for {
 		p.checkMemory()
 		p.shrink()
@@ -408,12 +427,21 @@ func (p *Pool) loop() {
 			p.fill(e)
 			continue // look again at once: more may be missing
 		}
+		wake := time.Until(nextCheck)
+		p.mu.Lock()
+		if refill := time.Until(p.lastTake.Add(p.opts.RefillDelay)); refill > 0 {
+			wake = min(wake, refill)
+		}
+		p.mu.Unlock()
 		select {
 		case <-p.stop:
 			return
 		case <-p.kick:
-		case <-check.C:
+		case <-time.After(wake):
+		}
+		if time.Now().After(nextCheck) {
 			p.checkHealth()
+			nextCheck = time.Now().Add(p.checkInterval())
 		}
 	}
 }
@@ -464,6 +492,9 @@ func (p *Pool) nextToFill() *poolEntry {
 		return nil
 	}
 	targets := p.targetsLocked()
+	if time.Since(p.lastTake) < p.opts.RefillDelay {
+		return nil // the loop looks again when the delay is over
+	}
 	var best *poolEntry
 	bestGap := 0
 	for key, e := range p.entries {
@@ -517,7 +548,7 @@ func (p *Pool) fill(e *poolEntry) {
 		// Do not spin on a broken engine or image: wait for the next check.
 		select {
 		case <-p.stop:
-		case <-time.After(p.opts.CheckInterval):
+		case <-time.After(p.checkInterval()):
 		}
 	case !keep:
 		p.destroyAll([]*providers.Instance{inst}, "pool entry gone")
@@ -544,16 +575,20 @@ func (p *Pool) shrink() {
 			}
 		}
 	}
+	pressure := p.pressure
 	p.mu.Unlock()
 	reason := "over target"
-	if p.pressure {
+	if pressure {
 		reason = "memory pressure"
 	}
 	p.destroyAll(drop, reason)
 }
 
 func (p *Pool) checkMemory() {
-	if p.opts.MinFreeMemory <= 0 {
+	p.mu.Lock()
+	minFree := p.opts.MinFreeMemory
+	p.mu.Unlock()
+	if minFree <= 0 {
 		p.mu.Lock()
 		p.pressure = false
 		p.mu.Unlock()
@@ -564,14 +599,14 @@ func (p *Pool) checkMemory() {
 		p.opts.Logger.Warn("available memory unknown; the pool ignores memory pressure", zap.Error(err))
 		return
 	}
-	pressure := free < p.opts.MinFreeMemory
+	pressure := free < minFree
 	p.mu.Lock()
 	changed := pressure != p.pressure
 	p.pressure = pressure
 	p.mu.Unlock()
 	if changed {
 		p.opts.Logger.Info("warm pool memory pressure changed", zap.Bool("pressure", pressure),
-			zap.Int64("available_bytes", free), zap.Int64("min_free_bytes", p.opts.MinFreeMemory))
+			zap.Int64("available_bytes", free), zap.Int64("min_free_bytes", minFree))
 	}
 }
 
