@@ -113,23 +113,29 @@ func BenchmarkFirstTurn(b *testing.B) {
 }
 
 func turnTTFT(b *testing.B, c *agentclient.Client) time.Duration {
+	ttft, _ := timeTurn(b, c)
+	return ttft
+}
+
+// timeTurn runs one turn and returns its time to the first text delta and
+// to the end.
+func timeTurn(b *testing.B, c *agentclient.Client) (ttft, total time.Duration) {
 	start := time.Now()
 	st, err := c.Query(context.Background(), "say hi", "sk-ant-test")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	first := time.Duration(0)
 	for {
 		e, err := st.Next()
 		if errors.Is(err, io.EOF) {
-			return first
+			return ttft, time.Since(start)
 		}
 		if err != nil {
 			b.Fatal(err)
 		}
-		if e.Type == agent.EventTextDelta && first == 0 {
-			first = time.Since(start)
+		if e.Type == agent.EventTextDelta && ttft == 0 {
+			ttft = time.Since(start)
 		}
 		if e.Type == agent.EventError {
 			b.Fatalf("turn failed: %s", e.Message)
@@ -146,30 +152,8 @@ func BenchmarkTurnLatency(b *testing.B) {
 	pollReady(b, c, 5*time.Millisecond)
 	var ttft, total []time.Duration
 	for b.Loop() {
-		start := time.Now()
-		st, err := c.Query(context.Background(), "say hi", "sk-ant-test")
-		if err != nil {
-			b.Fatal(err)
-		}
-		first := time.Duration(0)
-		for {
-			e, err := st.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			if e.Type == agent.EventTextDelta && first == 0 {
-				first = time.Since(start)
-			}
-			if e.Type == agent.EventError {
-				b.Fatalf("turn failed: %s", e.Message)
-			}
-		}
-		_ = st.Close()
-		total = append(total, time.Since(start))
-		ttft = append(ttft, first)
+		first, all := timeTurn(b, c)
+		ttft, total = append(ttft, first), append(total, all)
 	}
 	b.ReportMetric(testenv.MedianMS(ttft), "ttft-median-ms")
 	b.ReportMetric(testenv.MedianMS(total), "turn-median-ms")
