@@ -101,6 +101,11 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err != nil {
 		return nil, p.wrap(fmt.Sprintf("inspect container %s", name), err)
 	}
+	if info.State != nil && !info.State.Running {
+		// Exited already (a bad setting): its ports are gone with it.
+		return nil, fmt.Errorf("docker: agent container %s (%s) for session %q: %w: %s",
+			name, shortID(id), spec.SessionID, providers.ErrNotReady, p.exitedDiagnosis(id, token, int64(info.State.ExitCode)))
+	}
 	url, err := p.agentURL(info)
 	if err != nil {
 		return nil, err
@@ -371,12 +376,18 @@ func (p *Provider) waitReady(ctx context.Context, id, url, token string) error {
 		return err
 	}
 	var exited *exitedError
-	reason := fmt.Sprintf("not ready after %s", p.opts.ReadyTimeout)
 	if errors.As(context.Cause(watch), &exited) {
-		reason = exited.Error() + " before it was ready"
+		return fmt.Errorf("%w: %s", err, p.exitedDiagnosis(id, token, exited.code))
 	}
 	logs := strings.ReplaceAll(p.lastLogs(id), token, "[redacted]")
-	return fmt.Errorf("%s: %w\nlast %d log lines:\n%s", reason, err, logTail, logs)
+	return fmt.Errorf("not ready after %s: %w\nlast %d log lines:\n%s", p.opts.ReadyTimeout, err, logTail, logs)
+}
+
+// exitedDiagnosis says that the container exited before it was ready and
+// quotes its last log lines (the token redacted).
+func (p *Provider) exitedDiagnosis(id, token string, code int64) string {
+	logs := strings.ReplaceAll(p.lastLogs(id), token, "[redacted]")
+	return fmt.Sprintf("%s before it was ready\nlast %d log lines:\n%s", (&exitedError{code: code}).Error(), logTail, logs)
 }
 
 // lastLogs returns the container's last log lines, stdout and stderr

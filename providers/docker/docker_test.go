@@ -436,9 +436,19 @@ func TestNotReady(t *testing.T) {
 
 func TestCreateCancelledHalfWay(t *testing.T) {
 	cli := engine(t)
+	testenv.RequireImage(t, cli, testenv.MockImage())
 	p := newProvider(t, baseOptions())
+	// An image that answers on 8080 but never becomes ready: a deadline
+	// certain to fall in the readiness phase, however fast the agent is.
+	neverReadyOpts := baseOptions()
+	neverReadyOpts.Image = testenv.MockImage()
+	neverReady := newProvider(t, neverReadyOpts)
 	// Deadlines falling in the create, start and readiness phases.
-	for _, after := range []time.Duration{5 * time.Millisecond, 30 * time.Millisecond, 300 * time.Millisecond, time.Second} {
+	for _, tc := range []struct {
+		after time.Duration
+		p     *docker.Provider
+	}{{5 * time.Millisecond, p}, {30 * time.Millisecond, p}, {300 * time.Millisecond, p}, {time.Second, neverReady}} {
+		after, p := tc.after, tc.p
 		t.Run(after.String(), func(t *testing.T) {
 			spec := newSpec()
 			ctx, cancel := context.WithTimeout(context.Background(), after)
