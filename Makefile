@@ -102,6 +102,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChatCompletionRequest$$' -fuzztime $(FUZZTIME) ./openai/
 	$(GO) test -run '^$$' -fuzz '^FuzzStreamWriter$$' -fuzztime $(FUZZTIME) ./openai/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadData$$' -fuzztime $(FUZZTIME) ./agent/agentclient/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./agent/agentclient/
 	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) ./agent/claude/
 	$(GO) test -run '^$$' -fuzz '^FuzzCleanPath$$' -fuzztime $(FUZZTIME) ./agent/workspace/
 
