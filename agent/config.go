@@ -2,16 +2,16 @@ package agent
 
 import (
 	"bytes"
-	"time"
-
-	"github.com/docker/go-units"
-
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
+	"time"
+
+	"github.com/docker/go-units"
 )
 
 // Config is an agent configuration: which tools the agent may use, its
@@ -234,7 +234,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fieldErr("system_prompt.preset", "unknown preset %q (only \"claude_code\")", p.Preset))
 	}
 	if c.PermissionMode != "" && !PermissionModes[c.PermissionMode] {
-		errs = append(errs, fieldErr("permission_mode", "unknown mode %q (one of %s)", c.PermissionMode, sortedKeys(PermissionModes)))
+		errs = append(errs, fieldErr("permission_mode", "unknown mode %q (one of %s)", c.PermissionMode, slices.Sorted(maps.Keys(PermissionModes))))
 	}
 	if c.MaxTurns < 0 {
 		errs = append(errs, fieldErr("max_turns", "must not be negative, got %d", c.MaxTurns))
@@ -242,10 +242,10 @@ func (c *Config) Validate() error {
 	if strings.ContainsAny(c.Model, " \t\n\x00") {
 		errs = append(errs, fieldErr("model", "%q must not contain white space", c.Model))
 	}
-	for _, name := range sortedKeys(c.MCPServers) {
+	for _, name := range slices.Sorted(maps.Keys(c.MCPServers)) {
 		errs = append(errs, validateMCPServer(name, c.MCPServers[name])...)
 	}
-	for _, name := range sortedKeys(c.Agents) {
+	for _, name := range slices.Sorted(maps.Keys(c.Agents)) {
 		a := c.Agents[name]
 		f := "agents." + name
 		if !agentNamePatten.MatchString(name) {
@@ -263,7 +263,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	for _, k := range sortedKeys(c.Env) {
+	for _, k := range slices.Sorted(maps.Keys(c.Env)) {
 		if !envNamePattern.MatchString(k) {
 			errs = append(errs, fieldErr("env."+k, "not a valid environment variable name"))
 		} else if ReservedEnv[k] {
@@ -350,13 +350,4 @@ func validateMCPServer(name string, s MCPServer) []error {
 		}
 	}
 	return errs
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/agcluster/caddy-agcluster/agent"
@@ -135,7 +136,7 @@ func findUnknown(v any, t reflect.Type, at, name string) (string, []string, bool
 			return "", nil, false
 		}
 		known := jsonFields(t)
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			f, ok := fieldByJSONName(t, k)
 			if !ok {
 				if k == name {
@@ -152,7 +153,7 @@ func findUnknown(v any, t reflect.Type, at, name string) (string, []string, bool
 		if !ok {
 			return "", nil, false
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if p, kn, ok := findUnknown(m[k], t.Elem(), joinPath(at, k), name); ok {
 				return p, kn, true
 			}
@@ -213,13 +214,4 @@ func fieldByJSONName(t reflect.Type, key string) (reflect.StructField, bool) {
 		}
 	}
 	return reflect.StructField{}, false
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

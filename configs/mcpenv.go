@@ -91,14 +91,14 @@ func ApplyMCPEnv(c *agent.Config, values map[string]string) (*agent.Config, erro
 		return nil, &MCPEnvError{Reason: "no configuration"}
 	}
 	declared := make(map[string][]string) // key -> servers declaring it
-	for _, name := range sortedKeys(c.MCPServers) {
+	for _, name := range slices.Sorted(maps.Keys(c.MCPServers)) {
 		for k := range c.MCPServers[name].Env {
 			declared[k] = append(declared[k], name)
 		}
 	}
 	out := clone(c)
 	var errs []error
-	for _, k := range sortedKeys(values) {
+	for _, k := range slices.Sorted(maps.Keys(values)) {
 		v := values[k]
 		var reason string
 		switch {
@@ -108,7 +108,7 @@ func ApplyMCPEnv(c *agent.Config, values map[string]string) (*agent.Config, erro
 			reason = "is reserved for the agent server"
 		case len(declared[k]) == 0:
 			reason = "not declared by any MCP server of this configuration"
-			if keys := sortedKeys(declared); len(keys) > 0 {
+			if keys := slices.Sorted(maps.Keys(declared)); len(keys) > 0 {
 				reason += " (declared: " + strings.Join(keys, ", ") + ")"
 			}
 		case strings.ContainsRune(v, 0):

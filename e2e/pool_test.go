@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
 	"github.com/agcluster/caddy-agcluster/providers/docker"
@@ -107,7 +106,7 @@ func TestWarmPool(t *testing.T) {
 		if inst.ID != sessions[0].InstanceID {
 			continue
 		}
-		b, err := (&agentclient.Client{BaseURL: inst.URL, Token: inst.Token}).Binding(context.Background())
+		b, err := inst.Client().Binding(context.Background())
 		require.NoError(t, err)
 		require.True(t, b.Bound)
 		assert.Equal(t, sessions[0].ID, b.Binding.SessionID)

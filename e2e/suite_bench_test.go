@@ -183,7 +183,7 @@ func benchGrowth(b *testing.B, g *gateway, levels []int, t *table) {
 		t.addBytes(fmt.Sprintf("%d conversations: Caddy RSS per session (above idle Caddy)", n), []int64{(rss - base) / int64(n)}, "")
 		var cg, procs []int64
 		for _, inst := range g.instances(b) {
-			st, err := (&agentclient.Client{BaseURL: inst.URL, Token: inst.Token}).Stats(context.Background())
+			st, err := inst.Client().Stats(context.Background())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -378,7 +378,7 @@ func (g *gateway) instances(b testing.TB) []*providers.Instance {
 func (g *gateway) agentFor(b testing.TB, conversation string) *agentclient.Client {
 	for _, inst := range g.instances(b) {
 		if inst.Conversation == conversation {
-			return &agentclient.Client{BaseURL: inst.URL, Token: inst.Token}
+			return inst.Client()
 		}
 	}
 	b.Fatalf("no agent for conversation %q", conversation)

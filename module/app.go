@@ -352,11 +352,7 @@ func (s *state) Get(ctx context.Context, spec providers.Spec) (*providers.Instan
 	p, timeout := s.provider, s.turnTimeout
 	s.mu.RUnlock()
 	if timeout > 0 {
-		spec.Env = maps.Clone(spec.Env)
-		if spec.Env == nil {
-			spec.Env = map[string]string{}
-		}
-		spec.Env["AGENT_TURN_TIMEOUT"] = timeout.String()
+		spec = spec.WithEnv("AGENT_TURN_TIMEOUT", timeout.String())
 	}
 	return p.Create(ctx, spec)
 }

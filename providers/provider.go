@@ -7,9 +7,11 @@ package providers
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 )
 
 // Provider starts, finds and removes agent containers.
@@ -56,6 +58,18 @@ type Spec struct {
 	Pool string
 }
 
+// WithEnv returns a copy of s whose Env also sets name to value (s's own
+// map is not changed).
+func (s Spec) WithEnv(name, value string) Spec {
+	env := maps.Clone(s.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	env[name] = value
+	s.Env = env
+	return s
+}
+
 // Limits are resource limits; zero values mean the provider's default.
 type Limits struct {
 	// MemoryBytes caps memory.
@@ -88,6 +102,11 @@ type Instance struct {
 	CreatedAt time.Time
 	// Pool is the Spec's Pool: set for agents made for a warm pool.
 	Pool string
+}
+
+// Client returns a client for the instance's agent server.
+func (i *Instance) Client() *agentclient.Client {
+	return &agentclient.Client{BaseURL: i.URL, Token: i.Token}
 }
 
 // Event is the death of an agent instance.

@@ -228,7 +228,7 @@ func (m *Manager) Adopt(insts []*providers.Instance) int {
 			ConfigID: inst.ConfigID,
 			Instance: inst,
 			Created:  inst.CreatedAt,
-			client:   &agentclient.Client{BaseURL: inst.URL, Token: inst.Token},
+			client:   inst.Client(),
 		}
 		s.lastUsed.Store(time.Now().UnixNano())
 		e := &entry{ready: make(chan struct{}), session: s}
@@ -436,7 +436,7 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 		Created:     time.Now(),
 		Warm:        warm,
 		idleTimeout: req.IdleTimeout,
-		client:      &agentclient.Client{BaseURL: inst.URL, Token: inst.Token},
+		client:      inst.Client(),
 	}
 	s.lastUsed.Store(s.Created.UnixNano())
 	m.opts.Logger.Info("session created",

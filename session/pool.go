@@ -3,13 +3,13 @@ package session
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -20,7 +20,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/agent"
-	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -149,11 +148,11 @@ func NewPool(opts PoolOptions) *Pool {
 	}
 	p := &Pool{kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	p.opts = opts
-	p.entries, p.byConfig = p.buildEntries(opts)
+	p.entries, p.byConfig = buildEntries(opts)
 	return p
 }
 
-func (p *Pool) buildEntries(opts PoolOptions) (map[string]*poolEntry, map[string]string) {
+func buildEntries(opts PoolOptions) (map[string]*poolEntry, map[string]string) {
 	entries, byConfig := map[string]*poolEntry{}, map[string]string{}
 	for _, e := range opts.Entries {
 		if e.Size <= 0 {
@@ -183,7 +182,7 @@ func poolKey(spec providers.Spec, generation string) string {
 // Reconfigure applies new entries and limits (a config reload). Ready
 // agents whose entry is gone or changed are destroyed; the rest stay.
 func (p *Pool) Reconfigure(opts PoolOptions) {
-	entries, byConfig := p.buildEntries(opts)
+	entries, byConfig := buildEntries(opts)
 	p.mu.Lock()
 	var drop []*providers.Instance
 	for key, old := range p.entries {
@@ -264,8 +263,7 @@ func (p *Pool) Take(ctx context.Context, spec providers.Spec) *providers.Instanc
 func (p *Pool) bind(ctx context.Context, inst *providers.Instance, spec providers.Spec) (*providers.Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c := &agentclient.Client{BaseURL: inst.URL, Token: inst.Token}
-	if err := c.Bind(ctx, agent.Binding{SessionID: spec.SessionID, Owner: spec.Owner, Conversation: spec.Conversation}); err != nil {
+	if err := inst.Client().Bind(ctx, agent.Binding{SessionID: spec.SessionID, Owner: spec.Owner, Conversation: spec.Conversation}); err != nil {
 		return nil, fmt.Errorf("bind agent %s: %w", inst.ID, err)
 	}
 	out := *inst
@@ -286,7 +284,7 @@ func (p *Pool) Adopt(ctx context.Context, insts []*providers.Instance) []*provid
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := (&agentclient.Client{BaseURL: inst.URL, Token: inst.Token}).Binding(cctx)
+		st, err := inst.Client().Binding(cctx)
 		cancel()
 		switch {
 		case err != nil:
@@ -317,17 +315,7 @@ func (p *Pool) Adopt(ctx context.Context, insts []*providers.Instance) []*provid
 
 // InstanceDied drops a ready agent that stopped; the pool makes another.
 func (p *Pool) InstanceDied(id string) bool {
-	p.mu.Lock()
-	var found *providers.Instance
-	for _, e := range p.entries {
-		if i := slices.IndexFunc(e.ready, func(in *providers.Instance) bool { return in.ID == id }); i >= 0 {
-			found = e.ready[i]
-			e.ready = slices.Delete(e.ready, i, i+1)
-			p.total--
-			break
-		}
-	}
-	p.mu.Unlock()
+	found := p.removeReady(id)
 	if found == nil {
 		return false
 	}
@@ -335,6 +323,22 @@ func (p *Pool) InstanceDied(id string) bool {
 	p.destroyAll([]*providers.Instance{found}, "died")
 	p.wake()
 	return true
+}
+
+// removeReady takes the ready agent with instance id out of the pool and
+// returns it, or nil if no ready agent has that id (any more).
+func (p *Pool) removeReady(id string) *providers.Instance {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.entries {
+		if i := slices.IndexFunc(e.ready, func(in *providers.Instance) bool { return in.ID == id }); i >= 0 {
+			found := e.ready[i]
+			e.ready = slices.Delete(e.ready, i, i+1)
+			p.total--
+			return found
+		}
+	}
+	return nil
 }
 
 // Stats describe every entry, by config id.
@@ -349,18 +353,8 @@ func (p *Pool) Stats() []PoolStats {
 			Ready: len(e.ready), Creating: e.creating, Hits: e.hits, Misses: e.misses,
 		})
 	}
-	slices.SortFunc(out, func(a, b PoolStats) int { return cmpString(a.ConfigID, b.ConfigID) })
+	slices.SortFunc(out, func(a, b PoolStats) int { return cmp.Compare(a.ConfigID, b.ConfigID) })
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Start begins filling the pool and checking its agents.
@@ -525,11 +519,7 @@ func (p *Pool) fill(e *poolEntry) {
 	spec.Pool = e.key
 	// The agent runs the CLI's costly first turn before it reports ready,
 	// answered by itself; the conversation is cleared after it.
-	spec.Env = maps.Clone(spec.Env)
-	if spec.Env == nil {
-		spec.Env = map[string]string{}
-	}
-	spec.Env[WarmUpEnv] = "1"
+	spec = spec.WithEnv(WarmUpEnv, "1")
 	start := time.Now()
 	inst, err := p.opts.Source.Get(ctx, spec)
 
@@ -620,22 +610,12 @@ func (p *Pool) checkHealth() {
 	p.mu.Unlock()
 	for _, inst := range all {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		h, status, err := (&agentclient.Client{BaseURL: inst.URL, Token: inst.Token}).Health(ctx)
+		h, status, err := inst.Client().Health(ctx)
 		cancel()
 		if err == nil && status == http.StatusOK {
 			continue
 		}
-		p.mu.Lock()
-		removed := false
-		for _, e := range p.entries {
-			if i := slices.Index(e.ready, inst); i >= 0 {
-				e.ready = slices.Delete(e.ready, i, i+1)
-				p.total--
-				removed = true
-			}
-		}
-		p.mu.Unlock()
-		if removed {
+		if p.removeReady(inst.ID) != nil { // not handed out meanwhile
 			p.opts.Logger.Warn("warm agent unhealthy; replacing it", zap.String("instance_id", inst.ID),
 				zap.Int("status", status), zap.String("agent_status", h.Status), zap.Error(err))
 			p.destroyAll([]*providers.Instance{inst}, "unhealthy")

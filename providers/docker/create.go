@@ -387,7 +387,7 @@ func (p *Provider) waitReady(ctx context.Context, id, url, token string) error {
 // quotes its last log lines (the token redacted).
 func (p *Provider) exitedDiagnosis(id, token string, code int64) string {
 	logs := strings.ReplaceAll(p.lastLogs(id), token, "[redacted]")
-	return fmt.Sprintf("%s before it was ready\nlast %d log lines:\n%s", (&exitedError{code: code}).Error(), logTail, logs)
+	return fmt.Sprintf("container exited with code %d before it was ready\nlast %d log lines:\n%s", code, logTail, logs)
 }
 
 // lastLogs returns the container's last log lines, stdout and stderr

@@ -597,7 +597,7 @@ func TestAgentsCannotReachEachOther(t *testing.T) {
 	assert.Contains(t, out, "closed", "nor the host's side of the bridge, where nothing is published: %s", out)
 
 	for _, inst := range []*providers.Instance{a, b} {
-		_, status, err := (&agentclient.Client{BaseURL: inst.URL, Token: inst.Token}).Health(ctx)
+		_, status, err := inst.Client().Health(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, 200, status, "the control plane still reaches each agent")
 	}

@@ -179,7 +179,7 @@ func callCtx(t *testing.T) context.Context {
 }
 
 func client(inst *providers.Instance) *agentclient.Client {
-	return &agentclient.Client{BaseURL: inst.URL, Token: inst.Token}
+	return inst.Client()
 }
 
 func find(list []*providers.Instance, id string) *providers.Instance {
