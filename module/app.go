@@ -387,7 +387,7 @@ func (s *state) watch(p providers.Provider) {
 				// "oom" alone means some process in the container was
 				// killed for memory (often a tool); the agent lives on
 				// unless a "die" follows.
-				if ev.Reason == "die" && !s.manager.InstanceDied(ev.InstanceID) {
+				if ev.Reason == providers.ReasonDied && !s.manager.InstanceDied(ev.InstanceID) {
 					s.pool.InstanceDied(ev.InstanceID)
 				}
 			}

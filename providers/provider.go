@@ -1,38 +1,127 @@
-// Package providers defines how the control plane provisions agent
-// containers. Each provider (Docker, Fly Machines, Cloudflare Containers,
-// Vercel Sandbox) lives in its own sub-package and passes the shared
-// conformance suite in providers/providertest.
+// Package providers defines how the control plane provisions agents. A
+// provider is a small required core (create a ready agent, destroy one,
+// list its agents after a restart) plus optional capabilities, each a small
+// interface a provider implements when its platform has the feature, the
+// way Caddy's reverse proxy models optional transport features:
+//
+//   - [Watcher]: the platform reports agents that died, ran out of memory,
+//     slept or expired.
+//   - [Sleeper]: an agent can be stopped keeping its workspace and CLI
+//     session, and started again later.
+//   - [Expirer]: the platform stops agents at a known time, and may let
+//     that time be extended.
+//   - [Pinger]: the backend can be asked whether it is reachable.
+//
+// Each provider lives in its own sub-package, registers its own Caddy
+// guest module agcluster.providers.<kind>, and passes the shared
+// conformance suite in providers/providertest. Nothing in providers/
+// imports the session layer or the Caddy glue.
 package providers
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"maps"
+	"net/http"
 	"time"
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 )
 
-// Provider starts, finds and removes agent containers.
+// Provider starts, finds and removes agents. It is the core every provider
+// implements; optional capabilities are the other interfaces of this
+// package.
 type Provider interface {
-	// Name identifies the provider type, e.g. "docker".
+	// Name is the provider's configured name (e.g. "docker" or "gpu"). It
+	// is recorded on every instance the provider makes, so every later
+	// call for that instance goes through the provider that made it, and
+	// two providers sharing a backend never see each other's agents.
 	Name() string
+	// Kind is the provider's type, e.g. "docker" or "fly".
+	Kind() string
 	// Create starts an agent for spec and returns once its /health
 	// answers ready. On failure nothing is left behind.
 	Create(ctx context.Context, spec Spec) (*Instance, error)
 	// Destroy stops and removes the agent and its workspace. Destroying an
 	// instance that no longer exists is not an error.
 	Destroy(ctx context.Context, id string) error
-	// List returns every agent this provider manages, for rediscovery
-	// after a restart.
+	// List returns every agent of this provider (by Name), running or
+	// not, for rediscovery after a restart. Instance.State tells which.
 	List(ctx context.Context) ([]*Instance, error)
 	// Close releases the provider's clients. Agents keep running.
 	Close() error
 }
 
+// Sleeper is a provider whose agents can sleep: stopped, using no memory
+// or CPU, while their workspace and the CLI's session state are kept.
+type Sleeper interface {
+	// Sleep stops the agent, keeping its workspace and CLI session. It
+	// records inst's session, owner and conversation on the backend (an
+	// agent handed out by a warm pool was made without them) and returns
+	// the instance as the backend now knows it (its ID may change).
+	// Sleeping an agent that is already asleep is not an error.
+	Sleep(ctx context.Context, inst *Instance) (*Instance, error)
+	// Wake starts a sleeping (or stopped) agent and returns once it is
+	// ready, with how to reach it now (its URL may change). Waking a
+	// running agent returns it as it is. When the agent or its workspace
+	// no longer exists the error wraps [ErrGone].
+	Wake(ctx context.Context, id string) (*Instance, error)
+}
+
+// Watcher is a provider that reports what happens to its agents.
+type Watcher interface {
+	// Events streams the provider's instance events until ctx ends; both
+	// channels are closed then. When the stream fails one error is sent
+	// and both are closed: call Events again to resubscribe (and List, to
+	// learn what happened meanwhile).
+	Events(ctx context.Context) (<-chan Event, <-chan error)
+}
+
+// Expirer is a provider whose platform stops agents at a known time (a
+// sandbox's maximum runtime).
+type Expirer interface {
+	// ExpiresAt is when the platform will stop inst (zero: never).
+	ExpiresAt(inst *Instance) time.Time
+	// Extend asks for d more time for the instance. A platform that cannot
+	// extend returns an error wrapping [ErrUnsupported].
+	Extend(ctx context.Context, id string, d time.Duration) error
+}
+
+// Pinger is a provider that can tell whether its backend is reachable.
+type Pinger interface {
+	// Ping returns nil when the backend answers; otherwise an error
+	// wrapping [ErrUnavailable] (or ctx's error).
+	Ping(ctx context.Context) error
+}
+
+// Capabilities lists the optional interfaces p implements, by name
+// ("sleep", "events", "expiry", "ping"), for status pages.
+func Capabilities(p Provider) []string {
+	var caps []string
+	if _, ok := p.(Sleeper); ok {
+		caps = append(caps, "sleep")
+	}
+	if _, ok := p.(Watcher); ok {
+		caps = append(caps, "events")
+	}
+	if _, ok := p.(Expirer); ok {
+		caps = append(caps, "expiry")
+	}
+	if _, ok := p.(Pinger); ok {
+		caps = append(caps, "ping")
+	}
+	return caps
+}
+
 // Spec describes the agent to create.
 type Spec struct {
+	// Provider names the provider to create the agent with; empty means
+	// the gateway's default provider. Providers themselves ignore it.
+	Provider string
 	// SessionID identifies the session the agent serves; it is recorded on
 	// the instance (as a label or metadata) for rediscovery.
 	SessionID string
@@ -80,13 +169,28 @@ type Limits struct {
 	Pids int64
 }
 
-// Instance is a running agent.
+// State is whether an instance runs.
+type State string
+
+// Instance states.
+const (
+	// StateRunning: the agent runs (or is starting).
+	StateRunning State = "running"
+	// StateStopped: the agent is stopped with its workspace kept: asleep,
+	// or stopped behind the gateway's back (an engine restart, a manual
+	// stop, an out-of-memory kill of the whole agent). Either way it can
+	// be woken.
+	StateStopped State = "stopped"
+)
+
+// Instance is an agent as its provider knows it.
 type Instance struct {
 	// ID is the provider's id for the instance (e.g. the container id).
 	ID string
-	// Provider is the provider's Name.
+	// Provider is the Name of the provider that made it.
 	Provider string
-	// SessionID, Owner and ConfigID are those of the Spec it was made from.
+	// SessionID is the session the agent serves (empty for an unbound
+	// warm-pool agent).
 	SessionID string
 	// Owner is the owner's opaque id.
 	Owner string
@@ -94,8 +198,14 @@ type Instance struct {
 	Conversation string
 	// ConfigID names the agent configuration.
 	ConfigID string
-	// URL is the agent server's base URL as the control plane reaches it.
+	// State says whether the agent runs.
+	State State
+	// URL is the agent server's base URL as the control plane reaches it
+	// (meaningful while it runs).
 	URL string
+	// Header is sent with every request to the agent, e.g. a routing
+	// header that picks this machine behind a shared address.
+	Header http.Header
 	// Token is the agent's bearer token.
 	Token string
 	// CreatedAt is when the instance was created.
@@ -106,30 +216,51 @@ type Instance struct {
 
 // Client returns a client for the instance's agent server.
 func (i *Instance) Client() *agentclient.Client {
-	return &agentclient.Client{BaseURL: i.URL, Token: i.Token}
+	return &agentclient.Client{BaseURL: i.URL, Token: i.Token, Header: i.Header}
 }
 
-// Event is the death of an agent instance.
+// EventReason says what happened to an instance.
+type EventReason string
+
+// Event reasons. Only ReasonDied and ReasonExpired mean the agent stopped
+// without being asked; ReasonSlept is the platform (or the gateway)
+// putting it to sleep, which is not a crash.
+const (
+	// ReasonDied: the agent stopped (exited, was killed, its host went
+	// away). Its workspace may survive: the session layer tries a wake.
+	ReasonDied EventReason = "died"
+	// ReasonOOM: a process in the agent was killed for lack of memory; the
+	// agent itself may live on (a ReasonDied follows if it did not).
+	ReasonOOM EventReason = "oom"
+	// ReasonSlept: the agent was put to sleep.
+	ReasonSlept EventReason = "slept"
+	// ReasonExpired: the platform's time limit stopped the agent.
+	ReasonExpired EventReason = "expired"
+)
+
+// Event is something that happened to an agent instance.
 type Event struct {
 	// InstanceID is the instance's id (Instance.ID).
 	InstanceID string
-	// SessionID is the session the agent served.
+	// SessionID is the session the agent served, when known.
 	SessionID string
-	// Reason is "die" (the instance stopped, including when it is
-	// destroyed) or "oom" (a process was killed for lack of memory).
-	Reason string
-	// ExitCode is the exit code for "die" (137 when killed).
+	// Reason says what happened.
+	Reason EventReason
+	// ExitCode is the agent's exit code for ReasonDied (137 when killed).
 	ExitCode int
 	// Time is when the provider saw it.
 	Time time.Time
 }
 
-// Watcher is implemented by providers that report instance deaths.
-type Watcher interface {
-	// Events streams instance deaths until ctx ends; both channels are
-	// closed then. When the stream fails one error is sent and both are
-	// closed: call Events again to resubscribe.
-	Events(ctx context.Context) (<-chan Event, <-chan error)
+// DeriveToken returns an agent token derived from a gateway secret and an
+// instance key (an id or name fixed at creation): a provider whose backend
+// has nowhere safe to keep a token can recompute it after a restart
+// instead of storing it. The secret must be at least 32 random bytes.
+func DeriveToken(secret []byte, instanceKey string) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte("agcluster agent token\x00"))
+	mac.Write([]byte(instanceKey))
+	return hex.EncodeToString(mac.Sum(nil))
 }
 
 // Errors providers return, wrapped with detail.
@@ -140,4 +271,9 @@ var (
 	ErrImageMissing = errors.New("agent image not found")
 	// ErrNotReady: the agent started but never became ready.
 	ErrNotReady = errors.New("agent did not become ready")
+	// ErrGone: the agent, or its workspace, no longer exists.
+	ErrGone = errors.New("agent no longer exists")
+	// ErrUnsupported: the platform cannot do what was asked (a limit it
+	// cannot apply, an extension it does not offer).
+	ErrUnsupported = errors.New("not supported by this provider")
 )

@@ -24,6 +24,9 @@ type Client struct {
 	BaseURL string
 	// Token is the agent's bearer token.
 	Token string
+	// Header is sent with every request, e.g. a platform's routing header
+	// that picks one machine behind a shared address.
+	Header http.Header
 	// HTTP is the client used; nil means http.DefaultClient.
 	HTTP *http.Client
 }
@@ -61,6 +64,9 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body io.Re
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("agent request %s %s: %w", method, path, err)
+	}
+	for k, vs := range c.Header {
+		req.Header[k] = vs
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)

@@ -252,6 +252,9 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 // Name returns "docker".
 func (p *Provider) Name() string { return "docker" }
 
+// Kind returns "docker".
+func (p *Provider) Kind() string { return "docker" }
+
 // Options returns the options in effect, defaults applied.
 func (p *Provider) Options() Options { return p.opts }
 

@@ -39,7 +39,7 @@ func (p *Provider) Events(ctx context.Context) (<-chan Event, <-chan error) {
 				ev := Event{
 					InstanceID: m.Actor.ID,
 					SessionID:  m.Actor.Attributes[LabelSession],
-					Reason:     string(m.Action),
+					Reason:     reason(m.Action),
 					ExitCode:   code,
 					Time:       time.Unix(0, m.TimeNano),
 				}
@@ -59,4 +59,11 @@ func (p *Provider) Events(ctx context.Context) (<-chan Event, <-chan error) {
 		}
 	}()
 	return out, outErr
+}
+
+func reason(a events.Action) providers.EventReason {
+	if a == events.ActionOOM {
+		return providers.ReasonOOM
+	}
+	return providers.ReasonDied
 }
