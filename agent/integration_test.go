@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,6 +43,7 @@ const maxFileBytes = 1 << 20
 type stack struct {
 	mode   string
 	kill   func(t *testing.T) // kills the CLI process (process mode only)
+	stop   func()             // stops the agent process and waits for its exit (process mode only)
 	agent  *agentclient.Client
 	mock   *anthropictest.Remote
 	logs   func() string
@@ -54,14 +56,38 @@ func startProcessStack(t *testing.T) *stack { return startProcessStackEnv(t) }
 
 // startProcessStackEnv is startProcessStack with extra agent environment.
 func startProcessStackEnv(t *testing.T, extraEnv ...string) *stack {
+	mock := anthropictest.NewServer(t, anthropictest.Script{})
+	return startProcessStackOn(t, mock, newAgentDirs(t), extraEnv...)
+}
+
+// agentDirs are the host directories an agent process runs on.
+type agentDirs struct {
+	workspace string // AGENT_WORKSPACE
+	home      string // HOME
+	outside   string // a directory outside the workspace
+	state     string // for AGENT_STATE_DIR (not passed by startProcessStackOn)
+}
+
+// newAgentDirs makes a fresh set of (empty) agent directories.
+func newAgentDirs(t *testing.T) agentDirs {
+	root := t.TempDir()
+	d := agentDirs{
+		workspace: filepath.Join(root, "workspace"), home: filepath.Join(root, "home"),
+		outside: filepath.Join(root, "outside"), state: filepath.Join(root, "state"),
+	}
+	require.NoError(t, os.Mkdir(d.workspace, 0o755))
+	require.NoError(t, os.Mkdir(d.home, 0o700))
+	require.NoError(t, os.Mkdir(d.outside, 0o755))
+	require.NoError(t, os.Mkdir(d.state, 0o700))
+	return d
+}
+
+// startProcessStackOn runs the agent binary as a local process with the real
+// claude binary on dirs, against mock, and waits until it is ready.
+func startProcessStackOn(t *testing.T, mock *anthropictest.Server, dirs agentDirs, extraEnv ...string) *stack {
 	bin := testenv.GoBinary(t, "./agent/cmd/agcluster-agent")
 	claude := testenv.ClaudeBin(t)
-	mock := anthropictest.NewServer(t, anthropictest.Script{})
-	root := t.TempDir()
-	ws, home, outside := filepath.Join(root, "workspace"), filepath.Join(root, "home"), filepath.Join(root, "outside")
-	require.NoError(t, os.Mkdir(ws, 0o755))
-	require.NoError(t, os.Mkdir(home, 0o700))
-	require.NoError(t, os.Mkdir(outside, 0o755))
+	ws, home, outside := dirs.workspace, dirs.home, dirs.outside
 	addr := testenv.FreeAddr(t)
 	token := testenv.RandomHex(16)
 
@@ -81,18 +107,23 @@ func startProcessStackEnv(t *testing.T, extraEnv ...string) *stack {
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(stop)
 	s := &stack{
+		stop:   stop,
 		mode:   "process",
 		agent:  &agentclient.Client{BaseURL: "http://" + addr, Token: token},
 		mock:   &anthropictest.Remote{BaseURL: mock.URL()},

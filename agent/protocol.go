@@ -183,6 +183,13 @@ type Health struct {
 	SessionID string `json:"session_id,omitempty"`
 	// Busy tells whether a turn is running.
 	Busy bool `json:"busy"`
+	// Resumed tells that the agent, started again on its state directory
+	// (AGENT_STATE_DIR), resumed the CLI session it held before: the
+	// conversation goes on with its context. False for a fresh agent,
+	// before the CLI is ready, and when the saved session could not be
+	// resumed (the next turn then starts with a "restarted" notice). The
+	// turn count and the binding are restored either way.
+	Resumed bool `json:"resumed"`
 	// Error explains the last start-up failure, if any.
 	Error string `json:"error,omitempty"`
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/statefile"
 )
 
 // ErrBusy is returned by Begin while another turn runs.
@@ -63,6 +64,12 @@ type Options struct {
 	// SetWarmUp switches the credential proxy's warm-up answers on and off
 	// (required with WarmUp).
 	SetWarmUp func(on bool)
+	// State, if not nil, keeps the CLI session id, whether it has a
+	// session and the turn count across restarts of the agent: they are
+	// saved on every change, and a runner started on a saved session
+	// resumes it (without warm-up or notice). The CLI's own session files
+	// must then be kept too (CLAUDE_CONFIG_DIR on the same volume).
+	State *statefile.Store
 }
 
 // Runner supervises the CLI process and runs one turn at a time on it.
@@ -81,6 +88,8 @@ type Runner struct {
 	hasSession bool   // a turn was sent, so the CLI has saved the session
 	notice     string // told to the client at the start of the next turn
 	warmedUp   bool   // the warm-up ran (or failed and is not retried)
+	fromSaved  bool   // sessionID is a saved session no process has resumed yet
+	resumed    bool   // the first CLI process resumed the saved session
 
 	busy     atomic.Bool
 	turns    atomic.Int64
@@ -109,6 +118,11 @@ func NewRunner(opts Options) *Runner {
 		changed:   make(chan struct{}),
 		sessionID: newUUID(),
 	}
+	saved := opts.State.Get()
+	if saved.HasSession {
+		r.sessionID, r.hasSession, r.fromSaved = saved.SessionID, true, true
+	}
+	r.turns.Store(saved.Turns)
 	r.wg.Add(1)
 	go r.supervise()
 	return r
@@ -120,6 +134,28 @@ func (r *Runner) Status() (State, string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.state, r.sessionID, r.startErr
+}
+
+// Resumed reports whether the agent resumed a saved session (Options.State)
+// when it started: its conversation goes on from before the restart.
+func (r *Runner) Resumed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.resumed
+}
+
+// persist saves the session and turn count to Options.State if they
+// changed; a failure is logged, never fatal to a turn.
+func (r *Runner) persist() {
+	err := r.opts.State.Update(func(s *statefile.State) {
+		r.mu.Lock()
+		s.SessionID, s.HasSession = r.sessionID, r.hasSession
+		r.mu.Unlock()
+		s.Turns = r.turns.Load()
+	})
+	if err != nil {
+		r.opts.Logger.Warn("agent state not saved", zap.Error(err))
+	}
 }
 
 // Busy reports whether a turn runs.
@@ -199,8 +235,17 @@ func (r *Runner) spawn() (*process, error) {
 	sessionID, resume := r.sessionID, r.hasSession
 	r.mu.Unlock()
 	p, err := r.spawnWith(sessionID, resume)
-	if err == nil || !resume {
-		return p, err
+	if err == nil {
+		r.mu.Lock()
+		if r.fromSaved {
+			r.resumed, r.fromSaved = true, false
+		}
+		r.mu.Unlock()
+		r.persist()
+		return p, nil
+	}
+	if !resume {
+		return nil, err
 	}
 	r.opts.Logger.Warn("claude resume failed; starting a fresh session", zap.String("session_id", sessionID), zap.Error(err))
 	fresh := newUUID()
@@ -209,9 +254,10 @@ func (r *Runner) spawn() (*process, error) {
 		return nil, err
 	}
 	r.mu.Lock()
-	r.sessionID, r.hasSession = fresh, false
+	r.sessionID, r.hasSession, r.fromSaved = fresh, false, false
 	r.notice = "The agent process was restarted and its saved conversation could not be resumed; earlier context is lost."
 	r.mu.Unlock()
+	r.persist()
 	return p, nil
 }
 
@@ -364,6 +410,17 @@ type Turn struct {
 	r           *Runner
 	upstream    chan int
 	interruptCh chan struct{}
+
+	// Set up by Run for its steps.
+	emit       func(agent.Event) error
+	p          *process        // the CLI process running the turn
+	tr         *Translator     // numbers the events (tr.seq) and sees the turn's end
+	events     []agent.Event   // one line's events, reused
+	reason     interruptReason // why the turn was interrupted, if it was
+	released   bool            // the runner is free for the next turn
+	clientGone bool            // emit failed or the client left: emit nothing more
+	resent     bool            // the prompt was given to a restarted process
+	gotOutput  bool            // the process printed something during the turn
 }
 
 type interruptReason int
@@ -381,97 +438,102 @@ const (
 // to its end without further emits. Run returns an error only when the turn
 // could not start; everything after that is reported through events.
 func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) error) error {
-	r := t.r
 	// The runner is released before the final event is emitted, so a
 	// client that sends its next turn as soon as it reads this one's end
 	// never sees "busy".
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			r.current.Store(nil)
-			r.busy.Store(false)
-		}
-	}
-	defer release()
-	p, err := r.waitReady(ctx)
+	defer t.release()
+	p, err := t.r.waitReady(ctx)
 	if err != nil {
 		return err
 	}
+	t.begin(p, emit)
+	if !t.sendPrompt(ctx, prompt) {
+		return nil
+	}
+	t.readUntilResult(ctx, prompt)
+	return nil
+}
 
+// begin sets the turn up on the ready process p: from now on the CLI
+// holds a session (saved to Options.State), and a pending notice goes first.
+func (t *Turn) begin(p *process, emit func(agent.Event) error) {
+	r := t.r
+	t.p, t.emit = p, emit
+	t.tr = &Translator{ClassifyInterrupt: t.classifyInterrupt}
+	t.events = make([]agent.Event, 0, 4)
 	r.mu.Lock()
-	notice := r.notice
-	r.notice = ""
 	r.hasSession = true
 	r.mu.Unlock()
+	r.persist()
+	t.sendNotice()
+	r.opts.Logger.Info("turn started", zap.Int("pid", p.pid()), zap.Bool("resumed_session", r.restarts.Load() > 0 || r.Resumed()))
+}
 
-	seq := 0
-	clientGone := false
-	send := func(e agent.Event) {
-		if clientGone {
-			return
-		}
-		if err := emit(e); err != nil {
-			clientGone = true
-		}
+// release frees the runner for the next turn (once).
+func (t *Turn) release() {
+	if !t.released {
+		t.released = true
+		t.r.current.Store(nil)
+		t.r.busy.Store(false)
 	}
-	if notice != "" {
-		seq++
-		send(agent.Event{Type: agent.EventNotice, Seq: seq, Code: agent.CodeRestarted, Message: notice})
-	}
+}
 
-	r.opts.Logger.Info("turn started", zap.Int("pid", p.pid()), zap.Bool("resumed_session", r.restarts.Load() > 0))
-	resent := false
-	if err := p.sendUser(prompt); err != nil {
-		// The process is dying (its stdin is gone): give the prompt to its
-		// successor, which resumes the conversation.
-		resent = true
-		np, werr := r.successor(ctx, p)
-		if werr == nil {
-			err = np.sendUser(prompt)
-		} else {
-			err = werr
-		}
-		if err != nil {
-			release()
-			send(agent.Event{Type: agent.EventError, Seq: seq + 1, Code: agent.CodeInternal,
-				Message: "the Claude Code process could not take the turn: " + err.Error()})
-			return nil
-		}
-		r.opts.Logger.Warn("claude exited as the turn began; sent it to the restarted process", zap.Int("pid", np.pid()))
-		p = np
-		r.mu.Lock()
-		note := r.notice
-		r.notice = ""
-		r.mu.Unlock()
-		if note != "" {
-			seq++
-			send(agent.Event{Type: agent.EventNotice, Seq: seq, Code: agent.CodeRestarted, Message: note})
-		}
+// send emits e unless the client is gone.
+func (t *Turn) send(e agent.Event) {
+	if t.clientGone {
+		return
 	}
-
-	var reason interruptReason
-	tr := &Translator{seq: seq, ClassifyInterrupt: func() (string, string) {
-		switch reason {
-		case reasonAuth:
-			return agent.CodeAuth, "the Anthropic API rejected the API key (HTTP 401)"
-		case reasonTimeout:
-			return agent.CodeTimeout, fmt.Sprintf("the turn ran longer than %s and was stopped", r.opts.TurnTimeout)
-		default:
-			return agent.CodeInterrupted, "the turn was interrupted"
-		}
-	}}
-	interrupt := func(why interruptReason) <-chan time.Time {
-		if reason != reasonNone {
-			return nil
-		}
-		reason = why
-		if _, err := p.control("interrupt"); err != nil {
-			r.opts.Logger.Warn("claude interrupt failed", zap.Error(err))
-		}
-		return time.After(r.opts.InterruptGrace)
+	if err := t.emit(e); err != nil {
+		t.clientGone = true
 	}
+}
 
+// sendNotice emits the runner's pending notice, if any.
+func (t *Turn) sendNotice() {
+	r := t.r
+	r.mu.Lock()
+	note := r.notice
+	r.notice = ""
+	r.mu.Unlock()
+	if note != "" {
+		t.tr.seq++
+		t.send(agent.Event{Type: agent.EventNotice, Seq: t.tr.seq, Code: agent.CodeRestarted, Message: note})
+	}
+}
+
+// sendPrompt writes the prompt to the CLI. A process that is dying (its
+// stdin is gone) hands the prompt to its successor, which resumes the
+// conversation. It reports whether the turn goes on; if not, the turn's
+// error event was emitted.
+func (t *Turn) sendPrompt(ctx context.Context, prompt string) bool {
+	r := t.r
+	err := t.p.sendUser(prompt)
+	if err == nil {
+		return true
+	}
+	t.resent = true
+	np, err := r.successor(ctx, t.p)
+	if err == nil {
+		err = np.sendUser(prompt)
+	}
+	if err != nil {
+		t.release()
+		t.send(agent.Event{Type: agent.EventError, Seq: t.tr.seq + 1, Code: agent.CodeInternal,
+			Message: "the Claude Code process could not take the turn: " + err.Error()})
+		return false
+	}
+	r.opts.Logger.Warn("claude exited as the turn began; sent it to the restarted process", zap.Int("pid", np.pid()))
+	t.p = np
+	t.sendNotice()
+	return true
+}
+
+// readUntilResult emits the events of the CLI's output until the turn's
+// result. Meanwhile it interrupts the turn when the client leaves or asks
+// to, the API rejects the key or the turn runs too long, and kills a CLI
+// that does not wind an interrupted turn down within the grace period.
+func (t *Turn) readUntilResult(ctx context.Context, prompt string) {
+	r := t.r
 	var timeout <-chan time.Time
 	if r.opts.TurnTimeout > 0 {
 		timer := time.NewTimer(r.opts.TurnTimeout)
@@ -480,31 +542,7 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 	}
 	var grace <-chan time.Time
 	done := ctx.Done()
-	lines := p.lines
-	gotOutput := false
-	events := make([]agent.Event, 0, 4)
-	// handle translates one line, emits its events and reports whether it
-	// ended the turn.
-	handle := func(raw []byte) bool {
-		var err error
-		events, err = tr.Translate(raw, events[:0])
-		if err != nil {
-			r.opts.Logger.Warn("claude output not understood", zap.Error(err))
-		}
-		if tr.Done() {
-			r.turns.Add(1)
-			r.mu.Lock()
-			if tr.SessionID != "" {
-				r.sessionID = tr.SessionID
-			}
-			r.mu.Unlock()
-			release()
-		}
-		for _, e := range events {
-			send(e)
-		}
-		return tr.Done()
-	}
+	lines := t.p.lines
 	for {
 		select {
 		case raw, ok := <-lines:
@@ -512,78 +550,140 @@ func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) er
 				lines = nil
 				continue
 			}
-			gotOutput = true
-			if handle(raw) {
-				return nil
+			t.gotOutput = true
+			if t.handle(raw) {
+				return
 			}
-			if clientGone && reason == reasonNone {
-				grace = interrupt(reasonClient)
+			if t.clientGone && t.reason == reasonNone {
+				grace = t.interrupt(reasonClient)
 			}
 		case <-done:
 			done = nil
-			clientGone = true
-			if g := interrupt(reasonClient); g != nil {
+			t.clientGone = true
+			if g := t.interrupt(reasonClient); g != nil {
 				grace = g
 			}
 		case <-t.interruptCh:
-			if g := interrupt(reasonClient); g != nil {
+			if g := t.interrupt(reasonClient); g != nil {
 				grace = g
 			}
 		case status := <-t.upstream:
 			if status == 401 || status == 403 {
-				if g := interrupt(reasonAuth); g != nil {
+				if g := t.interrupt(reasonAuth); g != nil {
 					grace = g
 				}
 			}
 		case <-timeout:
-			if g := interrupt(reasonTimeout); g != nil {
+			if g := t.interrupt(reasonTimeout); g != nil {
 				grace = g
 			}
 		case <-grace:
-			r.opts.Logger.Warn("claude did not end an interrupted turn; killing it", zap.Int("pid", p.pid()))
-			p.kill()
+			r.opts.Logger.Warn("claude did not end an interrupted turn; killing it", zap.Int("pid", t.p.pid()))
+			t.p.kill()
 			grace = nil
-		case <-p.done:
-			// stdout is closed before done: take what the process printed
-			// before it exited.
-			for raw := range p.lines {
-				gotOutput = true
-				if handle(raw) {
-					return nil
-				}
+		case <-t.p.done:
+			if !t.processExited(ctx, prompt) {
+				return
 			}
-			if !gotOutput && !resent && reason == reasonNone {
-				// The process died before it read this turn (it was killed
-				// or crashed just as the turn began): give the prompt to
-				// its successor, which resumes the conversation.
-				resent = true
-				r.opts.Logger.Warn("claude exited before the turn began; resending it", zap.Int("pid", p.pid()))
-				if np, err := r.waitReady(ctx); err == nil && np.sendUser(prompt) == nil {
-					r.mu.Lock()
-					note := r.notice
-					r.notice = ""
-					r.mu.Unlock()
-					if note != "" {
-						tr.seq++
-						send(agent.Event{Type: agent.EventNotice, Seq: tr.seq, Code: agent.CodeRestarted, Message: note})
-					}
-					p, lines = np, np.lines
-					continue
-				}
-			}
-			r.mu.Lock()
-			r.notice = "The agent process stopped during the previous turn and was restarted; the conversation was resumed from its saved session."
-			r.mu.Unlock()
-			code, msg := agent.CodeInternal, "the Claude Code process exited during the turn ("+p.exitDescription()+"); this turn was lost and the next turn resumes the conversation"
-			if reason != reasonNone {
-				code, msg = tr.ClassifyInterrupt()
-			}
-			tr.seq++
-			release()
-			send(agent.Event{Type: agent.EventError, Seq: tr.seq, Code: code, Message: msg})
-			return nil
+			lines = t.p.lines
 		}
 	}
+}
+
+// handle translates one line of the CLI's output, emits its events and
+// reports whether it ended the turn.
+func (t *Turn) handle(raw []byte) bool {
+	var err error
+	t.events, err = t.tr.Translate(raw, t.events[:0])
+	if err != nil {
+		t.r.opts.Logger.Warn("claude output not understood", zap.Error(err))
+	}
+	if t.tr.Done() {
+		t.finish()
+	}
+	for _, e := range t.events {
+		t.send(e)
+	}
+	return t.tr.Done()
+}
+
+// finish records the end of the turn (the turn count and the session id
+// the CLI reported, saved to Options.State) and releases the runner, before
+// the final event is emitted.
+func (t *Turn) finish() {
+	r := t.r
+	r.turns.Add(1)
+	r.mu.Lock()
+	if t.tr.SessionID != "" {
+		r.sessionID = t.tr.SessionID
+	}
+	r.mu.Unlock()
+	r.persist()
+	t.release()
+}
+
+// interrupt asks the CLI to stop the turn for why, once: it returns when
+// the grace period for winding down ends, or nil if the turn was already
+// being interrupted.
+func (t *Turn) interrupt(why interruptReason) <-chan time.Time {
+	if t.reason != reasonNone {
+		return nil
+	}
+	t.reason = why
+	if _, err := t.p.control("interrupt"); err != nil {
+		t.r.opts.Logger.Warn("claude interrupt failed", zap.Error(err))
+	}
+	return time.After(t.r.opts.InterruptGrace)
+}
+
+// classifyInterrupt is the error code and message of an interrupted turn.
+func (t *Turn) classifyInterrupt() (string, string) {
+	switch t.reason {
+	case reasonAuth:
+		return agent.CodeAuth, "the Anthropic API rejected the API key (HTTP 401)"
+	case reasonTimeout:
+		return agent.CodeTimeout, fmt.Sprintf("the turn ran longer than %s and was stopped", t.r.opts.TurnTimeout)
+	default:
+		return agent.CodeInterrupted, "the turn was interrupted"
+	}
+}
+
+// processExited handles the exit of the turn's process: it emits what the
+// process printed before it exited; if that did not end the turn and the
+// process died before it read the prompt (killed or crashed just as the
+// turn began), the prompt goes to its successor, which resumes the
+// conversation. Otherwise the turn ends with an error event. It reports
+// whether the turn goes on (on the successor, now t.p).
+func (t *Turn) processExited(ctx context.Context, prompt string) bool {
+	r := t.r
+	// stdout is closed before done: take what the process printed before
+	// it exited.
+	for raw := range t.p.lines {
+		t.gotOutput = true
+		if t.handle(raw) {
+			return false
+		}
+	}
+	if !t.gotOutput && !t.resent && t.reason == reasonNone {
+		t.resent = true
+		r.opts.Logger.Warn("claude exited before the turn began; resending it", zap.Int("pid", t.p.pid()))
+		if np, err := r.waitReady(ctx); err == nil && np.sendUser(prompt) == nil {
+			t.p = np
+			t.sendNotice()
+			return true
+		}
+	}
+	r.mu.Lock()
+	r.notice = "The agent process stopped during the previous turn and was restarted; the conversation was resumed from its saved session."
+	r.mu.Unlock()
+	code, msg := agent.CodeInternal, "the Claude Code process exited during the turn ("+t.p.exitDescription()+"); this turn was lost and the next turn resumes the conversation"
+	if t.reason != reasonNone {
+		code, msg = t.classifyInterrupt()
+	}
+	t.tr.seq++
+	t.release()
+	t.send(agent.Event{Type: agent.EventError, Seq: t.tr.seq, Code: code, Message: msg})
+	return false
 }
 
 // successor waits for p to be gone (briefly: it is already dying) and

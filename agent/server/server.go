@@ -23,6 +23,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/claude"
+	"github.com/agcluster/caddy-agcluster/agent/statefile"
 	"github.com/agcluster/caddy-agcluster/agent/workspace"
 )
 
@@ -51,6 +52,10 @@ type Options struct {
 	KeepAlive time.Duration
 	// Logger receives request logs; nil discards them.
 	Logger *zap.Logger
+	// State, if not nil, keeps the binding across restarts of the agent: a
+	// saved binding is in force from the start, and PUT /binding saves it
+	// before it answers.
+	State *statefile.Store
 }
 
 // Server is the agent's HTTP API.
@@ -92,6 +97,7 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = zap.NewNop()
 	}
 	s := &Server{opts: opts, token: []byte(opts.Token), started: time.Now(), mux: http.NewServeMux()}
+	s.binding = opts.State.Get().Binding
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.Handle("POST /query", s.auth(s.query))
 	s.mux.Handle("POST /interrupt", s.auth(s.interrupt))
@@ -146,6 +152,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		ClaudeVersion: s.opts.ClaudeVersion,
 		SessionID:     sessionID,
 		Busy:          s.opts.Runner.Busy(),
+		Resumed:       s.opts.Runner.Resumed(),
 	}
 	if startErr != nil {
 		h.Error = startErr.Error()
@@ -420,7 +427,8 @@ func (s *sseWriter) keepAlive(every time.Duration) func() {
 
 // putBinding hands the agent to one session, once: a warm-pool agent is
 // never shared. Repeating the same binding is accepted; another is
-// refused with 409.
+// refused with 409. With Options.State the binding is saved before it is
+// accepted, so it outlives a restart of the agent.
 func (s *Server) putBinding(w http.ResponseWriter, r *http.Request) {
 	var b agent.Binding
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
@@ -441,6 +449,13 @@ func (s *Server) putBinding(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.binding == nil {
+		// Saved first: an agent that forgot its binding when restarted
+		// could be handed out again.
+		if err := s.opts.State.Update(func(st *statefile.State) { st.Binding = &b }); err != nil {
+			s.opts.Logger.Error("binding not saved", zap.Error(err))
+			writeError(w, http.StatusInternalServerError, "internal", "the binding could not be saved: "+err.Error())
+			return
+		}
 		s.binding = &b
 		s.opts.Logger.Info("agent bound", zap.String("session_id", b.SessionID))
 	}

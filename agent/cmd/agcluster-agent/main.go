@@ -12,6 +12,12 @@
 //	AGENT_MAX_FILE_BYTES upload limit for PUT /files (default 104857600)
 //	AGENT_WARM_UP        "1": run a first turn answered by the agent itself, then /clear,
 //	                     before reporting ready (warm-pool agents; see claude.Options.WarmUp)
+//	AGENT_STATE_DIR      optional; a directory on a persistent volume (/state in the image,
+//	                     unset by default). The CLI keeps its sessions in <dir>/claude
+//	                     (CLAUDE_CONFIG_DIR, unless set) and the agent its session id,
+//	                     turn count and binding in <dir>/agent.json, so an agent whose
+//	                     container is stopped and started again resumes its conversation
+//	                     (GET /health says "resumed": true). Unset: nothing survives a restart.
 //	CLAUDE_BIN           the claude executable (default: claude on PATH)
 //	ANTHROPIC_BASE_URL   the Anthropic API (default https://api.anthropic.com)
 //	ANTHROPIC_API_KEY    optional key for queries that bring none
@@ -27,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +45,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/agent/claude"
 	"github.com/agcluster/caddy-agcluster/agent/keyproxy"
 	"github.com/agcluster/caddy-agcluster/agent/server"
+	"github.com/agcluster/caddy-agcluster/agent/statefile"
 	"github.com/agcluster/caddy-agcluster/agent/workspace"
 )
 
@@ -69,44 +77,54 @@ type settings struct {
 	upstream     string
 	defaultKey   string
 	warmUp       bool
+	stateDir     string
 }
 
 func readSettings() (*settings, error) {
 	s := &settings{
-		token:        os.Getenv("AGENT_TOKEN"),
-		workspace:    envOr("AGENT_WORKSPACE", "/workspace"),
-		addr:         envOr("AGENT_ADDR", ":8080"),
+		token:        os.Getenv(agent.EnvToken),
+		workspace:    envOr(agent.EnvWorkspace, "/workspace"),
+		addr:         envOr(agent.EnvAddr, ":8080"),
 		claudeBin:    envOr("CLAUDE_BIN", "claude"),
 		upstream:     envOr("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
 		defaultKey:   os.Getenv("ANTHROPIC_API_KEY"),
-		warmUp:       os.Getenv("AGENT_WARM_UP") == "1",
+		warmUp:       os.Getenv(agent.EnvWarmUp) == "1",
+		stateDir:     os.Getenv(agent.EnvStateDir),
 		turnTimeout:  30 * time.Minute,
 		maxFileBytes: 100 << 20,
 	}
 	if s.token == "" {
-		return nil, errors.New("AGENT_TOKEN is required (the bearer token clients must send)")
+		return nil, errors.New(agent.EnvToken + " is required (the bearer token clients must send)")
 	}
 	cfg := &agent.Config{}
-	if raw := os.Getenv("AGENT_CONFIG"); strings.TrimSpace(raw) != "" {
+	if raw := os.Getenv(agent.EnvConfig); strings.TrimSpace(raw) != "" {
 		var err error
 		if cfg, err = agent.ParseConfig([]byte(raw)); err != nil {
-			return nil, fmt.Errorf("AGENT_CONFIG: %w", err)
+			return nil, fmt.Errorf("%s: %w", agent.EnvConfig, err)
 		}
 	}
 	s.config = cfg
-	if v := os.Getenv("AGENT_TURN_TIMEOUT"); v != "" {
+	if v := os.Getenv(agent.EnvTurnTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return nil, fmt.Errorf("AGENT_TURN_TIMEOUT %q: must be a duration such as 30m", v)
+			return nil, fmt.Errorf("%s %q: must be a duration such as 30m", agent.EnvTurnTimeout, v)
 		}
 		s.turnTimeout = d
 	}
-	if v := os.Getenv("AGENT_MAX_FILE_BYTES"); v != "" {
+	if v := os.Getenv(agent.EnvMaxFileBytes); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("AGENT_MAX_FILE_BYTES %q: must be a positive number of bytes", v)
+			return nil, fmt.Errorf("%s %q: must be a positive number of bytes", agent.EnvMaxFileBytes, v)
 		}
 		s.maxFileBytes = n
+	}
+	if s.stateDir != "" {
+		// The CLI runs in the workspace: a relative path would move.
+		dir, err := filepath.Abs(s.stateDir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", agent.EnvStateDir, err)
+		}
+		s.stateDir = dir
 	}
 	bin, err := exec.LookPath(s.claudeBin)
 	if err != nil {
@@ -129,9 +147,22 @@ func run() error {
 
 	ws, err := workspace.Open(s.workspace)
 	if err != nil {
-		return fmt.Errorf("AGENT_WORKSPACE: %w", err)
+		return fmt.Errorf("%s: %w", agent.EnvWorkspace, err)
 	}
 	defer ws.Close()
+
+	var state *statefile.Store // nil without a state directory: nothing is kept
+	if s.stateDir != "" {
+		if state, err = statefile.Open(s.stateDir); err != nil {
+			if !errors.Is(err, statefile.ErrCorrupt) {
+				return fmt.Errorf("%s: %w", agent.EnvStateDir, err)
+			}
+			logger.Warn("saved agent state ignored; starting a fresh conversation", zap.Error(err))
+		}
+		if saved := state.Get(); saved.HasSession {
+			logger.Info("resuming the saved conversation", zap.String("session_id", saved.SessionID), zap.Int64("turns", saved.Turns))
+		}
+	}
 
 	var runner *claude.Runner
 	proxy, err := keyproxy.New(s.upstream, func(status int) {
@@ -154,11 +185,12 @@ func run() error {
 		Bin:         s.claudeBin,
 		Config:      s.config,
 		Dir:         s.workspace,
-		Env:         claudeEnv(os.Environ(), s.config, proxy),
+		Env:         claudeEnv(os.Environ(), s.config, proxy, s.stateDir),
 		Logger:      logger.Named("claude"),
 		TurnTimeout: s.turnTimeout,
 		WarmUp:      s.warmUp,
 		SetWarmUp:   proxy.SetWarmUp,
+		State:       state,
 	})
 	defer runner.Close()
 
@@ -171,6 +203,7 @@ func run() error {
 		ClaudeVersion: claudeVersion(s.claudeBin),
 		MaxFileBytes:  s.maxFileBytes,
 		Logger:        logger.Named("http"),
+		State:         state,
 	})
 	if err != nil {
 		return err
@@ -203,12 +236,14 @@ var droppedEnv = map[string]bool{
 
 // claudeEnv is the CLI's environment: the agent's own, without the agent's
 // secrets and settings, pointed at the credential proxy, plus the config's env.
-func claudeEnv(base []string, cfg *agent.Config, proxy *keyproxy.Proxy) []string {
+// With a state directory the CLI keeps its configuration and sessions in
+// <stateDir>/claude, unless CLAUDE_CONFIG_DIR is set already.
+func claudeEnv(base []string, cfg *agent.Config, proxy *keyproxy.Proxy, stateDir string) []string {
 	env := make([]string, 0, len(base)+8)
 	set := map[string]bool{}
 	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "AGENT_") || droppedEnv[name] {
+		if strings.HasPrefix(name, "AGENT_") || droppedEnv[name] { // the agent's own (agent.Env*)
 			continue
 		}
 		set[name] = true
@@ -229,6 +264,11 @@ func claudeEnv(base []string, cfg *agent.Config, proxy *keyproxy.Proxy) []string
 	if !set["DISABLE_AUTOUPDATER"] {
 		env = append(env, "DISABLE_AUTOUPDATER=1")
 	}
+	if _, inConfig := cfg.Env["CLAUDE_CONFIG_DIR"]; stateDir != "" && !set["CLAUDE_CONFIG_DIR"] && !inConfig {
+		// On the persistent volume: a restarted CLI finds its sessions
+		// there and resumes them.
+		env = append(env, "CLAUDE_CONFIG_DIR="+filepath.Join(stateDir, "claude"))
+	}
 	for k, v := range cfg.Env {
 		env = append(env, k+"="+v)
 	}
@@ -248,7 +288,7 @@ func claudeVersion(bin string) string {
 // healthcheck asks the local server's /health, for Docker's HEALTHCHECK
 // (the image has no curl). It returns the process exit code.
 func healthcheck() int {
-	addr := envOr("AGENT_ADDR", ":8080")
+	addr := envOr(agent.EnvAddr, ":8080")
 	if strings.HasPrefix(addr, ":") {
 		addr = "127.0.0.1" + addr
 	}

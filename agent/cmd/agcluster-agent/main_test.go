@@ -1,0 +1,47 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/keyproxy"
+)
+
+// TestClaudeEnvConfigDir: with a state directory the CLI keeps its sessions
+// on it, unless the operator or the agent config chose a place.
+func TestClaudeEnvConfigDir(t *testing.T) {
+	proxy, err := keyproxy.New("http://127.0.0.1:1", nil)
+	require.NoError(t, err)
+	tests := []struct {
+		name     string
+		base     []string
+		cfgEnv   map[string]string
+		stateDir string
+		want     []string // every CLAUDE_CONFIG_DIR value, in order
+	}{
+		{name: "no state dir", base: []string{"HOME=/home/agent"}, want: nil},
+		{name: "state dir", base: []string{"HOME=/home/agent", agent.EnvStateDir + "=/state"}, stateDir: "/state",
+			want: []string{"/state/claude"}},
+		{name: "operator's choice", base: []string{"CLAUDE_CONFIG_DIR=/elsewhere"}, stateDir: "/state",
+			want: []string{"/elsewhere"}},
+		{name: "config's choice", cfgEnv: map[string]string{"CLAUDE_CONFIG_DIR": "/cfg"}, stateDir: "/state",
+			want: []string{"/cfg"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := claudeEnv(tt.base, &agent.Config{Env: tt.cfgEnv}, proxy, tt.stateDir)
+			var got []string
+			for _, kv := range env {
+				if v, ok := strings.CutPrefix(kv, "CLAUDE_CONFIG_DIR="); ok {
+					got = append(got, v)
+				}
+				assert.False(t, strings.HasPrefix(kv, "AGENT_"), "the agent's settings stay out of the CLI: %s", kv)
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
