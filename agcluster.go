@@ -5,7 +5,8 @@
 package agcluster
 
 import (
-	// The app, the HTTP handler, the provider guest modules and their
-	// Caddyfile syntax.
+	// The app, the HTTP handler, the admin API and their Caddyfile syntax.
 	_ "github.com/agcluster/caddy-agcluster/module"
+	// Every provider's guest module.
+	_ "github.com/agcluster/caddy-agcluster/providers/all"
 )

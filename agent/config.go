@@ -55,6 +55,10 @@ type Config struct {
 	Resources *Resources `json:"resources,omitempty"`
 	// Image overrides the agent image for this configuration.
 	Image string `json:"image,omitempty"`
+	// Provider names the gateway provider that runs this configuration's
+	// agents (default: the gateway's default provider). The agent itself
+	// ignores it.
+	Provider string `json:"provider,omitempty"`
 }
 
 // SystemPrompt is either a whole prompt (Text) or Claude Code's own prompt

@@ -44,8 +44,13 @@ type Options struct {
 	Manager *session.Manager
 	// Configs are the configuration templates.
 	Configs *configs.Store
-	// Provider names the provider sessions run on (e.g. "docker").
-	Provider string
+	// Provider picks the provider for a new session: the one requested
+	// (a launch's "provider"; empty for none), else the configuration's,
+	// else the default. An unknown name is a 400 that lists the configured
+	// ones.
+	Provider func(requested string, cfg *agent.Config) (string, *openai.Error)
+	// Providers describes the configured providers for GET /api/providers.
+	Providers func(ctx context.Context) any
 	// Identify returns the request's caller; a returned error is written as is.
 	Identify func(r *http.Request, bodyKey string) (Caller, *openai.Error)
 	// MaxUploadBytes caps one uploaded file (default 50 MiB).
@@ -61,7 +66,7 @@ type Options struct {
 	Logger *zap.Logger
 }
 
-// Handler serves /api/agents/* and /api/configs*.
+// Handler serves /api/agents/*, /api/configs* and /api/providers.
 type Handler struct {
 	opts Options
 	mux  *http.ServeMux
@@ -98,7 +103,7 @@ func New(opts Options) *Handler {
 // Handles reports whether path belongs to this API.
 func Handles(path string) bool {
 	return strings.HasPrefix(path, "/api/agents/") || path == "/api/agents" ||
-		path == "/api/configs" || strings.HasPrefix(path, "/api/configs/")
+		path == "/api/configs" || strings.HasPrefix(path, "/api/configs/") || path == "/api/providers"
 }
 
 // ServeHTTP serves the API. Paths with ".." elements or empty elements
@@ -159,6 +164,8 @@ var routes = []route{
 		handler: func(h *Handler) http.HandlerFunc { return h.listConfigs }},
 	{Method: "GET", Pattern: "/api/configs/{id}", Summary: "Get one configuration template",
 		handler: func(h *Handler) http.HandlerFunc { return h.getConfig }},
+	{Method: "GET", Pattern: "/api/providers", Summary: "The configured providers: kind, capabilities, health, live and sleeping agents",
+		handler: func(h *Handler) http.HandlerFunc { return h.authed(h.listProviders) }},
 	{Method: "GET", Pattern: "/api/agents/openapi.json", Summary: "This API as OpenAPI 3",
 		handler: func(h *Handler) http.HandlerFunc { return h.openAPI }},
 }
@@ -221,7 +228,8 @@ type SessionView struct {
 	ConfigID string `json:"config_id"`
 	// Provider names the provider.
 	Provider string `json:"provider"`
-	// Status is "running" or "busy".
+	// Status is "running", "busy" (a turn runs) or "sleeping" (its agent
+	// is stopped with its workspace kept; the next turn wakes it).
 	Status string `json:"status"`
 	// CreatedAt is when the session started.
 	CreatedAt time.Time `json:"created_at"`
@@ -232,12 +240,8 @@ type SessionView struct {
 }
 
 func view(s *session.Session) SessionView {
-	status := "running"
-	if s.Busy() {
-		status = "busy"
-	}
-	return SessionView{SessionID: s.ID, AgentID: s.Instance.ID, ConfigID: s.ConfigID, Provider: s.Instance.Provider,
-		Status: status, CreatedAt: s.Created, LastActive: s.LastUsed(), Turns: s.Turns()}
+	return SessionView{SessionID: s.ID, AgentID: s.Instance().ID, ConfigID: s.ConfigID, Provider: s.Provider,
+		Status: s.Status(), CreatedAt: s.Created, LastActive: s.LastUsed(), Turns: s.Turns()}
 }
 
 func (h *Handler) launch(w http.ResponseWriter, r *http.Request) {
@@ -251,10 +255,6 @@ func (h *Handler) launch(w http.ResponseWriter, r *http.Request) {
 	c, oerr := h.opts.Identify(r, req.APIKey)
 	if oerr != nil {
 		oerr.Write(w)
-		return
-	}
-	if req.Provider != "" && req.Provider != h.opts.Provider {
-		openai.BadRequest(fmt.Sprintf("unknown provider %q; this gateway runs %q", req.Provider, h.opts.Provider), "provider").Write(w)
 		return
 	}
 	var cfg *agent.Config
@@ -288,6 +288,10 @@ func (h *Handler) launch(w http.ResponseWriter, r *http.Request) {
 	}
 	sreq, serr := SessionRequest(c.Owner, cfg)
 	if serr != nil {
+		serr.Write(w)
+		return
+	}
+	if sreq.Provider, serr = h.opts.Provider(req.Provider, cfg); serr != nil {
 		serr.Write(w)
 		return
 	}
@@ -589,6 +593,10 @@ func (h *Handler) resources(w http.ResponseWriter, r *http.Request, _ Caller, s 
 		out["memory_used"], out["memory_limit"], out["pids"] = cg.MemoryBytes, cg.MemoryLimitBytes, cg.Pids
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) listProviders(w http.ResponseWriter, r *http.Request, _ Caller) {
+	writeJSON(w, http.StatusOK, map[string]any{"providers": h.opts.Providers(r.Context())})
 }
 
 func (h *Handler) listConfigs(w http.ResponseWriter, _ *http.Request) {

@@ -28,12 +28,12 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 			assert.NotEmpty(t, op["parameters"], "%s %s declares its path parameters", r.Method, p)
 		}
 	}
-	assert.Len(t, Routes(), 15)
+	assert.Len(t, Routes(), 16)
 }
 
 func TestRefusesTraversalBeforeRouting(t *testing.T) {
 	called := false
-	h := New(Options{Configs: configs.New(), Provider: "docker",
+	h := New(Options{Configs: configs.New(),
 		Identify: func(*http.Request, string) (Caller, *openai.Error) {
 			called = true
 			return Caller{}, openai.MissingAPIKey()

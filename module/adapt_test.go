@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	_ "github.com/agcluster/caddy-agcluster/module"
+	_ "github.com/agcluster/caddy-agcluster/providers/all"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden JSON files of caddyfile-examples")

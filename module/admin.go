@@ -60,6 +60,7 @@ type adminSession struct {
 	LastUsed     time.Time `json:"last_used"`
 	Turns        int64     `json:"turns"`
 	Busy         bool      `json:"busy"`
+	Status       string    `json:"status"`
 }
 
 func currentState() *state {
@@ -84,8 +85,8 @@ func adminSessions(w http.ResponseWriter, r *http.Request) error {
 		for _, s := range m.List("") {
 			out = append(out, adminSession{
 				ID: s.ID, Owner: s.Key.Owner[:min(12, len(s.Key.Owner))], Conversation: s.Key.Conversation,
-				ConfigID: s.ConfigID, Provider: s.Instance.Provider, InstanceID: s.Instance.ID,
-				Created: s.Created, LastUsed: s.LastUsed(), Turns: s.Turns(), Busy: s.Busy(),
+				ConfigID: s.ConfigID, Provider: s.Provider, InstanceID: s.Instance().ID,
+				Created: s.Created, LastUsed: s.LastUsed(), Turns: s.Turns(), Busy: s.Busy(), Status: s.Status(),
 			})
 		}
 		w.Header().Set("Content-Type", "application/json")

@@ -1,6 +1,7 @@
 package module
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -11,6 +12,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/agcluster/caddy-agcluster/openai"
+	"github.com/agcluster/caddy-agcluster/providers"
 )
 
 func init() {
@@ -39,17 +41,21 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 // UnmarshalCaddyfile sets up the app from the global option. Syntax:
 //
 //	agcluster {
-//	    provider <name> {              # default: docker
+//	    provider [<name>] <kind> {     # repeatable; name defaults to the kind (default: one docker provider)
 //	        ...                        # the provider's own options
 //	    }
-//	    idle_timeout <duration>        # remove idle sessions (default 30m; 0 = never)
-//	    max_sessions <n>               # live sessions in total (default 100; 0 = no cap)
-//	    max_sessions_per_owner <n>     # live sessions per owner (default 0 = no cap)
+//	    default_provider <name>        # sessions' provider unless a config or launch names one (default: the only one)
+//	    idle_timeout <duration>        # put idle agents to sleep (default 30m; 0 = never)
+//	    retention <duration>           # remove conversations asleep this long (default 7d; 0 = until deleted)
+//	    max_sessions <n>               # live agents in total (default 100; 0 = no cap)
+//	    max_sessions_per_owner <n>     # live agents per owner (default 0 = no cap)
+//	    max_conversations <n>          # conversations, awake or asleep, in total (default 0 = no cap)
+//	    max_conversations_per_owner <n> # conversations, awake or asleep, per owner (default 0 = no cap)
 //	    anthropic_base_url <url>       # for the gateway's own one-shot calls
 //	    configs <dir>                  # custom agent configurations (*.json) next to the presets
 //	    turn_timeout <duration>        # stop a turn that runs longer (default 30m)
 //	    shutdown keep|destroy          # what happens to sessions when Caddy exits (default keep)
-//	    warm_pool <config> <n>         # keep n ready agents of a configuration (repeatable)
+//	    warm_pool <config> <n> [<provider>]  # keep n ready agents of a configuration (repeatable)
 //	    warm_pool_max <n>              # ready agents over all configurations (default: the sum)
 //	    warm_pool_min_free_memory <size>|off  # stop and shrink the pool below this available memory (default 1GiB)
 //	    warm_pool_check_interval <duration>   # health and memory checks of ready agents (default 5s)
@@ -58,35 +64,43 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return eachSubdirective(d, func(sub string) error {
 		switch sub {
 		case "provider":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			name := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "agcluster.providers."+name)
+			return a.unmarshalProvider(d)
+		case "default_provider":
+			v, err := oneArg(d)
 			if err != nil {
 				return err
 			}
-			a.ProviderRaw = caddyconfig.JSONModuleObject(unm, "name", name, nil)
+			a.DefaultProvider = v
 		case "idle_timeout":
 			dur, err := durationArg(d, true)
 			if err != nil {
 				return err
 			}
 			a.IdleTimeout = &dur
-		case "max_sessions", "max_sessions_per_owner":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+		case "retention":
+			dur, err := durationArg(d, true)
+			if err != nil {
+				return err
 			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return d.Errf("%s %q: want a whole number, 0 for no cap", sub, v)
+			a.Retention = &dur
+		case "max_sessions":
+			n, err := capArg(d)
+			if err != nil {
+				return err
 			}
-			if sub == "max_sessions" {
-				a.MaxSessions = &n
-			} else {
-				a.MaxSessionsPerOwner = n
-			}
+			a.MaxSessions = &n
+		case "max_sessions_per_owner":
+			n, err := capArg(d)
+			a.MaxSessionsPerOwner = n
+			return err
+		case "max_conversations":
+			n, err := capArg(d)
+			a.MaxConversations = n
+			return err
+		case "max_conversations_per_owner":
+			n, err := capArg(d)
+			a.MaxConversationsPerOwner = n
+			return err
 		case "anthropic_base_url":
 			if !d.AllArgs(&a.AnthropicBaseURL) {
 				return d.ArgErr()
@@ -102,13 +116,17 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "warm_pool":
-			var id, v string
-			if !d.AllArgs(&id, &v) {
+			args := d.RemainingArgs()
+			if len(args) != 2 && len(args) != 3 {
 				return d.ArgErr()
 			}
+			id, v := args[0], args[1]
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
 				return d.Errf("warm_pool %s %q: want a whole number of agents", id, v)
+			}
+			if len(args) == 3 {
+				id += "@" + args[2]
 			}
 			wp := a.warmPool()
 			if wp.Sizes == nil {
@@ -160,6 +178,52 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		return nil
 	})
+}
+
+// unmarshalProvider reads `provider [<name>] <kind> { ... }`: the kind's
+// guest module parses its own block.
+func (a *App) unmarshalProvider(d *caddyfile.Dispenser) error {
+	args := []string{}
+	for d.NextArg() {
+		args = append(args, d.Val())
+		if len(args) == 2 {
+			break
+		}
+	}
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	name, kind := args[0], args[len(args)-1]
+	// The module's own parsing starts at the kind token.
+	unm, err := caddyfile.UnmarshalModule(d, "agcluster.providers."+kind)
+	if err != nil {
+		return err
+	}
+	if _, ok := unm.(providers.Module); !ok {
+		return d.Errf("provider %s: module agcluster.providers.%s is not an agcluster provider", name, kind)
+	}
+	if _, dup := a.ProvidersRaw[name]; dup {
+		return d.Errf("provider %s: a provider of that name is already configured", name)
+	}
+	if a.ProvidersRaw == nil {
+		a.ProvidersRaw = map[string]json.RawMessage{}
+	}
+	a.ProvidersRaw[name] = caddyconfig.JSONModuleObject(unm, "kind", kind, nil)
+	return nil
+}
+
+// capArg reads a limit: a whole number, 0 for no cap.
+func capArg(d *caddyfile.Dispenser) (int, error) {
+	name := d.Val()
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, d.Errf("%s %q: want a whole number, 0 for no cap", name, v)
+	}
+	return n, nil
 }
 
 func (a *App) warmPool() *WarmPool {
@@ -251,7 +315,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // repeatable are the subdirectives that may be given more than once.
-var repeatable = map[string]bool{"warm_pool": true}
+var repeatable = map[string]bool{"warm_pool": true, "provider": true}
 
 // eachSubdirective consumes the directive's name (which takes no
 // arguments) and calls fn for each subdirective of its block, refusing a

@@ -8,6 +8,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	// The provider guest modules the Caddyfile tests name.
+	_ "github.com/agcluster/caddy-agcluster/providers/all"
 )
 
 func TestAppCaddyfile(t *testing.T) {
@@ -33,14 +36,37 @@ func TestAppCaddyfile(t *testing.T) {
 		input: "agcluster {\n idle_timeout 0\n}",
 		check: func(t *testing.T, a *App) { assert.Equal(t, caddy.Duration(0), *a.IdleTimeout) },
 	}, {
-		name:  "docker provider",
-		input: "agcluster {\n provider docker {\n image x:1\n memory 512m\n cpus 0.5\n pids 64\n env A b\n env C d\n reach_by_container_ip\n network n\n isolated_network iso\n ready_timeout 2s\n label team x\n }\n}",
+		name:  "one provider named by its kind",
+		input: "agcluster {\n provider docker {\n image x:1\n }\n}",
 		check: func(t *testing.T, a *App) {
-			assert.JSONEq(t, `{"name":"docker","image":"x:1","memory_bytes":536870912,"nano_cpus":500000000,"pids":64,
-				"env":{"A":"b","C":"d"},"reach_by_container_ip":true,"network":"n","isolated_network":"iso","ready_timeout":2000000000,"extra_labels":{"team":"x"}}`,
-				string(a.ProviderRaw))
+			require.Len(t, a.ProvidersRaw, 1)
+			assert.JSONEq(t, `{"kind":"docker","image":"x:1"}`, string(a.ProvidersRaw["docker"]))
 		},
+	}, {
+		name:  "several providers, a default, conversations",
+		input: "agcluster {\n provider docker\n provider gpu docker {\n host tcp://127.0.0.1:2375\n }\n default_provider gpu\n retention 3d\n max_conversations 50\n max_conversations_per_owner 5\n}",
+		check: func(t *testing.T, a *App) {
+			require.Len(t, a.ProvidersRaw, 2)
+			assert.JSONEq(t, `{"kind":"docker"}`, string(a.ProvidersRaw["docker"]))
+			assert.JSONEq(t, `{"kind":"docker","host":"tcp://127.0.0.1:2375"}`, string(a.ProvidersRaw["gpu"]))
+			assert.Equal(t, "gpu", a.DefaultProvider)
+			assert.Equal(t, caddy.Duration(72*time.Hour), *a.Retention)
+			assert.Equal(t, 50, a.MaxConversations)
+			assert.Equal(t, 5, a.MaxConversationsPerOwner)
+		},
+	}, {
+		name:  "retention zero means until deleted",
+		input: "agcluster {\n retention 0\n}",
+		check: func(t *testing.T, a *App) { assert.Equal(t, caddy.Duration(0), *a.Retention) },
 	},
+		{name: "warm pool on a provider", input: "agcluster {\n warm_pool agent 2 gpu\n warm_pool agent 1\n}",
+			check: func(t *testing.T, a *App) {
+				assert.Equal(t, map[string]int{"agent@gpu": 2, "agent": 1}, a.WarmPool.Sizes)
+			}},
+		{name: "two providers of one name", input: "agcluster {\n provider docker\n provider docker {\n image y\n }\n}", wantErr: "provider docker: a provider of that name is already configured"},
+		{name: "provider without kind", input: "agcluster {\n provider\n}", wantErr: "wrong argument count"},
+		{name: "unknown provider kind", input: "agcluster {\n provider gpu nomad\n}", wantErr: "nomad"},
+		{name: "negative conversations", input: "agcluster {\n max_conversations -1\n}", wantErr: "max_conversations"},
 		{name: "warm pool", input: "agcluster {\n warm_pool agent 2\n warm_pool code-assistant 1\n warm_pool_max 2\n warm_pool_min_free_memory 2GiB\n warm_pool_check_interval 3s\n}",
 			check: func(t *testing.T, a *App) {
 				require.NotNil(t, a.WarmPool)
@@ -60,11 +86,6 @@ func TestAppCaddyfile(t *testing.T) {
 		{name: "bad duration", input: "agcluster {\n idle_timeout soon\n}", wantErr: "idle_timeout"},
 		{name: "negative sessions", input: "agcluster {\n max_sessions -1\n}", wantErr: "max_sessions"},
 		{name: "bad shutdown", input: "agcluster {\n shutdown maybe\n}", wantErr: "shutdown"},
-		{name: "unknown provider", input: "agcluster {\n provider nomad\n}", wantErr: "nomad"},
-		{name: "unknown docker option", input: "agcluster {\n provider docker {\n gpus 1\n }\n}", wantErr: `unknown docker provider subdirective "gpus"`},
-		{name: "bad memory", input: "agcluster {\n provider docker {\n memory lots\n }\n}", wantErr: "memory"},
-		{name: "bad cpus", input: "agcluster {\n provider docker {\n cpus -1\n }\n}", wantErr: "cpus"},
-		{name: "duplicate env", input: "agcluster {\n provider docker {\n env A 1\n env A 2\n }\n}", wantErr: "env A already specified"},
 		{name: "argument on option", input: "agcluster extra {\n}", wantErr: "wrong argument count"},
 	}
 	for _, tt := range tests {

@@ -120,7 +120,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.api = agentsapi.New(agentsapi.Options{
 		Manager:   h.app.Manager(),
 		Configs:   h.app.Configs(),
-		Provider:  h.app.ProviderName(),
+		Provider:  h.app.ResolveProvider,
+		Providers: func(ctx context.Context) any { return h.app.state.status(ctx) },
 		Identify:  h.identify,
 		KeepAlive: time.Duration(h.KeepAlive),
 		Logger:    h.logger.Named("api"),
@@ -245,6 +246,10 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	conv, cerr := h.conversationID(r)
 	if cerr != nil {
 		h.refuse(w, cerr)
+		return
+	}
+	if sreq.Provider, serr = h.app.ResolveProvider("", cfg); serr != nil {
+		h.refuse(w, serr)
 		return
 	}
 	sreq.Conversation = conv

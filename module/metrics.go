@@ -3,6 +3,7 @@ package module
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,7 +18,9 @@ var metrics = struct {
 	turns         *prometheus.CounterVec
 	turnSeconds   *prometheus.HistogramVec
 	tasks         *prometheus.CounterVec
-	sessionsLive  prometheus.GaugeFunc
+	sessions      sessionsCollector
+	wakes         *prometheus.CounterVec
+	wakeSeconds   *prometheus.HistogramVec
 	poolReady     prometheus.GaugeFunc
 	poolHits      prometheus.CounterFunc
 	poolMisses    prometheus.CounterFunc
@@ -44,17 +47,18 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "request_errors_total",
 			Help: "Requests refused before a turn ran, by HTTP status.",
 		}, []string{"status"})
-		metrics.sessionsLive = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: ns, Subsystem: sub, Name: "sessions",
-			Help: "Live sessions (each with its agent container).",
-		}, func() float64 {
-			n := 0
-			statePool.Range(func(_, v any) bool {
-				n += len(v.(*state).manager.List(""))
-				return true
-			})
-			return float64(n)
-		})
+		metrics.sessions = sessionsCollector{desc: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "sessions"),
+			"Conversations by provider and state: live (agent awake) or sleeping (agent stopped, workspace kept).",
+			[]string{"provider", "state"}, nil)}
+		metrics.wakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "wakes_total",
+			Help: "Sleeping conversations woken, by provider and outcome (ok; gone: the agent and its workspace were lost, the conversation started over; error).",
+		}, []string{"provider", "outcome"})
+		metrics.wakeSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "wake_duration_seconds",
+			Help:    "Time to wake a sleeping conversation's agent until it is ready, by provider.",
+			Buckets: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60},
+		}, []string{"provider"})
 		metrics.poolReady = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "warm_pool_ready",
 			Help: "Ready agents in the warm pool, over all configurations.",
@@ -87,7 +91,8 @@ func registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{metrics.turns, metrics.turnSeconds, metrics.tasks, metrics.requestErrors, metrics.sessionsLive,
+	for _, c := range []prometheus.Collector{metrics.turns, metrics.turnSeconds, metrics.tasks, metrics.requestErrors, metrics.sessions,
+		metrics.wakes, metrics.wakeSeconds,
 		metrics.poolReady, metrics.poolHits, metrics.poolMisses} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -97,4 +102,30 @@ func registerMetrics(reg *prometheus.Registry) error {
 		}
 	}
 	return nil
+}
+
+// sessionsCollector reports the conversations per provider and state at
+// scrape time.
+type sessionsCollector struct{ desc *prometheus.Desc }
+
+func (c sessionsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c sessionsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := currentState()
+	if st == nil {
+		return
+	}
+	for name, n := range st.manager.Counts() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n.Live), name, "live")
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n.Sleeping), name, "sleeping")
+	}
+}
+
+// observeWake records a wake (session.Options.OnWake).
+func observeWake(provider string, took time.Duration, outcome string) {
+	initMetrics()
+	metrics.wakes.WithLabelValues(provider, outcome).Inc()
+	if outcome == session.WakeOK {
+		metrics.wakeSeconds.WithLabelValues(provider).Observe(took.Seconds())
+	}
 }

@@ -1,6 +1,8 @@
-// Package session maps conversations to agent containers: who owns which
-// session, creating each container once however many requests race for it,
-// one turn at a time per session, idle reaping, and limits.
+// Package session maps conversations to agents: who owns which session,
+// creating each agent once however many requests race for it, one turn at
+// a time per session, sleep at idle and wake on the next message, retention,
+// deaths, rediscovery and limits. Every call for an agent goes through the
+// provider that made it (Instance.Provider).
 package session
 
 import (
@@ -70,12 +72,29 @@ func (s ProviderSource) Release(ctx context.Context, inst *providers.Instance) e
 type Options struct {
 	// Source provides agent instances.
 	Source Source
-	// IdleTimeout removes sessions unused this long (0 = never).
+	// Providers finds a provider by name, for sleeping, waking and
+	// reconciling agents (nil: no agent sleeps; idle ones are destroyed).
+	Providers func(name string) (providers.Provider, bool)
+	// IdleTimeout puts sessions unused this long to sleep, or destroys
+	// them when their provider cannot sleep (0 = never).
 	IdleTimeout time.Duration
-	// MaxSessions caps live sessions in total (0 = no cap).
+	// Retention destroys sessions asleep this long (0 = keep until
+	// deleted).
+	Retention time.Duration
+	// MaxSessions caps live (awake) agents in total (0 = no cap).
 	MaxSessions int
-	// MaxSessionsPerOwner caps live sessions per owner (0 = no cap).
+	// MaxSessionsPerOwner caps live agents per owner (0 = no cap).
 	MaxSessionsPerOwner int
+	// MaxConversations caps conversations, awake or asleep, in total (0 =
+	// no cap).
+	MaxConversations int
+	// MaxConversationsPerOwner caps conversations, awake or asleep, per
+	// owner (0 = no cap).
+	MaxConversationsPerOwner int
+	// OnWake is told of every wake: the provider's name, how long it took
+	// and its outcome: WakeOK, WakeGone (the agent was gone and the
+	// conversation starts over) or WakeFailed.
+	OnWake func(provider string, took time.Duration, outcome string)
 	// MaxConcurrentCreates caps instance creations in progress at once
 	// (default 4); more wait their turn. Starting many agents at once on a
 	// small host makes every one of them slow.
@@ -95,24 +114,76 @@ type Session struct {
 	Key Key
 	// ConfigID names the agent configuration.
 	ConfigID string
-	// Instance is the agent container.
-	Instance *providers.Instance
+	// Provider names the provider that runs the session's agent.
+	Provider string
 	// Created is when the session was created.
 	Created time.Time
 	// Warm reports that the session's agent came ready from the warm pool.
 	Warm bool
 
-	client      *agentclient.Client
 	idleTimeout time.Duration // 0 = the manager's
 	busy        atomic.Bool
 	lastUsed    atomic.Int64 // unix nanos
 	turns       atomic.Int64
-	mu          sync.Mutex
-	fp          string // fingerprint of the transcript after the last turn
+
+	mu      sync.Mutex
+	inst    *providers.Instance
+	client  *agentclient.Client
+	asleep  bool
+	sleptAt time.Time
+	fp      string // fingerprint of the transcript after the last turn
+}
+
+// Status values of a session.
+const (
+	StatusRunning  = "running"
+	StatusBusy     = "busy"
+	StatusSleeping = "sleeping"
+)
+
+// Instance is the session's agent as its provider last reported it.
+func (s *Session) Instance() *providers.Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inst
 }
 
 // Client is the session's agent client.
-func (s *Session) Client() *agentclient.Client { return s.client }
+func (s *Session) Client() *agentclient.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client
+}
+
+// Asleep reports whether the session's agent sleeps (stopped, workspace
+// kept): the next turn wakes it.
+func (s *Session) Asleep() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.asleep
+}
+
+// Status is "sleeping", "busy" (a turn runs) or "running".
+func (s *Session) Status() string {
+	switch {
+	case s.Asleep():
+		return StatusSleeping
+	case s.Busy():
+		return StatusBusy
+	}
+	return StatusRunning
+}
+
+// setInstance records the agent as its provider now reports it.
+func (s *Session) setInstance(inst *providers.Instance, asleep bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inst, s.client = inst, inst.Client()
+	if asleep && !s.asleep {
+		s.sleptAt = time.Now()
+	}
+	s.asleep = asleep
+}
 
 // LastUsed is when the last turn ended (or the session was created).
 func (s *Session) LastUsed() time.Time { return time.Unix(0, s.lastUsed.Load()) }
@@ -134,16 +205,19 @@ type entry struct {
 type Manager struct {
 	opts Options
 
-	mu       sync.Mutex
-	byKey    map[Key]*entry
-	byID     map[string]*Session
-	byFP     map[string]*Session // owner + "\x00" + fingerprint
-	pending  int
-	perOwner map[string]int
-	died     map[Key]time.Time // conversations whose agent died, until their next session
-	closed   bool
+	mu           sync.Mutex
+	byKey        map[Key]*entry
+	byID         map[string]*Session
+	byFP         map[string]*Session // owner + "\x00" + fingerprint
+	pending      int                 // creations in progress
+	waking       int                 // wakes in progress
+	perOwner     map[string]int      // sessions, awake or asleep, and creations in progress
+	ownerPending map[string]int      // creations and wakes in progress
+	died         map[Key]time.Time   // conversations whose agent was lost, until their next session
+	closed       bool
 
 	idleTimeout atomic.Int64  // time.Duration; changed by Reconfigure
+	retention   atomic.Int64  // time.Duration; changed by Reconfigure
 	creating    chan struct{} // a slot per creation in progress
 	stop        chan struct{}
 	wg          sync.WaitGroup
@@ -161,16 +235,18 @@ func NewManager(opts Options) *Manager {
 		opts.MaxConcurrentCreates = 4
 	}
 	m := &Manager{
-		opts:     opts,
-		byKey:    map[Key]*entry{},
-		byID:     map[string]*Session{},
-		byFP:     map[string]*Session{},
-		perOwner: map[string]int{},
-		died:     map[Key]time.Time{},
-		stop:     make(chan struct{}),
-		creating: make(chan struct{}, opts.MaxConcurrentCreates),
+		opts:         opts,
+		byKey:        map[Key]*entry{},
+		byID:         map[string]*Session{},
+		byFP:         map[string]*Session{},
+		perOwner:     map[string]int{},
+		ownerPending: map[string]int{},
+		died:         map[Key]time.Time{},
+		stop:         make(chan struct{}),
+		creating:     make(chan struct{}, opts.MaxConcurrentCreates),
 	}
 	m.idleTimeout.Store(int64(opts.IdleTimeout))
+	m.retention.Store(int64(opts.Retention))
 	m.wg.Add(1)
 	go m.reapLoop()
 	return m
@@ -191,22 +267,26 @@ func (m *Manager) Launch(ctx context.Context, req Request) (*Session, error) {
 	return s, nil
 }
 
-// Reconfigure applies new limits and idle timeout; the source and logger
-// stay. Live sessions are kept.
+// Reconfigure applies new limits, idle timeout and retention; the source,
+// provider lookup and logger stay. Live and sleeping sessions are kept.
 func (m *Manager) Reconfigure(opts Options) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.opts.MaxSessions = opts.MaxSessions
 	m.opts.MaxSessionsPerOwner = opts.MaxSessionsPerOwner
+	m.opts.MaxConversations = opts.MaxConversations
+	m.opts.MaxConversationsPerOwner = opts.MaxConversationsPerOwner
 	if opts.CreateTimeout > 0 {
 		m.opts.CreateTimeout = opts.CreateTimeout
 	}
 	m.idleTimeout.Store(int64(opts.IdleTimeout))
+	m.retention.Store(int64(opts.Retention))
 }
 
-// Adopt registers running instances found by the provider (after a
-// restart) as sessions and returns how many it took. Instances without a
-// session id, owner or conversation, or already known, are skipped.
+// Adopt registers instances found by the providers (after a restart) as
+// sessions, asleep when their agent is stopped, and returns how many it
+// took. Instances without a session id, owner or conversation, or already
+// known, are skipped.
 func (m *Manager) Adopt(insts []*providers.Instance) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -226,10 +306,10 @@ func (m *Manager) Adopt(insts []*providers.Instance) int {
 			ID:       inst.SessionID,
 			Key:      key,
 			ConfigID: inst.ConfigID,
-			Instance: inst,
+			Provider: inst.Provider,
 			Created:  inst.CreatedAt,
-			client:   inst.Client(),
 		}
+		s.setInstance(inst, inst.State == providers.StateStopped)
 		s.lastUsed.Store(time.Now().UnixNano())
 		e := &entry{ready: make(chan struct{}), session: s}
 		close(e.ready)
@@ -253,6 +333,8 @@ type Request struct {
 	// Fingerprint identifies the transcript the client sent before its new
 	// message, to continue a conversation that has no id.
 	Fingerprint string
+	// Provider names the provider for a new session's agent.
+	Provider string
 	// ConfigID and Config describe the agent to create if none exists.
 	ConfigID string
 	// Config is the agent configuration for a new session.
@@ -273,16 +355,20 @@ type Lease struct {
 	// New reports that the session was created for this request, so the
 	// agent has not seen the conversation's earlier messages.
 	New bool
-	// Restarted reports that the conversation's previous agent died (its
-	// container stopped or was killed) and this one replaces it.
+	// Restarted reports that the conversation's previous agent was lost
+	// (its workspace is gone) and this one replaces it.
 	Restarted bool
-	m         *Manager
-	ok        atomic.Bool
+	// Woke reports that the session's agent was asleep and was woken for
+	// this request; it resumes the conversation with its files.
+	Woke bool
+	m    *Manager
+	ok   atomic.Bool
 }
 
-// Acquire finds or creates the conversation's session and reserves it for
-// one turn. Concurrent first requests for one conversation create a single
-// instance; a request for a session that is running a turn gets ErrBusy.
+// Acquire finds or creates the conversation's session, wakes its agent if
+// it sleeps, and reserves it for one turn. Concurrent first requests for
+// one conversation create a single instance; a request for a session that
+// is running a turn (or waking) gets ErrBusy.
 func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	m.mu.Lock()
 	if m.closed {
@@ -295,7 +381,7 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 		if !ok || s.Key.Owner != req.Owner {
 			return nil, fmt.Errorf("%w: %q", ErrNotFound, req.SessionID)
 		}
-		return m.lease(s, false)
+		return m.leaseAwake(ctx, s, req)
 	}
 	key := Key{Owner: req.Owner, Conversation: req.Conversation}
 	if key.Conversation == "" && req.Fingerprint != "" {
@@ -316,9 +402,9 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 		if e.err != nil {
 			return nil, e.err
 		}
-		return m.lease(e.session, false)
+		return m.leaseAwake(ctx, e.session, req)
 	}
-	if err := m.checkLimitsLocked(req.Owner); err != nil {
+	if err := m.checkCreateLimitsLocked(req.Owner); err != nil {
 		m.mu.Unlock()
 		return nil, err
 	}
@@ -326,6 +412,7 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	m.byKey[key] = e
 	m.pending++
 	m.perOwner[req.Owner]++
+	m.ownerPending[req.Owner]++
 	timeout := m.opts.CreateTimeout
 	m.mu.Unlock()
 
@@ -333,12 +420,10 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 
 	m.mu.Lock()
 	m.pending--
+	m.decOwnerLocked(m.ownerPending, req.Owner)
 	if err != nil {
 		delete(m.byKey, key)
-		m.perOwner[req.Owner]--
-		if m.perOwner[req.Owner] == 0 {
-			delete(m.perOwner, req.Owner)
-		}
+		m.decOwnerLocked(m.perOwner, req.Owner)
 		e.err = err
 	} else {
 		e.session = s
@@ -368,15 +453,123 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	return l, err
 }
 
-// InstanceDied is told that an instance stopped on its own (the provider
-// saw it die or be OOM-killed). Its session is dropped and its leftovers
-// removed; the conversation's next request gets a new agent, marked
-// Restarted. Instances the manager removes itself are already unknown.
+// leaseAwake reserves s and wakes its agent if it sleeps. When the agent
+// is gone for good the session is dropped and req starts the conversation
+// over (a new agent, marked Restarted), unless req named the session by id.
+func (m *Manager) leaseAwake(ctx context.Context, s *Session, req Request) (*Lease, error) {
+	l, err := m.lease(s, false)
+	if err != nil || !s.Asleep() {
+		return l, err
+	}
+	err = m.wake(ctx, s)
+	if err == nil {
+		l.Woke = true
+		return l, nil
+	}
+	if !errors.Is(err, providers.ErrGone) {
+		l.end(false)
+		return nil, err
+	}
+	m.mu.Lock()
+	m.forgetLocked(s)
+	m.died[s.Key] = time.Now()
+	m.mu.Unlock()
+	m.opts.Logger.Warn("session agent is gone; the conversation starts over in a new agent",
+		zap.String("session_id", s.ID), zap.String("instance_id", s.Instance().ID), zap.Error(err))
+	go m.destroy(s, "gone") // removes whatever is left of it
+	if req.SessionID != "" {
+		return nil, fmt.Errorf("%w: %q: its agent and workspace are gone", ErrNotFound, req.SessionID)
+	}
+	req.Conversation = s.Key.Conversation
+	return m.Acquire(ctx, req)
+}
+
+// wake starts a sleeping session's agent through its provider. The
+// session is leased by the caller, so no turn and no other wake runs.
+func (m *Manager) wake(ctx context.Context, s *Session) error {
+	sl, err := m.sleeper(s.Provider)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if err := m.checkLiveLimitsLocked(s.Key.Owner); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	m.waking++
+	m.ownerPending[s.Key.Owner]++
+	timeout := m.opts.CreateTimeout
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.waking--
+		m.decOwnerLocked(m.ownerPending, s.Key.Owner)
+		m.mu.Unlock()
+	}()
+
+	// Like a creation, a wake must not fail because the requester left.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	start := time.Now()
+	inst, err := sl.Wake(wctx, s.Instance().ID)
+	took := time.Since(start)
+	if m.opts.OnWake != nil {
+		outcome := WakeOK
+		switch {
+		case errors.Is(err, providers.ErrGone):
+			outcome = WakeGone
+		case err != nil:
+			outcome = WakeFailed
+		}
+		m.opts.OnWake(s.Provider, took, outcome)
+	}
+	if err != nil {
+		if !errors.Is(err, providers.ErrGone) {
+			m.opts.Logger.Warn("session wake failed", zap.String("session_id", s.ID),
+				zap.String("instance_id", s.Instance().ID), zap.Duration("after", took), zap.Error(err))
+		}
+		return fmt.Errorf("wake agent of session %s: %w", s.ID, err)
+	}
+	s.setInstance(inst, false)
+	m.opts.Logger.Info("session woke", zap.String("session_id", s.ID),
+		zap.String("instance_id", inst.ID), zap.Duration("wake_duration", took))
+	return nil
+}
+
+// Wake outcomes (Options.OnWake).
+const (
+	WakeOK     = "ok"
+	WakeGone   = "gone"
+	WakeFailed = "error"
+)
+
+// sleeper returns the provider named name as a Sleeper.
+func (m *Manager) sleeper(name string) (providers.Sleeper, error) {
+	if m.opts.Providers == nil {
+		return nil, fmt.Errorf("provider %q: %w", name, providers.ErrUnsupported)
+	}
+	p, ok := m.opts.Providers(name)
+	if !ok {
+		return nil, fmt.Errorf("provider %q is not configured: %w", name, providers.ErrUnavailable)
+	}
+	sl, ok := p.(providers.Sleeper)
+	if !ok {
+		return nil, fmt.Errorf("provider %q cannot put agents to sleep: %w", name, providers.ErrUnsupported)
+	}
+	return sl, nil
+}
+
+// InstanceDied is told that an instance stopped without the gateway
+// asking (the provider saw it die, be killed or expire). A session whose
+// provider can wake agents is marked asleep: its workspace and CLI session
+// survive, and the next turn wakes it. Otherwise the session is dropped
+// and its leftovers removed; the conversation's next request gets a new
+// agent, marked Restarted. It reports whether a session had the instance.
 func (m *Manager) InstanceDied(instanceID string) bool {
 	m.mu.Lock()
 	var dead *Session
 	for _, s := range m.byID {
-		if s.Instance.ID == instanceID {
+		if s.Instance().ID == instanceID {
 			dead = s
 			break
 		}
@@ -384,6 +577,15 @@ func (m *Manager) InstanceDied(instanceID string) bool {
 	if dead == nil {
 		m.mu.Unlock()
 		return false
+	}
+	if _, err := m.sleeper(dead.Provider); err == nil {
+		m.mu.Unlock()
+		if !dead.Asleep() {
+			dead.setInstance(stopped(dead.Instance()), true)
+			m.opts.Logger.Warn("session agent stopped; the next turn wakes it",
+				zap.String("session_id", dead.ID), zap.String("instance_id", instanceID))
+		}
+		return true
 	}
 	m.forgetLocked(dead)
 	m.died[dead.Key] = time.Now()
@@ -393,17 +595,76 @@ func (m *Manager) InstanceDied(instanceID string) bool {
 	return true
 }
 
-func (m *Manager) checkLimitsLocked(owner string) error {
-	// m.opts is read under m.mu: Reconfigure changes the limits.
-	total := len(m.byID) + m.pending
-	if m.opts.MaxSessions > 0 && total >= m.opts.MaxSessions {
-		return fmt.Errorf("%w: all %d sessions are in use; try again when one ends", ErrLimit, m.opts.MaxSessions)
+// Reconcile compares provider's agents as the backend lists them with the
+// sessions' view, after a gap in the provider's events (an engine
+// restart): awake sessions of that provider whose agent is stopped or
+// missing are marked asleep, so their next turn wakes (or replaces) them.
+// It returns how many it marked.
+func (m *Manager) Reconcile(provider string, insts []*providers.Instance) int {
+	running := map[string]bool{}
+	for _, i := range insts {
+		running[i.ID] = i.State != providers.StateStopped
 	}
-	if m.opts.MaxSessionsPerOwner > 0 && m.perOwner[owner] >= m.opts.MaxSessionsPerOwner {
-		return fmt.Errorf("%w: you already have %d live sessions, the most allowed; end one or wait for it to idle out",
-			ErrLimit, m.opts.MaxSessionsPerOwner)
+	var marked []*Session
+	m.mu.Lock()
+	for _, s := range m.byID {
+		if s.Provider == provider && !s.Busy() && !s.Asleep() && !running[s.Instance().ID] {
+			marked = append(marked, s)
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range marked {
+		s.setInstance(stopped(s.Instance()), true)
+		m.opts.Logger.Warn("session agent found stopped; the next turn wakes it",
+			zap.String("session_id", s.ID), zap.String("instance_id", s.Instance().ID))
+	}
+	return len(marked)
+}
+
+func stopped(inst *providers.Instance) *providers.Instance {
+	out := *inst
+	out.State = providers.StateStopped
+	return &out
+}
+
+// checkCreateLimitsLocked applies every limit to a new conversation.
+func (m *Manager) checkCreateLimitsLocked(owner string) error {
+	// m.opts is read under m.mu: Reconfigure changes the limits.
+	if n := m.opts.MaxConversations; n > 0 && len(m.byID)+m.pending >= n {
+		return fmt.Errorf("%w: all %d conversations are in use; delete one or try again later", ErrLimit, n)
+	}
+	if n := m.opts.MaxConversationsPerOwner; n > 0 && m.perOwner[owner] >= n {
+		return fmt.Errorf("%w: you already have %d conversations, the most allowed; delete one to start another", ErrLimit, n)
+	}
+	return m.checkLiveLimitsLocked(owner)
+}
+
+// checkLiveLimitsLocked applies the limits on awake agents (a creation or
+// a wake).
+func (m *Manager) checkLiveLimitsLocked(owner string) error {
+	live, ownerLive := m.waking+m.pending, m.ownerPending[owner]
+	for _, s := range m.byID {
+		if !s.Asleep() {
+			live++
+			if s.Key.Owner == owner {
+				ownerLive++
+			}
+		}
+	}
+	if n := m.opts.MaxSessions; n > 0 && live >= n {
+		return fmt.Errorf("%w: all %d agents are in use; try again when one ends or falls asleep", ErrLimit, n)
+	}
+	if n := m.opts.MaxSessionsPerOwner; n > 0 && ownerLive >= n {
+		return fmt.Errorf("%w: you already have %d live agents, the most allowed; end one or wait for it to fall asleep", ErrLimit, n)
 	}
 	return nil
+}
+
+func (m *Manager) decOwnerLocked(counts map[string]int, owner string) {
+	counts[owner]--
+	if counts[owner] <= 0 {
+		delete(counts, owner)
+	}
 }
 
 func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time.Duration) (*Session, error) {
@@ -414,6 +675,7 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 	id := "sess_" + randomID()
 	start := time.Now()
 	spec := providers.Spec{
+		Provider:     req.Provider,
 		SessionID:    id,
 		Owner:        key.Owner,
 		Conversation: key.Conversation,
@@ -432,16 +694,17 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 		ID:          id,
 		Key:         key,
 		ConfigID:    req.ConfigID,
-		Instance:    inst,
+		Provider:    inst.Provider,
 		Created:     time.Now(),
 		Warm:        warm,
 		idleTimeout: req.IdleTimeout,
-		client:      inst.Client(),
 	}
+	s.setInstance(inst, false)
 	s.lastUsed.Store(s.Created.UnixNano())
 	m.opts.Logger.Info("session created",
 		zap.String("session_id", id),
 		zap.String("config_id", req.ConfigID),
+		zap.String("provider", inst.Provider),
 		zap.String("instance_id", inst.ID),
 		zap.Bool("warm", warm),
 		zap.Duration("create_duration", time.Since(start)))
@@ -466,14 +729,45 @@ func (m *Manager) instance(ctx context.Context, spec providers.Spec) (_ *provide
 	return inst, false, err
 }
 
-// Headroom is how many more sessions max_sessions allows (-1 = no cap).
+// Headroom is how many more live agents max_sessions allows (-1 = no cap).
 func (m *Manager) Headroom() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.opts.MaxSessions <= 0 {
 		return -1
 	}
-	return max(0, m.opts.MaxSessions-len(m.byID)-m.pending)
+	live := m.pending + m.waking
+	for _, s := range m.byID {
+		if !s.Asleep() {
+			live++
+		}
+	}
+	return max(0, m.opts.MaxSessions-live)
+}
+
+// Counts are a provider's sessions by state.
+type Counts struct {
+	// Live counts sessions whose agent is awake.
+	Live int `json:"live"`
+	// Sleeping counts sessions whose agent sleeps.
+	Sleeping int `json:"sleeping"`
+}
+
+// Counts returns the sessions per provider name.
+func (m *Manager) Counts() map[string]Counts {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]Counts{}
+	for _, s := range m.byID {
+		c := out[s.Provider]
+		if s.Asleep() {
+			c.Sleeping++
+		} else {
+			c.Live++
+		}
+		out[s.Provider] = c
+	}
+	return out
 }
 
 func (m *Manager) lease(s *Session, created bool) (*Lease, error) {
@@ -496,6 +790,29 @@ func (l *Lease) end(countTurn bool) {
 	}
 	l.Session.lastUsed.Store(time.Now().UnixNano())
 	l.Session.busy.Store(false)
+}
+
+// Query starts the turn on the session's agent. When the agent cannot be
+// reached (it stopped behind the gateway's back and the provider's event
+// has not arrived yet), its provider is asked to wake it and the query is
+// sent once more.
+func (l *Lease) Query(ctx context.Context, prompt, apiKey string) (*agentclient.Stream, error) {
+	s := l.Session
+	st, err := s.Client().Query(ctx, prompt, apiKey)
+	var apiErr *agentclient.APIError
+	if err == nil || ctx.Err() != nil || errors.As(err, &apiErr) {
+		return st, err
+	}
+	if _, serr := l.m.sleeper(s.Provider); serr != nil {
+		return nil, err
+	}
+	l.m.opts.Logger.Warn("session agent unreachable; waking it", zap.String("session_id", s.ID),
+		zap.String("instance_id", s.Instance().ID), zap.Error(err))
+	if werr := l.m.wake(ctx, s); werr != nil {
+		return nil, errors.Join(err, werr)
+	}
+	l.Woke = true
+	return s.Client().Query(ctx, prompt, apiKey)
 }
 
 // Release ends the turn: the session takes the next turn at once. Call it
@@ -551,7 +868,7 @@ func (m *Manager) List(owner string) []*Session {
 	return out
 }
 
-// Delete removes the owner's session and its instance.
+// Delete removes the owner's session and its instance, asleep or not.
 func (m *Manager) Delete(owner, id string) error {
 	m.mu.Lock()
 	s, ok := m.byID[id]
@@ -566,6 +883,9 @@ func (m *Manager) Delete(owner, id string) error {
 }
 
 func (m *Manager) forgetLocked(s *Session) {
+	if _, ok := m.byID[s.ID]; !ok {
+		return
+	}
 	delete(m.byID, s.ID)
 	if e, ok := m.byKey[s.Key]; ok && e.session == s {
 		delete(m.byKey, s.Key)
@@ -575,45 +895,58 @@ func (m *Manager) forgetLocked(s *Session) {
 		delete(m.byFP, s.Key.Owner+"\x00"+s.fp)
 	}
 	s.mu.Unlock()
-	m.perOwner[s.Key.Owner]--
-	if m.perOwner[s.Key.Owner] <= 0 {
-		delete(m.perOwner, s.Key.Owner)
-	}
+	m.decOwnerLocked(m.perOwner, s.Key.Owner)
 }
 
 func (m *Manager) destroy(s *Session, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := m.opts.Source.Release(ctx, s.Instance); err != nil {
+	inst := s.Instance()
+	if err := m.opts.Source.Release(ctx, inst); err != nil {
 		m.opts.Logger.Error("session instance removal failed",
-			zap.String("session_id", s.ID), zap.String("instance_id", s.Instance.ID), zap.Error(err))
+			zap.String("session_id", s.ID), zap.String("instance_id", inst.ID), zap.Error(err))
 		return
 	}
 	m.opts.Logger.Info("session removed", zap.String("session_id", s.ID), zap.String("reason", reason),
 		zap.Int64("turns", s.turns.Load()))
 }
 
-// ReapIdle removes sessions idle for longer than the idle timeout and
-// returns how many it removed.
+// ReapIdle puts sessions idle for longer than their idle timeout to sleep
+// (or destroys them when their provider cannot sleep), destroys sessions
+// asleep for longer than the retention, and returns how many sessions it
+// put to sleep or removed.
 func (m *Manager) ReapIdle(now time.Time) int {
 	idle := time.Duration(m.idleTimeout.Load())
 	if idle <= 0 {
 		idle = 1<<63 - 1 // no default timeout; per-session ones still apply
 	}
-	var victims []*Session
+	retention := time.Duration(m.retention.Load())
+	var sleepers, expired []*Session
 	m.mu.Lock()
 	for _, s := range m.byID {
+		s.mu.Lock()
+		asleep, sleptAt := s.asleep, s.sleptAt
+		s.mu.Unlock()
 		limit := idle
 		if s.idleTimeout > 0 {
 			limit = s.idleTimeout
 		}
-		if !s.busy.Load() && now.Sub(s.LastUsed()) >= limit {
-			// Take the session out of service first so no turn can
-			// start on it while it is being removed.
-			if s.busy.CompareAndSwap(false, true) {
-				m.forgetLocked(s)
-				victims = append(victims, s)
-			}
+		switch {
+		case asleep && retention > 0 && now.Sub(sleptAt) >= retention:
+		case !asleep && now.Sub(s.LastUsed()) >= limit:
+		default:
+			continue
+		}
+		// Take the session out of service first so no turn can start
+		// on it meanwhile.
+		if !s.busy.CompareAndSwap(false, true) {
+			continue
+		}
+		if _, err := m.sleeper(s.Provider); asleep || err != nil {
+			m.forgetLocked(s)
+			expired = append(expired, s)
+		} else {
+			sleepers = append(sleepers, s)
 		}
 	}
 	for k, at := range m.died {
@@ -622,10 +955,53 @@ func (m *Manager) ReapIdle(now time.Time) int {
 		}
 	}
 	m.mu.Unlock()
-	for _, s := range victims {
-		m.destroy(s, "idle")
+	forEach(expired, 4, func(s *Session) {
+		reason := "idle"
+		if s.Asleep() {
+			reason = "retention"
+		}
+		m.destroy(s, reason)
+	})
+	forEach(sleepers, 4, m.sleep)
+	return len(expired) + len(sleepers)
+}
+
+// sleep puts a session's agent to sleep; the caller holds the session
+// (busy), which sleep frees.
+func (m *Manager) sleep(s *Session) {
+	defer s.busy.Store(false)
+	sl, err := m.sleeper(s.Provider)
+	if err != nil {
+		return
 	}
-	return len(victims)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	inst, err := sl.Sleep(ctx, s.Instance())
+	if err != nil {
+		m.opts.Logger.Error("session sleep failed; it stays awake", zap.String("session_id", s.ID),
+			zap.String("instance_id", s.Instance().ID), zap.Error(err))
+		s.lastUsed.Store(time.Now().UnixNano()) // try again after another idle timeout
+		return
+	}
+	s.setInstance(inst, true)
+	m.opts.Logger.Info("session asleep", zap.String("session_id", s.ID), zap.String("instance_id", inst.ID),
+		zap.Duration("sleep_duration", time.Since(start)))
+}
+
+// forEach runs fn on every item, at most n at a time, and waits.
+func forEach[T any](items []T, n int, fn func(T)) {
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for _, it := range items {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(it)
+		}()
+	}
+	wg.Wait()
 }
 
 func (m *Manager) reapLoop() {
@@ -637,6 +1013,9 @@ func (m *Manager) reapLoop() {
 		if idle := time.Duration(m.idleTimeout.Load()); idle > 0 {
 			every = min(max(idle/4, 50*time.Millisecond), time.Minute)
 		}
+		if r := time.Duration(m.retention.Load()); r > 0 {
+			every = min(every, max(r/4, 50*time.Millisecond))
+		}
 		select {
 		case <-m.stop:
 			return
@@ -647,7 +1026,8 @@ func (m *Manager) reapLoop() {
 }
 
 // Close stops the reaper. With destroy, every session's instance is
-// removed too; without, they keep running for a successor to rediscover.
+// removed too, asleep or not; without, they stay for a successor to
+// rediscover.
 func (m *Manager) Close(destroy bool) {
 	m.mu.Lock()
 	if m.closed {
@@ -668,15 +1048,7 @@ func (m *Manager) Close(destroy bool) {
 	close(m.stop)
 	m.wg.Wait()
 	if destroy {
-		var wg sync.WaitGroup
-		for _, s := range all {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				m.destroy(s, "shutdown")
-			}()
-		}
-		wg.Wait()
+		forEach(all, 8, func(s *Session) { m.destroy(s, "shutdown") })
 	}
 }
 

@@ -51,6 +51,9 @@ type PoolEntry struct {
 type PoolOptions struct {
 	// Source creates the agents (warm and, on a miss, cold) and destroys them.
 	Source Source
+	// Providers finds a provider by name: a stopped warm agent found after
+	// a restart is woken through it to learn its binding.
+	Providers func(name string) (providers.Provider, bool)
 	// Entries are the configurations kept warm.
 	Entries []PoolEntry
 	// Max caps ready agents over all entries (0 = the sum of the sizes).
@@ -160,21 +163,26 @@ func buildEntries(opts PoolOptions) (map[string]*poolEntry, map[string]string) {
 		}
 		key := poolKey(e.Spec, opts.Generation)
 		entries[key] = &poolEntry{PoolEntry: e, key: key}
-		byConfig[e.Spec.ConfigID] = key
+		byConfig[configKey(e.Spec)] = key
 	}
 	return entries, byConfig
 }
 
+// configKey is what a session asks the pool for: a configuration on a
+// provider.
+func configKey(spec providers.Spec) string { return spec.ConfigID + "\x00" + spec.Provider }
+
 // poolKey names an entry: its config id and a hash of everything that
-// shapes its agents.
+// shapes its agents, the provider included.
 func poolKey(spec providers.Spec, generation string) string {
 	b, _ := json.Marshal(struct {
+		Provider   string
 		Config     *agent.Config
 		Image      string
 		Limits     providers.Limits
 		Env        map[string]string
 		Generation string
-	}{spec.Config, spec.Image, spec.Limits, spec.Env, generation})
+	}{spec.Provider, spec.Config, spec.Image, spec.Limits, spec.Env, generation})
 	sum := sha256.Sum256(b)
 	return spec.ConfigID + "@" + hex.EncodeToString(sum[:6])
 }
@@ -225,7 +233,7 @@ func (p *Pool) Release(ctx context.Context, inst *providers.Instance) error {
 // session, or nil when the entry is empty or spec matches no entry.
 func (p *Pool) Take(ctx context.Context, spec providers.Spec) *providers.Instance {
 	p.mu.Lock()
-	key, ok := p.byConfig[spec.ConfigID]
+	key, ok := p.byConfig[configKey(spec)]
 	e := p.entries[key]
 	if !ok || e == nil || poolKey(spec, p.opts.Generation) != key {
 		p.mu.Unlock()
@@ -283,6 +291,10 @@ func (p *Pool) Adopt(ctx context.Context, insts []*providers.Instance) []*provid
 			sessions = append(sessions, inst)
 			continue
 		}
+		if inst.State == providers.StateStopped {
+			sessions, drop = p.adoptStopped(ctx, inst, sessions, drop)
+			continue
+		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		st, err := inst.Client().Binding(cctx)
 		cancel()
@@ -311,6 +323,42 @@ func (p *Pool) Adopt(ctx context.Context, insts []*providers.Instance) []*provid
 	p.destroyAll(drop, "rediscovered, not reusable")
 	p.wake()
 	return sessions
+}
+
+// adoptStopped sorts a stopped warm agent found after a restart: one that
+// was handed out (it stopped before the gateway put it to sleep, so only
+// the agent knows its session) is woken to read its binding and put back
+// to sleep under its session; an unbound one is destroyed.
+func (p *Pool) adoptStopped(ctx context.Context, inst *providers.Instance, sessions, drop []*providers.Instance) ([]*providers.Instance, []*providers.Instance) {
+	var sl providers.Sleeper
+	if p.opts.Providers != nil {
+		if prov, ok := p.opts.Providers(inst.Provider); ok {
+			sl, _ = prov.(providers.Sleeper)
+		}
+	}
+	if sl == nil {
+		return sessions, append(drop, inst)
+	}
+	woke, err := sl.Wake(ctx, inst.ID)
+	if err != nil {
+		p.opts.Logger.Warn("stopped warm agent could not be woken; destroying it", zap.String("instance_id", inst.ID), zap.Error(err))
+		return sessions, append(drop, inst)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	st, err := woke.Client().Binding(cctx)
+	cancel()
+	if err != nil || !st.Bound || st.Binding == nil {
+		return sessions, append(drop, woke)
+	}
+	bound := *woke
+	bound.SessionID, bound.Owner, bound.Conversation = st.Binding.SessionID, st.Binding.Owner, st.Binding.Conversation
+	slept, err := sl.Sleep(ctx, &bound)
+	if err != nil {
+		p.opts.Logger.Warn("rediscovered warm agent could not be put back to sleep; it stays awake",
+			zap.String("instance_id", woke.ID), zap.Error(err))
+		return append(sessions, &bound), drop
+	}
+	return append(sessions, slept), drop
 }
 
 // InstanceDied drops a ready agent that stopped; the pool makes another.

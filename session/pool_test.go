@@ -62,7 +62,7 @@ func TestWarmPool(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, st.Bound)
 		assert.Equal(t, agent.Binding{SessionID: l.Session.ID, Owner: "alice", Conversation: "c1"}, *st.Binding)
-		assert.Equal(t, "alice", l.Session.Instance.Owner)
+		assert.Equal(t, "alice", l.Session.Instance().Owner)
 	})
 
 	t.Run("the pool refills in the background", func(t *testing.T) {
@@ -76,8 +76,8 @@ func TestWarmPool(t *testing.T) {
 		require.NoError(t, err)
 		defer l.Done("")
 		assert.True(t, l.Session.Warm)
-		assert.NotEqual(t, first.Instance.ID, l.Session.Instance.ID)
-		assert.NotEqual(t, first.Instance.Token, l.Session.Instance.Token)
+		assert.NotEqual(t, first.Instance().ID, l.Session.Instance().ID)
+		assert.NotEqual(t, first.Instance().Token, l.Session.Instance().Token)
 	})
 
 	t.Run("the pool shrinks to what max_sessions leaves", func(t *testing.T) {
@@ -109,7 +109,7 @@ func TestWarmPool(t *testing.T) {
 		insts, err := f.prov.List(ctx(t))
 		require.NoError(t, err)
 		for _, i := range insts {
-			assert.NotEqual(t, first.Instance.ID, i.ID, "a used agent never goes back to the pool")
+			assert.NotEqual(t, first.Instance().ID, i.ID, "a used agent never goes back to the pool")
 		}
 	})
 }
@@ -179,7 +179,7 @@ func TestWarmPoolAdoptsAfterRestart(t *testing.T) {
 	l, err := m.Acquire(ctx(t), req("alice", "kept"))
 	require.NoError(t, err)
 	require.True(t, l.Session.Warm)
-	sessionID, instID := l.Session.ID, l.Session.Instance.ID
+	sessionID, instID := l.Session.ID, l.Session.Instance().ID
 	l.Done("")
 	first.Close(false) // Caddy exits with "shutdown keep"
 	m.Close(false)
@@ -201,7 +201,7 @@ func TestWarmPoolAdoptsAfterRestart(t *testing.T) {
 
 	l, err = m2.Acquire(ctx(t), req("alice", "kept"))
 	require.NoError(t, err)
-	assert.Equal(t, instID, l.Session.Instance.ID, "the conversation continues in its agent")
+	assert.Equal(t, instID, l.Session.Instance().ID, "the conversation continues in its agent")
 	l.Done("")
 	l, err = m2.Acquire(ctx(t), req("bob", "new"))
 	require.NoError(t, err)
