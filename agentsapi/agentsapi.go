@@ -335,7 +335,7 @@ func SessionError(err error) *openai.Error {
 		return openai.Busy(err.Error())
 	case errors.Is(err, session.ErrLimit):
 		return openai.RateLimited(err.Error())
-	case errors.Is(err, session.ErrNotFound):
+	case errors.Is(err, session.ErrNotFound), errors.Is(err, providers.ErrGone):
 		return notFound(err.Error())
 	case errors.Is(err, providers.ErrUnavailable), errors.Is(err, providers.ErrImageMissing), errors.Is(err, session.ErrClosed):
 		return openai.Unavailable(err.Error())
@@ -376,6 +376,10 @@ func (h *Handler) deleteSession(w http.ResponseWriter, _ *http.Request, c Caller
 }
 
 func (h *Handler) interrupt(w http.ResponseWriter, r *http.Request, _ Caller, s *session.Session) {
+	if s.Asleep() { // no turn runs in a sleeping agent
+		writeJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": false})
+		return
+	}
 	ok, err := s.Client().Interrupt(r.Context())
 	if err != nil {
 		openai.Upstream("the agent did not answer: " + err.Error()).Write(w)
@@ -399,7 +403,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *sess
 		return
 	}
 	defer lease.Done("")
-	st, err := s.Client().Query(r.Context(), body.Prompt, c.Key)
+	st, err := lease.Query(r.Context(), body.Prompt, c.Key)
 	if err != nil {
 		QueryError(err).Write(w)
 		return
@@ -500,6 +504,10 @@ func (h *Handler) archive(w http.ResponseWriter, r *http.Request, _ Caller, s *s
 // under the directory in the "path" form field (or query), with its
 // filename. Nothing is overwritten unless overwrite=true.
 func (h *Handler) upload(w http.ResponseWriter, r *http.Request, _ Caller, s *session.Session) {
+	if err := h.opts.Manager.Wake(r.Context(), s); err != nil {
+		SessionError(err).Write(w)
+		return
+	}
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 		openai.BadRequest("upload must be multipart/form-data with one or more file parts", "").Write(w)
@@ -573,6 +581,11 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, _ Caller, s *se
 }
 
 func (h *Handler) resources(w http.ResponseWriter, r *http.Request, _ Caller, s *session.Session) {
+	if s.Asleep() { // a sleeping agent uses no CPU or memory; do not wake it to say so
+		writeJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "status": session.StatusSleeping, "cpu_percent": 0.0,
+			"memory_used": 0, "memory_limit": 0, "pids": 0, "uptime_seconds": 0, "turns": s.Turns(), "busy": false})
+		return
+	}
 	st, err := s.Client().Stats(r.Context())
 	if err != nil {
 		openai.Upstream("the agent did not answer: " + err.Error()).Write(w)
@@ -615,6 +628,10 @@ func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request) {
 // relay forwards a request to the session's agent and copies the answer
 // back, turning agent errors into this API's error shape.
 func (h *Handler) relay(w http.ResponseWriter, r *http.Request, s *session.Session, method, agentPath string, q url.Values, body io.Reader, hdr http.Header) {
+	if err := h.opts.Manager.Wake(r.Context(), s); err != nil { // files outlive sleep: wake to reach them
+		SessionError(err).Write(w)
+		return
+	}
 	resp, err := s.Client().Forward(r.Context(), method, agentPath, q, body, hdr)
 	if err != nil {
 		var mbe *http.MaxBytesError

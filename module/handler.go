@@ -328,7 +328,7 @@ const (
 // stream runs the turn as an SSE response and returns the content sent
 // and the turn's outcome.
 func (h *Handler) stream(w http.ResponseWriter, r *http.Request, lease *session.Lease, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
-	st, err := lease.Session.Client().Query(r.Context(), prompt, key)
+	st, err := lease.Query(r.Context(), prompt, key)
 	if err != nil {
 		h.refuse(w, h.queryError(err))
 		return "", outcomeError
@@ -383,7 +383,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, lease *session.
 // complete runs the turn and answers with one chat.completion; it returns
 // the content sent and the turn's outcome.
 func (h *Handler) complete(w http.ResponseWriter, r *http.Request, lease *session.Lease, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
-	st, err := lease.Session.Client().Query(r.Context(), prompt, key)
+	st, err := lease.Query(r.Context(), prompt, key)
 	if err != nil {
 		h.refuse(w, h.queryError(err))
 		return "", outcomeError

@@ -484,6 +484,24 @@ func (m *Manager) leaseAwake(ctx context.Context, s *Session, req Request) (*Lea
 	return m.Acquire(ctx, req)
 }
 
+// Wake wakes the session's agent if it sleeps, for calls that need the
+// agent but are not turns (its files). A session running a turn is awake
+// already; one being woken by another request gets ErrBusy.
+func (m *Manager) Wake(ctx context.Context, s *Session) error {
+	if !s.Asleep() {
+		return nil
+	}
+	l, err := m.lease(s, false)
+	if err != nil {
+		return err
+	}
+	defer l.end(false)
+	if !s.Asleep() {
+		return nil
+	}
+	return m.wake(ctx, s)
+}
+
 // wake starts a sleeping session's agent through its provider. The
 // session is leased by the caller, so no turn and no other wake runs.
 func (m *Manager) wake(ctx context.Context, s *Session) error {
