@@ -22,6 +22,7 @@ import (
 	"github.com/docker/go-connections/nat"
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
@@ -30,7 +31,7 @@ import (
 const logTail = 30
 
 // Create runs an agent container for spec and returns once its /health
-// answers ready. On any failure the container and its volume are removed.
+// answers ready. On any failure the container and its volumes are removed.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
@@ -57,15 +58,15 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	}
 
 	token := randomHex(32)
-	volName := "agcluster-ws-" + randomHex(6)
+	vols := volumes{workspace: "agcluster-ws-" + randomHex(6), state: "agcluster-state-" + randomHex(6)}
 	name := containerName(orDefault(spec.SessionID, "pool-"+spec.Pool))
-	labels := p.labels(spec, volName)
+	labels := p.labels(spec, vols)
 
 	began := time.Now()
 	var id string
 	defer func() {
 		if err != nil {
-			p.cleanup(ctx, id, name, volName)
+			p.cleanup(ctx, id, name, vols)
 		}
 	}()
 
@@ -74,10 +75,12 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	// exactly what exists.
 	mkCtx, cancelMk := context.WithTimeout(context.WithoutCancel(ctx), cleanupBudget)
 	defer cancelMk()
-	if _, err := p.cli.VolumeCreate(mkCtx, volume.CreateOptions{Name: volName, Labels: labels}); err != nil {
-		return nil, p.wrap(fmt.Sprintf("create workspace volume for session %q", spec.SessionID), err)
+	for _, v := range []struct{ what, name string }{{"workspace", vols.workspace}, {"state", vols.state}} {
+		if _, err := p.cli.VolumeCreate(mkCtx, volume.CreateOptions{Name: v.name, Labels: labels}); err != nil {
+			return nil, p.wrap(fmt.Sprintf("create %s volume for session %q", v.what, spec.SessionID), err)
+		}
 	}
-	cfg, host, netCfg := p.containerConfig(spec, image, token, cfgJSON, volName, labels)
+	cfg, host, netCfg := p.containerConfig(spec, image, token, cfgJSON, vols, labels)
 	created, err := p.cli.ContainerCreate(mkCtx, cfg, host, netCfg, nil, name)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "image") {
@@ -118,7 +121,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	readyAt := time.Now()
 
 	p.logger.Info("agent container created",
-		zap.String("container_id", shortID(id)),
+		zap.String("instance_id", id),
 		zap.String("container_name", name),
 		zap.String("session_id", spec.SessionID),
 		zap.String("image", image),
@@ -135,6 +138,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		Owner:        spec.Owner,
 		ConfigID:     spec.ConfigID,
 		Conversation: spec.Conversation,
+		State:        providers.StateRunning,
 		URL:          url,
 		Token:        token,
 		CreatedAt:    parseTime(info.Created, began),
@@ -142,18 +146,40 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	}, nil
 }
 
+// volumes are the names of an agent's two volumes.
+type volumes struct {
+	workspace string // mounted at /workspace
+	state     string // mounted at /state (AGENT_STATE_DIR)
+}
+
+// volumesOf reads an agent container's volume names from its labels.
+func volumesOf(labels map[string]string) volumes {
+	return volumes{workspace: labels[LabelVolume], state: labels[LabelStateVolume]}
+}
+
+// names lists the volumes that are set.
+func (v volumes) names() []string {
+	var out []string
+	for _, n := range []string{v.workspace, v.state} {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // containerConfig builds the hardened container definition.
-func (p *Provider) containerConfig(spec providers.Spec, image, token string, cfgJSON []byte, volName string, labels map[string]string) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
+func (p *Provider) containerConfig(spec providers.Spec, image, token string, cfgJSON []byte, vols volumes, labels map[string]string) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
 	env := maps.Clone(p.opts.Env)
 	if env == nil {
 		env = map[string]string{}
 	}
 	maps.Copy(env, spec.Env)
-	envList := make([]string, 0, len(env)+2)
+	envList := make([]string, 0, len(env)+3)
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		envList = append(envList, k+"="+env[k])
 	}
-	envList = append(envList, "AGENT_CONFIG="+string(cfgJSON), "AGENT_TOKEN="+token)
+	envList = append(envList, agent.EnvConfig+"="+string(cfgJSON), agent.EnvToken+"="+token, agent.EnvStateDir+"="+stateDir)
 
 	memory := orDefault(spec.Limits.MemoryBytes, p.opts.MemoryBytes)
 	pids := orDefault(spec.Limits.Pids, p.opts.Pids)
@@ -173,7 +199,10 @@ func (p *Provider) containerConfig(spec providers.Spec, image, token string, cfg
 			"/tmp":  "rw,nosuid,nodev,size=" + p.opts.TmpSize,
 			homeDir: fmt.Sprintf("rw,nosuid,nodev,size=%s,uid=%d,gid=%d,mode=0700", p.opts.HomeSize, agentUID, agentUID),
 		},
-		Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: volName, Target: workspaceDir}},
+		Mounts: []mount.Mount{
+			{Type: mount.TypeVolume, Source: vols.workspace, Target: workspaceDir},
+			{Type: mount.TypeVolume, Source: vols.state, Target: stateDir},
+		},
 		Resources: container.Resources{
 			Memory:     memory,
 			MemorySwap: memory,
@@ -231,9 +260,9 @@ func (p *Provider) ensureIsolatedNetwork(ctx context.Context) error {
 	return nil
 }
 
-// labels are the container's and volume's labels. They never hold the
+// labels are the container's and volumes' labels. They never hold the
 // token or a key.
-func (p *Provider) labels(spec providers.Spec, volName string) map[string]string {
+func (p *Provider) labels(spec providers.Spec, vols volumes) map[string]string {
 	l := maps.Clone(p.opts.ExtraLabels)
 	if l == nil {
 		l = map[string]string{}
@@ -245,7 +274,8 @@ func (p *Provider) labels(spec providers.Spec, volName string) map[string]string
 		LabelOwner:        spec.Owner,
 		LabelConfig:       spec.ConfigID,
 		LabelConversation: spec.Conversation,
-		LabelVolume:       volName,
+		LabelVolume:       vols.workspace,
+		LabelStateVolume:  vols.state,
 	})
 	if spec.Pool != "" {
 		l[LabelPool] = spec.Pool
@@ -309,8 +339,8 @@ func imageMissing(image string, err error) error {
 	return fmt.Errorf("docker: image %q not found; build it with make image (%w): %w", image, providers.ErrImageMissing, err)
 }
 
-// track records containers this Provider is still creating, so Orphans
-// does not report them.
+// track records containers this Provider is still creating (or
+// re-creating), so List does not report them.
 func (p *Provider) track(id string, on bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -366,7 +396,7 @@ func (p *Provider) waitReady(ctx context.Context, id, url, token string) error {
 		case <-errC: // the watch ended or failed: the timeout still applies
 		}
 	}()
-	readyCtx, cancel := context.WithTimeout(watch, p.opts.ReadyTimeout)
+	readyCtx, cancel := context.WithTimeout(watch, time.Duration(p.opts.ReadyTimeout))
 	defer cancel()
 	err := providers.WaitReady(readyCtx, &agentclient.Client{BaseURL: url, Token: token})
 	if err == nil {
@@ -380,7 +410,7 @@ func (p *Provider) waitReady(ctx context.Context, id, url, token string) error {
 		return fmt.Errorf("%w: %s", err, p.exitedDiagnosis(id, token, exited.code))
 	}
 	logs := strings.ReplaceAll(p.lastLogs(id), token, "[redacted]")
-	return fmt.Errorf("not ready after %s: %w\nlast %d log lines:\n%s", p.opts.ReadyTimeout, err, logTail, logs)
+	return fmt.Errorf("not ready after %s: %w\nlast %d log lines:\n%s", time.Duration(p.opts.ReadyTimeout), err, logTail, logs)
 }
 
 // exitedDiagnosis says that the container exited before it was ready and
@@ -408,24 +438,27 @@ func (p *Provider) lastLogs(id string) string {
 }
 
 // cleanup removes what a failed Create made: the container and the
-// volume. When the create call gave no answer (id is empty) a container
-// may still exist under name: it is removed only if it carries volName,
-// which no other container can. It runs even when ctx is cancelled.
-func (p *Provider) cleanup(ctx context.Context, id, name, volName string) {
+// volumes. When the create call gave no answer (id is empty) a container
+// may still exist under name: it is removed only if it carries the
+// workspace volume's name, which no other container can. It runs even
+// when ctx is cancelled.
+func (p *Provider) cleanup(ctx context.Context, id, name string, vols volumes) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupBudget)
 	defer cancel()
 	if id == "" {
-		if info, err := p.cli.ContainerInspect(ctx, name); err == nil && info.Config != nil && info.Config.Labels[LabelVolume] == volName {
+		if info, err := p.cli.ContainerInspect(ctx, name); err == nil && info.Config != nil && info.Config.Labels[LabelVolume] == vols.workspace {
 			id = info.ID
 		}
 	}
 	if id != "" {
 		if err := p.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
-			p.logger.Warn("could not remove the container of a failed create", zap.String("container_id", shortID(id)), zap.Error(err))
+			p.logger.Warn("could not remove the container of a failed create", zap.String("instance_id", id), zap.Error(err))
 		}
 	}
-	if err := p.cli.VolumeRemove(ctx, volName, false); err != nil && !cerrdefs.IsNotFound(err) {
-		p.logger.Warn("could not remove the volume of a failed create", zap.String("volume", volName), zap.Error(err))
+	for _, v := range vols.names() {
+		if err := p.cli.VolumeRemove(ctx, v, false); err != nil && !cerrdefs.IsNotFound(err) {
+			p.logger.Warn("could not remove a volume of a failed create", zap.String("volume", v), zap.Error(err))
+		}
 	}
 }
 

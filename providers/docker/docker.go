@@ -1,7 +1,10 @@
 // Package docker is the Docker provider: it runs each agent as a hardened
 // container of the agent image on a Docker engine (local socket or
-// DOCKER_HOST), with a named workspace volume, a fresh bearer token and
-// labels that let a restarted control plane find its agents again.
+// DOCKER_HOST), with two named volumes (the workspace, and the agent's
+// durable state: the CLI's sessions and the agent's own state), a fresh
+// bearer token and labels that let a restarted control plane find its
+// agents again. Agents can sleep (the container stopped, its volumes kept)
+// and wake again with their files and conversation.
 //
 // Every container runs with no capabilities, no new privileges, a read-only
 // root file system, tmpfs /tmp and home, memory, CPU and process limits, and
@@ -21,9 +24,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/docker/docker/client"
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -31,7 +36,9 @@ import (
 const (
 	// LabelManaged marks objects made by agcluster ("true").
 	LabelManaged = "agcluster.managed"
-	// LabelProvider names the provider that made the object ("docker").
+	// LabelProvider holds the configured name of the provider that made
+	// the object (Provider.Name, "docker" by default): providers of other
+	// names on the same engine ignore the object.
 	LabelProvider = "agcluster.provider"
 	// LabelSession holds the session id.
 	LabelSession = "agcluster.session"
@@ -43,6 +50,9 @@ const (
 	LabelConfig = "agcluster.config"
 	// LabelVolume names the container's workspace volume.
 	LabelVolume = "agcluster.volume"
+	// LabelStateVolume names the container's state volume (the CLI's
+	// sessions and the agent's own state, mounted at /state).
+	LabelStateVolume = "agcluster.state_volume"
 	// LabelPool names the warm pool entry an agent was made for (empty
 	// session, owner and conversation labels then).
 	LabelPool = "agcluster.pool"
@@ -66,17 +76,23 @@ const (
 	DefaultPublishHost = "127.0.0.1"
 	// DefaultIsolatedNetwork is the network agents join by default.
 	DefaultIsolatedNetwork = "agcluster-agents"
-	// DefaultReadyTimeout bounds how long Create waits for /health.
+	// DefaultReadyTimeout bounds how long Create and Wake wait for /health.
 	DefaultReadyTimeout = 60 * time.Second
+	// DefaultName is the provider's name when Options.Name is empty.
+	DefaultName = "docker"
 )
 
 // Fixed facts about the agent image.
 const (
 	agentPort     = "8080/tcp"
 	workspaceDir  = "/workspace"
+	stateDir      = "/state"
 	homeDir       = "/home/agent"
 	agentUID      = 1000
 	cleanupBudget = 30 * time.Second
+	// stopTimeout is how long Sleep lets the agent shut down after SIGTERM
+	// before the engine kills it.
+	stopTimeout = 10 * time.Second
 )
 
 // forbiddenEnv are credentials that must never be baked into a container:
@@ -84,11 +100,16 @@ const (
 var forbiddenEnv = []string{"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"}
 
 // reservedEnv are set by the provider itself.
-var reservedEnv = []string{"AGENT_TOKEN", "AGENT_CONFIG", "AGENT_ADDR", "AGENT_WORKSPACE"}
+var reservedEnv = []string{agent.EnvToken, agent.EnvConfig, agent.EnvAddr, agent.EnvWorkspace, agent.EnvStateDir}
 
-// Options configure the Docker provider. A Caddy module embeds this struct
-// as its JSON configuration.
+// Options configure the Docker provider. The guest module [Module] embeds
+// this struct as its JSON configuration.
 type Options struct {
+	// Name is the provider's configured name (Provider.Name), recorded on
+	// every container and volume: providers of different names share an
+	// engine without seeing each other's agents. Default "docker". It is
+	// not part of the JSON: the app names its providers.
+	Name string `json:"-"`
 	// Host is the engine address, e.g. "unix:///var/run/docker.sock" or
 	// "tcp://10.0.0.5:2376". Empty means DOCKER_HOST, or the default socket.
 	Host string `json:"host,omitempty"`
@@ -102,7 +123,8 @@ type Options struct {
 	// Env is extra environment passed to every agent. It must not hold an
 	// API key (ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN, ...) nor the
 	// variables the provider sets (AGENT_TOKEN, AGENT_CONFIG, AGENT_ADDR,
-	// AGENT_WORKSPACE). A Spec's Env overrides it name by name.
+	// AGENT_WORKSPACE, AGENT_STATE_DIR). A Spec's Env overrides it name by
+	// name.
 	Env map[string]string `json:"env,omitempty"`
 	// MemoryBytes is the default memory limit. Default 1 GiB. Swap is
 	// disabled (the swap limit equals the memory limit).
@@ -131,13 +153,14 @@ type Options struct {
 	// when the control plane itself is attached to Network. No port is
 	// published then. Requires Network.
 	ReachByContainerIP bool `json:"reach_by_container_ip,omitempty"`
-	// ReadyTimeout bounds how long Create waits for the agent's /health to
-	// answer ready (nanoseconds in JSON). Default 60s.
-	ReadyTimeout time.Duration `json:"ready_timeout,omitempty"`
+	// ReadyTimeout bounds how long Create and Wake wait for the agent's
+	// /health to answer ready: a duration string such as "60s", or
+	// nanoseconds. Default 60s.
+	ReadyTimeout caddy.Duration `json:"ready_timeout,omitempty"`
 	// ExtraLabels are extra labels on every container and volume, e.g. to
 	// tell control planes sharing an engine apart, or for test cleanup.
-	// List, Orphans and Events only consider containers carrying all of
-	// them. Keys must not be one of the provider's own labels
+	// List, Events, Sleep, Wake and Destroy only consider containers
+	// carrying all of them. Keys must not be one of the provider's own labels
 	// (LabelManaged, LabelSession, ...).
 	ExtraLabels map[string]string `json:"extra_labels,omitempty"`
 }
@@ -153,13 +176,8 @@ type Provider struct {
 	ncpu     int                 // the engine host's CPU count, once known
 	netReady bool                // IsolatedNetwork exists
 	inFlight map[string]struct{} // containers being created by this Provider
+	sleeping map[string]struct{} // containers this Provider stopped with Sleep and has not woken
 }
-
-// Interface guards.
-var (
-	_ providers.Provider = (*Provider)(nil)
-	_ providers.Watcher  = (*Provider)(nil)
-)
 
 var sizeRE = regexp.MustCompile(`^[1-9][0-9]*[kmgKMG]?$`)
 
@@ -169,6 +187,34 @@ var sizeRE = regexp.MustCompile(`^[1-9][0-9]*[kmgKMG]?$`)
 func New(opts Options, logger *zap.Logger) (*Provider, error) {
 	if logger == nil {
 		logger = zap.NewNop()
+	}
+	opts, err := opts.normalize()
+	if err != nil {
+		return nil, err
+	}
+	clientOpts := []client.Opt{client.FromEnv}
+	if opts.Host != "" {
+		clientOpts = append(clientOpts, client.WithHost(opts.Host))
+	}
+	clientOpts = append(clientOpts, client.WithAPIVersionNegotiation())
+	cli, err := client.NewClientWithOpts(clientOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker: client for %q: %w", opts.Host, err)
+	}
+	return &Provider{
+		opts:     opts,
+		cli:      cli,
+		logger:   logger,
+		images:   map[string]struct{}{},
+		inFlight: map[string]struct{}{},
+		sleeping: map[string]struct{}{},
+	}, nil
+}
+
+// normalize applies defaults to zero-valued fields and checks the result.
+func (opts Options) normalize() (Options, error) {
+	if opts.Name == "" {
+		opts.Name = DefaultName
 	}
 	if opts.Image == "" {
 		opts.Image = DefaultImage
@@ -198,7 +244,7 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		opts.IsolatedNetwork = ""
 	}
 	if opts.ReadyTimeout == 0 {
-		opts.ReadyTimeout = DefaultReadyTimeout
+		opts.ReadyTimeout = caddy.Duration(DefaultReadyTimeout)
 	}
 
 	var errs []error
@@ -228,29 +274,14 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("docker provider options: %w", err)
+		return opts, fmt.Errorf("docker: options: %w", err)
 	}
-
-	clientOpts := []client.Opt{client.FromEnv}
-	if opts.Host != "" {
-		clientOpts = append(clientOpts, client.WithHost(opts.Host))
-	}
-	clientOpts = append(clientOpts, client.WithAPIVersionNegotiation())
-	cli, err := client.NewClientWithOpts(clientOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("docker provider: client for %q: %w", opts.Host, err)
-	}
-	return &Provider{
-		opts:     opts,
-		cli:      cli,
-		logger:   logger,
-		images:   map[string]struct{}{},
-		inFlight: map[string]struct{}{},
-	}, nil
+	return opts, nil
 }
 
-// Name returns "docker".
-func (p *Provider) Name() string { return "docker" }
+// Name returns the provider's configured name (Options.Name, default
+// "docker").
+func (p *Provider) Name() string { return p.opts.Name }
 
 // Kind returns "docker".
 func (p *Provider) Kind() string { return "docker" }
@@ -316,7 +347,7 @@ func containsFold(list []string, s string) bool {
 
 func isOwnLabel(k string) bool {
 	switch k {
-	case LabelManaged, LabelProvider, LabelSession, LabelOwner, LabelConversation, LabelConfig, LabelVolume, LabelPool:
+	case LabelManaged, LabelProvider, LabelSession, LabelOwner, LabelConversation, LabelConfig, LabelVolume, LabelStateVolume, LabelPool:
 		return true
 	}
 	return false
@@ -329,10 +360,19 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// shortID abbreviates a container id for logs and messages.
+// shortID abbreviates a container id for error messages (logs carry the
+// full id as instance_id).
 func shortID(id string) string {
 	if len(id) > 12 {
 		return id[:12]
 	}
 	return id
 }
+
+// Interface guards.
+var (
+	_ providers.Provider = (*Provider)(nil)
+	_ providers.Sleeper  = (*Provider)(nil)
+	_ providers.Watcher  = (*Provider)(nil)
+	_ providers.Pinger   = (*Provider)(nil)
+)

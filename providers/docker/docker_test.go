@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
 	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/providers/docker"
@@ -111,11 +113,18 @@ func baseOptions() docker.Options {
 // as a deployment would point them at the real one.
 func withMock(t testing.TB, cli *client.Client, opts docker.Options) docker.Options {
 	t.Helper()
+	opts, _ = withMockRemote(t, cli, opts)
+	return opts
+}
+
+// withMockRemote is withMock also returning the mock's control client.
+func withMockRemote(t testing.TB, cli *client.Client, opts docker.Options) (docker.Options, *anthropictest.Remote) {
+	t.Helper()
 	netName := testenv.TestNetwork(t, cli)
-	testenv.StartMockContainer(t, cli, netName)
+	mock := testenv.StartMockContainer(t, cli, netName)
 	opts.Network = netName
 	opts.Env = map[string]string{"ANTHROPIC_BASE_URL": "http://" + testenv.MockAlias + ":8080"}
-	return opts
+	return opts, mock
 }
 
 func newProvider(t testing.TB, opts docker.Options) *docker.Provider {
@@ -169,10 +178,60 @@ func assertNothingLeft(t testing.TB, cli *client.Client, sessionID string) {
 	assert.Empty(t, vs.Volumes, "volumes of session %s", sessionID)
 }
 
+// TestConformance runs the shared suite with every hook: a reopened
+// provider, a second provider name on the same engine, kills behind the
+// provider's back, what the engine stores, and the mock model's requests.
 func TestConformance(t *testing.T) {
 	cli := engine(t)
-	p := newProvider(t, withMock(t, cli, baseOptions()))
-	providertest.Run(t, p, newSpec)
+	opts, mock := withMockRemote(t, cli, baseOptions())
+	second := opts
+	second.Name = "second"
+	providertest.Run(t, newProvider(t, opts), providertest.Options{
+		NewSpec: newSpec,
+		Reopen:  func(t *testing.T) providers.Provider { return newProvider(t, opts) },
+		Other:   newProvider(t, second),
+		Kill:    func(ctx context.Context, id string) error { return cli.ContainerKill(ctx, id, "KILL") },
+		Stored:  func(ctx context.Context, id string) (string, error) { return stored(ctx, cli, id) },
+		ModelRequests: func(ctx context.Context) ([]string, error) {
+			reqs, err := mock.Requests(ctx)
+			bodies := make([]string, len(reqs))
+			for i, r := range reqs {
+				bodies[i] = string(r.Body)
+			}
+			return bodies, err
+		},
+	})
+}
+
+// stored is everything the engine keeps about a container: its inspect
+// document (labels, environment, configuration), its volumes' and the
+// files of its state volume.
+func stored(ctx context.Context, cli *client.Client, id string) (string, error) {
+	var out strings.Builder
+	info, raw, err := cli.ContainerInspectWithRaw(ctx, id, false)
+	if err != nil {
+		return "", err
+	}
+	out.Write(raw)
+	for _, m := range info.Mounts {
+		if m.Type != mount.TypeVolume {
+			continue
+		}
+		_, raw, err := cli.VolumeInspectWithRaw(ctx, m.Name)
+		if err != nil {
+			return "", err
+		}
+		out.Write(raw)
+	}
+	rc, _, err := cli.CopyFromContainer(ctx, id, "/state")
+	if err != nil {
+		return "", fmt.Errorf("copy /state: %w", err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(&out, rc); err != nil {
+		return "", err
+	}
+	return out.String(), nil
 }
 
 func TestHardening(t *testing.T) {
@@ -225,8 +284,9 @@ func TestHardening(t *testing.T) {
 			assert.Equal(t, "127.0.0.1", u.Hostname())
 
 			// Labels: all of them, none holding the token.
-			vol := cfg.Labels[docker.LabelVolume]
+			vol, stateVol := cfg.Labels[docker.LabelVolume], cfg.Labels[docker.LabelStateVolume]
 			assert.True(t, strings.HasPrefix(vol, "agcluster-ws-"), vol)
+			assert.True(t, strings.HasPrefix(stateVol, "agcluster-state-"), stateVol)
 			for k, v := range map[string]string{
 				docker.LabelManaged: "true", docker.LabelProvider: "docker", docker.LabelSession: spec.SessionID,
 				docker.LabelOwner: spec.Owner, docker.LabelConfig: spec.ConfigID, docker.LabelConversation: spec.Conversation, runLabel: runID,
@@ -240,28 +300,33 @@ func TestHardening(t *testing.T) {
 			// Environment: the token and config, never a key.
 			assert.Contains(t, cfg.Env, "AGENT_TOKEN="+inst.Token)
 			assert.Contains(t, cfg.Env, `AGENT_CONFIG={"id":"default","allowed_tools":["Read"]}`)
+			assert.Contains(t, cfg.Env, "AGENT_STATE_DIR=/state")
 			assert.Contains(t, cfg.Env, "ANTHROPIC_BASE_URL=http://mock-anthropic:8080")
 			for _, kv := range cfg.Env {
 				assert.False(t, strings.HasPrefix(kv, "ANTHROPIC_API_KEY=") || strings.HasPrefix(kv, "ANTHROPIC_AUTH_TOKEN="), kv)
 			}
 
-			// Mounts: the workspace volume, and no host path (no Docker socket).
+			// Mounts: the workspace and state volumes, and no host path
+			// (no Docker socket).
 			assert.Empty(t, hc.Binds)
-			var ws *container.MountPoint
-			for i, m := range info.Mounts {
+			mounts := map[string]container.MountPoint{}
+			for _, m := range info.Mounts {
 				assert.NotEqual(t, mount.TypeBind, m.Type, "bind mount of %s", m.Source)
-				if m.Destination == "/workspace" {
-					ws = &info.Mounts[i]
-				}
+				mounts[m.Destination] = m
 			}
-			require.NotNil(t, ws, "workspace mount")
-			assert.Equal(t, vol, ws.Name)
-			assert.True(t, ws.RW)
-			v, err := cli.VolumeInspect(ctx, vol)
-			require.NoError(t, err)
-			assert.Equal(t, "true", v.Labels[docker.LabelManaged])
-			assert.Equal(t, spec.SessionID, v.Labels[docker.LabelSession])
-			assert.Equal(t, vol, v.Labels[docker.LabelVolume])
+			assert.Len(t, mounts, 2, "mounts: %v", info.Mounts)
+			for dest, name := range map[string]string{"/workspace": vol, "/state": stateVol} {
+				m, ok := mounts[dest]
+				require.True(t, ok, "%s mount", dest)
+				assert.Equal(t, name, m.Name, dest)
+				assert.True(t, m.RW, dest)
+				v, err := cli.VolumeInspect(ctx, name)
+				require.NoError(t, err)
+				assert.Equal(t, "true", v.Labels[docker.LabelManaged])
+				assert.Equal(t, spec.SessionID, v.Labels[docker.LabelSession])
+				assert.Equal(t, vol, v.Labels[docker.LabelVolume])
+				assert.Equal(t, stateVol, v.Labels[docker.LabelStateVolume])
+			}
 
 			// The non-root agent can write its fresh workspace volume.
 			assert.Equal(t, http.StatusCreated, put(t, inst, "/files/probe.txt", "hello"))
@@ -269,8 +334,10 @@ func TestHardening(t *testing.T) {
 			require.NoError(t, p.Destroy(ctx, inst.ID))
 			_, err = cli.ContainerInspect(ctx, inst.ID)
 			assert.True(t, cerrdefs.IsNotFound(err), "container gone: %v", err)
-			_, err = cli.VolumeInspect(ctx, vol)
-			assert.True(t, cerrdefs.IsNotFound(err), "volume gone: %v", err)
+			for _, name := range []string{vol, stateVol} {
+				_, err = cli.VolumeInspect(ctx, name)
+				assert.True(t, cerrdefs.IsNotFound(err), "volume %s gone: %v", name, err)
+			}
 		})
 	}
 }
@@ -375,9 +442,11 @@ func TestEngineUnreachable(t *testing.T) {
 			assert.Contains(t, err.Error(), "docker: engine unreachable at "+host)
 			_, err = p.List(ctx)
 			assert.ErrorIs(t, err, providers.ErrUnavailable)
-			_, err = p.Orphans(ctx)
-			assert.ErrorIs(t, err, providers.ErrUnavailable)
 			assert.ErrorIs(t, p.Destroy(ctx, "abc"), providers.ErrUnavailable)
+			_, err = p.Sleep(ctx, &providers.Instance{ID: "abc"})
+			assert.ErrorIs(t, err, providers.ErrUnavailable)
+			_, err = p.Wake(ctx, "abc")
+			assert.ErrorIs(t, err, providers.ErrUnavailable)
 			events, errs := p.Events(ctx)
 			select {
 			case err := <-errs:
@@ -400,7 +469,7 @@ func TestNotReady(t *testing.T) {
 		// The mock API listens on 8080 but has no agent /health.
 		opts := baseOptions()
 		opts.Image = testenv.MockImage()
-		opts.ReadyTimeout = 3 * time.Second
+		opts.ReadyTimeout = caddy.Duration(3 * time.Second)
 		p := newProvider(t, opts)
 		spec := newSpec()
 		start := time.Now()
@@ -465,7 +534,9 @@ func TestCreateCancelledHalfWay(t *testing.T) {
 	}
 }
 
-func TestEventsAndOrphans(t *testing.T) {
+// TestEventsAndStopped: a killed agent's death is reported with its exit
+// code, and it is listed as stopped until destroyed.
+func TestEventsAndStopped(t *testing.T) {
 	cli := engine(t)
 	p := newProvider(t, baseOptions())
 	ctx := ctxT(t, 2*time.Minute)
@@ -478,10 +549,11 @@ func TestEventsAndOrphans(t *testing.T) {
 	for got := false; !got; {
 		select {
 		case ev := <-events:
-			if ev.InstanceID != inst.ID || ev.Reason != "die" {
+			if ev.InstanceID != inst.ID {
 				continue
 			}
 			got = true
+			assert.Equal(t, providers.ReasonDied, ev.Reason)
 			assert.Equal(t, inst.SessionID, ev.SessionID)
 			assert.Equal(t, 137, ev.ExitCode)
 			assert.False(t, ev.Time.IsZero())
@@ -492,19 +564,18 @@ func TestEventsAndOrphans(t *testing.T) {
 		}
 	}
 
-	orphans, err := p.Orphans(ctx)
-	require.NoError(t, err)
-	assert.Contains(t, orphans, inst.ID)
 	list, err := p.List(ctx)
 	require.NoError(t, err)
-	for _, i := range list {
-		assert.NotEqual(t, inst.ID, i.ID, "a dead agent is not listed")
-	}
+	i := slices.IndexFunc(list, func(i *providers.Instance) bool { return i.ID == inst.ID })
+	require.GreaterOrEqual(t, i, 0, "a dead agent is listed")
+	assert.Equal(t, providers.StateStopped, list[i].State)
+	assert.Empty(t, list[i].URL, "a stopped agent has no URL")
+	assert.Equal(t, inst.Token, list[i].Token)
 
 	require.NoError(t, p.Destroy(ctx, inst.ID))
-	orphans, err = p.Orphans(ctx)
+	list, err = p.List(ctx)
 	require.NoError(t, err)
-	assert.NotContains(t, orphans, inst.ID)
+	assert.False(t, slices.ContainsFunc(list, func(i *providers.Instance) bool { return i.ID == inst.ID }))
 	assertNothingLeft(t, cli, inst.SessionID)
 }
 
@@ -549,7 +620,7 @@ func TestDestroyRefusesForeignContainers(t *testing.T) {
 		&container.HostConfig{}, nil)
 	err := p.Destroy(ctxT(t, time.Minute), id)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "not an agent container managed by agcluster")
+	assert.Contains(t, err.Error(), `not an agent container of provider "docker"`)
 	_, err = cli.ContainerInspect(ctxT(t, time.Minute), id)
 	assert.NoError(t, err, "the foreign container is untouched")
 }

@@ -11,11 +11,13 @@ import (
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
-// Event is the death of a managed agent container.
+// Event is something that happened to a managed agent container.
 type Event = providers.Event
 
 // Events streams die and oom events of this provider's agent containers
-// until ctx ends. Both channels are closed then. When the stream fails
+// until ctx ends: a container's exit is providers.ReasonDied (with its exit
+// code), unless this Provider stopped it with Sleep (providers.ReasonSlept);
+// an out-of-memory kill inside it is providers.ReasonOOM. Both channels are closed then. When the stream fails
 // (e.g. the engine restarts) one error is sent, wrapping
 // providers.ErrUnavailable when the engine cannot be reached, and both
 // channels are closed: call Events again to resubscribe. The subscription
@@ -39,7 +41,7 @@ func (p *Provider) Events(ctx context.Context) (<-chan Event, <-chan error) {
 				ev := Event{
 					InstanceID: m.Actor.ID,
 					SessionID:  m.Actor.Attributes[LabelSession],
-					Reason:     reason(m.Action),
+					Reason:     p.reason(m.Action, m.Actor.ID),
 					ExitCode:   code,
 					Time:       time.Unix(0, m.TimeNano),
 				}
@@ -61,9 +63,12 @@ func (p *Provider) Events(ctx context.Context) (<-chan Event, <-chan error) {
 	return out, outErr
 }
 
-func reason(a events.Action) providers.EventReason {
-	if a == events.ActionOOM {
+func (p *Provider) reason(a events.Action, id string) providers.EventReason {
+	switch {
+	case a == events.ActionOOM:
 		return providers.ReasonOOM
+	case p.asleep(id):
+		return providers.ReasonSlept
 	}
 	return providers.ReasonDied
 }

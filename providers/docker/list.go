@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -11,11 +12,12 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
-// managedFilter selects this provider's containers: the agcluster labels
-// and every ExtraLabel.
+// managedFilter selects this provider's containers: the agcluster labels,
+// the provider's name and every ExtraLabel.
 func (p *Provider) managedFilter() filters.Args {
 	f := filters.NewArgs(
 		filters.Arg("label", LabelManaged+"=true"),
@@ -27,9 +29,42 @@ func (p *Provider) managedFilter() filters.Args {
 	return f
 }
 
-// List returns the running agents this provider manages, with the URL and
-// token recovered from the engine, so a restarted control plane finds
-// them again. Stopped ones are reported by [Provider.Orphans] instead.
+// owns reports whether a container with these labels is one of this
+// provider's agents (the same selection as managedFilter).
+func (p *Provider) owns(labels map[string]string) bool {
+	if labels[LabelManaged] != "true" || labels[LabelProvider] != p.Name() {
+		return false
+	}
+	for k, v := range p.opts.ExtraLabels {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// inspectOwn inspects one of this provider's agent containers for op. A
+// container that does not exist is an error wrapping providers.ErrGone;
+// one that is not this provider's is refused.
+func (p *Provider) inspectOwn(ctx context.Context, op, id string) (container.InspectResponse, error) {
+	info, err := p.cli.ContainerInspect(ctx, id)
+	if cerrdefs.IsNotFound(err) {
+		return info, fmt.Errorf("docker: %s %s: container not found (%w)", op, shortID(id), providers.ErrGone)
+	}
+	if err != nil {
+		return info, p.wrap(fmt.Sprintf("%s %s: inspect", op, shortID(id)), err)
+	}
+	if info.Config == nil || !p.owns(info.Config.Labels) {
+		return info, fmt.Errorf("docker: %s %s: not an agent container of provider %q", op, shortID(id), p.Name())
+	}
+	return info, nil
+}
+
+// List returns every agent this provider manages, running (StateRunning,
+// with its URL) or stopped (StateStopped: asleep, killed or stopped by the
+// engine; no URL), with its token recovered from the engine, so a
+// restarted control plane finds them again. Containers this Provider is
+// still creating are left out.
 func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 	summaries, err := p.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: p.managedFilter()})
 	if err != nil {
@@ -37,7 +72,7 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 	}
 	out := make([]*providers.Instance, 0, len(summaries))
 	for _, s := range summaries {
-		if s.State != container.StateRunning {
+		if s.State == container.StateRemoving || p.creating(s.ID) {
 			continue
 		}
 		info, err := p.cli.ContainerInspect(ctx, s.ID)
@@ -47,12 +82,12 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 		if err != nil {
 			return nil, p.wrap(fmt.Sprintf("inspect container %s", shortID(s.ID)), err)
 		}
-		if info.State == nil || !info.State.Running || info.Config == nil {
+		if info.Config == nil || info.State == nil {
 			continue
 		}
 		inst, err := p.instance(info)
 		if err != nil {
-			p.logger.Warn("skipping agent container", zap.String("container_id", shortID(s.ID)), zap.Error(err))
+			p.logger.Warn("skipping agent container", zap.String("instance_id", s.ID), zap.Error(err))
 			continue
 		}
 		out = append(out, inst)
@@ -60,74 +95,68 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 	return out, nil
 }
 
-// instance rebuilds an Instance from a container's labels and environment.
+// creating reports whether this Provider is creating the container now.
+func (p *Provider) creating(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.inFlight[id]
+	return ok
+}
+
+// instance rebuilds an Instance from a container's labels, environment and
+// state. A running container's URL is where it is published now.
 func (p *Provider) instance(info container.InspectResponse) (*providers.Instance, error) {
-	var token string
-	for _, kv := range info.Config.Env {
-		if v, ok := strings.CutPrefix(kv, "AGENT_TOKEN="); ok {
-			token = v
-		}
-	}
+	token := envToken(info.Config.Env)
 	if token == "" {
-		return nil, fmt.Errorf("docker: container %s has no AGENT_TOKEN", shortID(info.ID))
-	}
-	url, err := p.agentURL(info)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("docker: container %s has no %s", shortID(info.ID), agent.EnvToken)
 	}
 	l := info.Config.Labels
-	return &providers.Instance{
+	inst := &providers.Instance{
 		ID:           info.ID,
 		Provider:     p.Name(),
 		SessionID:    l[LabelSession],
 		Owner:        l[LabelOwner],
 		ConfigID:     l[LabelConfig],
 		Conversation: l[LabelConversation],
-		URL:          url,
+		State:        providers.StateStopped,
 		Token:        token,
 		CreatedAt:    parseTime(info.Created, time.Time{}),
 		Pool:         l[LabelPool],
-	}, nil
+	}
+	if info.State != nil && info.State.Running {
+		url, err := p.agentURL(info)
+		if err != nil {
+			return nil, err
+		}
+		inst.State, inst.URL = providers.StateRunning, url
+	}
+	return inst, nil
 }
 
-// Orphans returns the ids of managed containers that are no longer
-// running (exited, dead, or created but never started) and that this
-// Provider is not creating right now. Pass them to Destroy to remove them
-// and their workspaces.
-func (p *Provider) Orphans(ctx context.Context) ([]string, error) {
-	summaries, err := p.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: p.managedFilter()})
-	if err != nil {
-		return nil, p.wrap("list agent containers", err)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var ids []string
-	for _, s := range summaries {
-		switch s.State {
-		case container.StateExited, container.StateDead, container.StateCreated:
-			if _, creating := p.inFlight[s.ID]; !creating {
-				ids = append(ids, s.ID)
-			}
+// envToken returns the agent token in a container's environment.
+func envToken(env []string) string {
+	var token string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, agent.EnvToken+"="); ok {
+			token = v
 		}
 	}
-	return ids, nil
+	return token
 }
 
 // Destroy removes the agent container (stopping it if needed) and its
-// workspace volume. An id that no longer exists is not an error; a
-// container this provider does not manage is refused.
+// workspace and state volumes. An id that no longer exists is not an
+// error; a container that is not this provider's is refused.
 func (p *Provider) Destroy(ctx context.Context, id string) error {
-	info, err := p.cli.ContainerInspect(ctx, id)
-	if cerrdefs.IsNotFound(err) {
+	info, err := p.inspectOwn(ctx, "destroy", id)
+	if errors.Is(err, providers.ErrGone) {
 		return nil
 	}
 	if err != nil {
-		return p.wrap(fmt.Sprintf("destroy %s: inspect", shortID(id)), err)
+		return err
 	}
-	if info.Config == nil || info.Config.Labels[LabelManaged] != "true" || info.Config.Labels[LabelProvider] != p.Name() {
-		return fmt.Errorf("docker: destroy %s: not an agent container managed by agcluster", shortID(id))
-	}
-	vol := info.Config.Labels[LabelVolume]
+	p.forgetSleep(info.ID)
+	vols := volumesOf(info.Config.Labels)
 	err = p.cli.ContainerRemove(ctx, info.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	switch {
 	case err == nil, cerrdefs.IsNotFound(err):
@@ -144,13 +173,13 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 	default:
 		return p.wrap(fmt.Sprintf("destroy %s: remove container", shortID(id)), err)
 	}
-	if vol != "" {
-		if err := p.cli.VolumeRemove(ctx, vol, false); err != nil && !cerrdefs.IsNotFound(err) {
-			return p.wrap(fmt.Sprintf("destroy %s: remove volume %s", shortID(id), vol), err)
+	for _, v := range vols.names() {
+		if err := p.cli.VolumeRemove(ctx, v, false); err != nil && !cerrdefs.IsNotFound(err) {
+			return p.wrap(fmt.Sprintf("destroy %s: remove volume %s", shortID(id), v), err)
 		}
 	}
 	p.logger.Info("agent container destroyed",
-		zap.String("container_id", shortID(info.ID)),
+		zap.String("instance_id", info.ID),
 		zap.String("session_id", info.Config.Labels[LabelSession]))
 	return nil
 }

@@ -1,12 +1,14 @@
 package docker
 
 import (
-	"github.com/docker/docker/api/types/container"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/go-connections/nat"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,6 +22,7 @@ func TestNewDefaults(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	assert.Equal(t, Options{
+		Name:            "docker",
 		IsolatedNetwork: DefaultIsolatedNetwork,
 		Image:           "agcluster/agent:latest",
 		MemoryBytes:     1 << 30,
@@ -28,9 +31,17 @@ func TestNewDefaults(t *testing.T) {
 		TmpSize:         "256m",
 		HomeSize:        "256m",
 		PublishHost:     "127.0.0.1",
-		ReadyTimeout:    60 * time.Second,
+		ReadyTimeout:    caddy.Duration(60 * time.Second),
 	}, p.Options())
 	assert.Equal(t, "docker", p.Name())
+	assert.Equal(t, "docker", p.Kind())
+
+	named, err := New(Options{Name: "second"}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = named.Close() })
+	assert.Equal(t, "second", named.Name())
+	assert.Equal(t, "docker", named.Kind())
+	assert.Equal(t, "second", named.labels(providers.Spec{}, volumes{})[LabelProvider])
 }
 
 func TestNewRefusesBadOptions(t *testing.T) {
@@ -43,6 +54,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{"auth token in env", Options{Env: map[string]string{"ANTHROPIC_AUTH_TOKEN": "x"}}, "ANTHROPIC_AUTH_TOKEN is refused"},
 		{"api key in any case", Options{Env: map[string]string{"anthropic_api_key": "x"}}, "anthropic_api_key is refused"},
 		{"reserved env", Options{Env: map[string]string{"AGENT_TOKEN": "x"}}, "AGENT_TOKEN is set by the provider"},
+		{"state dir env", Options{Env: map[string]string{"AGENT_STATE_DIR": "/tmp"}}, "AGENT_STATE_DIR is set by the provider"},
 		{"bad env name", Options{Env: map[string]string{"A=B": "x"}}, "invalid variable name"},
 		{"tmp size injection", Options{TmpSize: "64m,exec"}, `tmp_size "64m,exec"`},
 		{"home size", Options{HomeSize: "lots"}, `home_size "lots"`},
@@ -101,16 +113,21 @@ func TestContainerConfig(t *testing.T) {
 	t.Cleanup(func() { _ = p.Close() })
 	spec := providers.Spec{SessionID: "s1", Owner: "o1", ConfigID: "c1", Conversation: "conv1", Env: map[string]string{"A": "spec"},
 		Limits: providers.Limits{Pids: 64}}
-	labels := p.labels(spec, "agcluster-ws-1")
-	cfg, host, netCfg := p.containerConfig(spec, "img", "tok", []byte(`{"id":"c1"}`), "agcluster-ws-1", labels)
+	vols := volumes{workspace: "agcluster-ws-1", state: "agcluster-state-1"}
+	labels := p.labels(spec, vols)
+	cfg, host, netCfg := p.containerConfig(spec, "img", "tok", []byte(`{"id":"c1"}`), vols, labels)
 
 	assert.Equal(t, "img", cfg.Image)
 	assert.Empty(t, cfg.User, "the image's non-root user is kept")
-	assert.Equal(t, []string{"A=spec", "ANTHROPIC_BASE_URL=http://mock:8080", `AGENT_CONFIG={"id":"c1"}`, "AGENT_TOKEN=tok"}, cfg.Env)
+	assert.Equal(t, []string{"A=spec", "ANTHROPIC_BASE_URL=http://mock:8080", `AGENT_CONFIG={"id":"c1"}`, "AGENT_TOKEN=tok", "AGENT_STATE_DIR=/state"}, cfg.Env)
 	assert.Equal(t, map[string]string{
 		LabelManaged: "true", LabelProvider: "docker", LabelSession: "s1", LabelOwner: "o1",
-		LabelConfig: "c1", LabelConversation: "conv1", LabelVolume: "agcluster-ws-1", "team": "x",
+		LabelConfig: "c1", LabelConversation: "conv1", LabelVolume: "agcluster-ws-1", LabelStateVolume: "agcluster-state-1", "team": "x",
 	}, cfg.Labels)
+	assert.Equal(t, []mount.Mount{
+		{Type: mount.TypeVolume, Source: "agcluster-ws-1", Target: "/workspace"},
+		{Type: mount.TypeVolume, Source: "agcluster-state-1", Target: "/state"},
+	}, host.Mounts)
 	assert.Equal(t, []string{"ALL"}, []string(host.CapDrop))
 	assert.Equal(t, []string{"no-new-privileges:true"}, host.SecurityOpt)
 	assert.True(t, host.ReadonlyRootfs)
@@ -132,7 +149,7 @@ func TestContainerConfig(t *testing.T) {
 	onNet, err := New(Options{Network: "agents", ReachByContainerIP: true}, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = onNet.Close() })
-	_, host, netCfg = onNet.containerConfig(spec, "img", "tok", []byte(`{}`), "v", nil)
+	_, host, netCfg = onNet.containerConfig(spec, "img", "tok", []byte(`{}`), vols, nil)
 	assert.Equal(t, "agents", string(host.NetworkMode))
 	require.NotNil(t, netCfg)
 	assert.Contains(t, netCfg.EndpointsConfig, "agents")

@@ -1,0 +1,10 @@
+// Package all registers every agent provider's Caddy guest module
+// (agcluster.providers.<kind>). Its only job is to import each provider
+// package for its side effect, the way caddyhttp/standard imports Caddy's
+// standard HTTP modules: a new provider is added here with one line.
+package all
+
+import (
+	// The Docker provider: agcluster.providers.docker.
+	_ "github.com/agcluster/caddy-agcluster/providers/docker"
+)
