@@ -24,7 +24,7 @@ export DOCKER_BUILDKIT=0
 CLAUDE_BIN := $(AGCLUSTER_CACHE)/claude-$(CLAUDE_VERSION)/claude
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.build/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: fuzz all build image agent-image mock-image base-image claude test test-unit bench run lint clean docker
+.PHONY: test-engine-restart fuzz all build image agent-image mock-image base-image claude test test-unit bench run lint clean docker
 
 all: build
 
@@ -70,6 +70,12 @@ mock-image: bin/mock-anthropic docker
 # agent in its hardened container.
 test: image caddy
 	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(GOTEST_FLAGS) ./...
+
+# The Docker engine restarted under an open conversation. It stops every
+# container on the engine, so it runs alone, after `make test`.
+test-engine-restart: image caddy
+	AGCLUSTER_TEST_ENGINE_RESTART=1 CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) \
+		$(GO) test -count=1 -timeout 10m -run '^TestEngineRestart$$' ./e2e/
 
 # Unit tests only: no Docker, no claude.
 test-unit:

@@ -5,6 +5,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -79,6 +80,7 @@ type gatewayOptions struct {
 	readyTimeout string // the provider's ready_timeout ("" = default)
 	extraSite    string // lines added to the site block (e.g. "log")
 	keep         bool   // shutdown keep (sessions outlive Caddy) instead of destroy
+	maxSessions  string // max_sessions ("" = 100)
 	runID        string // label value; a new one when empty
 }
 
@@ -106,7 +108,7 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 			%s
 		}
 		idle_timeout %s
-		max_sessions 100
+		max_sessions %s
 		anthropic_base_url %s
 		shutdown %s
 		%s
@@ -120,7 +122,7 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 		%s
 	}
 }
-`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, providerLines(o), o.idle, e.mock.BaseURL, shutdown, o.extraApp, port, o.extraSite, o.extraHandler)
+`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, providerLines(o), o.idle, cmp.Or(o.maxSessions, "100"), e.mock.BaseURL, shutdown, o.extraApp, port, o.extraSite, o.extraHandler)
 }
 
 func providerLines(o gatewayOptions) string {
@@ -491,15 +493,15 @@ func TestGateway(t *testing.T) {
 
 func TestIdleReaping(t *testing.T) {
 	e := setup(t)
-	g := e.startGateway(t, "2s", "")
+	g := e.startGatewayWith(t, gatewayOptions{idle: "2s", extraApp: "retention 1s"})
 	e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Short-lived."}})
 	_, err := streamed(t, g.client("sk-ant-test-idle"), user("Hi."), conv("c-idle"))
 	require.NoError(t, err)
 	require.Len(t, e.containers(t, g.runID), 1)
-	require.Len(t, e.volumes(t, g.runID), 1)
-	testenv.Eventually(t, 30*time.Second, func() bool {
+	require.Len(t, e.volumes(t, g.runID), 2)
+	testenv.Eventually(t, time.Minute, func() bool {
 		return len(e.containers(t, g.runID)) == 0 && len(e.volumes(t, g.runID)) == 0
-	}, "the idle session's container and volume were not removed")
+	}, "the idle session was not put to sleep and then removed after its retention")
 }
 
 func TestConcurrentFirstRequestsMakeOneContainer(t *testing.T) {

@@ -74,43 +74,6 @@ func TestRestartKeepsConversations(t *testing.T) {
 	assert.Len(t, e.containers(t, runID), 2, "ownership survives the restart: another key gets its own agent")
 }
 
-// TestKilledContainer: a container killed under a conversation is noticed
-// (Docker events); the next request gets a new container seeded with the
-// client's history, the answer says so, and no volume is left behind.
-func TestKilledContainer(t *testing.T) {
-	e := setup(t)
-	g := e.startGateway(t, "30m", "")
-	e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Understood."}})
-	c := g.client("sk-ant-test-killed")
-	first, err := streamed(t, c, user("Remember the number 4711."), conv("c-killed"))
-	require.NoError(t, err)
-	conts := e.containers(t, g.runID)
-	require.Len(t, conts, 1)
-	require.NoError(t, e.docker.ContainerKill(context.Background(), conts[0].ID, "KILL"))
-	testenv.Eventually(t, 30*time.Second, func() bool {
-		return len(e.containers(t, g.runID)) == 0 && len(e.volumes(t, g.runID)) == 0
-	}, "the dead agent's container and volume were not removed")
-
-	next := openai.ChatCompletionNewParams{Model: "agent", Messages: []openai.ChatCompletionMessageParamUnion{
-		openai.UserMessage("Remember the number 4711."),
-		openai.AssistantMessage(first.Choices[0].Message.Content),
-		openai.UserMessage("Which number?"),
-	}}
-	got, err := streamed(t, c, next, conv("c-killed"))
-	require.NoError(t, err)
-	assert.Contains(t, got.Choices[0].Message.Content, "replaced", "the answer says the agent was replaced")
-	assert.Len(t, e.containers(t, g.runID), 1)
-	assert.Len(t, e.volumes(t, g.runID), 1)
-	reqs, err := e.mock.Requests(context.Background())
-	require.NoError(t, err)
-	assert.Contains(t, reqs[len(reqs)-1].AllText(), "Remember the number 4711.", "the new agent got the history")
-
-	// The turn after that is an ordinary one.
-	again, err := streamed(t, c, user("Thanks."), conv("c-killed"))
-	require.NoError(t, err)
-	assert.NotContains(t, again.Choices[0].Message.Content, "replaced")
-}
-
 // TestCLIKilledInContainer: the claude process inside a container dies
 // between turns; the next turn through Caddy works, keeps the context and
 // says the agent was restarted.

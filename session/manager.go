@@ -174,6 +174,17 @@ func (s *Session) Status() string {
 	return StatusRunning
 }
 
+// learnTurns takes the agent's own turn count when it knows of more turns
+// than the session (a session found after a restart counts from zero).
+func (s *Session) learnTurns(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if st, err := s.Client().Stats(ctx); err == nil {
+		for cur := s.turns.Load(); st.Turns > cur && !s.turns.CompareAndSwap(cur, st.Turns); cur = s.turns.Load() {
+		}
+	}
+}
+
 // setInstance records the agent as its provider now reports it.
 func (s *Session) setInstance(inst *providers.Instance, asleep bool) {
 	s.mu.Lock()
@@ -311,6 +322,9 @@ func (m *Manager) Adopt(insts []*providers.Instance) int {
 		}
 		s.setInstance(inst, inst.State == providers.StateStopped)
 		s.lastUsed.Store(time.Now().UnixNano())
+		if inst.State != providers.StateStopped {
+			go s.learnTurns(context.Background())
+		}
 		e := &entry{ready: make(chan struct{}), session: s}
 		close(e.ready)
 		m.byKey[key] = e
@@ -549,6 +563,7 @@ func (m *Manager) wake(ctx context.Context, s *Session) error {
 		return fmt.Errorf("wake agent of session %s: %w", s.ID, err)
 	}
 	s.setInstance(inst, false)
+	s.learnTurns(wctx)
 	m.opts.Logger.Info("session woke", zap.String("session_id", s.ID),
 		zap.String("instance_id", inst.ID), zap.Duration("wake_duration", took))
 	return nil
