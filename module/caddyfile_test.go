@@ -1,6 +1,7 @@
 package module
 
 import (
+	"net/http"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agcluster/caddy-agcluster/agent"
 	// The provider guest modules the Caddyfile tests name.
 	_ "github.com/agcluster/caddy-agcluster/providers/all"
 )
@@ -132,6 +134,47 @@ func TestHandlerCaddyfile(t *testing.T) {
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, h)
+		})
+	}
+}
+
+func TestResolveProvider(t *testing.T) {
+	app := func(kinds map[string]string, def string) *App {
+		a := &App{DefaultProvider: def, providers: map[string]configuredProvider{}}
+		for name, kind := range kinds {
+			a.providers[name] = configuredProvider{raw: `{"kind":"` + kind + `"}`}
+		}
+		return a
+	}
+	one := app(map[string]string{"local": "docker", "edge": "fly"}, "local")
+	two := app(map[string]string{"a": "docker", "b": "docker"}, "a")
+	tests := []struct {
+		name      string
+		a         *App
+		requested string
+		cfg       *agent.Config
+		want      string
+		wantErr   string
+	}{
+		{"default", one, "", nil, "local", ""},
+		{"configuration", one, "", &agent.Config{Provider: "edge"}, "edge", ""},
+		{"launch beats configuration", one, "local", &agent.Config{Provider: "edge"}, "local", ""},
+		{"original name of the one provider of a kind", one, "fly_machines", nil, "edge", ""},
+		{"original docker name", one, "docker", nil, "local", ""},
+		{"original name, two of that kind", two, "docker", nil, "", `unknown provider "docker"; configured providers: a, b`},
+		{"unknown", one, "nomad", nil, "", `unknown provider "nomad"; configured providers: edge, local`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.a.ResolveProvider(tt.requested, tt.cfg)
+			if tt.wantErr != "" {
+				require.NotNil(t, err)
+				assert.Equal(t, http.StatusBadRequest, err.Status)
+				assert.Contains(t, err.Message, tt.wantErr)
+				return
+			}
+			require.Nil(t, err)
+			assert.Equal(t, tt.want, got)
 		})
 	}
 }

@@ -23,10 +23,6 @@ import (
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
-// WarmUpEnv is set to "1" in the environment of warm-pool agents: the
-// agent runs the CLI's first turn (answered by itself, without a key)
-// and clears the conversation before it reports ready.
-const WarmUpEnv = "AGENT_WARM_UP"
 
 // WarmSource is a Source that may have a ready instance at hand. The
 // manager asks it first, without waiting for a creation slot.
@@ -567,7 +563,7 @@ func (p *Pool) fill(e *poolEntry) {
 	spec.Pool = e.key
 	// The agent runs the CLI's costly first turn before it reports ready,
 	// answered by itself; the conversation is cleared after it.
-	spec = spec.WithEnv(WarmUpEnv, "1")
+	spec = spec.WithEnv(agent.EnvWarmUp, "1")
 	start := time.Now()
 	inst, err := p.opts.Source.Get(ctx, spec)
 
