@@ -237,3 +237,42 @@ func TestAdoptFindsSleepingSessions(t *testing.T) {
 	assert.Equal(t, id, l.Session.ID)
 	assert.Equal(t, "turn 2: two", answer)
 }
+
+// TestPoolAdoptsStoppedBoundAgent: a warm-pool agent handed to a
+// conversation and then stopped behind the gateway's back (a host reboot)
+// carries its session only in its binding; a restarted gateway wakes it to
+// read the binding, puts it back to sleep under its session's labels, and
+// adopts it as a sleeping conversation. A stopped unbound one is destroyed.
+func TestPoolAdoptsStoppedBoundAgent(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New("mem")
+	bound, err := mem.Create(ctx, providers.Spec{ConfigID: "agent", Pool: "agent@x"})
+	require.NoError(t, err)
+	require.NoError(t, bound.Client().Bind(ctx, agent.Binding{SessionID: "sess_1", Owner: "alice", Conversation: "c1"}))
+	unbound, err := mem.Create(ctx, providers.Spec{ConfigID: "agent", Pool: "agent@x"})
+	require.NoError(t, err)
+	require.NoError(t, mem.StopSilently(bound.ID))
+	require.NoError(t, mem.StopSilently(unbound.ID))
+
+	lookup := func(string) (providers.Provider, bool) { return mem, true }
+	pool := session.NewPool(session.PoolOptions{Source: routeSource{"mem": mem}, Providers: lookup})
+	t.Cleanup(func() { pool.Close(false) })
+	m := session.NewManager(session.Options{Source: pool, Providers: lookup})
+	t.Cleanup(func() { m.Close(false) })
+	insts, err := mem.List(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, m.Adopt(pool.Adopt(ctx, insts)))
+
+	s, err := m.Get("alice", "sess_1")
+	require.NoError(t, err)
+	assert.Equal(t, session.StatusSleeping, s.Status())
+	left, err := mem.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, left, 1, "the unbound stopped agent was destroyed")
+	assert.Equal(t, "sess_1", left[0].SessionID, "the backend now records the session")
+	assert.Empty(t, left[0].Pool)
+
+	l, answer := turn(t, m, memReq("alice", "c1", "mem"), "hello again")
+	assert.True(t, l.Woke)
+	assert.Equal(t, "turn 1: hello again", answer)
+}
