@@ -669,7 +669,7 @@ func (s *state) watch(p providers.Provider) context.CancelFunc {
 func (s *state) instanceEvent(ev providers.Event) {
 	switch ev.Reason {
 	case providers.ReasonDied, providers.ReasonExpired, providers.ReasonSlept:
-		if !s.manager.InstanceDied(ev.InstanceID) {
+		if !s.manager.InstanceStopped(ev.InstanceID, ev.Reason) {
 			s.pool.InstanceDied(ev.InstanceID)
 		}
 	}

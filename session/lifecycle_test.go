@@ -88,7 +88,7 @@ func TestSleepAndWake(t *testing.T) {
 		}, false},
 		{"killed behind the gateway's back, event seen", func(t *testing.T, m *session.Manager, mem *memory.Provider, s *session.Session) {
 			require.NoError(t, mem.Kill(s.Instance().ID))
-			assert.True(t, m.InstanceDied(s.Instance().ID))
+			assert.True(t, m.InstanceStopped(s.Instance().ID, providers.ReasonDied))
 		}, false},
 		{"stopped with no event, reconciled", func(t *testing.T, m *session.Manager, mem *memory.Provider, s *session.Session) {
 			require.NoError(t, mem.StopSilently(s.Instance().ID))

@@ -592,13 +592,14 @@ func (m *Manager) sleeper(name string) (providers.Sleeper, error) {
 	return sl, nil
 }
 
-// InstanceDied is told that an instance stopped without the gateway
-// asking (the provider saw it die, be killed or expire). A session whose
-// provider can wake agents is marked asleep: its workspace and CLI session
-// survive, and the next turn wakes it. Otherwise the session is dropped
-// and its leftovers removed; the conversation's next request gets a new
-// agent, marked Restarted. It reports whether a session had the instance.
-func (m *Manager) InstanceDied(instanceID string) bool {
+// InstanceStopped is told that an instance stopped: it died, was killed,
+// expired, or was put to sleep (by the gateway itself or by its
+// platform). A session whose provider can wake agents is marked asleep:
+// its workspace and CLI session survive, and the next turn wakes it.
+// Otherwise the session is dropped and its leftovers removed; the
+// conversation's next request gets a new agent, marked Restarted. It
+// reports whether a session had the instance.
+func (m *Manager) InstanceStopped(instanceID string, reason providers.EventReason) bool {
 	m.mu.Lock()
 	var dead *Session
 	for _, s := range m.byID {
@@ -613,17 +614,21 @@ func (m *Manager) InstanceDied(instanceID string) bool {
 	}
 	if _, err := m.sleeper(dead.Provider); err == nil {
 		m.mu.Unlock()
-		if !dead.Asleep() {
-			dead.setInstance(stopped(dead.Instance()), true)
-			m.opts.Logger.Warn("session agent stopped; the next turn wakes it",
-				zap.String("session_id", dead.ID), zap.String("instance_id", instanceID))
+		if dead.Asleep() {
+			return true
+		}
+		dead.setInstance(stopped(dead.Instance()), true)
+		if reason != providers.ReasonSlept {
+			m.opts.Logger.Warn("session agent stopped; the next turn wakes it", zap.String("session_id", dead.ID),
+				zap.String("instance_id", instanceID), zap.String("reason", string(reason)))
 		}
 		return true
 	}
 	m.forgetLocked(dead)
 	m.died[dead.Key] = time.Now()
 	m.mu.Unlock()
-	m.opts.Logger.Warn("session agent died", zap.String("session_id", dead.ID), zap.String("instance_id", instanceID))
+	m.opts.Logger.Warn("session agent died", zap.String("session_id", dead.ID), zap.String("instance_id", instanceID),
+		zap.String("reason", string(reason)))
 	m.destroy(dead, "died")
 	return true
 }
