@@ -230,6 +230,7 @@ type Manager struct {
 	idleTimeout atomic.Int64  // time.Duration; changed by Reconfigure
 	retention   atomic.Int64  // time.Duration; changed by Reconfigure
 	creating    chan struct{} // a slot per creation in progress
+	rearm       chan struct{} // tells the reaper its timeouts changed
 	stop        chan struct{}
 	wg          sync.WaitGroup
 }
@@ -254,6 +255,7 @@ func NewManager(opts Options) *Manager {
 		ownerPending: map[string]int{},
 		died:         map[Key]time.Time{},
 		stop:         make(chan struct{}),
+		rearm:        make(chan struct{}, 1),
 		creating:     make(chan struct{}, opts.MaxConcurrentCreates),
 	}
 	m.idleTimeout.Store(int64(opts.IdleTimeout))
@@ -292,6 +294,10 @@ func (m *Manager) Reconfigure(opts Options) {
 	}
 	m.idleTimeout.Store(int64(opts.IdleTimeout))
 	m.retention.Store(int64(opts.Retention))
+	select {
+	case m.rearm <- struct{}{}:
+	default:
+	}
 }
 
 // Adopt registers instances found by the providers (after a restart) as
@@ -1057,6 +1063,7 @@ func (m *Manager) reapLoop() {
 		select {
 		case <-m.stop:
 			return
+		case <-m.rearm: // new timeouts: wait by them from now on
 		case <-time.After(every):
 			m.ReapIdle(time.Now())
 		}

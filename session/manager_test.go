@@ -155,13 +155,13 @@ func TestManager(t *testing.T) {
 		l.Done("")
 		_, err = m.Acquire(ctx(t), req("alice", "c3"))
 		require.ErrorIs(t, err, session.ErrLimit, "per owner")
-		assert.Contains(t, err.Error(), "2 live sessions")
+		assert.Contains(t, err.Error(), "2 live agents")
 		l, err = m.Acquire(ctx(t), req("carol", "c1"))
 		require.NoError(t, err)
 		l.Done("")
 		_, err = m.Acquire(ctx(t), req("dave", "c1"))
 		require.ErrorIs(t, err, session.ErrLimit, "in total")
-		assert.Contains(t, err.Error(), "all 3 sessions")
+		assert.Contains(t, err.Error(), "all 3 agents")
 	})
 
 	t.Run("delete removes the instance", func(t *testing.T) {
