@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 	"strconv"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/agcluster/caddy-agcluster/internal/caddyargs"
 	"github.com/agcluster/caddy-agcluster/openai"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
@@ -66,39 +66,39 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "provider":
 			return a.unmarshalProvider(d)
 		case "default_provider":
-			v, err := oneArg(d)
+			v, err := caddyargs.One(d)
 			if err != nil {
 				return err
 			}
 			a.DefaultProvider = v
 		case "idle_timeout":
-			dur, err := durationArg(d, true)
+			dur, err := caddyargs.Duration(d, true)
 			if err != nil {
 				return err
 			}
 			a.IdleTimeout = &dur
 		case "retention":
-			dur, err := durationArg(d, true)
+			dur, err := caddyargs.Duration(d, true)
 			if err != nil {
 				return err
 			}
 			a.Retention = &dur
 		case "max_sessions":
-			n, err := capArg(d)
+			n, err := caddyargs.Limit(d)
 			if err != nil {
 				return err
 			}
 			a.MaxSessions = &n
 		case "max_sessions_per_owner":
-			n, err := capArg(d)
+			n, err := caddyargs.Limit(d)
 			a.MaxSessionsPerOwner = n
 			return err
 		case "max_conversations":
-			n, err := capArg(d)
+			n, err := caddyargs.Limit(d)
 			a.MaxConversations = n
 			return err
 		case "max_conversations_per_owner":
-			n, err := capArg(d)
+			n, err := caddyargs.Limit(d)
 			a.MaxConversationsPerOwner = n
 			return err
 		case "anthropic_base_url":
@@ -106,7 +106,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "turn_timeout":
-			dur, err := durationArg(d, false)
+			dur, err := caddyargs.Duration(d, false)
 			if err != nil {
 				return err
 			}
@@ -137,7 +137,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			wp.Sizes[id] = n
 		case "warm_pool_max":
-			v, err := oneArg(d)
+			v, err := caddyargs.One(d)
 			if err != nil {
 				return err
 			}
@@ -147,7 +147,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.warmPool().Max = n
 		case "warm_pool_min_free_memory":
-			v, err := oneArg(d)
+			v, err := caddyargs.One(d)
 			if err != nil {
 				return err
 			}
@@ -161,7 +161,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.warmPool().MinFreeMemory = int64(n)
 		case "warm_pool_check_interval":
-			dur, err := durationArg(d, false)
+			dur, err := caddyargs.Duration(d, false)
 			if err != nil {
 				return err
 			}
@@ -210,20 +210,6 @@ func (a *App) unmarshalProvider(d *caddyfile.Dispenser) error {
 	}
 	a.ProvidersRaw[name] = caddyconfig.JSONModuleObject(unm, "kind", kind, nil)
 	return nil
-}
-
-// capArg reads a limit: a whole number, 0 for no cap.
-func capArg(d *caddyfile.Dispenser) (int, error) {
-	name := d.Val()
-	v, err := oneArg(d)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return 0, d.Errf("%s %q: want a whole number, 0 for no cap", name, v)
-	}
-	return n, nil
 }
 
 func (a *App) warmPool() *WarmPool {
@@ -302,7 +288,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MaxRequestBody = int64(n)
 		case "keep_alive":
-			dur, err := durationArg(d, false)
+			dur, err := caddyargs.Duration(d, false)
 			if err != nil {
 				return err
 			}
@@ -337,30 +323,6 @@ func eachSubdirective(d *caddyfile.Dispenser, fn func(sub string) error) error {
 		}
 	}
 	return nil
-}
-
-// oneArg reads the single argument of the current subdirective.
-func oneArg(d *caddyfile.Dispenser) (string, error) {
-	var v string
-	if !d.AllArgs(&v) {
-		return "", d.ArgErr()
-	}
-	return v, nil
-}
-
-// durationArg reads the single duration argument of the current
-// subdirective (e.g. 30m or 1d); zero is accepted only with allowZero.
-func durationArg(d *caddyfile.Dispenser, allowZero bool) (caddy.Duration, error) {
-	name := d.Val()
-	v, err := oneArg(d)
-	if err != nil {
-		return 0, err
-	}
-	dur, err := caddy.ParseDuration(v)
-	if err != nil || dur < 0 || (dur == 0 && !allowZero) {
-		return 0, d.Errf("%s %q: want a duration such as 30m", name, v)
-	}
-	return caddy.Duration(dur), nil
 }
 
 func ptr[T any](v T) *T { return &v }

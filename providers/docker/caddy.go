@@ -9,6 +9,7 @@ import (
 	"github.com/docker/go-units"
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/internal/caddyargs"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -100,43 +101,43 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		switch sub {
 		case "image":
-			if err := stringArg(d, &m.Image); err != nil {
+			if err := caddyargs.String(d, &m.Image); err != nil {
 				return err
 			}
 		case "network":
-			if err := stringArg(d, &m.Network); err != nil {
+			if err := caddyargs.String(d, &m.Network); err != nil {
 				return err
 			}
 		case "isolated_network":
-			if err := stringArg(d, &m.IsolatedNetwork); err != nil {
+			if err := caddyargs.String(d, &m.IsolatedNetwork); err != nil {
 				return err
 			}
 		case "host":
-			if err := stringArg(d, &m.Host); err != nil {
+			if err := caddyargs.String(d, &m.Host); err != nil {
 				return err
 			}
 		case "publish_host":
-			if err := stringArg(d, &m.PublishHost); err != nil {
+			if err := caddyargs.String(d, &m.PublishHost); err != nil {
 				return err
 			}
 		case "tmp_size":
-			if err := stringArg(d, &m.TmpSize); err != nil {
+			if err := caddyargs.String(d, &m.TmpSize); err != nil {
 				return err
 			}
 		case "home_size":
-			if err := stringArg(d, &m.HomeSize); err != nil {
+			if err := caddyargs.String(d, &m.HomeSize); err != nil {
 				return err
 			}
 		case "env":
-			if err := keyValueArg(d, sub, &m.Env); err != nil {
+			if err := caddyargs.KeyValue(d, &m.Env); err != nil {
 				return err
 			}
 		case "label":
-			if err := keyValueArg(d, sub, &m.ExtraLabels); err != nil {
+			if err := caddyargs.KeyValue(d, &m.ExtraLabels); err != nil {
 				return err
 			}
 		case "memory":
-			v, err := oneArg(d)
+			v, err := caddyargs.One(d)
 			if err != nil {
 				return err
 			}
@@ -146,7 +147,7 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.MemoryBytes = n
 		case "cpus":
-			v, err := oneArg(d)
+			v, err := caddyargs.One(d)
 			if err != nil {
 				return err
 			}
@@ -156,7 +157,7 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.NanoCPUs = int64(f * 1e9)
 		case "pids":
-			v, err := oneArg(d)
+			v, err := caddyargs.One(d)
 			if err != nil {
 				return err
 			}
@@ -171,56 +172,15 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.ReachByContainerIP = true
 		case "ready_timeout":
-			v, err := oneArg(d)
+			dur, err := caddyargs.Duration(d, false)
 			if err != nil {
 				return err
 			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return d.Errf("ready_timeout %q: want a duration such as 30m", v)
-			}
-			m.ReadyTimeout = caddy.Duration(dur)
+			m.ReadyTimeout = dur
 		default:
 			return d.Errf("unknown docker provider subdirective %q", sub)
 		}
 	}
-	return nil
-}
-
-// oneArg reads the single argument of the current subdirective.
-func oneArg(d *caddyfile.Dispenser) (string, error) {
-	var v string
-	if !d.AllArgs(&v) {
-		return "", d.ArgErr()
-	}
-	return v, nil
-}
-
-// stringArg reads the single argument of the current subdirective into
-// *dst.
-func stringArg(d *caddyfile.Dispenser, dst *string) error {
-	v, err := oneArg(d)
-	if err != nil {
-		return err
-	}
-	*dst = v
-	return nil
-}
-
-// keyValueArg reads the "<key> <value>" arguments of subdirective sub
-// (env, label) into *m, refusing a key given twice.
-func keyValueArg(d *caddyfile.Dispenser, sub string, m *map[string]string) error {
-	var k, v string
-	if !d.AllArgs(&k, &v) {
-		return d.ArgErr()
-	}
-	if *m == nil {
-		*m = map[string]string{}
-	}
-	if _, dup := (*m)[k]; dup {
-		return d.Errf("%s %s already specified", sub, k)
-	}
-	(*m)[k] = v
 	return nil
 }
 
