@@ -441,9 +441,10 @@ const statePoolKey = "agcluster"
 // state is what outlives config reloads: the session manager, the warm
 // pool and the providers their agents run on.
 type state struct {
-	logger  *zap.Logger
-	manager *session.Manager
-	pool    *session.Pool // stands between the manager and the providers
+	logger    *zap.Logger
+	manager   *session.Manager
+	pool      *session.Pool // stands between the manager and the providers
+	lifecycle *session.Lifecycle
 
 	mu          sync.RWMutex
 	providers   map[string]*liveProvider // configured ones, and removed ones that still have sessions
@@ -469,6 +470,7 @@ func loadState(logger *zap.Logger) (*state, error) {
 		st.manager = session.NewManager(session.Options{
 			Source: st.pool, Providers: st.provider, Logger: logger.Named("session"), OnWake: observeWake,
 		})
+		st.lifecycle = &session.Lifecycle{Manager: st.manager, Pool: st.pool, Logger: logger}
 		return st, nil
 	})
 	if err != nil {
@@ -608,7 +610,7 @@ func (s *state) start() {
 	var discover []providers.Provider
 	for name, lp := range s.providers {
 		if lp.stopWatch == nil {
-			lp.stopWatch = s.watch(lp.Provider)
+			lp.stopWatch = s.lifecycle.Watch(lp.Provider)
 		}
 		if !s.discovered[name] && !lp.removed {
 			s.discovered[name] = true
@@ -621,88 +623,9 @@ func (s *state) start() {
 			defer s.pool.Start()
 		}
 		for _, p := range discover {
-			s.rediscover(p)
+			s.lifecycle.Rediscover(p)
 		}
 	}()
-}
-
-// watch follows a provider's instance events until the returned func is
-// called, so a conversation whose agent stopped is woken (or replaced) on
-// its next message. After a gap in the events (the stream failed) it
-// reconciles the sessions with what the provider lists.
-func (s *state) watch(p providers.Provider) context.CancelFunc {
-	w, ok := p.(providers.Watcher)
-	if !ok {
-		return func() {}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		backoff := time.Second
-		for resubscribed := false; ctx.Err() == nil; resubscribed = true {
-			events, errs := w.Events(ctx)
-			if resubscribed {
-				s.reconcile(ctx, p)
-			}
-			for ev := range events {
-				backoff = time.Second
-				s.instanceEvent(ev)
-			}
-			if err := <-errs; err != nil {
-				s.logger.Warn("provider event stream failed; resubscribing", zap.String("provider", p.Name()),
-					zap.Error(err), zap.Duration("after", backoff))
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 30*time.Second)
-		}
-	}()
-	return cancel
-}
-
-// instanceEvent hands a provider event to the sessions, or to the warm
-// pool when no session has the instance. An "oom" alone means some
-// process in the agent was killed for memory (often a tool): the agent
-// lives on unless a "died" follows.
-func (s *state) instanceEvent(ev providers.Event) {
-	switch ev.Reason {
-	case providers.ReasonDied, providers.ReasonExpired, providers.ReasonSlept:
-		if !s.manager.InstanceStopped(ev.InstanceID, ev.Reason) {
-			s.pool.InstanceDied(ev.InstanceID)
-		}
-	}
-}
-
-// reconcile marks sessions whose agents stopped while no events came.
-func (s *state) reconcile(ctx context.Context, p providers.Provider) {
-	lctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	insts, err := p.List(lctx)
-	if err != nil {
-		s.logger.Warn("provider list after an event gap failed", zap.String("provider", p.Name()), zap.Error(err))
-		return
-	}
-	if n := s.manager.Reconcile(p.Name(), insts); n > 0 {
-		s.logger.Info("sessions found asleep after an event gap", zap.String("provider", p.Name()), zap.Int("count", n))
-	}
-}
-
-// rediscover adopts the agents a previous run left with one provider:
-// sessions, awake or asleep (including warm agents that were handed out),
-// and ready warm agents.
-func (s *state) rediscover(p providers.Provider) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	insts, err := p.List(ctx)
-	if err != nil {
-		s.logger.Warn("session rediscovery failed", zap.String("provider", p.Name()), zap.Error(err))
-		return
-	}
-	if n := s.manager.Adopt(s.pool.Adopt(ctx, insts)); n > 0 {
-		s.logger.Info("sessions rediscovered", zap.String("provider", p.Name()), zap.Int("count", n))
-	}
 }
 
 // providerStatus is one provider as GET /api/providers shows it.

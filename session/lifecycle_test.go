@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/internal/testenv"
 	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/providers/memory"
 	"github.com/agcluster/caddy-agcluster/session"
@@ -275,4 +276,29 @@ func TestPoolAdoptsStoppedBoundAgent(t *testing.T) {
 	l, answer := turn(t, m, memReq("alice", "c1", "mem"), "hello again")
 	assert.True(t, l.Woke)
 	assert.Equal(t, "turn 1: hello again", answer)
+}
+
+// TestLifecycleFollowsEvents: a provider's death event reaches the
+// session through the lifecycle's watcher, and rediscovery adopts what a
+// provider lists.
+func TestLifecycleFollowsEvents(t *testing.T) {
+	m, mem, _ := memManager(t, session.Options{})
+	pool := session.NewPool(session.PoolOptions{})
+	t.Cleanup(func() { pool.Close(false) })
+	lc := &session.Lifecycle{Manager: m, Pool: pool}
+	stop := lc.Watch(mem)
+	t.Cleanup(stop)
+
+	l, _ := turn(t, m, memReq("alice", "c1", "mem"), "hi")
+	require.NoError(t, mem.Kill(l.Session.Instance().ID))
+	testenv.Eventually(t, 10*time.Second, func() bool { return l.Session.Asleep() }, "the death event did not reach the session")
+
+	// Another manager over the same backend finds the sleeping session.
+	m2 := session.NewManager(session.Options{Source: routeSource{"mem": mem},
+		Providers: func(string) (providers.Provider, bool) { return mem, true }})
+	t.Cleanup(func() { m2.Close(false) })
+	(&session.Lifecycle{Manager: m2, Pool: pool}).Rediscover(mem)
+	s, err := m2.Get("alice", l.Session.ID)
+	require.NoError(t, err)
+	assert.Equal(t, session.StatusSleeping, s.Status())
 }

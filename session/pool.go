@@ -23,7 +23,6 @@ import (
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
-
 // WarmSource is a Source that may have a ready instance at hand. The
 // manager asks it first, without waiting for a creation slot.
 type WarmSource interface {
