@@ -23,10 +23,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/agent"
-	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/configs"
+	"github.com/agcluster/caddy-agcluster/internal/relay"
 	"github.com/agcluster/caddy-agcluster/openai"
-	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/session"
 )
 
@@ -297,7 +296,7 @@ func (h *Handler) launch(w http.ResponseWriter, r *http.Request) {
 	}
 	s, err := h.opts.Manager.Launch(r.Context(), sreq)
 	if err != nil {
-		SessionError(err).Write(w)
+		h.sessionError(r, err).Write(w)
 		return
 	}
 	writeJSON(w, http.StatusCreated, view(s))
@@ -328,33 +327,6 @@ func SessionRequest(owner string, cfg *agent.Config) (session.Request, *openai.E
 	return req, nil
 }
 
-// SessionError maps a session manager error to an HTTP error.
-func SessionError(err error) *openai.Error {
-	switch {
-	case errors.Is(err, session.ErrBusy):
-		return openai.Busy(err.Error())
-	case errors.Is(err, session.ErrLimit):
-		return openai.RateLimited(err.Error())
-	case errors.Is(err, session.ErrNotFound), errors.Is(err, providers.ErrGone):
-		return notFound(err.Error())
-	case errors.Is(err, providers.ErrUnavailable), errors.Is(err, providers.ErrImageMissing), errors.Is(err, session.ErrClosed):
-		return openai.Unavailable(err.Error())
-	case errors.Is(err, providers.ErrNotReady):
-		return openai.Upstream(err.Error())
-	case errors.Is(err, context.Canceled):
-		return openai.Internal("the request was cancelled")
-	}
-	return openai.Internal(err.Error())
-}
-
-// QueryError maps a failure to start a turn on an agent to an HTTP error.
-func QueryError(err error) *openai.Error {
-	if errors.Is(err, agentclient.ErrBusy) {
-		return openai.Busy("a turn is already running in this conversation")
-	}
-	return openai.Upstream("the conversation's agent did not answer: " + err.Error())
-}
-
 func (h *Handler) listSessions(w http.ResponseWriter, _ *http.Request, c Caller) {
 	out := []SessionView{}
 	for _, s := range h.opts.Manager.List(c.Owner) {
@@ -367,9 +339,9 @@ func (h *Handler) getSession(w http.ResponseWriter, _ *http.Request, _ Caller, s
 	writeJSON(w, http.StatusOK, view(s))
 }
 
-func (h *Handler) deleteSession(w http.ResponseWriter, _ *http.Request, c Caller, s *session.Session) {
+func (h *Handler) deleteSession(w http.ResponseWriter, r *http.Request, c Caller, s *session.Session) {
 	if err := h.opts.Manager.Delete(c.Owner, s.ID); err != nil {
-		SessionError(err).Write(w)
+		h.sessionError(r, err).Write(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "deleted": true})
@@ -382,7 +354,7 @@ func (h *Handler) interrupt(w http.ResponseWriter, r *http.Request, _ Caller, s 
 	}
 	ok, err := s.Client().Interrupt(r.Context())
 	if err != nil {
-		openai.Upstream("the agent did not answer: " + err.Error()).Write(w)
+		h.unreachable(r, err).Write(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": ok})
@@ -399,77 +371,87 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *sess
 	}
 	lease, err := h.opts.Manager.Acquire(r.Context(), session.Request{Owner: c.Owner, SessionID: s.ID})
 	if err != nil {
-		SessionError(err).Write(w)
+		h.sessionError(r, err).Write(w)
 		return
 	}
 	defer lease.Done("")
 	st, err := lease.Query(r.Context(), body.Prompt, c.Key)
 	if err != nil {
-		QueryError(err).Write(w)
+		QueryError(h.opts.Logger, r, err).Write(w)
 		return
 	}
 	defer st.Close()
+	h.relayTurn(w, r, st, lease.Release)
+}
+
+// relayTurn relays the turn's events from st to the client as SSE.
+// release frees the session for the next turn.
+func (h *Handler) relayTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func()) {
 	openai.SetStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
-	events := make(chan agent.Event)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(events)
-		for {
-			e, err := st.Next()
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					errc <- err
-				}
-				return
-			}
-			events <- e
-		}
-	}()
-	tick := time.NewTicker(h.opts.KeepAlive)
-	defer tick.Stop()
-	for {
-		select {
-		case e, ok := <-events:
-			if !ok {
-				select {
-				case err := <-errc:
-					if r.Context().Err() == nil {
-						writeEvent(w, rc, agent.Event{Type: agent.EventError, Code: agent.CodeInternal,
-							Message: "the agent's stream broke off: " + err.Error()})
-					}
-				default:
-				}
-				return
-			}
-			if e.Type == agent.EventResult || e.Type == agent.EventError {
-				lease.Release() // free for the next turn before the client reads this one's end
-			}
-			if writeEvent(w, rc, e) != nil {
-				return
-			}
-			tick.Reset(h.opts.KeepAlive)
-		case <-tick.C:
-			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
-				return
-			}
-			_ = rc.Flush()
-		}
+	sink := &eventSink{w: w, flush: rc.Flush, release: release, log: h.opts.Logger, r: r}
+	err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{KeepAlive: h.opts.KeepAlive})
+	var we *relay.WriteError
+	if err == nil || errors.As(err, &we) || r.Context().Err() != nil {
+		return
+	}
+	rid := sink.requestID()
+	h.opts.Logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
+	if sink.event(agent.Event{Type: agent.EventError, Code: agent.CodeInternal, Message: StreamBroke(rid)}) == nil {
+		_ = sink.Flush()
 	}
 }
 
-func writeEvent(w io.Writer, rc *http.ResponseController, e agent.Event) error {
+// eventSink writes agent events as SSE, one JSON event per data line, for
+// the relay. It frees the session for the next turn as soon as the turn's
+// end is seen, before the client reads it, and conceals internal errors.
+type eventSink struct {
+	w       io.Writer
+	flush   func() error
+	release func()
+	log     *zap.Logger
+	r       *http.Request
+	rid     string
+	buf     []byte
+}
+
+// requestID is the request's id, the same for every use.
+func (s *eventSink) requestID() string {
+	if s.rid == "" {
+		s.rid = RequestID(s.r)
+	}
+	return s.rid
+}
+
+func (s *eventSink) Write(e agent.Event) error {
+	if e.Type == agent.EventResult || e.Type == agent.EventError {
+		s.release()
+		ConcealAgentError(s.log, s.requestID, &e)
+	}
+	return s.event(e)
+}
+
+// event writes e as it is.
+func (s *eventSink) event(e agent.Event) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
-		return err
-	}
-	return rc.Flush()
+	s.buf = append(s.buf[:0], "data: "...)
+	s.buf = append(s.buf, b...)
+	s.buf = append(s.buf, "\n\n"...)
+	_, err = s.w.Write(s.buf)
+	return err
 }
+
+func (s *eventSink) KeepAlive() error {
+	_, err := io.WriteString(s.w, ": keep-alive\n\n")
+	return err
+}
+
+func (s *eventSink) Flush() error { return s.flush() }
 
 func (h *Handler) tree(w http.ResponseWriter, r *http.Request, _ Caller, s *session.Session) {
 	h.relay(w, r, s, http.MethodGet, "/files", r.URL.Query(), nil, nil)
@@ -505,7 +487,7 @@ func (h *Handler) archive(w http.ResponseWriter, r *http.Request, _ Caller, s *s
 // filename. Nothing is overwritten unless overwrite=true.
 func (h *Handler) upload(w http.ResponseWriter, r *http.Request, _ Caller, s *session.Session) {
 	if err := h.opts.Manager.Wake(r.Context(), s); err != nil {
-		SessionError(err).Write(w)
+		h.sessionError(r, err).Write(w)
 		return
 	}
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -560,13 +542,13 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, _ Caller, s *se
 		resp, err := s.Client().Forward(r.Context(), http.MethodPut, "/files/"+escapePath(name), q,
 			io.LimitReader(part, h.opts.MaxUploadBytes+1), nil)
 		if err != nil {
-			openai.Upstream("the agent did not answer: " + err.Error()).Write(w)
+			h.unreachable(r, err).Write(w)
 			return
 		}
 		var out written
 		ok := resp.StatusCode == http.StatusCreated && json.NewDecoder(resp.Body).Decode(&out) == nil
 		if !ok {
-			agentError(resp).Write(w)
+			h.agentError(r, resp).Write(w)
 			resp.Body.Close()
 			return
 		}
@@ -588,7 +570,7 @@ func (h *Handler) resources(w http.ResponseWriter, r *http.Request, _ Caller, s 
 	}
 	st, err := s.Client().Stats(r.Context())
 	if err != nil {
-		openai.Upstream("the agent did not answer: " + err.Error()).Write(w)
+		h.unreachable(r, err).Write(w)
 		return
 	}
 	out := map[string]any{
@@ -629,7 +611,7 @@ func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request) {
 // back, turning agent errors into this API's error shape.
 func (h *Handler) relay(w http.ResponseWriter, r *http.Request, s *session.Session, method, agentPath string, q url.Values, body io.Reader, hdr http.Header) {
 	if err := h.opts.Manager.Wake(r.Context(), s); err != nil { // files outlive sleep: wake to reach them
-		SessionError(err).Write(w)
+		h.sessionError(r, err).Write(w)
 		return
 	}
 	resp, err := s.Client().Forward(r.Context(), method, agentPath, q, body, hdr)
@@ -639,12 +621,12 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, s *session.Sessi
 			openai.TooLarge(mbe.Limit).Write(w)
 			return
 		}
-		openai.Upstream("the agent did not answer: " + err.Error()).Write(w)
+		h.unreachable(r, err).Write(w)
 		return
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		agentError(resp).Write(w)
+		h.agentError(r, resp).Write(w)
 		return
 	}
 	for _, k := range []string{"Content-Type", "Content-Length", "Content-Disposition", "Last-Modified", "X-Content-Type-Options"} {
@@ -657,32 +639,6 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, s *session.Sessi
 		h.opts.Logger.Warn("relay from agent broke off", zap.String("path", agentPath), zap.Error(err))
 		panic(http.ErrAbortHandler)
 	}
-}
-
-// agentError turns an agent's error answer into this API's shape, keeping
-// its status and message.
-func agentError(resp *http.Response) *openai.Error {
-	var eb agent.ErrorBody
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	msg := strings.TrimSpace(string(b))
-	code := "agent_error"
-	if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
-		msg, code = eb.Error.Message, eb.Error.Code
-	}
-	e := openai.BadRequest(msg, "")
-	e.Status = resp.StatusCode
-	e.Code = &code
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		e.Type = "not_found_error"
-	case resp.StatusCode == http.StatusConflict:
-		e.Type = "conflict_error"
-	case resp.StatusCode == http.StatusRequestEntityTooLarge:
-		e.Type = "request_too_large"
-	case resp.StatusCode >= 500:
-		e.Type = "api_error"
-	}
-	return e
 }
 
 // escapePath escapes each element of a slash path for a URL.

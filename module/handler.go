@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/agentsapi"
 	"github.com/agcluster/caddy-agcluster/configs"
 	"github.com/agcluster/caddy-agcluster/internal/anthropic"
+	"github.com/agcluster/caddy-agcluster/internal/relay"
 	"github.com/agcluster/caddy-agcluster/openai"
 	"github.com/agcluster/caddy-agcluster/session"
 )
@@ -262,7 +262,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	lease, err := h.app.Manager().Acquire(r.Context(), sreq)
 	if err != nil {
-		h.refuse(w, h.acquireError(err))
+		h.refuse(w, h.acquireError(r, err))
 		return
 	}
 	prompt := req.LastUserText()
@@ -330,10 +330,16 @@ const (
 func (h *Handler) stream(w http.ResponseWriter, r *http.Request, lease *session.Lease, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
 	st, err := lease.Query(r.Context(), prompt, key)
 	if err != nil {
-		h.refuse(w, h.queryError(err))
+		h.refuse(w, h.queryError(r, err))
 		return "", outcomeError
 	}
 	defer st.Close()
+	return h.streamTurn(w, r, st, lease.Release, opts, preamble)
+}
+
+// streamTurn relays the turn's events from st to the client as chunks.
+// release frees the session for the next turn.
+func (h *Handler) streamTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func(), opts openai.Options, preamble []agent.Event) (string, string) {
 	openai.SetStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -344,37 +350,20 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, lease *session.
 	for _, e := range preamble {
 		_ = sw.Event(e)
 	}
-	stop := keepAlive(sw, time.Duration(h.KeepAlive))
-	defer stop()
-	outcome := outcomeError
-	for {
-		e, err := st.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if r.Context().Err() != nil {
-				outcome = outcomeClientGone
-			} else {
-				h.logger.Warn("agent stream broke", zap.Error(err))
-				_ = sw.Fail("the agent's stream broke off: " + err.Error())
-			}
-			break
-		}
-		if c := h.logger.Check(zapcore.DebugLevel, "agent event"); c != nil {
-			c.Write(zap.String("type", string(e.Type)))
-		}
-		if e.Type == agent.EventResult {
-			outcome = outcomeOK
-		}
-		if e.Type == agent.EventResult || e.Type == agent.EventError {
-			lease.Release() // the agent is free before the client reads the end
-		}
-		if err := sw.Event(e); err != nil {
-			// The client is gone; closing the agent stream interrupts the turn.
-			outcome = outcomeClientGone
-			break
-		}
+	sink := &turnSink{h: h, r: r, release: release, sw: sw}
+	err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{KeepAlive: time.Duration(h.KeepAlive)})
+	outcome := sink.outcome()
+	var we *relay.WriteError
+	switch {
+	case err == nil:
+	case errors.As(err, &we) || r.Context().Err() != nil:
+		// The client is gone; Copy closed the agent stream, which
+		// interrupts the turn.
+		outcome = outcomeClientGone
+	default:
+		rid := sink.requestID()
+		h.logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
+		_ = sw.Fail(agentsapi.StreamBroke(rid))
 	}
 	_ = sw.Finish()
 	return sw.Content(), outcome
@@ -385,31 +374,36 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request, lease *session.
 func (h *Handler) complete(w http.ResponseWriter, r *http.Request, lease *session.Lease, prompt, key string, opts openai.Options, preamble []agent.Event) (string, string) {
 	st, err := lease.Query(r.Context(), prompt, key)
 	if err != nil {
-		h.refuse(w, h.queryError(err))
+		h.refuse(w, h.queryError(r, err))
 		return "", outcomeError
 	}
 	defer st.Close()
+	return h.completeTurn(w, r, st, lease.Release, opts, preamble)
+}
+
+// completeTurn collects the turn's events from st and answers with one
+// chat.completion. release frees the session for the next turn.
+func (h *Handler) completeTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func(), opts openai.Options, preamble []agent.Event) (string, string) {
 	col := openai.NewCollector(opts)
 	for _, e := range preamble {
 		col.Event(e)
 	}
-	for {
-		e, err := st.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	sink := &turnSink{h: h, r: r, release: release, col: col}
+	if err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{}); err != nil {
+		rid := sink.requestID()
+		if r.Context().Err() == nil {
+			h.logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
 		}
-		if err != nil {
-			col.Fail("the agent's stream broke off: " + err.Error())
-			break
-		}
-		col.Event(e)
+		col.Fail(agentsapi.StreamBroke(rid))
 	}
-	lease.Release()
+	release()
 	outcome := outcomeOK
 	if e := col.Err(); e != nil {
 		outcome = outcomeError
 		if !col.HasOutput() {
-			openai.FromAgentError(*e).Write(w)
+			oe := openai.FromAgentError(*e)
+			oe.RequestID = sink.rid // set when the error was concealed
+			oe.Write(w)
 			return "", outcome
 		}
 	}
@@ -421,25 +415,63 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, lease *sessio
 	return "", outcome
 }
 
-// keepAlive sends comments while the stream is silent; the returned func
-// stops it.
-func keepAlive(sw *openai.StreamWriter, every time.Duration) func() {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if sw.KeepAlive() != nil {
-					return
-				}
-			}
-		}
-	}()
-	return func() { close(done) }
+// turnSink takes a turn's agent events from the relay: as chunks of a
+// stream (sw) or into a completion (col). It frees the session for the
+// next turn as soon as the turn's end is seen, before the client reads
+// it, and conceals the detail of internal agent errors.
+type turnSink struct {
+	h       *Handler
+	r       *http.Request
+	release func()
+	sw      *openai.StreamWriter
+	col     *openai.Collector
+	ok      bool   // the turn's result was seen
+	rid     string // the request id, once needed
+}
+
+// requestID is the request's id, the same for every use.
+func (s *turnSink) requestID() string {
+	if s.rid == "" {
+		s.rid = agentsapi.RequestID(s.r)
+	}
+	return s.rid
+}
+
+func (s *turnSink) outcome() string {
+	if s.ok {
+		return outcomeOK
+	}
+	return outcomeError
+}
+
+func (s *turnSink) Write(e agent.Event) error {
+	if c := s.h.logger.Check(zapcore.DebugLevel, "agent event"); c != nil {
+		c.Write(zap.String("type", string(e.Type)))
+	}
+	if e.Type == agent.EventResult || e.Type == agent.EventError {
+		s.ok = e.Type == agent.EventResult
+		s.release() // the agent is free before the client reads the end
+		agentsapi.ConcealAgentError(s.h.logger, s.requestID, &e)
+	}
+	if s.col != nil {
+		s.col.Event(e)
+		return nil
+	}
+	return s.sw.Buffer(e)
+}
+
+func (s *turnSink) KeepAlive() error {
+	if s.col != nil {
+		return nil
+	}
+	return s.sw.BufferKeepAlive()
+}
+
+func (s *turnSink) Flush() error {
+	if s.col != nil {
+		return nil
+	}
+	return s.sw.Flush()
 }
 
 // isTask tells background requests (titles, tags) from conversation turns.
@@ -493,7 +525,8 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request, req *openai.ChatC
 			return
 		}
 		metrics.tasks.WithLabelValues(outcomeError).Inc()
-		openai.Upstream("background task call failed: " + err.Error()).Write(w)
+		agentsapi.Internal(h.logger, r, openai.Upstream("The background task's API call failed; try again."),
+			"background task call failed", err).Write(w)
 		return
 	}
 	metrics.tasks.WithLabelValues(outcomeOK).Inc()
@@ -557,20 +590,12 @@ func (h *Handler) conversationID(r *http.Request) (string, *openai.Error) {
 	return "", nil
 }
 
-func (h *Handler) acquireError(err error) *openai.Error {
-	e := agentsapi.SessionError(err)
-	if e.Status == http.StatusInternalServerError {
-		h.logger.Error("session acquire failed", zap.Error(err))
-	}
-	return e
+func (h *Handler) acquireError(r *http.Request, err error) *openai.Error {
+	return agentsapi.SessionError(h.logger, r, err)
 }
 
-func (h *Handler) queryError(err error) *openai.Error {
-	e := agentsapi.QueryError(err)
-	if e.Status != http.StatusConflict {
-		h.logger.Error("agent query failed", zap.Error(err))
-	}
-	return e
+func (h *Handler) queryError(r *http.Request, err error) *openai.Error {
+	return agentsapi.QueryError(h.logger, r, err)
 }
 
 // bearerKey returns the request's API key (Authorization: Bearer, or

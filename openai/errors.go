@@ -3,6 +3,7 @@ package openai
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/agcluster/caddy-agcluster/agent"
 )
@@ -38,6 +39,24 @@ type Error struct {
 	// OpenAI SDKs honour over their status-based retry rules. It is false
 	// wherever a retry would run an agent turn a second time.
 	ShouldRetry *bool `json:"-"`
+	// RequestID, when set, is sent as the X-Request-ID header; see
+	// [Error.WithRequestID].
+	RequestID string `json:"-"`
+}
+
+// WithRequestID names the request in the error, for a failure whose
+// detail went to the log under that id: the message ends with
+// "(request id <id>)" and the X-Request-ID header carries it. It returns e.
+func (e *Error) WithRequestID(id string) *Error {
+	e.Message = WithRequestID(e.Message, id)
+	e.RequestID = id
+	return e
+}
+
+// WithRequestID appends "(request id <id>)" to a message for the client
+// (before its final period), so the detail logged under id can be found.
+func WithRequestID(msg, id string) string {
+	return strings.TrimSuffix(msg, ".") + " (request id " + id + ")."
 }
 
 // Error returns the status, type and message.
@@ -46,8 +65,8 @@ func (e *Error) Error() string {
 }
 
 // Write writes the error as {"error": {...}} with Content-Type
-// application/json, its status (500 if unset) and, when ShouldRetry is
-// set, the x-should-retry header.
+// application/json, its status (500 if unset) and, when set, the
+// x-should-retry and X-Request-ID headers.
 func (e *Error) Write(w http.ResponseWriter) {
 	status := e.Status
 	if status == 0 {
@@ -55,6 +74,9 @@ func (e *Error) Write(w http.ResponseWriter) {
 	}
 	if e.ShouldRetry != nil {
 		w.Header().Set("X-Should-Retry", strconv.FormatBool(*e.ShouldRetry))
+	}
+	if e.RequestID != "" {
+		w.Header().Set("X-Request-ID", e.RequestID)
 	}
 	writeJSON(w, status, struct {
 		Error *Error `json:"error"`

@@ -119,3 +119,25 @@ func TestWriteModelsAndCompletion(t *testing.T) {
 	assert.Equal(t, "text/event-stream", h.Get("Content-Type"))
 	assert.Equal(t, "no", h.Get("X-Accel-Buffering"))
 }
+
+func TestErrorWithRequestID(t *testing.T) {
+	tests := []struct {
+		name string
+		err  *Error
+		want string
+	}{
+		{"message with a final period", Upstream("The agent did not answer; try again."), "The agent did not answer; try again (request id rid-1)."},
+		{"message without one", Unavailable("no capacity"), "no capacity (request id rid-1)."},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			tc.err.WithRequestID("rid-1").Write(rec)
+			assert.Equal(t, "rid-1", rec.Header().Get("X-Request-ID"))
+			var body map[string]map[string]any
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+			assert.Len(t, body["error"], 4, "the OpenAI shape is kept")
+			assert.Equal(t, tc.want, body["error"]["message"])
+		})
+	}
+}

@@ -149,12 +149,18 @@ func FuzzStreamWriter(f *testing.F) {
 	f.Add([]byte{0x02, 0x00, 4, 0xff, 0xfe, '<', '&', 0x00, 2, 0xe2, 0x80, 0x03, 3, '\n', 0, 0x1f})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		opts, events := fuzzEvents(data)
-		var buf bytes.Buffer
+		var buf, burst bytes.Buffer
 		s := NewStreamWriter(&buf, func() error { return nil }, opts)
+		// b gets the same events in bursts (Buffer, then Flush every
+		// third event), as the relay writes them: the bytes are the same.
+		b := NewStreamWriter(&burst, func() error { return nil }, s.t.opts)
 		c := NewCollector(opts)
-		for _, e := range events {
+		for i, e := range events {
 			if e.Type == "keepalive" {
 				if err := s.KeepAlive(); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.BufferKeepAlive(); err != nil {
 					t.Fatal(err)
 				}
 				continue
@@ -162,10 +168,24 @@ func FuzzStreamWriter(f *testing.F) {
 			if err := s.Event(e); err != nil {
 				t.Fatal(err)
 			}
+			if err := b.Buffer(e); err != nil {
+				t.Fatal(err)
+			}
+			if i%3 == 2 {
+				if err := b.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
 			c.Event(e)
 		}
 		if err := s.Finish(); err != nil {
 			t.Fatal(err)
+		}
+		if err := b.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		if burst.String() != buf.String() {
+			t.Fatalf("buffered stream differs:\n%s\nfrom:\n%s", burst.String(), buf.String())
 		}
 		res, err := checkSSE(buf.String())
 		if err != nil {

@@ -30,9 +30,10 @@ const maxRetainedBuf = 64 << 10
 
 // StreamWriter writes a chat.completion.chunk SSE stream translated from
 // agent events. Each call writes its chunks with one Write and then calls
-// flush. Write and flush errors are sticky: once one fails, every later
-// call returns it. A StreamWriter is safe for concurrent use (a keep-alive
-// ticker may call KeepAlive while another goroutine calls Event).
+// flush, except Buffer and BufferKeepAlive, whose chunks wait for Flush
+// (one write and one flush for a burst of events). Write and flush errors
+// are sticky: once one fails, every later call returns it. A StreamWriter
+// is safe for concurrent use.
 //
 // The caller sets the response headers (see [SetStreamHeaders]) and the
 // 200 status before the first call.
@@ -116,43 +117,80 @@ func (s *StreamWriter) start() {
 // Event translates one agent event and writes the chunks it yields (none
 // for some events). A result or error event ends the stream: the final
 // chunk, the usage chunk if requested, and data: [DONE]. Events after the
-// end are ignored.
+// end are ignored (what Buffer kept is written).
 func (s *StreamWriter) Event(e agent.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || s.finished {
+		return s.writePending()
+	}
+	s.event(&e)
+	return s.write()
+}
+
+// Buffer is [StreamWriter.Event] without the write: the chunks wait for
+// the next [StreamWriter.Flush] (or any other call that writes), so a
+// burst of events goes out with one write and one flush.
+func (s *StreamWriter) Buffer(e agent.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil || s.finished {
 		return s.err
 	}
+	s.event(&e)
+	return nil
+}
+
+func (s *StreamWriter) event(e *agent.Event) {
 	s.start()
-	if s.t.event(&e) {
+	if s.t.event(e) {
 		s.end()
 	}
-	return s.write()
 }
 
 // KeepAlive writes the SSE comment ": keep-alive" (which clients ignore) to
-// keep idle proxies and clients from timing out. It does nothing after the
-// end of the stream.
+// keep idle proxies and clients from timing out. After the end of the
+// stream it only writes what Buffer kept.
 func (s *StreamWriter) KeepAlive() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || s.finished {
+		return s.writePending()
+	}
+	s.buf = append(s.buf, sseKeepAlive...)
+	return s.write()
+}
+
+// BufferKeepAlive is [StreamWriter.KeepAlive] without the write (see
+// [StreamWriter.Buffer]).
+func (s *StreamWriter) BufferKeepAlive() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil || s.finished {
 		return s.err
 	}
 	s.buf = append(s.buf, sseKeepAlive...)
-	return s.write()
+	return nil
+}
+
+// Flush writes the chunks that [StreamWriter.Buffer] and
+// [StreamWriter.BufferKeepAlive] kept, if any, and flushes them.
+func (s *StreamWriter) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writePending()
 }
 
 // Fail ends the stream after an error: the content note "[error: message]"
 // on a fresh paragraph, the final chunk with finish_reason "stop", the
 // usage chunk if requested, and data: [DONE]. The HTTP status is already
-// 200, so this is how a client learns of the failure. It does nothing after
-// the end of the stream.
+// 200, so this is how a client learns of the failure. After the end of the
+// stream it only writes what Buffer kept.
 func (s *StreamWriter) Fail(message string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil || s.finished {
-		return s.err
+		return s.writePending()
 	}
 	s.start()
 	s.t.fail(&agent.Event{Type: agent.EventError, Code: agent.CodeInternal, Message: message})
@@ -161,12 +199,12 @@ func (s *StreamWriter) Fail(message string) error {
 }
 
 // Finish ends the stream if it has not ended yet: the final chunk, the
-// usage chunk if requested, and data: [DONE].
+// usage chunk if requested, and data: [DONE]. It writes what Buffer kept.
 func (s *StreamWriter) Finish() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil || s.finished {
-		return s.err
+		return s.writePending()
 	}
 	s.start()
 	s.end()
@@ -219,6 +257,15 @@ func (s *StreamWriter) reasoning(sep, text string) {
 	s.buf = appendJSONStringBody(s.buf, sep)
 	s.buf = appendJSONStringBody(s.buf, text)
 	s.buf = append(s.buf, choiceDeltaTail...)
+}
+
+// writePending writes and flushes what Buffer and BufferKeepAlive kept,
+// if anything (all that is left to write once the stream has ended).
+func (s *StreamWriter) writePending() error {
+	if s.err != nil {
+		return s.err
+	}
+	return s.write()
 }
 
 // write sends the buffered chunks and flushes.

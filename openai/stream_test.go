@@ -466,3 +466,71 @@ func TestStreamWriterReplacedAnswer(t *testing.T) {
 	}
 	assert.Equal(t, "Hello, world.", s2.Content(), "a block that extends its deltas adds only the tail")
 }
+
+// countingWriter counts the writes it gets.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.writes++
+	return c.Buffer.Write(p)
+}
+
+// TestStreamWriterBuffer: Buffer and BufferKeepAlive keep their chunks for
+// Flush (one write and one flush for a burst), and the stream's bytes are
+// those of Event; Finish writes what the end left behind.
+func TestStreamWriterBuffer(t *testing.T) {
+	opts := Options{ID: "chatcmpl-fixed", Created: time.Unix(1700000000, 0), IncludeUsage: true}
+	ka := agent.Event{Type: "keep-alive"} // stands for BufferKeepAlive
+	tests := []struct {
+		name    string
+		bursts  [][]agent.Event // each burst is flushed once
+		writes  int             // writes and flushes by the bursts
+		finishW int             // writes by Finish
+	}{
+		{"a burst of deltas", [][]agent.Event{{delta("a"), delta("b"), delta("c")}}, 1, 1},
+		{"two bursts", [][]agent.Event{{delta("a")}, {delta("b"), text("ab")}}, 2, 1},
+		{"a keep-alive in a burst", [][]agent.Event{{ka, delta("a")}}, 1, 1},
+		{"the end in a burst", [][]agent.Event{{delta("a"), done}}, 1, 0},
+		{"events after the end in the same burst", [][]agent.Event{{delta("a")}, {done, ka, delta("late")}}, 2, 0},
+		{"a burst with nothing to write", [][]agent.Event{{delta("a")}, {{Type: agent.EventNotice, Code: agent.CodeAPIRetry}}}, 1, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var all []agent.Event
+			out := &countingWriter{}
+			flushes := 0
+			s := NewStreamWriter(out, func() error { flushes++; return nil }, opts)
+			for _, burst := range tc.bursts {
+				for _, e := range burst {
+					if e.Type == ka.Type {
+						require.NoError(t, s.BufferKeepAlive())
+						continue
+					}
+					require.NoError(t, s.Buffer(e))
+					all = append(all, e)
+				}
+				require.NoError(t, s.Flush())
+			}
+			assert.Equal(t, tc.writes, out.writes, "one write per burst")
+			assert.Equal(t, tc.writes, flushes, "one flush per burst")
+			require.NoError(t, s.Finish())
+			assert.Equal(t, tc.writes+tc.finishW, out.writes)
+
+			// The same bytes as Event, less the keep-alive comments.
+			want := streamOf(t, opts, all)
+			assert.Equal(t, want, strings.ReplaceAll(out.String(), sseKeepAlive, ""))
+		})
+	}
+	t.Run("errors are sticky", func(t *testing.T) {
+		boom := errors.New("client gone")
+		s := NewStreamWriter(failingWriter{boom}, nil, Options{})
+		require.NoError(t, s.Buffer(delta("x")), "nothing is written yet")
+		assert.ErrorIs(t, s.Flush(), boom)
+		assert.ErrorIs(t, s.Buffer(delta("y")), boom)
+		assert.ErrorIs(t, s.BufferKeepAlive(), boom)
+		assert.ErrorIs(t, s.Flush(), boom)
+	})
+}

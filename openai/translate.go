@@ -194,153 +194,206 @@ func (t *translator) event(e *agent.Event) bool {
 	if t.done {
 		return false
 	}
+	// Sub-agent text and thinking are the Task tool's business; its
+	// result carries them.
 	sub := e.ParentToolUseID != ""
 	switch e.Type {
 	case agent.EventTextDelta:
-		// Sub-agent text is the Task tool's business; its result carries it.
-		if sub || e.Text == "" {
-			return false
+		if !sub {
+			t.textDelta(e.Text)
 		}
-		sep := ""
-		if !t.textOpen {
-			t.textOpen, t.textDeltaBytes, t.textDeltaHash = true, 0, fnvOffset
-			sep = t.paragraphSep()
-		}
-		t.textDeltaBytes += len(e.Text)
-		t.textDeltaHash = fnvAdd(t.textDeltaHash, e.Text)
-		t.mainText = true
-		t.addContent(sep, e.Text)
-
 	case agent.EventText:
-		if sub {
-			return false
+		if !sub {
+			t.text(e.Text)
 		}
-		if t.textOpen {
-			t.textOpen = false
-			n := t.textDeltaBytes
-			if len(e.Text) >= n && fnvAdd(fnvOffset, e.Text[:n]) == t.textDeltaHash {
-				// The deltas carried the block; add only what they missed.
-				if len(e.Text) > n {
-					t.addContent("", e.Text[n:])
-				}
-				return false
-			}
-			// The block is not what was streamed: the stream broke off and
-			// the answer came another way (the CLI's non-streaming retry).
-			// What was streamed cannot be taken back; the answer follows.
-			if e.Text != "" {
-				t.addContent(t.paragraphSep(), e.Text)
-			}
-			return false
-		}
-		if e.Text == "" {
-			return false
-		}
-		t.mainText = true
-		t.addContent(t.paragraphSep(), e.Text)
-
 	case agent.EventThinkingDelta:
-		if sub || e.Text == "" {
-			return false
+		if !sub {
+			t.thinkingDelta(e.Text)
 		}
-		sep := ""
-		if !t.thinkOpen {
-			t.thinkOpen, t.thinkDeltaBytes = true, 0
-			if t.reasoningLen > 0 {
-				sep = "\n\n"
-			}
-		}
-		t.thinkDeltaBytes += len(e.Text)
-		if t.opts.Reasoning {
-			t.addReasoning(sep, e.Text)
-		}
-
 	case agent.EventThinking:
-		if sub {
-			return false
+		if !sub {
+			t.thinking(e.Text)
 		}
-		if t.thinkOpen {
-			if t.opts.Reasoning && len(e.Text) > t.thinkDeltaBytes {
-				t.addReasoning("", e.Text[t.thinkDeltaBytes:])
-			}
-			t.thinkOpen = false
-			return false
-		}
-		if t.opts.Reasoning && e.Text != "" {
-			sep := ""
-			if t.reasoningLen > 0 {
-				sep = "\n\n"
-			}
-			t.addReasoning(sep, e.Text)
-		}
-
 	case agent.EventToolUse:
-		t.boundary()
-		if !t.rendering() {
-			return false
-		}
-		if e.Name == "TodoWrite" {
-			// The todo event that follows shows the list.
-			t.setTool(e.ToolUseID, toolTodoWrite)
-			return false
-		}
-		t.setTool(e.ToolUseID, e.Name)
-		t.addBlock(renderToolUse(e.Name, e.Input))
-
+		t.toolUse(e)
 	case agent.EventToolResult:
-		t.boundary()
-		if !t.rendering() {
-			return false
-		}
-		name := t.tools[e.ToolUseID]
-		delete(t.tools, e.ToolUseID)
-		if name == toolTodoWrite || (name == toolDenied && e.IsError) {
-			return false
-		}
-		t.addBlock(renderToolResult(e.Output, e.IsError, t.opts.Tools == ToolsFull))
-
+		t.toolResult(e)
 	case agent.EventTodo:
-		t.boundary()
-		if t.rendering() {
-			t.addBlock(renderTodos(e.Todos))
-		}
-
+		t.todo(e)
 	case agent.EventNotice:
-		switch e.Code {
-		case agent.CodeAPIRetry:
-			t.retries++
-		case agent.CodeRestarted:
-			t.boundary()
-			t.addBlock(restartNote(e.Message))
-		case agent.CodePermissionDenied:
-			t.boundary()
-			if !t.rendering() {
-				return false
-			}
-			name := e.Name
-			if prev := t.tools[e.ToolUseID]; name == "" && prev != toolTodoWrite && prev != toolDenied {
-				name = prev
-			}
-			t.setTool(e.ToolUseID, toolDenied)
-			t.addBlock(renderDenied(name, e.Message))
-		}
-
+		t.notice(e)
 	case agent.EventResult:
-		t.boundary()
-		t.answerLen = t.contentLen
-		if !t.mainText && e.Result != nil && e.Result.Text != "" {
-			// No text events reached us: fall back to the CLI's final text.
-			t.addBlock(e.Result.Text)
-			t.answerLen = t.contentLen
-		}
-		t.end(e)
+		t.result(e)
 		return true
-
 	case agent.EventError:
 		t.fail(e)
 		return true
 	}
 	return false
+}
+
+// textDelta adds a piece of answer text; the first piece of a block goes
+// on a fresh paragraph.
+func (t *translator) textDelta(s string) {
+	if s == "" {
+		return
+	}
+	sep := ""
+	if !t.textOpen {
+		t.textOpen, t.textDeltaBytes, t.textDeltaHash = true, 0, fnvOffset
+		sep = t.paragraphSep()
+	}
+	t.textDeltaBytes += len(s)
+	t.textDeltaHash = fnvAdd(t.textDeltaHash, s)
+	t.mainText = true
+	t.addContent(sep, s)
+}
+
+// text adds a finished text block: after its deltas, what they missed;
+// without deltas, the whole block on a fresh paragraph.
+func (t *translator) text(s string) {
+	if t.textOpen {
+		t.closeText(s)
+		return
+	}
+	if s == "" {
+		return
+	}
+	t.mainText = true
+	t.addContent(t.paragraphSep(), s)
+}
+
+// closeText ends the streamed text block with the finished block s.
+func (t *translator) closeText(s string) {
+	t.textOpen = false
+	n := t.textDeltaBytes
+	if len(s) >= n && fnvAdd(fnvOffset, s[:n]) == t.textDeltaHash {
+		// The deltas carried the block; add only what they missed.
+		if len(s) > n {
+			t.addContent("", s[n:])
+		}
+		return
+	}
+	// The block is not what was streamed: the stream broke off and the
+	// answer came another way (the CLI's non-streaming retry). What was
+	// streamed cannot be taken back; the answer follows.
+	if s != "" {
+		t.addContent(t.paragraphSep(), s)
+	}
+}
+
+// thinkingDelta adds a piece of thinking; blocks are a blank line apart.
+func (t *translator) thinkingDelta(s string) {
+	if s == "" {
+		return
+	}
+	sep := ""
+	if !t.thinkOpen {
+		t.thinkOpen, t.thinkDeltaBytes = true, 0
+		if t.reasoningLen > 0 {
+			sep = "\n\n"
+		}
+	}
+	t.thinkDeltaBytes += len(s)
+	if t.opts.Reasoning {
+		t.addReasoning(sep, s)
+	}
+}
+
+// thinking adds a finished thinking block: after its deltas, what they
+// missed; without deltas, the whole block.
+func (t *translator) thinking(s string) {
+	if t.thinkOpen {
+		if t.opts.Reasoning && len(s) > t.thinkDeltaBytes {
+			t.addReasoning("", s[t.thinkDeltaBytes:])
+		}
+		t.thinkOpen = false
+		return
+	}
+	if t.opts.Reasoning && s != "" {
+		sep := ""
+		if t.reasoningLen > 0 {
+			sep = "\n\n"
+		}
+		t.addReasoning(sep, s)
+	}
+}
+
+// toolUse renders a tool call (TodoWrite shows as the todo event that
+// follows it).
+func (t *translator) toolUse(e *agent.Event) {
+	t.boundary()
+	if !t.rendering() {
+		return
+	}
+	if e.Name == "TodoWrite" {
+		t.setTool(e.ToolUseID, toolTodoWrite)
+		return
+	}
+	t.setTool(e.ToolUseID, e.Name)
+	t.addBlock(renderToolUse(e.Name, e.Input))
+}
+
+// toolResult renders a tool call's result, except TodoWrite's and the
+// error result of a call whose denial was already shown.
+func (t *translator) toolResult(e *agent.Event) {
+	t.boundary()
+	if !t.rendering() {
+		return
+	}
+	name := t.tools[e.ToolUseID]
+	delete(t.tools, e.ToolUseID)
+	if name == toolTodoWrite || (name == toolDenied && e.IsError) {
+		return
+	}
+	t.addBlock(renderToolResult(e.Output, e.IsError, t.opts.Tools == ToolsFull))
+}
+
+// todo renders the task list.
+func (t *translator) todo(e *agent.Event) {
+	t.boundary()
+	if t.rendering() {
+		t.addBlock(renderTodos(e.Todos))
+	}
+}
+
+// notice counts API retries and renders restarts and denied tool calls.
+func (t *translator) notice(e *agent.Event) {
+	switch e.Code {
+	case agent.CodeAPIRetry:
+		t.retries++
+	case agent.CodeRestarted:
+		t.boundary()
+		t.addBlock(restartNote(e.Message))
+	case agent.CodePermissionDenied:
+		t.boundary()
+		if t.rendering() {
+			t.denied(e)
+		}
+	}
+}
+
+// denied renders a denied tool call and marks it, so its error result is
+// not shown again.
+func (t *translator) denied(e *agent.Event) {
+	name := e.Name
+	if prev := t.tools[e.ToolUseID]; name == "" && prev != toolTodoWrite && prev != toolDenied {
+		name = prev
+	}
+	t.setTool(e.ToolUseID, toolDenied)
+	t.addBlock(renderDenied(name, e.Message))
+}
+
+// result ends a successful turn; with no text events, the CLI's final
+// text is the answer.
+func (t *translator) result(e *agent.Event) {
+	t.boundary()
+	t.answerLen = t.contentLen
+	if !t.mainText && e.Result != nil && e.Result.Text != "" {
+		t.addBlock(e.Result.Text)
+		t.answerLen = t.contentLen
+	}
+	t.end(e)
 }
 
 // fail ends the turn with an error note in the content.

@@ -252,6 +252,35 @@ func (s *Stream) Next() (agent.Event, error) {
 // turn on the agent.
 func (s *Stream) Close() error { return s.body.Close() }
 
+// Ready reports whether Next will return without reading from the
+// connection: an event (a block with a data line, ended by a blank line)
+// is already buffered, or the final event was read. A relay uses it to
+// write every event that has arrived before it flushes.
+func (s *Stream) Ready() bool {
+	if s.done {
+		return true
+	}
+	buf, _ := s.r.Peek(s.r.Buffered())
+	data := false
+	for len(buf) > 0 {
+		i := bytes.IndexByte(buf, '\n')
+		if i < 0 {
+			return false // a line still arriving
+		}
+		line := bytes.TrimSuffix(buf[:i], []byte("\r"))
+		buf = buf[i+1:]
+		switch {
+		case len(line) == 0:
+			if data {
+				return true
+			}
+		case bytes.HasPrefix(line, []byte("data:")):
+			data = true
+		}
+	}
+	return false
+}
+
 // ReadData returns the data of the next SSE event, skipping comments and
 // fields other than data. Multi-line data is joined with "\n".
 func ReadData(r *bufio.Reader) ([]byte, error) { return AppendData(nil, r) }

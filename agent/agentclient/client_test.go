@@ -98,6 +98,39 @@ func TestStreamEndsAtFinalEvent(t *testing.T) {
 	}
 }
 
+// TestStreamReady: after the first event is read (which buffers all the
+// body has), Ready tells whether the next Next returns without reading.
+func TestStreamReady(t *testing.T) {
+	const first = "data: {\"type\":\"text_delta\",\"text\":\"a\"}\n\n"
+	tests := []struct {
+		name string
+		rest string // what follows the first event
+		want bool
+	}{
+		{"a whole event", "data: {\"type\":\"text_delta\",\"text\":\"b\"}\n\n", true},
+		{"a whole event with CRLF", "data: {\"type\":\"text_delta\",\"text\":\"b\"}\r\n\r\n", true},
+		{"other fields and a comment first", ": keep-alive\n\nevent: x\n\nid: 2\ndata: {\"type\":\"text\"}\n\n", true},
+		{"nothing", "", false},
+		{"only a comment", ": keep-alive\n\n", false},
+		{"an event still arriving", "data: {\"type\":\"text_delta\",\"text\":\"b\"}\n", false},
+		{"a line still arriving", "data: {\"type\":\"text_de", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewStream(io.NopCloser(strings.NewReader(first + tt.rest)))
+			_, err := s.Next()
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, s.Ready())
+		})
+	}
+	t.Run("after the final event", func(t *testing.T) {
+		s := NewStream(io.NopCloser(strings.NewReader("data: {\"type\":\"result\"}\n\n")))
+		_, err := s.Next()
+		require.NoError(t, err)
+		assert.True(t, s.Ready(), "Next returns io.EOF at once")
+	})
+}
+
 func TestClientErrors(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {

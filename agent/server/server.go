@@ -25,6 +25,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/agent/claude"
 	"github.com/agcluster/caddy-agcluster/agent/statefile"
 	"github.com/agcluster/caddy-agcluster/agent/workspace"
+	"github.com/agcluster/caddy-agcluster/internal/relay"
 )
 
 // Options configure a [Server].
@@ -206,22 +207,23 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	sse := newSSEWriter(w)
-	_ = sse.flush()
-	stop := sse.keepAlive(s.opts.KeepAlive)
-	defer stop()
+	_ = sse.Flush()
 
 	started := time.Now()
 	var final agent.Event
-	err = turn.Run(r.Context(), q.Prompt, func(e agent.Event) error {
-		final = e
-		return sse.event(e)
+	_ = relay.Produce(r.Context(), sse, relay.Options{KeepAlive: s.opts.KeepAlive}, func(send func(agent.Event) error) error {
+		err := turn.Run(r.Context(), q.Prompt, func(e agent.Event) error {
+			final = e
+			return send(e)
+		})
+		if err != nil {
+			// The turn never started (the CLI is not ready, or the client
+			// left while it loaded): the stream still ends with an error event.
+			final = agent.Event{Type: agent.EventError, Seq: 1, Code: agent.CodeInternal, Message: err.Error()}
+			_ = send(final)
+		}
+		return nil
 	})
-	if err != nil {
-		// The turn never started (the CLI is not ready, or the client left
-		// while it loaded): the stream still ends with an error event.
-		final = agent.Event{Type: agent.EventError, Seq: 1, Code: agent.CodeInternal, Message: err.Error()}
-		_ = sse.event(final)
-	}
 	s.opts.Logger.Info("turn finished",
 		zap.String("outcome", string(final.Type)),
 		zap.String("code", final.Code),
@@ -360,70 +362,41 @@ func (s *Server) cpuPercent(cpu float64) float64 {
 	return (cpu - base) / elapsed * 100
 }
 
-// sseWriter writes Server-Sent Events, one JSON object per data line.
+// sseWriter writes agent events as Server-Sent Events, one JSON object
+// per data line: the relay's sink for a query stream.
 type sseWriter struct {
-	mu   sync.Mutex
-	w    io.Writer
-	rc   *http.ResponseController
-	last time.Time
-	buf  bytes.Buffer  // one SSE event, reused
-	enc  *json.Encoder // writes into buf
+	w   io.Writer
+	rc  *http.ResponseController
+	buf bytes.Buffer  // one SSE event, reused
+	enc *json.Encoder // writes into buf
 }
 
 func newSSEWriter(w http.ResponseWriter) *sseWriter {
-	s := &sseWriter{w: w, rc: http.NewResponseController(w), last: time.Now()}
+	s := &sseWriter{w: w, rc: http.NewResponseController(w)}
 	s.enc = json.NewEncoder(&s.buf)
 	return s
 }
 
-// event writes e as one SSE event and flushes it.
-func (s *sseWriter) event(e agent.Event) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// Write writes e as one SSE event (flushed by Flush).
+func (s *sseWriter) Write(e agent.Event) error {
 	s.buf.Reset()
 	s.buf.WriteString("data: ")
 	if err := s.enc.Encode(e); err != nil { // the JSON and a newline
 		return fmt.Errorf("encode event: %w", err)
 	}
 	s.buf.WriteByte('\n')
-	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
-		return err
-	}
-	s.last = time.Now()
-	return s.rc.Flush()
+	_, err := s.w.Write(s.buf.Bytes())
+	return err
 }
 
-func (s *sseWriter) flush() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.rc.Flush()
+// KeepAlive writes a comment, which readers skip.
+func (s *sseWriter) KeepAlive() error {
+	_, err := io.WriteString(s.w, ": keep-alive\n\n")
+	return err
 }
 
-// keepAlive writes a comment whenever the stream has been silent for
-// every; the returned func stops it.
-func (s *sseWriter) keepAlive(every time.Duration) func() {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				s.mu.Lock()
-				if time.Since(s.last) >= every {
-					if _, err := io.WriteString(s.w, ": keep-alive\n\n"); err == nil {
-						_ = s.rc.Flush()
-					}
-					s.last = time.Now()
-				}
-				s.mu.Unlock()
-			}
-		}
-	}()
-	return func() { close(done) }
-}
+// Flush sends what was written.
+func (s *sseWriter) Flush() error { return s.rc.Flush() }
 
 // putBinding hands the agent to one session, once: a warm-pool agent is
 // never shared. Repeating the same binding is accepted; another is

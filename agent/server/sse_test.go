@@ -24,9 +24,11 @@ func TestSSEWriterRoundTrip(t *testing.T) {
 	rec := httptest.NewRecorder()
 	w := newSSEWriter(rec)
 	for _, e := range events {
-		require.NoError(t, w.event(e))
+		require.NoError(t, w.Write(e))
 	}
-	assert.True(t, rec.Flushed, "every event is flushed")
+	assert.False(t, rec.Flushed, "Write leaves the flush to the relay")
+	require.NoError(t, w.Flush())
+	assert.True(t, rec.Flushed)
 	st := agentclient.NewStream(io.NopCloser(rec.Body))
 	for _, want := range events {
 		got, err := st.Next()
@@ -48,7 +50,7 @@ func BenchmarkSSEWriterTextDelta(b *testing.B) {
 	e := agent.Event{Type: agent.EventTextDelta, Seq: 1, Text: "Hello, this is a typical token or two. "}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := w.event(e); err != nil {
+		if err := w.Write(e); err != nil {
 			b.Fatal(err)
 		}
 	}
