@@ -87,16 +87,23 @@ test-unit:
 # suite, which measures the whole stack in one invocation and prints one
 # table (also written to BENCH_TABLE): every figure a median of BENCH_RUNS
 # runs with min and max; BENCH_LEVELS are the conversation counts of the
-# growth rows.
+# growth rows; BENCH_CONVERSATIONS conversations are created, put to sleep
+# and 50 of them woken (20 is a quick check, 0 leaves it out; 1000 takes
+# about half an hour), which BENCH_TIMEOUT must allow for. The sleeping
+# part alone: BENCH_CONVERSATIONS=20 go test -run '^$$' -bench
+# '^BenchmarkSleepingConversations$$' -benchtime 1x ./e2e/
 BENCH_RUNS   ?= 10
 BENCH_LEVELS ?= 1,10,50
+BENCH_CONVERSATIONS ?= 1000
+BENCH_TIMEOUT ?= 2h
 BENCH_TABLE  ?= $(CURDIR)/.build/bench-table.md
 bench: image caddy
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $$($(GO) list ./... | grep -v -e '/agent$$' -e '/e2e$$' -e '/providers/docker$$')
 	CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -run '^$$' -bench . -benchtime $(BENCH_RUNS)x -count=1 -timeout $(TEST_TIMEOUT) ./agent/ ./providers/docker/
 	@mkdir -p $(dir $(BENCH_TABLE))
 	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) BENCH_RUNS=$(BENCH_RUNS) BENCH_LEVELS=$(BENCH_LEVELS) BENCH_TABLE=$(BENCH_TABLE) \
-		$(GO) test -run '^$$' -bench '^BenchmarkSuite$$' -benchtime 1x -count=1 -timeout $(TEST_TIMEOUT) ./e2e/
+		BENCH_CONVERSATIONS=$(BENCH_CONVERSATIONS) \
+		$(GO) test -run '^$$' -bench '^BenchmarkSuite$$' -benchtime 1x -count=1 -timeout $(BENCH_TIMEOUT) ./e2e/
 
 # The gateway on :8080 (caddyfile-examples/run.Caddyfile).
 run: caddy agent-image

@@ -31,7 +31,9 @@ import (
 // measured in one invocation, printed as one table. Every figure is the
 // median of BENCH_RUNS repeated runs (default 10) with min and max.
 // Run it once: -benchtime 1x. Set BENCH_TABLE to also write the table to
-// a file, and BENCH_LEVELS (default "1,10,50") for the growth table.
+// a file, BENCH_LEVELS (default "1,10,50") for the growth table, and
+// BENCH_CONVERSATIONS for the sleeping conversations part (benchSleepers;
+// `make bench` sets 1000; unset or 0 leaves it out).
 func BenchmarkSuite(b *testing.B) {
 	runs := envInt("BENCH_RUNS", 10)
 	levels := envInts("BENCH_LEVELS", []int{1, 10, 50})
@@ -49,8 +51,8 @@ func BenchmarkSuite(b *testing.B) {
 		}}, Default: &anthropictest.Response{Text: "A short answer."}})
 
 		g := e.startGatewayWith(b, gatewayOptions{})
-		benchCold(b, e, g, runs, &t)
-		benchFollowUp(b, e, g, runs, &t)
+		cold := benchCold(b, e, g, runs, &t)
+		warm := benchFollowUp(b, e, g, runs, &t)
 		benchStreaming(b, g, runs, &t)
 		benchGrowth(b, g, levels, &t)
 		g.stop(b)
@@ -58,6 +60,13 @@ func BenchmarkSuite(b *testing.B) {
 		w := e.startGatewayWith(b, gatewayOptions{extraApp: "warm_pool agent 1\n\t\twarm_pool_check_interval 1s"})
 		benchWarm(b, w, runs, &t)
 		w.stop(b)
+
+		s := e.startGatewayWith(b, gatewayOptions{idle: "1s", extraApp: "retention 0"})
+		benchWake(b, e, s, runs, cold, warm, &t)
+		s.stop(b)
+		if n := benchConversations(0); n > 0 {
+			benchSleepers(b, e, n, &t)
+		}
 	}
 	out := t.String()
 	fmt.Println(out)
@@ -69,8 +78,8 @@ func BenchmarkSuite(b *testing.B) {
 }
 
 // benchCold: new conversations with no warm pool, and the steps of each
-// container's start as Caddy logged them.
-func benchCold(b *testing.B, e *env, g *gateway, runs int, t *table) {
+// container's start as Caddy logged them. It returns the TTFTs.
+func benchCold(b *testing.B, e *env, g *gateway, runs int, t *table) []time.Duration {
 	c := g.client("sk-ant-bench-cold")
 	var ttfts []time.Duration
 	for i := range runs {
@@ -86,6 +95,7 @@ func benchCold(b *testing.B, e *env, g *gateway, runs int, t *table) {
 	} {
 		t.add(s.name, steps[s.field], "")
 	}
+	return ttfts
 }
 
 // benchWarm: new conversations served from a warm pool of one, waiting
@@ -106,8 +116,9 @@ func benchWarm(b *testing.B, g *gateway, runs int, t *table) {
 }
 
 // benchFollowUp: follow-up turns through Caddy, the same turns read from
-// the agent directly, and the mock API's own time to first token.
-func benchFollowUp(b *testing.B, e *env, g *gateway, runs int, t *table) {
+// the agent directly, and the mock API's own time to first token. It
+// returns the TTFTs through Caddy.
+func benchFollowUp(b *testing.B, e *env, g *gateway, runs int, t *table) []time.Duration {
 	c := g.client("sk-ant-bench-follow")
 	mustTTFT(b, c, "First turn.", conv("follow"))
 	direct := g.agentFor(b, "follow")
@@ -126,6 +137,7 @@ func benchFollowUp(b *testing.B, e *env, g *gateway, runs int, t *table) {
 	}
 	t.add("follow-up TTFT over the mock's own", over, "<= 20 ms")
 	g.deleteSessions(b)
+	return viaCaddy
 }
 
 // benchStreaming: each event's latency from the mock API to the client
@@ -478,6 +490,9 @@ func fmtDur(d time.Duration) string {
 func fmtBytes(n int64) string {
 	if n >= 1<<20 || n <= -1<<20 {
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	if n < 1<<10 && n > -1<<10 {
+		return fmt.Sprintf("%d B", n)
 	}
 	return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
 }
