@@ -323,7 +323,8 @@ func ParseChatCompletionRequest(r io.Reader, maxBytes int64) (*ChatCompletionReq
 		if errors.As(err, &mbe) {
 			return nil, TooLarge(mbe.Limit)
 		}
-		return nil, BadRequest("could not read the request body: "+err.Error(), "")
+		// The read error names this server's address: not for the client.
+		return nil, BadRequest("could not read the whole request body; send it again", "")
 	}
 	if int64(len(body)) > maxBytes {
 		return nil, TooLarge(maxBytes)

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -167,6 +168,21 @@ func TestParseChatCompletionRequestMaxBytesReader(t *testing.T) {
 	require.NotNil(t, e)
 	assert.Equal(t, http.StatusRequestEntityTooLarge, e.Status)
 	assert.Contains(t, e.Message, "50 bytes")
+}
+
+// failingReader fails as a timed-out connection does.
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) {
+	return 0, errors.New("read tcp 10.0.0.5:8080->10.0.0.9:51515: i/o timeout")
+}
+
+func TestParseChatCompletionRequestReadError(t *testing.T) {
+	_, e := ParseChatCompletionRequest(failingReader{}, 1000)
+	require.NotNil(t, e)
+	assert.Equal(t, http.StatusBadRequest, e.Status)
+	assert.Contains(t, e.Message, "send it again")
+	assert.NotContains(t, e.Message, "10.0.0.5", "the server's address is not for the client")
 }
 
 func TestContentJSON(t *testing.T) {
