@@ -109,15 +109,30 @@ bench: image caddy
 run: caddy agent-image
 	./caddy run --config caddyfile-examples/run.Caddyfile --adapter caddyfile
 
-# Each fuzz target for FUZZTIME (the committed corpora run first).
-FUZZTIME ?= 10s
+# Each fuzz target for a budget of executions, -fuzztime <N>x, not a
+# duration (the committed corpora run first). With a duration, Go 1.26's
+# fuzz coordinator can fail with "context deadline exceeded" when the time
+# runs out on a loaded machine (go.dev/issue/75804, fixed in Go 1.27); an
+# execution budget has no deadline, so a loaded machine is only slower.
+# Each budget is 4-5.5 s on a 2-core machine with an empty fuzz cache, as
+# on CI (Intel Xeon, go1.26.8, load 2.3, 2026-12-01): per second,
+# ParseChatCompletionRequest ~100k executions, StreamWriter ~15k,
+# ReadData ~160k, DecodeEvent ~150k, Translate ~80k, CleanPath ~160k.
+# The fuzz cache ($(go env GOCACHE)/fuzz) keeps what runs find; a large
+# one makes some targets much slower (go clean -fuzzcache empties it).
+# FUZZ_SCALE multiplies every budget (2: 8-11 s each). Minimizing a new
+# interesting input is bounded by executions too (FUZZ_MINIMIZE), not by
+# the default 60 s, which a run without a deadline would spend in full.
+FUZZ_SCALE    ?= 1
+FUZZ_MINIMIZE ?= 10000x
+fuzz-limits = -fuzztime $(shell echo $$(( $(1) * $(FUZZ_SCALE) )))x -fuzzminimizetime $(FUZZ_MINIMIZE)
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseChatCompletionRequest$$' -fuzztime $(FUZZTIME) ./openai/
-	$(GO) test -run '^$$' -fuzz '^FuzzStreamWriter$$' -fuzztime $(FUZZTIME) ./openai/
-	$(GO) test -run '^$$' -fuzz '^FuzzReadData$$' -fuzztime $(FUZZTIME) ./agent/agentclient/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./agent/agentclient/
-	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' -fuzztime $(FUZZTIME) ./agent/claude/
-	$(GO) test -run '^$$' -fuzz '^FuzzCleanPath$$' -fuzztime $(FUZZTIME) ./agent/workspace/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseChatCompletionRequest$$' $(call fuzz-limits,400000) ./openai/
+	$(GO) test -run '^$$' -fuzz '^FuzzStreamWriter$$' $(call fuzz-limits,80000) ./openai/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadData$$' $(call fuzz-limits,800000) ./agent/agentclient/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' $(call fuzz-limits,600000) ./agent/agentclient/
+	$(GO) test -run '^$$' -fuzz '^FuzzTranslate$$' $(call fuzz-limits,400000) ./agent/claude/
+	$(GO) test -run '^$$' -fuzz '^FuzzCleanPath$$' $(call fuzz-limits,800000) ./agent/workspace/
 
 lint:
 	@out=$$(gofmt -l . | grep -v '^.build/' || true); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
