@@ -131,9 +131,9 @@ type sleeper struct {
 // sleep (idle_timeout 2s); then Caddy's memory, the agents' (running
 // containers; none), the disk per sleeping conversation (its two volumes
 // and its stopped container's layer, as `docker system df -v` counts
-// them); then 50 chosen at random woken one after another with a turn
-// that must see the conversation's first message, and their file read
-// back. Caddy then shuts down with destroy and nothing may be left.
+// them); then 50 chosen at random woken one after another (each asleep
+// again before the next) with a turn that must see the conversation's
+// first message, and their file read back. Caddy then shuts down with destroy and nothing may be left.
 func benchSleepers(b *testing.B, e *env, n int, t *table) {
 	conc := envInt("BENCH_CREATE_CONCURRENCY", 4)
 	e.script(b, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
@@ -298,13 +298,22 @@ func benchSleepers(b *testing.B, e *env, n int, t *table) {
 		}
 		wakeTTFT = append(wakeTTFT, res.ttft)
 		woken = append(woken, cv.session)
+		// Asleep again before the next wake, so no container stop runs
+		// beside it.
+		g.waitAsleep(b, e, []string{cv.session}, time.Minute)
 	}
 	sessionWake := g.logDurations(b, "session woke", "wake_duration", woken)
+	start := g.logDurations(b, "agent container awake", "start_duration", woken)
+	ready := g.logDurations(b, "agent container awake", "ready_duration", woken)
 	t.add(fmt.Sprintf("%s asleep: wake-to-first-token p50 (%d at random)", label, len(pick)), wakeTTFT, "")
 	t.add(fmt.Sprintf("%s asleep: wake-to-first-token p95 (%d at random)", label, len(pick)), []time.Duration{pct(wakeTTFT, 95)}, "")
 	t.add(fmt.Sprintf("%s asleep:   wake (session layer) p50", label), sessionWake, "")
 	if len(sessionWake) > 0 {
 		t.add(fmt.Sprintf("%s asleep:   wake (session layer) p95", label), []time.Duration{pct(sessionWake, 95)}, "")
+	}
+	if len(ready) > 0 {
+		t.add(fmt.Sprintf("%s asleep:   wake: container start", label), start, "")
+		t.add(fmt.Sprintf("%s asleep:   wake: agent + claude ready (--resume)", label), ready, "")
 	}
 
 	// Shutdown with destroy removes every conversation, asleep or not.
