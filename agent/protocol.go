@@ -34,6 +34,11 @@ const (
 	// EventNotice is progress or a warning that is not part of the answer:
 	// an API retry, a restarted CLI process, a lost turn.
 	EventNotice EventType = "notice"
+	// EventClientToolCalls: the model called functions of the client's own
+	// (QueryRequest.Tools). The stream ends with it while the turn waits:
+	// POST /tool_results with their outcomes continues the turn in a new
+	// stream. Calls holds them all (one model message may call several).
+	EventClientToolCalls EventType = "client_tool_calls"
 	// EventResult ends a successful turn.
 	EventResult EventType = "result"
 	// EventError ends a failed turn.
@@ -68,6 +73,9 @@ type Event struct {
 	// Todos is the task list of todo events.
 	Todos []Todo `json:"todos,omitempty"`
 
+	// Calls are the client tool calls of client_tool_calls events.
+	Calls []ToolCall `json:"calls,omitempty"`
+
 	// Code classifies notice and error events; see the Code* constants.
 	Code string `json:"code,omitempty"`
 	// Message is the human-readable text of notice and error events.
@@ -88,8 +96,22 @@ type Todo struct {
 	ActiveForm string `json:"active_form,omitempty"`
 }
 
+// ToolCall is one call of a client function (QueryRequest.Tools).
+type ToolCall struct {
+	// ID identifies the call; its result must name it (the model's
+	// tool_use id).
+	ID string `json:"id"`
+	// Name is the function's name as the client declared it.
+	Name string `json:"name"`
+	// Arguments is the call's arguments, a JSON object as text.
+	Arguments string `json:"arguments"`
+}
+
 // Result describes a finished turn.
 type Result struct {
+	// TurnID identifies this turn in the agent's turn tree: a later query
+	// may branch off after it (QueryRequest.Branch).
+	TurnID string `json:"turn_id,omitempty"`
 	// SessionID is the Claude Code session id; the agent resumes it after a
 	// process restart.
 	SessionID string `json:"session_id,omitempty"`
@@ -146,6 +168,13 @@ const (
 	// CodePermissionDenied (notice): a tool call was denied by the
 	// permission mode or the allowed tools.
 	CodePermissionDenied = "permission_denied"
+	// CodeBranch (notice): the turn continues an earlier point of the
+	// conversation; the message says what of the workspace could not be
+	// restored to that point, if anything.
+	CodeBranch = "branch"
+	// CodeToolTimeout (notice): client tool calls were not answered in
+	// time; the model was told so and the turn went on without them.
+	CodeToolTimeout = "tool_timeout"
 )
 
 // CodeForHTTPStatus classifies an Anthropic API error status as an error
@@ -170,6 +199,72 @@ type QueryRequest struct {
 	// APIKey is the Anthropic API key for this turn. It may instead come in
 	// the X-Api-Key header. It is held in memory only.
 	APIKey string `json:"api_key,omitempty"`
+	// Images go to the model with the prompt, as image blocks after its
+	// text.
+	Images []Image `json:"images,omitempty"`
+	// Tools are the client's own functions, callable by the model during
+	// this turn next to its built-in tools. A call ends the stream with a
+	// client_tool_calls event.
+	Tools []ClientTool `json:"tools,omitempty"`
+	// ToolChoice is "auto" (or empty), "required" (the model must call one
+	// of Tools) or the name of the one it must call. The CLI has no such
+	// switch: the agent tells the model in the turn's message.
+	ToolChoice string `json:"tool_choice,omitempty"`
+	// OneToolAtATime asks the model to call at most one of Tools per step
+	// (OpenAI's parallel_tool_calls false), likewise by instruction.
+	OneToolAtATime bool `json:"one_tool_at_a_time,omitempty"`
+	// Branch, when set, continues the conversation after an earlier turn
+	// rather than after the latest one.
+	Branch *Branch `json:"branch,omitempty"`
+}
+
+// Image is an image for the model, base64-encoded.
+type Image struct {
+	// MediaType is image/png, image/jpeg, image/gif or image/webp.
+	MediaType string `json:"media_type"`
+	// Data is the image, standard base64.
+	Data string `json:"data"`
+}
+
+// ClientTool is a function the client runs itself (an OpenAI function tool).
+type ClientTool struct {
+	// Name is the function's name ([a-zA-Z0-9_-]{1,64}).
+	Name string `json:"name"`
+	// Description tells the model what it does.
+	Description string `json:"description,omitempty"`
+	// Parameters is the JSON Schema of its arguments (an object schema).
+	Parameters json.RawMessage `json:"parameters,omitempty"`
+}
+
+// Branch names the point of the conversation a turn continues from.
+type Branch struct {
+	// After is the id of the turn (Result.TurnID) the new turn follows;
+	// empty starts over from the beginning of the conversation. The turns
+	// that followed it stay in the agent's tree: a later branch after one
+	// of them continues it exactly.
+	After string `json:"after"`
+}
+
+// ToolResultsRequest is the body of POST /tool_results: the outcomes of a
+// client_tool_calls event's calls. The turn continues in the response's
+// event stream.
+type ToolResultsRequest struct {
+	// Results answer the calls, by id. A call left out gets an error
+	// result saying the client did not run it.
+	Results []ToolResult `json:"results"`
+	// APIKey is the Anthropic API key for the rest of the turn, as in
+	// QueryRequest.
+	APIKey string `json:"api_key,omitempty"`
+}
+
+// ToolResult is the outcome of one client tool call.
+type ToolResult struct {
+	// ID is the call's id (ToolCall.ID).
+	ID string `json:"id"`
+	// Content is what the function returned, as text.
+	Content string `json:"content"`
+	// IsError marks a failed call.
+	IsError bool `json:"is_error,omitempty"`
 }
 
 // Health is the body of GET /health.

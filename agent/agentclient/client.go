@@ -97,14 +97,33 @@ func decodeError(resp *http.Response) error {
 	return &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
 }
 
-// Query starts a turn. The returned stream must be closed; closing it
-// before the end interrupts the turn.
+// Query starts a turn with a text prompt. The returned stream must be
+// closed; closing it before the end interrupts the turn.
 func (c *Client) Query(ctx context.Context, prompt, apiKey string) (*Stream, error) {
-	body, err := json.Marshal(agent.QueryRequest{Prompt: prompt, APIKey: apiKey})
+	return c.Turn(ctx, agent.QueryRequest{Prompt: prompt, APIKey: apiKey})
+}
+
+// Turn starts a turn (POST /query). The returned stream must be closed;
+// closing it before the end interrupts the turn, unless the stream ended
+// with client tool calls: the turn then waits for [Client.ToolResults].
+func (c *Client) Turn(ctx context.Context, q agent.QueryRequest) (*Stream, error) {
+	return c.postStream(ctx, "/query", q)
+}
+
+// ToolResults answers the client tool calls a turn waits for (POST
+// /tool_results) and returns the rest of the turn's stream.
+func (c *Client) ToolResults(ctx context.Context, tr agent.ToolResultsRequest) (*Stream, error) {
+	return c.postStream(ctx, "/tool_results", tr)
+}
+
+// postStream posts v as JSON to path and returns the event stream that
+// answers it.
+func (c *Client) postStream(ctx context.Context, path string, v any) (*Stream, error) {
+	body, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("encode query: %w", err)
+		return nil, fmt.Errorf("encode %s body: %w", path, err)
 	}
-	req, err := c.newRequest(ctx, http.MethodPost, "/query", bytes.NewReader(body))
+	req, err := c.newRequest(ctx, http.MethodPost, path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
