@@ -432,12 +432,13 @@ const (
 	reasonTimeout
 )
 
-// Run sends prompt to the CLI and calls emit for every event until the
+// Run sends the query's message to the CLI and calls emit for every event until the
 // turn's result or error event, which is always the last one emitted. When
 // ctx ends (the client left) or emit fails, the turn is interrupted and run
 // to its end without further emits. Run returns an error only when the turn
 // could not start; everything after that is reported through events.
-func (t *Turn) Run(ctx context.Context, prompt string, emit func(agent.Event) error) error {
+func (t *Turn) Run(ctx context.Context, q agent.QueryRequest, emit func(agent.Event) error) error {
+	prompt := q.Prompt
 	// The runner is released before the final event is emitted, so a
 	// client that sends its next turn as soon as it reads this one's end
 	// never sees "busy".

@@ -212,7 +212,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	started := time.Now()
 	var final agent.Event
 	_ = relay.Produce(r.Context(), sse, relay.Options{KeepAlive: s.opts.KeepAlive}, func(send func(agent.Event) error) error {
-		err := turn.Run(r.Context(), q.Prompt, func(e agent.Event) error {
+		err := turn.Run(r.Context(), q, func(e agent.Event) error {
 			final = e
 			return send(e)
 		})
