@@ -374,7 +374,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *sess
 		h.sessionError(r, err).Write(w)
 		return
 	}
-	defer lease.Done("")
+	defer lease.Done(session.TurnEnd{})
 	st, err := lease.Query(r.Context(), body.Prompt, c.Key)
 	if err != nil {
 		QueryError(h.opts.Logger, r, err).Write(w)

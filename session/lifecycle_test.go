@@ -72,7 +72,7 @@ func turn(t *testing.T, m *session.Manager, req session.Request, prompt string) 
 		require.NoError(t, err)
 		b.WriteString(e.Text)
 	}
-	l.Done("")
+	l.Done(session.TurnEnd{})
 	return l, b.String()
 }
 

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,7 +132,11 @@ type Session struct {
 	client  *agentclient.Client
 	asleep  bool
 	sleptAt time.Time
-	fp      string // fingerprint of the transcript after the last turn
+
+	transcript  transcript // the turns as the client will send them back
+	clientNamed bool       // a client's conversation id names the session
+	aliases     []Key      // conversation ids bound to the session after it was made
+	pending     []string   // client tool calls the agent's turn waits for
 }
 
 // Status values of a session.
@@ -219,7 +224,7 @@ type Manager struct {
 	mu           sync.Mutex
 	byKey        map[Key]*entry
 	byID         map[string]*Session
-	byFP         map[string]*Session // owner + "\x00" + fingerprint
+	byFP         map[string]*Session // owner + "\x00" + a transcript fingerprint of the session
 	pending      int                 // creations in progress
 	waking       int                 // wakes in progress
 	perOwner     map[string]int      // sessions, awake or asleep, and creations in progress
@@ -270,7 +275,7 @@ func NewManager(opts Options) *Manager {
 // returns it.
 func (m *Manager) Launch(ctx context.Context, req Request) (*Session, error) {
 	req.Conversation = "launch_" + randomID()
-	req.SessionID, req.Fingerprint = "", ""
+	req.SessionID, req.Prefixes = "", nil
 	l, err := m.Acquire(ctx, req)
 	if err != nil {
 		return nil, err
@@ -325,6 +330,8 @@ func (m *Manager) Adopt(insts []*providers.Instance) int {
 			ConfigID: inst.ConfigID,
 			Provider: inst.Provider,
 			Created:  inst.CreatedAt,
+			// A gateway-made id ("conv_...") means the client named none.
+			clientNamed: !strings.HasPrefix(key.Conversation, generatedConversation),
 		}
 		s.setInstance(inst, inst.State == providers.StateStopped)
 		s.lastUsed.Store(time.Now().UnixNano())
@@ -346,13 +353,16 @@ type Request struct {
 	// Owner is the caller's opaque id.
 	Owner string
 	// Conversation is the client's conversation id; empty to look the
-	// conversation up by Fingerprint or start a new one.
+	// conversation up by its history (Prefixes) or start a new one.
 	Conversation string
 	// SessionID continues a session by its id (X-Session-ID).
 	SessionID string
-	// Fingerprint identifies the transcript the client sent before its new
-	// message, to continue a conversation that has no id.
-	Fingerprint string
+	// Prefixes are the fingerprints of every prefix of the history the
+	// client sent before its new message (openai.PrefixFingerprints). A
+	// request without a conversation id continues the session whose
+	// transcript matches the longest of them; one with an id new to the
+	// gateway adopts such a session if no client id names it yet.
+	Prefixes []string
 	// Provider names the provider for a new session's agent.
 	Provider string
 	// ConfigID and Config describe the agent to create if none exists.
@@ -367,6 +377,10 @@ type Request struct {
 	// (0 = the manager's).
 	IdleTimeout time.Duration
 }
+
+// generatedConversation prefixes the conversation ids the gateway makes
+// for conversations the client sent no id for.
+const generatedConversation = "conv_"
 
 // Lease is exclusive use of a session for one turn.
 type Lease struct {
@@ -404,13 +418,18 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 		return m.leaseAwake(ctx, s, req)
 	}
 	key := Key{Owner: req.Owner, Conversation: req.Conversation}
-	if key.Conversation == "" && req.Fingerprint != "" {
-		if s, ok := m.byFP[req.Owner+"\x00"+req.Fingerprint]; ok {
-			key = s.Key
+	if _, known := m.byKey[key]; !known {
+		if s := m.byHistoryLocked(req.Owner, req.Prefixes); s != nil {
+			if key.Conversation == "" {
+				key = s.Key
+			} else if m.bindLocked(s, key) {
+				m.opts.Logger.Info("conversation id bound to the session its history continues",
+					zap.String("session_id", s.ID), zap.String("conversation", key.Conversation))
+			}
 		}
 	}
 	if key.Conversation == "" {
-		key.Conversation = "conv_" + randomID()
+		key.Conversation = generatedConversation + randomID()
 	}
 	if e, ok := m.byKey[key]; ok {
 		m.mu.Unlock()
@@ -447,6 +466,7 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 		e.err = err
 	} else {
 		e.session = s
+		s.clientNamed = req.Conversation != ""
 		m.byID[s.ID] = s
 	}
 	closed := m.closed
@@ -836,13 +856,32 @@ func (l *Lease) end(countTurn bool) {
 	l.Session.busy.Store(false)
 }
 
-// Query starts the turn on the session's agent. When the agent cannot be
-// reached (it stopped behind the gateway's back and the provider's event
-// has not arrived yet), its provider is asked to wake it and the query is
-// sent once more.
+// Query starts a turn with a text prompt; see [Lease.Turn].
 func (l *Lease) Query(ctx context.Context, prompt, apiKey string) (*agentclient.Stream, error) {
+	return l.Turn(ctx, agent.QueryRequest{Prompt: prompt, APIKey: apiKey})
+}
+
+// Turn starts the turn on the session's agent. Client tool calls the
+// agent still waited for are dropped: the agent ends them itself.
+func (l *Lease) Turn(ctx context.Context, q agent.QueryRequest) (*agentclient.Stream, error) {
+	l.Session.takePending()
+	return l.call(ctx, func(c *agentclient.Client) (*agentclient.Stream, error) { return c.Turn(ctx, q) })
+}
+
+// ToolResults hands the client's tool results to the turn that waits for
+// them and returns the rest of the turn's stream.
+func (l *Lease) ToolResults(ctx context.Context, tr agent.ToolResultsRequest) (*agentclient.Stream, error) {
+	l.Session.takePending()
+	return l.Session.Client().ToolResults(ctx, tr)
+}
+
+// call runs start on the session's agent. When the agent cannot be
+// reached (it stopped behind the gateway's back and the provider's event
+// has not arrived yet), its provider is asked to wake it and start runs
+// once more.
+func (l *Lease) call(ctx context.Context, start func(*agentclient.Client) (*agentclient.Stream, error)) (*agentclient.Stream, error) {
 	s := l.Session
-	st, err := s.Client().Query(ctx, prompt, apiKey)
+	st, err := start(s.Client())
 	var apiErr *agentclient.APIError
 	if err == nil || ctx.Err() != nil || errors.As(err, &apiErr) {
 		return st, err
@@ -856,7 +895,7 @@ func (l *Lease) Query(ctx context.Context, prompt, apiKey string) (*agentclient.
 		return nil, errors.Join(err, werr)
 	}
 	l.Woke = true
-	return s.Client().Query(ctx, prompt, apiKey)
+	return start(s.Client())
 }
 
 // Release ends the turn: the session takes the next turn at once. Call it
@@ -865,27 +904,88 @@ func (l *Lease) Query(ctx context.Context, prompt, apiKey string) (*agentclient.
 // end of this one is never told the conversation is busy.
 func (l *Lease) Release() { l.end(true) }
 
-// Done ends the turn (if Release has not) and records fingerprint, if not
-// empty: it identifies the transcript as the client will send it next time
-// (its messages plus the answer), so a follow-up without a conversation id
-// finds this session.
-func (l *Lease) Done(fingerprint string) {
+// TurnEnd is what a turn leaves for the next request to find.
+type TurnEnd struct {
+	// Fingerprint identifies the transcript as the client will send it
+	// next time (its messages plus the answer), so that a follow-up finds
+	// the session (without a conversation id) and where it continues.
+	// Empty records nothing.
+	Fingerprint string
+	// TurnID is the agent's id for the turn (agent.Result.TurnID); a later
+	// request whose history ends here branches off after it.
+	TurnID string
+	// PendingCalls are the ids of the client tool calls the agent's turn
+	// waits for; the client's next request carries their results.
+	PendingCalls []string
+}
+
+// Done ends the turn (if Release has not) and records end.
+func (l *Lease) Done(end TurnEnd) {
 	l.Release()
-	if fingerprint == "" {
+	if end.Fingerprint == "" {
 		return
 	}
 	s := l.Session
 	l.m.mu.Lock()
 	defer l.m.mu.Unlock()
 	s.mu.Lock()
-	if s.fp != "" {
-		delete(l.m.byFP, s.Key.Owner+"\x00"+s.fp)
+	if old := s.transcript.tip; old != "" {
+		if _, kept := s.transcript.turns[old]; !kept {
+			delete(l.m.byFP, s.Key.Owner+"\x00"+old)
+		}
 	}
-	s.fp = fingerprint
+	s.transcript.record(end.Fingerprint, end.TurnID)
+	s.pending = end.PendingCalls
 	s.mu.Unlock()
 	if _, live := l.m.byID[s.ID]; live {
-		l.m.byFP[s.Key.Owner+"\x00"+fingerprint] = s
+		l.m.byFP[s.Key.Owner+"\x00"+end.Fingerprint] = s
 	}
+}
+
+// PendingCalls are the client tool calls the session's agent waits for.
+func (s *Session) PendingCalls() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending
+}
+
+// takePending forgets the client tool calls the agent waited for: they
+// are answered now, or dropped by a new turn.
+func (s *Session) takePending() {
+	s.mu.Lock()
+	s.pending = nil
+	s.mu.Unlock()
+}
+
+// byHistoryLocked finds the owner's session whose transcript matches the
+// longest of prefixes (see Request.Prefixes).
+func (m *Manager) byHistoryLocked(owner string, prefixes []string) *Session {
+	for i := len(prefixes) - 1; i >= 1; i-- {
+		if s, ok := m.byFP[owner+"\x00"+prefixes[i]]; ok {
+			return s
+		}
+	}
+	return nil
+}
+
+// bindLocked binds the conversation id of key to s, unless another
+// client id names s already: two chats that open with the same exchange
+// must not become one. LibreChat sends its conversation id from a chat's
+// second message on; this keeps its first turn's agent.
+func (m *Manager) bindLocked(s *Session, key Key) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clientNamed {
+		return false
+	}
+	e, ok := m.byKey[s.Key]
+	if !ok || e.session != s {
+		return false
+	}
+	m.byKey[key] = e
+	s.aliases = append(s.aliases, key)
+	s.clientNamed = true
+	return true
 }
 
 // Get returns the owner's session by id.
@@ -931,12 +1031,16 @@ func (m *Manager) forgetLocked(s *Session) {
 		return
 	}
 	delete(m.byID, s.ID)
-	if e, ok := m.byKey[s.Key]; ok && e.session == s {
-		delete(m.byKey, s.Key)
-	}
 	s.mu.Lock()
-	if s.fp != "" {
-		delete(m.byFP, s.Key.Owner+"\x00"+s.fp)
+	for _, k := range append([]Key{s.Key}, s.aliases...) {
+		if e, ok := m.byKey[k]; ok && e.session == s {
+			delete(m.byKey, k)
+		}
+	}
+	for _, fp := range s.transcript.fingerprints() {
+		if m.byFP[s.Key.Owner+"\x00"+fp] == s {
+			delete(m.byFP, s.Key.Owner+"\x00"+fp)
+		}
 	}
 	s.mu.Unlock()
 	m.decOwnerLocked(m.perOwner, s.Key.Owner)

@@ -110,7 +110,7 @@ func TestManager(t *testing.T) {
 		h, status, err := got.Session.Client().Health(ctx(t))
 		require.NoError(t, err)
 		assert.Equal(t, 200, status, h.Status)
-		got.Done("fp-1")
+		got.Done(session.TurnEnd{Fingerprint: "fp-1", TurnID: "turn-1"})
 	})
 
 	t.Run("the next turn reuses the session", func(t *testing.T) {
@@ -120,15 +120,15 @@ func TestManager(t *testing.T) {
 		assert.Equal(t, int64(1), f.src.created.Load())
 		_, err = m.Acquire(ctx(t), req("alice", "c1"))
 		assert.ErrorIs(t, err, session.ErrBusy, "one turn at a time")
-		l.Done("fp-2")
+		l.Done(session.TurnEnd{Fingerprint: "fp-2", TurnID: "turn-2"})
 	})
 
 	t.Run("a conversation without id is found by its fingerprint", func(t *testing.T) {
-		l, err := m.Acquire(ctx(t), session.Request{Owner: "alice", Fingerprint: "fp-2"})
+		l, err := m.Acquire(ctx(t), session.Request{Owner: "alice", Prefixes: []string{"fp-0", "fp-2"}})
 		require.NoError(t, err)
 		assert.Equal(t, "c1", l.Session.Key.Conversation)
-		l.Done("")
-		_, err = m.Acquire(ctx(t), session.Request{Owner: "bob", Fingerprint: "fp-2", ConfigID: "agent"})
+		l.Done(session.TurnEnd{})
+		_, err = m.Acquire(ctx(t), session.Request{Owner: "bob", Prefixes: []string{"fp-0", "fp-2"}, ConfigID: "agent"})
 		// Bob's request with Alice's fingerprint must not reach her session:
 		// it starts a new one of his own.
 		require.NoError(t, err)
@@ -152,13 +152,13 @@ func TestManager(t *testing.T) {
 		}
 		l, err := m.Acquire(ctx(t), req("alice", "c2"))
 		require.NoError(t, err)
-		l.Done("")
+		l.Done(session.TurnEnd{})
 		_, err = m.Acquire(ctx(t), req("alice", "c3"))
 		require.ErrorIs(t, err, session.ErrLimit, "per owner")
 		assert.Contains(t, err.Error(), "2 live agents")
 		l, err = m.Acquire(ctx(t), req("carol", "c1"))
 		require.NoError(t, err)
-		l.Done("")
+		l.Done(session.TurnEnd{})
 		_, err = m.Acquire(ctx(t), req("dave", "c1"))
 		require.ErrorIs(t, err, session.ErrLimit, "in total")
 		assert.Contains(t, err.Error(), "all 3 agents")
@@ -181,7 +181,7 @@ func TestIdleReaping(t *testing.T) {
 	require.NoError(t, err)
 	time.Sleep(time.Second) // longer than the idle timeout, but busy
 	assert.Equal(t, 1, f.live(t), "a session in a turn is never reaped")
-	l.Done("")
+	l.Done(session.TurnEnd{})
 	testenv.Eventually(t, 30*time.Second, func() bool { return f.live(t) == 0 && len(m.List("")) == 0 },
 		"idle session not reaped")
 }
@@ -192,7 +192,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	l, err := first.Acquire(ctx(t), req("alice", "keep-me"))
 	require.NoError(t, err)
 	id := l.Session.ID
-	l.Done("")
+	l.Done(session.TurnEnd{})
 	first.Close(false) // Caddy exits with "shutdown keep"
 	require.Equal(t, 1, f.live(t))
 
@@ -206,7 +206,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, id, l.Session.ID, "the conversation continues in the same container")
 	assert.False(t, l.New)
-	l.Done("")
+	l.Done(session.TurnEnd{})
 	assert.Equal(t, int64(1), f.src.created.Load())
 }
 

@@ -53,7 +53,7 @@ func TestWarmPool(t *testing.T) {
 	t.Run("a new conversation gets a ready agent bound to it", func(t *testing.T) {
 		l, err := m.Acquire(ctx(t), req("alice", "c1"))
 		require.NoError(t, err)
-		defer l.Done("")
+		defer l.Done(session.TurnEnd{})
 		first = l.Session
 		assert.True(t, l.New)
 		assert.True(t, l.Session.Warm, "served from the pool")
@@ -74,7 +74,7 @@ func TestWarmPool(t *testing.T) {
 	t.Run("another owner never gets the same agent", func(t *testing.T) {
 		l, err := m.Acquire(ctx(t), req("bob", "c1"))
 		require.NoError(t, err)
-		defer l.Done("")
+		defer l.Done(session.TurnEnd{})
 		assert.True(t, l.Session.Warm)
 		assert.NotEqual(t, first.Instance().ID, l.Session.Instance().ID)
 		assert.NotEqual(t, first.Instance().Token, l.Session.Instance().Token)
@@ -85,7 +85,7 @@ func TestWarmPool(t *testing.T) {
 		ready(t, pool, 1)
 		l, err := m.Acquire(ctx(t), req("carol", "c1"))
 		require.NoError(t, err)
-		l.Done("")
+		l.Done(session.TurnEnd{})
 		ready(t, pool, 0)
 		assert.Equal(t, 3, f.live(t), "three sessions, no ready agent beyond the limit")
 		require.NoError(t, m.Delete("carol", l.Session.ID))
@@ -100,7 +100,7 @@ func TestWarmPool(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, l.Session.Warm, "own limits: not from the pool")
 		assert.Equal(t, before+1, f.src.created.Load())
-		l.Done("")
+		l.Done(session.TurnEnd{})
 		require.NoError(t, m.Delete("dave", l.Session.ID))
 	})
 
@@ -180,7 +180,7 @@ func TestWarmPoolAdoptsAfterRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, l.Session.Warm)
 	sessionID, instID := l.Session.ID, l.Session.Instance().ID
-	l.Done("")
+	l.Done(session.TurnEnd{})
 	first.Close(false) // Caddy exits with "shutdown keep"
 	m.Close(false)
 	require.Equal(t, 2, f.live(t), "one session and one ready agent are left running")
@@ -202,11 +202,11 @@ func TestWarmPoolAdoptsAfterRestart(t *testing.T) {
 	l, err = m2.Acquire(ctx(t), req("alice", "kept"))
 	require.NoError(t, err)
 	assert.Equal(t, instID, l.Session.Instance().ID, "the conversation continues in its agent")
-	l.Done("")
+	l.Done(session.TurnEnd{})
 	l, err = m2.Acquire(ctx(t), req("bob", "new"))
 	require.NoError(t, err)
 	assert.True(t, l.Session.Warm, "the rediscovered ready agent is handed out")
-	l.Done("")
+	l.Done(session.TurnEnd{})
 	assert.Equal(t, made, f.src.created.Load(), "nothing was made to serve them")
 
 	// A pool of another generation (the provider setup changed) does not
