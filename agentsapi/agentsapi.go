@@ -360,13 +360,22 @@ func (h *Handler) interrupt(w http.ResponseWriter, r *http.Request, _ Caller, s 
 	writeJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": ok})
 }
 
+// chatBody is the body of POST /api/agents/sessions/{id}/chat.
+type chatBody struct {
+	// Prompt is the user's message.
+	Prompt string `json:"prompt"`
+	// Branch, when present, continues the conversation after the turn with
+	// this id (a result event's result.turn_id) instead of after the
+	// latest turn; "" starts over from the beginning. The turns after it
+	// stay in the agent's tree.
+	Branch *string `json:"branch,omitempty"`
+}
+
 // chat runs one turn and relays the agent's own typed events.
 func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *session.Session) {
-	var body struct {
-		Prompt string `json:"prompt"`
-	}
+	var body chatBody
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<20)).Decode(&body); err != nil || strings.TrimSpace(body.Prompt) == "" {
-		openai.BadRequest(`chat body must be JSON {"prompt": "..."} with a non-empty prompt`, "prompt").Write(w)
+		openai.BadRequest(`chat body must be JSON {"prompt": "...", "branch"?: "<turn id>"} with a non-empty prompt`, "prompt").Write(w)
 		return
 	}
 	lease, err := h.opts.Manager.Acquire(r.Context(), session.Request{Owner: c.Owner, SessionID: s.ID})
@@ -374,19 +383,25 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *sess
 		h.sessionError(r, err).Write(w)
 		return
 	}
-	defer lease.Done(session.TurnEnd{})
-	st, err := lease.Query(r.Context(), body.Prompt, c.Key)
+	q := agent.QueryRequest{Prompt: body.Prompt, APIKey: c.Key}
+	if body.Branch != nil {
+		q.Branch = &agent.Branch{After: *body.Branch}
+	}
+	st, err := lease.Turn(r.Context(), q)
 	if err != nil {
+		lease.Done(session.TurnEnd{})
 		QueryError(h.opts.Logger, r, err).Write(w)
 		return
 	}
 	defer st.Close()
-	h.relayTurn(w, r, st, lease.Release)
+	turnID := h.relayTurn(w, r, st, lease.Release)
+	lease.Done(session.TurnEnd{TurnID: turnID})
 }
 
-// relayTurn relays the turn's events from st to the client as SSE.
-// release frees the session for the next turn.
-func (h *Handler) relayTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func()) {
+// relayTurn relays the turn's events from st to the client as SSE and
+// returns the finished turn's id. release frees the session for the next
+// turn.
+func (h *Handler) relayTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func()) string {
 	openai.SetStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -395,13 +410,14 @@ func (h *Handler) relayTurn(w http.ResponseWriter, r *http.Request, st relay.Sou
 	err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{KeepAlive: h.opts.KeepAlive})
 	var we *relay.WriteError
 	if err == nil || errors.As(err, &we) || r.Context().Err() != nil {
-		return
+		return sink.turnID
 	}
 	rid := sink.requestID()
 	h.opts.Logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
 	if sink.event(agent.Event{Type: agent.EventError, Code: agent.CodeInternal, Message: StreamBroke(rid)}) == nil {
 		_ = sink.Flush()
 	}
+	return sink.turnID
 }
 
 // eventSink writes agent events as SSE, one JSON event per data line, for
@@ -415,6 +431,7 @@ type eventSink struct {
 	r       *http.Request
 	rid     string
 	buf     []byte
+	turnID  string // the finished turn's id, from its result event
 }
 
 // requestID is the request's id, the same for every use.
@@ -426,6 +443,9 @@ func (s *eventSink) requestID() string {
 }
 
 func (s *eventSink) Write(e agent.Event) error {
+	if e.Type == agent.EventResult && e.Result != nil {
+		s.turnID = e.Result.TurnID
+	}
 	if e.Type == agent.EventResult || e.Type == agent.EventError {
 		s.release()
 		ConcealAgentError(s.log, s.requestID, &e)

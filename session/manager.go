@@ -919,10 +919,13 @@ type TurnEnd struct {
 	PendingCalls []string
 }
 
-// Done ends the turn (if Release has not) and records end.
+// Done ends the turn (if Release has not) and records end. A turn with
+// an id but no fingerprint (run through the management API) moved the
+// agent's conversation somewhere no chat transcript names: the next chat
+// request is then matched against earlier turns only.
 func (l *Lease) Done(end TurnEnd) {
 	l.Release()
-	if end.Fingerprint == "" {
+	if end.Fingerprint == "" && end.TurnID == "" {
 		return
 	}
 	s := l.Session
@@ -937,7 +940,7 @@ func (l *Lease) Done(end TurnEnd) {
 	s.transcript.record(end.Fingerprint, end.TurnID)
 	s.pending = end.PendingCalls
 	s.mu.Unlock()
-	if _, live := l.m.byID[s.ID]; live {
+	if _, live := l.m.byID[s.ID]; live && end.Fingerprint != "" {
 		l.m.byFP[s.Key.Owner+"\x00"+end.Fingerprint] = s
 	}
 }

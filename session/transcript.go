@@ -73,7 +73,7 @@ func (t *transcript) record(after, turnID string) {
 	if t.turns == nil {
 		t.turns = map[string]string{}
 	}
-	if turnID != "" {
+	if turnID != "" && after != "" {
 		t.turns[after] = turnID
 	}
 	t.tip = after

@@ -201,6 +201,37 @@ func (c *Client) Bind(ctx context.Context, b agent.Binding) error {
 	return resp.Body.Close()
 }
 
+// WriteFile writes data to path in the agent's workspace (PUT /files),
+// replacing a file there, and returns the path as the agent cleaned it.
+func (c *Client) WriteFile(ctx context.Context, path string, data []byte) (string, error) {
+	req, err := c.newRequest(ctx, http.MethodPut, "/files/"+escapePath(path)+"?overwrite=true", bytes.NewReader(data))
+	if err != nil {
+		return "", err
+	}
+	req.ContentLength = int64(len(data))
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Path string `json:"path"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return "", fmt.Errorf("decode file write answer: %w", err)
+	}
+	return out.Path, nil
+}
+
+// escapePath escapes each segment of a slash-separated path.
+func escapePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
 // Binding fetches GET /binding: the session a warm-pool agent was handed
 // to, if any.
 func (c *Client) Binding(ctx context.Context) (agent.BindingState, error) {
