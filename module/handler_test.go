@@ -100,10 +100,10 @@ func TestTurnErrorsNameTheRequest(t *testing.T) {
 			opts := openai.Options{Model: "agent"}
 			var content string
 			if tc.stream {
-				content, _ = h.streamTurn(rec, r, st, release, opts, nil)
+				content = h.streamTurn(rec, r, st, release, opts, nil).content
 				assert.True(t, strings.HasSuffix(rec.Body.String(), "data: [DONE]\n\n"), "the stream ends cleanly")
 			} else {
-				content, _ = h.completeTurn(rec, r, st, release, opts, nil)
+				content = h.completeTurn(rec, r, st, release, opts, nil).content
 				releases-- // completeTurn releases once more, after the turn
 				assert.Equal(t, tc.status, rec.Code)
 			}

@@ -1,0 +1,419 @@
+package module
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/agentsapi"
+	"github.com/agcluster/caddy-agcluster/configs"
+	"github.com/agcluster/caddy-agcluster/internal/relay"
+	"github.com/agcluster/caddy-agcluster/openai"
+	"github.com/agcluster/caddy-agcluster/session"
+)
+
+// chat serves one chat completion: validate, find the conversation's
+// agent and where the request continues it, run the turn (or the rest of
+// a turn that waited for the client's tool results), translate its events.
+func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
+	req, perr := openai.ParseChatCompletionRequest(r.Body, h.MaxRequestBody)
+	if perr != nil {
+		h.refuse(w, perr)
+		return
+	}
+	caller, oerr := h.identify(r, "")
+	if oerr != nil {
+		h.refuse(w, oerr)
+		return
+	}
+	if h.isTask(r, req) {
+		h.task(w, r, req, caller.Key)
+		return
+	}
+	cfg, ok := h.app.Config(req.Model)
+	if !ok {
+		h.refuse(w, openai.ModelNotFound(req.Model))
+		return
+	}
+	if missing := configs.MissingMCPEnv(cfg); len(missing) > 0 {
+		h.refuse(w, openai.BadRequest(fmt.Sprintf("model %q needs credentials for its MCP servers (%s): launch it with POST /api/agents/launch and mcp_env, then continue with X-Session-ID",
+			req.Model, strings.Join(missing, ", ")), "model"))
+		return
+	}
+	sreq, serr := agentsapi.SessionRequest(caller.Owner, cfg)
+	if serr != nil {
+		h.refuse(w, serr)
+		return
+	}
+	if sreq.Conversation, serr = h.conversationID(r); serr != nil {
+		h.refuse(w, serr)
+		return
+	}
+	if sreq.Provider, serr = h.app.ResolveProvider("", cfg); serr != nil {
+		h.refuse(w, serr)
+		return
+	}
+	t := &chatTurn{h: h, w: w, r: r, req: req, key: caller.Key, results: req.ToolResults()}
+	sreq.Prefixes = openai.PrefixFingerprints(t.known())
+	if id := strings.TrimSpace(r.Header.Get("X-Session-ID")); id != "" {
+		if _, err := h.app.Manager().Get(caller.Owner, id); err == nil {
+			// A launched session, continued by its id.
+			sreq.SessionID = id
+		}
+	}
+	lease, err := h.app.Manager().Acquire(r.Context(), sreq)
+	if err != nil {
+		h.refuse(w, h.acquireError(r, err))
+		return
+	}
+	t.lease, t.prefixes = lease, sreq.Prefixes
+	w.Header().Set("X-Session-ID", lease.Session.ID)
+	t.run()
+}
+
+// chatTurn is one chat completion request on its leased session.
+type chatTurn struct {
+	h        *Handler
+	w        http.ResponseWriter
+	r        *http.Request
+	req      *openai.ChatCompletionRequest
+	key      string
+	results  *openai.ToolResults // the client's results for tool calls, if the request ends with them
+	lease    *session.Lease
+	prefixes []string // fingerprints of the prefixes of known()
+}
+
+// known is what the client sent before its new input: the messages before
+// the last user message, or before the tool results it ends with.
+func (t *chatTurn) known() []openai.Message {
+	if t.results != nil {
+		return t.req.Messages[:t.results.AssistantIndex+1]
+	}
+	return t.req.History()
+}
+
+// run starts the agent's part, relays it, and records where the
+// conversation now ends.
+func (t *chatTurn) run() {
+	h, lease := t.h, t.lease
+	opts := openai.Options{
+		Model:        t.req.Model,
+		IncludeUsage: t.req.IncludeUsage(),
+		Reasoning:    h.Reasoning == nil || *h.Reasoning,
+		Tools:        h.tools,
+		KeepContent:  true,
+	}
+	var preamble []agent.Event
+	if lease.Restarted {
+		preamble = []agent.Event{{Type: agent.EventNotice, Code: agent.CodeRestarted,
+			Message: "The conversation's agent stopped and was replaced; it was given this conversation's messages, but files from before are gone."}}
+	}
+	started := time.Now()
+	var end turnEnd
+	st, oerr := t.start()
+	if oerr != nil {
+		lease.Done(session.TurnEnd{})
+		t.h.refuse(t.w, oerr)
+		end.outcome = outcomeError
+	} else {
+		defer st.Close()
+		if t.req.Stream {
+			end = h.streamTurn(t.w, t.r, st, lease.Release, opts, preamble)
+		} else {
+			end = h.completeTurn(t.w, t.r, st, lease.Release, opts, preamble)
+		}
+	}
+	isNew := strconv.FormatBool(lease.New)
+	metrics.turns.WithLabelValues(end.outcome, isNew).Inc()
+	metrics.turnSeconds.WithLabelValues(isNew).Observe(time.Since(started).Seconds())
+	if oerr != nil {
+		return
+	}
+	next := append(t.req.Messages[:len(t.req.Messages):len(t.req.Messages)],
+		openai.Message{Role: openai.RoleAssistant, Content: openai.TextContent(end.content)})
+	lease.Done(session.TurnEnd{Fingerprint: openai.Fingerprint(next), TurnID: end.turnID, PendingCalls: end.calls})
+}
+
+// start starts the agent's part of the request: the rest of the turn that
+// waits for this request's tool results, or a new turn.
+func (t *chatTurn) start() (*agentclient.Stream, *openai.Error) {
+	ctx := t.r.Context()
+	if t.continuesCalls() {
+		st, err := t.lease.ToolResults(ctx, agent.ToolResultsRequest{Results: t.results.Results, APIKey: t.key})
+		var ae *agentclient.APIError
+		if err == nil || !errors.As(err, &ae) || ae.Code != "no_pending_tool_calls" {
+			return st, t.queryError(err)
+		}
+		// The turn ended meanwhile (its wait timed out, or its agent
+		// slept): the results go to a new turn as text.
+		t.h.logger.Info("tool results arrived after their turn ended", zap.String("session_id", t.lease.Session.ID))
+	}
+	q, oerr := t.query()
+	if oerr != nil {
+		return nil, oerr
+	}
+	st, err := t.lease.Turn(ctx, q)
+	return st, t.queryError(err)
+}
+
+func (t *chatTurn) queryError(err error) *openai.Error {
+	if err == nil {
+		return nil
+	}
+	return t.h.queryError(t.r, err)
+}
+
+// continuesCalls tells whether the request answers the very tool calls
+// its session's agent waits for.
+func (t *chatTurn) continuesCalls() bool {
+	if t.results == nil || t.lease.New {
+		return false
+	}
+	pending := t.lease.Session.PendingCalls()
+	return len(pending) > 0 && slices.Equal(pending, t.results.CallIDs()) &&
+		t.lease.Session.Continuation(t.prefixes).Branch == nil
+}
+
+// query builds a new turn: the user's new message (or tool results as
+// text) after whatever the agent has not seen of the conversation, its
+// images and attached files, the client's tools, and the point of the
+// conversation the turn continues.
+func (t *chatTurn) query() (agent.QueryRequest, *openai.Error) {
+	req := t.req
+	q := agent.QueryRequest{APIKey: t.key}
+	q.Tools, q.ToolChoice, q.OneToolAtATime = req.AgentTools()
+	message := req.LastUserText()
+	if t.results != nil {
+		message = t.results.Text()
+	}
+	known := t.known()
+	var system string
+	if t.lease.New {
+		system = req.SystemText()
+	} else {
+		c := t.lease.Session.Continuation(t.prefixes)
+		q.Branch, known = c.Branch, known[c.Seen:]
+		if c.Branch != nil && c.Branch.After == "" {
+			system = req.SystemText() // the agent starts over
+		}
+	}
+	if t.results == nil {
+		att := req.NewAttachments()
+		q.Images = att.Images
+		saved, oerr := t.upload(att.Files)
+		if oerr != nil {
+			return q, oerr
+		}
+		message += saved
+	}
+	q.Prompt = seedPrompt(system, known, message)
+	return q, nil
+}
+
+// uploadDir is where attached files land in the workspace.
+const uploadDir = "uploads/"
+
+// upload writes the request's attached files into the agent's workspace
+// and returns a note for the prompt naming them.
+func (t *chatTurn) upload(files []openai.File) (string, *openai.Error) {
+	if len(files) == 0 {
+		return "", nil
+	}
+	var b strings.Builder
+	b.WriteString("\n\n(The user attached files; they are in the workspace:")
+	for _, f := range files {
+		path, err := t.lease.Session.Client().WriteFile(t.r.Context(), uploadDir+f.Name, f.Data)
+		if err != nil {
+			return "", t.h.queryError(t.r, fmt.Errorf("upload %s: %w", f.Name, err))
+		}
+		fmt.Fprintf(&b, " %s (%d bytes)", path, len(f.Data))
+	}
+	b.WriteString(")")
+	return b.String(), nil
+}
+
+// seedPrompt puts what the agent has not seen of the conversation before
+// the user's new message: the client's instructions (system) and earlier
+// messages, as text.
+func seedPrompt(system string, unseen []openai.Message, message string) string {
+	var b strings.Builder
+	if system != "" {
+		b.WriteString("Instructions from the client application:\n")
+		b.WriteString(system)
+		b.WriteString("\n\n")
+	}
+	if hist := openai.FormatHistory(unseen); hist != "" {
+		b.WriteString(hist)
+		b.WriteString("\n\n")
+	}
+	if b.Len() == 0 {
+		return message
+	}
+	b.WriteString("The user's new message:\n")
+	b.WriteString(message)
+	return b.String()
+}
+
+// Turn outcomes for metrics.
+const (
+	outcomeOK         = "ok"
+	outcomeError      = "error"
+	outcomeClientGone = "client_gone"
+)
+
+// turnEnd is what a relayed turn leaves: the content sent, the outcome,
+// the agent's turn id when it finished, and the client tool calls it
+// waits for when it stopped for them.
+type turnEnd struct {
+	content string
+	outcome string
+	turnID  string
+	calls   []string
+}
+
+// streamTurn relays the turn's events from st to the client as chunks.
+// release frees the session for the next turn.
+func (h *Handler) streamTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func(), opts openai.Options, preamble []agent.Event) turnEnd {
+	openai.SetStreamHeaders(w.Header())
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	sw := openai.NewStreamWriter(w, rc.Flush, opts)
+	if err := sw.Start(); err != nil {
+		return turnEnd{outcome: outcomeClientGone}
+	}
+	for _, e := range preamble {
+		_ = sw.Event(e)
+	}
+	sink := &turnSink{h: h, r: r, release: release, sw: sw}
+	err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{KeepAlive: time.Duration(h.KeepAlive)})
+	end := sink.end()
+	var we *relay.WriteError
+	switch {
+	case err == nil:
+	case errors.As(err, &we) || r.Context().Err() != nil:
+		// The client is gone; Copy closed the agent stream, which
+		// interrupts the turn.
+		end.outcome = outcomeClientGone
+	default:
+		rid := sink.requestID()
+		h.logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
+		_ = sw.Fail(agentsapi.StreamBroke(rid))
+	}
+	_ = sw.Finish()
+	end.content = sw.Content()
+	return end
+}
+
+// completeTurn collects the turn's events from st and answers with one
+// chat.completion. release frees the session for the next turn.
+func (h *Handler) completeTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func(), opts openai.Options, preamble []agent.Event) turnEnd {
+	col := openai.NewCollector(opts)
+	for _, e := range preamble {
+		col.Event(e)
+	}
+	sink := &turnSink{h: h, r: r, release: release, col: col}
+	if err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{}); err != nil {
+		rid := sink.requestID()
+		if r.Context().Err() == nil {
+			h.logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
+		}
+		col.Fail(agentsapi.StreamBroke(rid))
+	}
+	release()
+	end := sink.end()
+	if e := col.Err(); e != nil {
+		end.outcome = outcomeError
+		if !col.HasOutput() {
+			oe := openai.FromAgentError(*e)
+			oe.RequestID = sink.rid // set when the error was concealed
+			oe.Write(w)
+			return end
+		}
+	}
+	comp := col.Completion()
+	openai.WriteCompletion(w, comp)
+	if len(comp.Choices) > 0 {
+		end.content = comp.Choices[0].Message.Content
+	}
+	return end
+}
+
+// turnSink takes a turn's agent events from the relay: as chunks of a
+// stream (sw) or into a completion (col). It frees the session for the
+// next turn as soon as the turn's end is seen (its result, its error, or
+// client tool calls it waits on), before the client reads it, and
+// conceals the detail of internal agent errors.
+type turnSink struct {
+	h       *Handler
+	r       *http.Request
+	release func()
+	sw      *openai.StreamWriter
+	col     *openai.Collector
+	ok      bool     // the turn's result (or its tool calls) was seen
+	turnID  string   // the finished turn's id
+	calls   []string // the client tool calls the turn waits for
+	rid     string   // the request id, once needed
+}
+
+// requestID is the request's id, the same for every use.
+func (s *turnSink) requestID() string {
+	if s.rid == "" {
+		s.rid = agentsapi.RequestID(s.r)
+	}
+	return s.rid
+}
+
+// end is the turn's end as the sink saw it.
+func (s *turnSink) end() turnEnd {
+	e := turnEnd{outcome: outcomeError, turnID: s.turnID, calls: s.calls}
+	if s.ok {
+		e.outcome = outcomeOK
+	}
+	return e
+}
+
+func (s *turnSink) Write(e agent.Event) error {
+	if c := s.h.logger.Check(zapcore.DebugLevel, "agent event"); c != nil {
+		c.Write(zap.String("type", string(e.Type)))
+	}
+	switch e.Type {
+	case agent.EventResult, agent.EventError, agent.EventClientToolCalls:
+		s.ok = e.Type != agent.EventError
+		if e.Result != nil {
+			s.turnID = e.Result.TurnID
+		}
+		for _, c := range e.Calls {
+			s.calls = append(s.calls, c.ID)
+		}
+		s.release() // the agent is free before the client reads the end
+		agentsapi.ConcealAgentError(s.h.logger, s.requestID, &e)
+	}
+	if s.col != nil {
+		s.col.Event(e)
+		return nil
+	}
+	return s.sw.Buffer(e)
+}
+
+func (s *turnSink) KeepAlive() error {
+	if s.col != nil {
+		return nil
+	}
+	return s.sw.BufferKeepAlive()
+}
+
+func (s *turnSink) Flush() error {
+	if s.col != nil {
+		return nil
+	}
+	return s.sw.Flush()
+}
