@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -124,19 +123,7 @@ func historyLine(m *Message) string {
 
 // toolCallSummary renders an assistant message's tool_calls as
 // "[called name(arguments)]" lines.
-func toolCallSummary(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	var calls []struct {
-		Function struct {
-			Name      string `json:"name"`
-			Arguments string `json:"arguments"`
-		} `json:"function"`
-	}
-	if json.Unmarshal(raw, &calls) != nil {
-		return ""
-	}
+func toolCallSummary(calls []ToolCall) string {
 	var b strings.Builder
 	for _, c := range calls {
 		if c.Function.Name == "" {
@@ -154,23 +141,73 @@ func toolCallSummary(raw json.RawMessage) string {
 	return b.String()
 }
 
-// Fingerprint returns a hex sha256 over the (role, text) pairs of msgs,
-// texts trimmed of surrounding whitespace. The same conversation always
-// gets the same fingerprint, whatever the content form (string or parts)
-// and the other fields; it lets the session layer recognise a
-// conversation that comes without an id.
+// Fingerprint returns a hex sha256 over msgs: for each message its role
+// and its text ([Content.Text]) trimmed of surrounding white space, and
+// for an assistant message the ids and names of its tool calls and for a
+// tool message its tool_call_id. The same conversation always gets the
+// same fingerprint, whatever the content form (string or parts), the
+// encoding of attachments, the tool calls' arguments and the other
+// fields; it lets the session layer recognise a conversation that comes
+// without an id. It equals the last of [PrefixFingerprints].
 func Fingerprint(msgs []Message) string {
 	h := sha256.New()
-	var n [binary.MaxVarintLen64]byte
+	var scratch []byte
 	for i := range msgs {
-		role := msgs[i].Role
-		text := strings.TrimSpace(msgs[i].Content.Text())
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(role)))])
-		h.Write([]byte(role))
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(text)))])
-		h.Write([]byte(text))
+		scratch = fingerprintRecord(scratch[:0], &msgs[i])
+		h.Write(scratch)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// PrefixFingerprints returns the fingerprint of every prefix of msgs:
+// element i is [Fingerprint](msgs[:i]), for i from 0 to len(msgs). It
+// hashes each message once: the hash of a prefix is the running hash's
+// sum after its last message (a sum leaves the running state as it was),
+// so the whole is O(total size).
+func PrefixFingerprints(msgs []Message) []string {
+	out := make([]string, 0, len(msgs)+1)
+	h := sha256.New()
+	var scratch []byte
+	sum := make([]byte, 0, sha256.Size)
+	out = append(out, hex.EncodeToString(h.Sum(sum)))
+	for i := range msgs {
+		scratch = fingerprintRecord(scratch[:0], &msgs[i])
+		h.Write(scratch)
+		out = append(out, hex.EncodeToString(h.Sum(sum[:0])))
+	}
+	return out
+}
+
+// fingerprintRecord appends a message's record to dst: its head and its
+// trimmed text, each prefixed with its length as a uvarint. The head is
+// the role alone for most messages, so that their fingerprints are the
+// ones from before tool calls counted; for an assistant message with tool
+// calls it is the role, a NUL and each call's id and name (each
+// length-prefixed), for a tool message with a tool_call_id the role, a
+// NUL and the id. Roles have no NUL, so no head is another's.
+func fingerprintRecord(dst []byte, m *Message) []byte {
+	text := strings.TrimSpace(m.Content.Text())
+	head := append([]byte(nil), m.Role...)
+	switch {
+	case len(m.ToolCalls) > 0:
+		head = append(head, 0)
+		for _, c := range m.ToolCalls {
+			head = appendField(head, c.ID)
+			head = appendField(head, c.Function.Name)
+		}
+	case m.Role == RoleTool && m.ToolCallID != "":
+		head = append(head, 0)
+		head = append(head, m.ToolCallID...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(head)))
+	dst = append(dst, head...)
+	return appendField(dst, text)
+}
+
+// appendField appends s prefixed with its length as a uvarint.
+func appendField(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
 }
 
 // truncateText cuts s to at most max bytes at a rune boundary, marking the

@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -31,7 +30,7 @@ func TestFormatHistory(t *testing.T) {
 			msg(RoleSystem, "be nice"),
 			msg(RoleUser, " What is 2+2? "),
 			msg(RoleAssistant, "4"),
-			{Role: RoleAssistant, ToolCalls: json.RawMessage(`[{"id":"c1","type":"function","function":{"name":"calc","arguments":"{\"x\":\n 1}"}}]`)},
+			{Role: RoleAssistant, ToolCalls: []ToolCall{{ID: "c1", Type: "function", Function: FunctionCall{Name: "calc", Arguments: "{\"x\":\n 1}"}}}},
 			{Role: RoleTool, ToolCallID: "c1", Content: TextContent("1")},
 			{Role: RoleUser, Name: "bob", Content: Content{Parts: []ContentPart{{Type: "text", Text: "multi"}, {Type: "text", Text: "part"}}}},
 		},

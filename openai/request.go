@@ -31,11 +31,12 @@ const (
 
 // ChatCompletionRequest is the body of POST /v1/chat/completions.
 //
-// Only Model, Messages, Stream, StreamOptions and User drive the gateway.
-// The sampling and tool fields are decoded so that a value of the wrong
-// type is rejected with 400, as OpenAI does, and are otherwise ignored: the
-// agent chooses its own model settings and runs its own tools. Unknown
-// fields are accepted and ignored, since clients send many.
+// Model, Messages, Stream, StreamOptions, User and the tool fields (Tools,
+// ToolChoice, ParallelToolCalls: the client's own functions) drive the
+// gateway. The sampling fields are decoded so that a value of the wrong
+// type is rejected with 400, as OpenAI does, and are otherwise ignored:
+// the agent chooses its own model settings. Unknown fields are accepted
+// and ignored, since clients send many.
 type ChatCompletionRequest struct {
 	// Model names the agent configuration to run (the client's model id).
 	Model string `json:"model"`
@@ -68,12 +69,13 @@ type ChatCompletionRequest struct {
 	FrequencyPenalty *float64 `json:"frequency_penalty,omitempty"`
 	// Seed is accepted and ignored.
 	Seed *int64 `json:"seed,omitempty"`
-	// Tools is accepted and ignored: the agent uses its own tools and never
-	// returns tool_calls to the client.
-	Tools json.RawMessage `json:"tools,omitempty"`
-	// ToolChoice is accepted and ignored.
-	ToolChoice json.RawMessage `json:"tool_choice,omitempty"`
-	// ParallelToolCalls is accepted and ignored.
+	// Tools are the client's functions the model may call next to the
+	// agent's own tools; a call ends the answer with tool_calls.
+	Tools []Tool `json:"tools,omitempty"`
+	// ToolChoice is "none", "auto", "required" or a named function; nil
+	// when absent (auto).
+	ToolChoice *ToolChoice `json:"tool_choice,omitempty"`
+	// ParallelToolCalls false asks for at most one function call per step.
 	ParallelToolCalls *bool `json:"parallel_tool_calls,omitempty"`
 	// ResponseFormat is accepted and ignored.
 	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
@@ -100,8 +102,8 @@ type Message struct {
 	Name string `json:"name,omitempty"`
 	// ToolCallID is the tool call a tool message answers.
 	ToolCallID string `json:"tool_call_id,omitempty"`
-	// ToolCalls holds an assistant message's tool calls, as sent.
-	ToolCalls json.RawMessage `json:"tool_calls,omitempty"`
+	// ToolCalls are an assistant message's calls of client functions.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // Content is a message's content, which OpenAI allows as a string, an
@@ -116,7 +118,7 @@ type Content struct {
 
 // ContentPart is one element of an array content.
 type ContentPart struct {
-	// Type is "text", "image_url", "refusal", ...
+	// Type is "text", "image_url", "file" or "refusal".
 	Type string `json:"type"`
 	// Text is the text of a "text" part.
 	Text string `json:"text,omitempty"`
@@ -124,14 +126,11 @@ type ContentPart struct {
 	Refusal string `json:"refusal,omitempty"`
 	// ImageURL is the image of an "image_url" part.
 	ImageURL *ImageURL `json:"image_url,omitempty"`
-}
+	// File is the file of a "file" part.
+	File *FilePart `json:"file,omitempty"`
 
-// ImageURL is the payload of an "image_url" content part.
-type ImageURL struct {
-	// URL is an http(s) or data: URL.
-	URL string `json:"url"`
-	// Detail is "auto", "low" or "high".
-	Detail string `json:"detail,omitempty"`
+	image *Image // the validated image of an image_url part
+	file  *File  // the validated file of a file part
 }
 
 // TextContent returns a string Content holding s.
@@ -140,36 +139,58 @@ func TextContent(s string) Content { return Content{String: &s} }
 // IsNull reports whether the content is null (or was absent).
 func (c Content) IsNull() bool { return c.String == nil && c.Parts == nil }
 
-// Text returns the content as text: the string itself, or the text parts
-// joined with "\n". Non-text parts are skipped.
+// Text returns the content as text: the string itself, or the parts
+// joined with "\n", each text part as its text, each image as "[image]"
+// and each file as "[file: name]" ("[file]" without a name). Refusal
+// parts are skipped. It depends on the parts' text, types and file names
+// only, so a message's text (and fingerprint, and history line) is the
+// same however its attachments are encoded.
 func (c Content) Text() string {
 	if c.String != nil {
 		return *c.String
 	}
+	return c.join(true)
+}
+
+// TextOnly returns the string content, or the text parts joined with
+// "\n", without the attachment placeholders of [Content.Text]: the
+// prompt of a message whose attachments go along separately.
+func (c Content) TextOnly() string {
+	if c.String != nil {
+		return *c.String
+	}
+	return c.join(false)
+}
+
+// join joins the text parts, and the attachment placeholders when
+// attachments is set, with "\n".
+func (c Content) join(attachments bool) string {
+	var first string
 	n := 0
-	for _, p := range c.Parts {
-		if p.Type == "text" {
-			n++
-		}
-	}
-	if n == 1 {
-		for _, p := range c.Parts {
-			if p.Type == "text" {
-				return p.Text
-			}
-		}
-	}
 	var b strings.Builder
-	first := true
-	for _, p := range c.Parts {
-		if p.Type != "text" {
+	for i := range c.Parts {
+		p := &c.Parts[i]
+		if !attachments && p.Type != PartText {
 			continue
 		}
-		if !first {
-			b.WriteByte('\n')
+		s, ok := p.placeholder()
+		if !ok {
+			continue
 		}
-		first = false
-		b.WriteString(p.Text)
+		switch n {
+		case 0:
+			first = s
+		case 1:
+			b.WriteString(first)
+			fallthrough
+		default:
+			b.WriteByte('\n')
+			b.WriteString(s)
+		}
+		n++
+	}
+	if n <= 1 {
+		return first
 	}
 	return b.String()
 }
@@ -240,17 +261,21 @@ func (r *ChatCompletionRequest) IncludeUsage() bool {
 }
 
 // LastUserText returns the text of the last user message ("" if there is
-// none). After a successful [ParseChatCompletionRequest] it is the text of
-// the last message.
+// none), without attachment placeholders ([Content.TextOnly]): the prompt,
+// whose attachments come from [ChatCompletionRequest.Attachments]. It may
+// be empty when the message is attachments only. A request that ends in
+// tool results ([ChatCompletionRequest.ToolResults]) has no new user
+// message: this is then an earlier one.
 func (r *ChatCompletionRequest) LastUserText() string {
 	if i := r.lastUser(); i >= 0 {
-		return r.Messages[i].Content.Text()
+		return r.Messages[i].Content.TextOnly()
 	}
 	return ""
 }
 
 // History returns the messages before the last user message: the
-// conversation the client believes the agent has already seen.
+// conversation the client believes the agent has already seen. (For a
+// request that ends in tool results, see [ChatCompletionRequest.ToolResults].)
 func (r *ChatCompletionRequest) History() []Message {
 	if i := r.lastUser(); i >= 0 {
 		return r.Messages[:i]
@@ -289,34 +314,47 @@ type requestFields ChatCompletionRequest
 // message can be decoded on its own and errors can name its index.
 type requestWire struct {
 	*requestFields
-	Messages []json.RawMessage `json:"messages"`
+	Messages   []json.RawMessage `json:"messages"`
+	Tools      json.RawMessage   `json:"tools"`
+	ToolChoice json.RawMessage   `json:"tool_choice"`
 }
 
 type messageFields Message
 
 type messageWire struct {
 	*messageFields
-	Content json.RawMessage `json:"content"`
+	Content   json.RawMessage `json:"content"`
+	ToolCalls json.RawMessage `json:"tool_calls"`
 }
 
 // embeddedPrefixes are the names of the embedded structs above, which
 // encoding/json puts at the front of UnmarshalTypeError.Field.
 var embeddedPrefixes = []string{"requestFields.", "messageFields."}
 
-// ParseChatCompletionRequest reads a request body of at most maxBytes bytes
-// (zero or less means [DefaultMaxBodyBytes]), decodes it and validates it.
-// On failure it returns an [Error] ready to be written to the client: 413
-// for an oversized body, 400 naming the offending field in Param otherwise.
+// ParseChatCompletionRequest is [ParseRequest] with a body limit of
+// maxBytes bytes (zero or less means [DefaultMaxBodyBytes]) and the other
+// [ParseOptions] at their defaults (image URLs refused).
+func ParseChatCompletionRequest(r io.Reader, maxBytes int64) (*ChatCompletionRequest, *Error) {
+	return ParseRequest(r, ParseOptions{MaxBodyBytes: maxBytes})
+}
+
+// ParseRequest reads a request body, decodes it and validates it. On
+// failure it returns an [Error] ready to be written to the client: 413 for
+// an oversized body, image or file (naming the part in Param), 400 naming
+// the offending field in Param otherwise.
 //
 // A valid request has a model, at least one message, only known roles,
-// contents that are strings, text parts, or null (the latter only for an
+// contents that are strings, parts, or null (the latter only for an
 // assistant message with tool calls), no NUL bytes in texts, no empty user
-// message, and a user message last. Image parts are rejected (not supported
-// yet).
-func ParseChatCompletionRequest(r io.Reader, maxBytes int64) (*ChatCompletionRequest, *Error) {
-	if maxBytes <= 0 {
-		maxBytes = DefaultMaxBodyBytes
-	}
+// message, and last a user message or the tool results of the assistant
+// message before them. Parts are text, refusal (assistant messages),
+// image_url and file (user messages): images as data: URLs of PNG, JPEG,
+// GIF or WebP data (http(s) URLs only as [ParseOptions.FetchImageURL]
+// allows), files as data: URLs or bare base64. tools declare functions
+// only; tool_choice names a declared one, if any.
+func ParseRequest(r io.Reader, opts ParseOptions) (*ChatCompletionRequest, *Error) {
+	opts.normalize()
+	maxBytes := opts.MaxBodyBytes
 	body, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -342,13 +380,26 @@ func ParseChatCompletionRequest(r io.Reader, maxBytes int64) (*ChatCompletionReq
 	if err := json.Unmarshal(body, &wire); err != nil {
 		return nil, decodeError(err, "")
 	}
-	if e := validateRequest(req, wire.Messages); e != nil {
+	if e := validateRequest(req, &wire, &opts); e != nil {
 		return nil, e
 	}
 	return req, nil
 }
 
-func validateRequest(req *ChatCompletionRequest, raws []json.RawMessage) *Error {
+func validateRequest(req *ChatCompletionRequest, wire *requestWire, opts *ParseOptions) *Error {
+	if e := validateMessages(req, wire.Messages, opts); e != nil {
+		return e
+	}
+	tools, e := parseTools(wire.Tools)
+	if e != nil {
+		return e
+	}
+	req.Tools = tools
+	req.ToolChoice, e = parseToolChoice(wire.ToolChoice, tools)
+	return e
+}
+
+func validateMessages(req *ChatCompletionRequest, raws []json.RawMessage, opts *ParseOptions) *Error {
 	if strings.TrimSpace(req.Model) == "" {
 		return BadRequest("you must provide a model parameter", "model")
 	}
@@ -362,18 +413,25 @@ func validateRequest(req *ChatCompletionRequest, raws []json.RawMessage) *Error 
 		return BadRequest("messages must contain at least one message", "messages")
 	}
 	req.Messages = make([]Message, len(raws))
+	last := len(raws) - 1
 	for i, raw := range raws {
-		if e := parseMessage(raw, i, &req.Messages[i]); e != nil {
+		if e := opts.parseMessage(raw, i, &req.Messages[i], i == last); e != nil {
 			return e
 		}
 	}
-	if last := req.Messages[len(req.Messages)-1]; last.Role != RoleUser {
-		return BadRequest(fmt.Sprintf("the last message must be from the user, not %q", last.Role), "messages")
+	switch role := req.Messages[last].Role; role {
+	case RoleUser:
+		return nil
+	case RoleTool:
+		return validateToolEnding(req.Messages)
+	default:
+		return BadRequest(fmt.Sprintf("the last message must be from the user (or tool results), not %q", role), "messages")
 	}
-	return nil
 }
 
-func parseMessage(raw json.RawMessage, i int, m *Message) *Error {
+// parseMessage decodes and validates message i; last tells the new
+// message, whose attachments count against the limits.
+func (o *ParseOptions) parseMessage(raw json.RawMessage, i int, m *Message, last bool) *Error {
 	param := "messages[" + strconv.Itoa(i) + "]"
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
@@ -391,56 +449,48 @@ func parseMessage(raw json.RawMessage, i int, m *Message) *Error {
 		return BadRequest(fmt.Sprintf("%s.role must be one of system, developer, user, assistant or tool, not %q", param, m.Role), param+".role")
 	}
 
-	hasToolCalls := false
-	if tc := bytes.TrimSpace(m.ToolCalls); len(tc) > 0 && string(tc) != "null" {
-		if tc[0] != '[' {
-			return BadRequest(param+".tool_calls must be an array", param+".tool_calls")
-		}
-		var calls []json.RawMessage
-		if err := json.Unmarshal(tc, &calls); err != nil {
-			return BadRequest(param+".tool_calls must be an array", param+".tool_calls")
-		}
-		hasToolCalls = len(calls) > 0
-	}
-
-	cparam := param + ".content"
-	c, e := parseContent(wire.Content, cparam)
-	if e != nil {
+	if e := parseToolCalls(wire.ToolCalls, param+".tool_calls", m); e != nil {
 		return e
 	}
+	c, e := o.parseMessageContent(wire.Content, m.Role, len(m.ToolCalls) > 0, last, param+".content")
 	m.Content = c
+	return e
+}
+
+// parseMessageContent decodes and validates a message's content (param
+// names it) for a message of role, with tool calls or not; last tells
+// the new message, whose attachments count against the limits. Image and
+// file parts come back validated, with their attachments.
+func (o *ParseOptions) parseMessageContent(raw json.RawMessage, role string, hasToolCalls, last bool, param string) (Content, *Error) {
+	c, e := parseContent(raw, param)
+	if e != nil {
+		return Content{}, e
+	}
 	if c.IsNull() {
-		if m.Role == RoleAssistant && hasToolCalls {
-			return nil
+		if role == RoleAssistant && hasToolCalls {
+			return c, nil
 		}
-		return BadRequest(cparam+" must not be null (null is only allowed in an assistant message with tool_calls)", cparam)
+		return Content{}, BadRequest(param+" must not be null (null is only allowed in an assistant message with tool_calls)", param)
 	}
 	if c.String != nil && strings.IndexByte(*c.String, 0) >= 0 {
-		return BadRequest(cparam+" must not contain NUL bytes", cparam)
+		return Content{}, BadRequest(param+" must not contain NUL bytes", param)
 	}
-	for j, p := range c.Parts {
-		pparam := cparam + "[" + strconv.Itoa(j) + "]"
-		switch p.Type {
-		case "text":
-			if strings.IndexByte(p.Text, 0) >= 0 {
-				return BadRequest(pparam+" must not contain NUL bytes", pparam)
-			}
-		case "refusal":
-			if m.Role != RoleAssistant {
-				return BadRequest(pparam+": refusal parts are only allowed in assistant messages", pparam)
-			}
-		case "image_url":
-			return BadRequest(pparam+": image inputs are not supported yet", pparam)
-		case "":
-			return BadRequest(pparam+".type is required", pparam+".type")
-		default:
-			return BadRequest(fmt.Sprintf("%s: content parts of type %q are not supported; send text", pparam, p.Type), pparam)
+	var count *partCounter
+	if last && role == RoleUser {
+		count = new(partCounter)
+	}
+	attachments := false
+	for j := range c.Parts {
+		p := &c.Parts[j]
+		if e := o.parsePart(p, role, param+"["+strconv.Itoa(j)+"]", count); e != nil {
+			return Content{}, e
 		}
+		attachments = attachments || p.image != nil || p.file != nil
 	}
-	if m.Role == RoleUser && strings.TrimSpace(c.Text()) == "" {
-		return BadRequest(cparam+" must not be empty", cparam)
+	if role == RoleUser && !attachments && strings.TrimSpace(c.TextOnly()) == "" {
+		return Content{}, BadRequest(param+" must not be empty", param)
 	}
-	return nil
+	return c, nil
 }
 
 // decodeError turns a json.Unmarshal error into a 400, naming the field of

@@ -115,8 +115,8 @@ func TestParseChatCompletionRequest(t *testing.T) {
 		{name: "part is a string", body: body(`{"role":"user","content":["hi"]}`), status: 400, param: "messages[0].content[0]"},
 		{name: "part text is a number", body: body(`{"role":"user","content":[{"type":"text","text":1}]}`), status: 400, param: "messages[0].content[0].text"},
 		{name: "part without type", body: body(`{"role":"user","content":[{"text":"x"}]}`), status: 400, param: "messages[0].content[0].type"},
-		{name: "image part", body: body(`{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}`),
-			status: 400, param: "messages[0].content[1]", msg: "image inputs are not supported yet"},
+		{name: "image part with no image data", body: body(`{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}`),
+			status: 400, param: "messages[0].content[1].image_url.url", msg: "not a PNG, JPEG, GIF or WebP image"},
 		{name: "audio part", body: body(`{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}`), status: 400, param: "messages[0].content[0]", msg: "not supported"},
 		{name: "refusal part from the user", body: body(`{"role":"user","content":[{"type":"refusal","refusal":"x"}]}`), status: 400, param: "messages[0].content[0]"},
 		{name: "NUL in string content", body: body(`{"role":"user","content":"a\u0000b"}`), status: 400, param: "messages[0].content", msg: "NUL"},
@@ -126,6 +126,8 @@ func TestParseChatCompletionRequest(t *testing.T) {
 
 		// Order.
 		{name: "last message from assistant", body: body(user, `{"role":"assistant","content":"hello"}`), status: 400, param: "messages", msg: "last message"},
+		{name: "last message a tool result without tool calls", body: body(user, `{"role":"assistant","content":"hello"}`, `{"role":"tool","tool_call_id":"c1","content":"r"}`),
+			status: 400, param: "messages", msg: "tool_calls"},
 		{name: "only a system message", body: body(`{"role":"system","content":"x"}`), status: 400, param: "messages"},
 	}
 	for _, tc := range tests {

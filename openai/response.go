@@ -25,6 +25,8 @@ const (
 	FinishStop = "stop"
 	// FinishLength ends a turn the model cut at its output token limit.
 	FinishLength = "length"
+	// FinishToolCalls ends an answer that calls the client's functions.
+	FinishToolCalls = "tool_calls"
 )
 
 // ChatCompletionChunk is one event of a streaming response.
@@ -50,8 +52,8 @@ type ChunkChoice struct {
 	Index int `json:"index"`
 	// Delta is what this chunk adds to the message.
 	Delta Delta `json:"delta"`
-	// FinishReason is null until the final chunk, which says "stop" or
-	// "length".
+	// FinishReason is null until the final chunk, which says "stop",
+	// "length" or "tool_calls".
 	FinishReason *string `json:"finish_reason"`
 }
 
@@ -65,6 +67,9 @@ type Delta struct {
 	// the field DeepSeek-style clients such as LibreChat and Open WebUI show
 	// as reasoning.
 	ReasoningContent *string `json:"reasoning_content,omitempty"`
+	// ToolCalls are calls of the client's functions, one whole call per
+	// chunk.
+	ToolCalls []ToolCallDelta `json:"tool_calls,omitempty"`
 }
 
 // ChatCompletion is a non-streaming response.
@@ -89,7 +94,7 @@ type Choice struct {
 	Index int `json:"index"`
 	// Message is the assistant's answer.
 	Message CompletionMessage `json:"message"`
-	// FinishReason is "stop" or "length".
+	// FinishReason is "stop", "length" or "tool_calls".
 	FinishReason string `json:"finish_reason"`
 }
 
@@ -97,10 +102,36 @@ type Choice struct {
 type CompletionMessage struct {
 	// Role is always "assistant".
 	Role string `json:"role"`
-	// Content is the answer text, including rendered tool activity.
+	// Content is the answer text, including rendered tool activity. It is
+	// written as null when it is empty and there are tool calls.
 	Content string `json:"content"`
 	// ReasoningContent is the model's thinking, when enabled and present.
 	ReasoningContent string `json:"reasoning_content,omitempty"`
+	// ToolCalls are the calls of the client's functions that end the
+	// answer (finish_reason "tool_calls").
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+}
+
+// MarshalJSON writes the message with a null content when it has tool
+// calls and no text, as OpenAI does.
+func (m CompletionMessage) MarshalJSON() ([]byte, error) {
+	type plain CompletionMessage
+	if m.Content != "" || len(m.ToolCalls) == 0 {
+		return json.Marshal(plain(m))
+	}
+	return json.Marshal(struct {
+		Role             string     `json:"role"`
+		Content          *string    `json:"content"`
+		ReasoningContent string     `json:"reasoning_content,omitempty"`
+		ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
+	}{m.Role, nil, m.ReasoningContent, m.ToolCalls})
+}
+
+// AssistantMessage returns the assistant message a client sends back for
+// an answer of content and tool calls (a StreamWriter's Content and
+// ToolCalls): for the fingerprint of the conversation after the turn.
+func AssistantMessage(content string, calls []ToolCall) Message {
+	return Message{Role: RoleAssistant, Content: TextContent(content), ToolCalls: calls}
 }
 
 // Usage counts a turn's tokens.

@@ -17,6 +17,8 @@ import (
 const (
 	choiceContentHead   = `{"index":0,"delta":{"content":"`
 	choiceReasoningHead = `{"index":0,"delta":{"reasoning_content":"`
+	choiceToolCallHead  = `{"index":0,"delta":{"tool_calls":[{"index":`
+	choiceToolCallTail  = `}}]},"finish_reason":null}]}` + "\n\n"
 	choiceDeltaTail     = `"},"finish_reason":null}]}` + "\n\n"
 	choiceRole          = `{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}` + "\n\n"
 	choiceFinishHead    = `{"index":0,"delta":{},"finish_reason":"`
@@ -115,8 +117,10 @@ func (s *StreamWriter) start() {
 }
 
 // Event translates one agent event and writes the chunks it yields (none
-// for some events). A result or error event ends the stream: the final
-// chunk, the usage chunk if requested, and data: [DONE]. Events after the
+// for some events). A result, error or client_tool_calls event ends the
+// stream: the calls of a client_tool_calls event as delta.tool_calls
+// chunks, the final chunk (finish_reason "tool_calls" after calls), the
+// usage chunk if requested, and data: [DONE]. Events after the
 // end are ignored (what Buffer kept is written).
 func (s *StreamWriter) Event(e agent.Event) error {
 	s.mu.Lock()
@@ -250,6 +254,35 @@ func (s *StreamWriter) content(sep, text string) {
 	s.buf = append(s.buf, choiceDeltaTail...)
 }
 
+// toolCalls implements sink: one chunk per call, each call whole
+//
+//	{"index":0,"delta":{"tool_calls":[{"index":i,"id":...,"type":"function",
+//	"function":{"name":...,"arguments":...}}]},"finish_reason":null}
+func (s *StreamWriter) toolCalls(calls []ToolCall) {
+	for i := range calls {
+		c := &calls[i]
+		s.buf = append(s.buf, s.prefix...)
+		s.buf = append(s.buf, choiceToolCallHead...)
+		s.buf = appendInt(s.buf, int64(i))
+		s.buf = append(s.buf, `,"id":`...)
+		s.buf = appendJSONString(s.buf, c.ID)
+		s.buf = append(s.buf, `,"type":"function","function":{"name":`...)
+		s.buf = appendJSONString(s.buf, c.Function.Name)
+		s.buf = append(s.buf, `,"arguments":`...)
+		s.buf = appendJSONString(s.buf, c.Function.Arguments)
+		s.buf = append(s.buf, choiceToolCallTail...)
+	}
+}
+
+// ToolCalls returns the client function calls that ended the stream, if
+// any (finish_reason "tool_calls"): with [StreamWriter.Content], the
+// assistant message the client will send back ([AssistantMessage]).
+func (s *StreamWriter) ToolCalls() []ToolCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]ToolCall(nil), s.t.calls...)
+}
+
 // reasoning implements sink.
 func (s *StreamWriter) reasoning(sep, text string) {
 	s.buf = append(s.buf, s.prefix...)
@@ -318,8 +351,12 @@ func (c *collectorSink) reasoning(sep, text string) {
 	c.thinking.WriteString(text)
 }
 
-// Event translates one agent event. Events after a result or error event
-// are ignored.
+// toolCalls needs no copy: the translator keeps the calls for Completion.
+func (c *collectorSink) toolCalls([]ToolCall) {}
+
+// Event translates one agent event. Events after a result, error or
+// client_tool_calls event are ignored; client_tool_calls puts its calls in
+// message.tool_calls with finish_reason "tool_calls".
 func (c *Collector) Event(e agent.Event) { c.t.event(&e) }
 
 // Fail ends the turn with an error (as an error event with code
@@ -331,7 +368,8 @@ func (c *Collector) Fail(message string) {
 	}
 }
 
-// Done reports whether a result or error event (or Fail) ended the turn.
+// Done reports whether a result, error or client_tool_calls event (or
+// Fail) ended the turn.
 func (c *Collector) Done() bool { return c.t.done }
 
 // Err returns the error event that ended the turn, or nil if the turn
@@ -341,11 +379,12 @@ func (c *Collector) Done() bool { return c.t.done }
 // false.
 func (c *Collector) Err() *agent.Event { return c.t.errorEvent() }
 
-// HasOutput reports whether any content came before the end of the turn
-// (not counting the error note of a failed turn).
+// HasOutput reports whether any content or client function calls came
+// before the end of the turn (not counting the error note of a failed
+// turn).
 func (c *Collector) HasOutput() bool {
 	if c.t.done {
-		return c.t.answerLen > 0
+		return c.t.answerLen > 0 || len(c.t.calls) > 0
 	}
 	return c.t.contentLen > 0
 }
@@ -366,6 +405,7 @@ func (c *Collector) Completion() *ChatCompletion {
 				Role:             RoleAssistant,
 				Content:          c.text.String(),
 				ReasoningContent: c.thinking.String(),
+				ToolCalls:        append([]ToolCall(nil), c.t.calls...),
 			},
 			FinishReason: c.t.finishReason(),
 		}},

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/agcluster/caddy-agcluster/agent"
@@ -73,6 +74,8 @@ func (o *Options) normalize() {
 type sink interface {
 	content(sep, text string)
 	reasoning(sep, text string)
+	// toolCalls receives the client function calls that end the answer.
+	toolCalls(calls []ToolCall)
 }
 
 // Markers stored in translator.tools in place of a tool name.
@@ -102,6 +105,8 @@ type translator struct {
 
 	tools   map[string]string // tool_use id -> name (or a marker)
 	retries int
+
+	calls []ToolCall // the client function calls that ended the answer
 
 	final *agent.Event // the result or error event that ended the turn
 	done  bool
@@ -222,6 +227,9 @@ func (t *translator) event(e *agent.Event) bool {
 		t.todo(e)
 	case agent.EventNotice:
 		t.notice(e)
+	case agent.EventClientToolCalls:
+		t.clientToolCalls(e)
+		return true
 	case agent.EventResult:
 		t.result(e)
 		return true
@@ -396,6 +404,36 @@ func (t *translator) result(e *agent.Event) {
 	t.end(e)
 }
 
+// clientToolCalls ends the answer with calls of the client's functions:
+// the turn waits for their results, which come with the client's next
+// request.
+func (t *translator) clientToolCalls(e *agent.Event) {
+	t.boundary()
+	t.answerLen = t.contentLen
+	t.calls = convertToolCalls(e.Calls)
+	if len(t.calls) > 0 {
+		t.out.toolCalls(t.calls)
+	}
+	t.end(e)
+}
+
+// convertToolCalls converts the agent's calls to OpenAI's form; empty
+// arguments become "{}", which clients can parse.
+func convertToolCalls(calls []agent.ToolCall) []ToolCall {
+	if len(calls) == 0 {
+		return nil
+	}
+	out := make([]ToolCall, len(calls))
+	for i, c := range calls {
+		args := c.Arguments
+		if strings.TrimSpace(args) == "" {
+			args = "{}"
+		}
+		out[i] = ToolCall{ID: c.ID, Type: ToolTypeFunction, Function: FunctionCall{Name: c.Name, Arguments: args}}
+	}
+	return out
+}
+
 // fail ends the turn with an error note in the content.
 func (t *translator) fail(e *agent.Event) {
 	t.boundary()
@@ -410,10 +448,15 @@ func (t *translator) end(e *agent.Event) {
 	t.done = true
 }
 
-// finishReason is "length" for a turn cut at the output limit, else "stop".
+// finishReason is "tool_calls" for an answer that ended with client
+// function calls, "length" for a turn cut at the output limit, else
+// "stop".
 func (t *translator) finishReason() string {
-	if t.final != nil && t.final.Type == agent.EventResult && t.final.Result != nil &&
-		t.final.Result.StopReason == "max_tokens" {
+	switch {
+	case len(t.calls) > 0:
+		return FinishToolCalls
+	case t.final != nil && t.final.Type == agent.EventResult && t.final.Result != nil &&
+		t.final.Result.StopReason == "max_tokens":
 		return FinishLength
 	}
 	return FinishStop
