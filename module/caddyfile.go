@@ -229,7 +229,8 @@ func (a *App) warmPool() *WarmPool {
 //	    tools off|summary|full               # tool activity in the answer (default summary)
 //	    task_models <model...>               # models answered one-shot, e.g. LibreChat's titleModel
 //	    direct_model <model>                 # Anthropic model for one-shot calls (default claude-haiku-4-5)
-//	    max_request_body <size>              # e.g. 8MB (default)
+//	    max_request_body <size>              # default 32MiB
+//	    fetch_images <host...>               # fetch https image URLs from these hosts (*.example.com: subdomains)
 //	    keep_alive <duration>                # silence before a keep-alive comment (default 10s)
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -284,9 +285,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			n, err := humanize.ParseBytes(v)
 			if err != nil || n == 0 {
-				return d.Errf("max_request_body %q: want a size such as 8MB", v)
+				return d.Errf("max_request_body %q: want a size such as 32MiB", v)
 			}
 			h.MaxRequestBody = int64(n)
+		case "fetch_images":
+			h.FetchImageHosts = d.RemainingArgs()
+			if len(h.FetchImageHosts) == 0 {
+				return d.ArgErr()
+			}
 		case "keep_alive":
 			dur, err := caddyargs.Duration(d, false)
 			if err != nil {

@@ -113,10 +113,10 @@ func TestHandlerCaddyfile(t *testing.T) {
 		want    Handler
 	}{
 		{name: "bare", input: "agcluster", want: Handler{}},
-		{name: "all options", input: "agcluster {\n owner {http.auth.user.id}\n conversation_headers X-A X-B\n api_key {env.K}\n reasoning off\n tools full\n task_models m1 m2\n direct_model claude-x\n max_request_body 1MB\n keep_alive 3s\n}",
+		{name: "all options", input: "agcluster {\n owner {http.auth.user.id}\n conversation_headers X-A X-B\n api_key {env.K}\n reasoning off\n tools full\n task_models m1 m2\n direct_model claude-x\n max_request_body 1MB\n fetch_images img.example.com *.cdn.example\n keep_alive 3s\n}",
 			want: Handler{Owner: "{http.auth.user.id}", ConversationHeaders: []string{"X-A", "X-B"}, APIKey: "{env.K}",
 				Reasoning: ptr(false), Tools: "full", TaskModels: []string{"m1", "m2"}, DirectModel: "claude-x",
-				MaxRequestBody: 1000000, KeepAlive: caddy.Duration(3 * time.Second)}},
+				MaxRequestBody: 1000000, FetchImageHosts: []string{"img.example.com", "*.cdn.example"}, KeepAlive: caddy.Duration(3 * time.Second)}},
 		{name: "unknown", input: "agcluster {\n model x\n}", wantErr: `unknown agcluster subdirective "model"`},
 		{name: "bad tools", input: "agcluster {\n tools loud\n}", wantErr: "tools"},
 		{name: "bad reasoning", input: "agcluster {\n reasoning maybe\n}", wantErr: "reasoning"},

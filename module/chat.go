@@ -25,7 +25,7 @@ import (
 // agent and where the request continues it, run the turn (or the rest of
 // a turn that waited for the client's tool results), translate its events.
 func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
-	req, perr := openai.ParseChatCompletionRequest(r.Body, h.MaxRequestBody)
+	req, perr := openai.ParseRequest(r.Body, h.parseOptions())
 	if perr != nil {
 		h.refuse(w, perr)
 		return
@@ -96,7 +96,7 @@ type chatTurn struct {
 // the last user message, or before the tool results it ends with.
 func (t *chatTurn) known() []openai.Message {
 	if t.results != nil {
-		return t.req.Messages[:t.results.AssistantIndex+1]
+		return t.req.Messages[:t.results.Assistant+1]
 	}
 	return t.req.History()
 }
@@ -179,7 +179,7 @@ func (t *chatTurn) continuesCalls() bool {
 		return false
 	}
 	pending := t.lease.Session.PendingCalls()
-	return len(pending) > 0 && slices.Equal(pending, t.results.CallIDs()) &&
+	return len(pending) > 0 && slices.Equal(pending, callIDs(t.results.Calls)) &&
 		t.lease.Session.Continuation(t.prefixes).Branch == nil
 }
 
@@ -190,10 +190,10 @@ func (t *chatTurn) continuesCalls() bool {
 func (t *chatTurn) query() (agent.QueryRequest, *openai.Error) {
 	req := t.req
 	q := agent.QueryRequest{APIKey: t.key}
-	q.Tools, q.ToolChoice, q.OneToolAtATime = req.AgentTools()
+	req.ApplyTools(&q)
 	message := req.LastUserText()
 	if t.results != nil {
-		message = t.results.Text()
+		message = resultsText(t.results)
 	}
 	known := t.known()
 	var system string
@@ -207,8 +207,12 @@ func (t *chatTurn) query() (agent.QueryRequest, *openai.Error) {
 		}
 	}
 	if t.results == nil {
-		att := req.NewAttachments()
-		q.Images = att.Images
+		att := req.Attachments()
+		images, oerr := t.h.images(t.r.Context(), att.Images)
+		if oerr != nil {
+			return q, oerr
+		}
+		q.Images = images
 		saved, oerr := t.upload(att.Files)
 		if oerr != nil {
 			return q, oerr
@@ -217,6 +221,30 @@ func (t *chatTurn) query() (agent.QueryRequest, *openai.Error) {
 	}
 	q.Prompt = seedPrompt(system, known, message)
 	return q, nil
+}
+
+// callIDs lists the ids of calls.
+func callIDs(calls []openai.ToolCall) []string {
+	ids := make([]string, len(calls))
+	for i, c := range calls {
+		ids[i] = c.ID
+	}
+	return ids
+}
+
+// resultsText gives tool results to a turn that did not wait for them (its
+// wait ended, or its agent slept), as text.
+func resultsText(tr *openai.ToolResults) string {
+	var b strings.Builder
+	b.WriteString("Results of the functions you called (they arrived after your turn ended):")
+	names := make(map[string]string, len(tr.Calls))
+	for _, c := range tr.Calls {
+		names[c.ID] = c.Function.Name
+	}
+	for _, r := range tr.Results {
+		fmt.Fprintf(&b, "\n%s (%s): %s", names[r.ID], r.ID, r.Content)
+	}
+	return b.String()
 }
 
 // uploadDir is where attached files land in the workspace.
@@ -231,11 +259,15 @@ func (t *chatTurn) upload(files []openai.File) (string, *openai.Error) {
 	var b strings.Builder
 	b.WriteString("\n\n(The user attached files; they are in the workspace:")
 	for _, f := range files {
-		path, err := t.lease.Session.Client().WriteFile(t.r.Context(), uploadDir+f.Name, f.Data)
-		if err != nil {
-			return "", t.h.queryError(t.r, fmt.Errorf("upload %s: %w", f.Name, err))
+		data, err := f.Bytes()
+		if err == nil {
+			var path string
+			path, err = t.lease.Session.Client().WriteFile(t.r.Context(), uploadDir+f.Filename, data)
+			fmt.Fprintf(&b, " %s (%d bytes)", path, len(data))
 		}
-		fmt.Fprintf(&b, " %s (%d bytes)", path, len(f.Data))
+		if err != nil {
+			return "", t.h.queryError(t.r, fmt.Errorf("upload %s: %w", f.Filename, err))
+		}
 	}
 	b.WriteString(")")
 	return b.String(), nil

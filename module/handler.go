@@ -58,8 +58,13 @@ type Handler struct {
 	// DirectModel is the Anthropic model for those one-shot calls.
 	// Default claude-haiku-4-5.
 	DirectModel string `json:"direct_model,omitempty"`
-	// MaxRequestBody caps a request body in bytes. Default 8 MiB.
+	// MaxRequestBody caps a request body in bytes. Default 32 MiB (the
+	// Anthropic API's own request limit), room for images and files.
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
+	// FetchImageHosts are the hosts whose https image URLs the gateway
+	// fetches for the model ("*.example.com" for its subdomains). Empty
+	// (the default): image URLs are refused; clients send data: URLs.
+	FetchImageHosts []string `json:"fetch_image_hosts,omitempty"`
 	// KeepAlive is the silence after which a ": keep-alive" comment is
 	// sent on a stream. Default 10s.
 	KeepAlive caddy.Duration `json:"keep_alive,omitempty"`
@@ -82,7 +87,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Defaults.
 const (
 	defaultDirectModel = "claude-haiku-4-5"
-	defaultMaxBody     = 8 << 20
+	defaultMaxBody     = 32 << 20
 	defaultKeepAlive   = 10 * time.Second
 )
 

@@ -177,6 +177,14 @@ func TestTranslate(t *testing.T) {
 			text("Finished."), done},
 		content: restartedNote + "Finished.",
 	}, {
+		name: "branch and tool timeout notes come as the answer's first lines",
+		events: []agent.Event{
+			{Type: agent.EventNotice, Code: agent.CodeBranch, Message: "Files made by commands (Bash) in the abandoned turns were not restored: out.txt."},
+			{Type: agent.EventNotice, Code: agent.CodeToolTimeout, Message: "get_weather was not answered in time"},
+			text("Answer."), done},
+		content: "_(Files made by commands (Bash) in the abandoned turns were not restored: out.txt)_\n\n" +
+			"_(get_weather was not answered in time)_\n\nAnswer.",
+	}, {
 		name:    "error mid-stream",
 		opts:    Options{IncludeUsage: true},
 		events:  []agent.Event{delta("Partial"), {Type: agent.EventError, Code: agent.CodeUpstream, Message: "API went away"}},

@@ -370,7 +370,9 @@ func (t *translator) notice(e *agent.Event) {
 	switch e.Code {
 	case agent.CodeAPIRetry:
 		t.retries++
-	case agent.CodeRestarted:
+	case agent.CodeRestarted, agent.CodeBranch, agent.CodeToolTimeout:
+		// Things the user must know about the conversation itself come
+		// first, as an italic note of their own.
 		t.boundary()
 		t.addBlock(restartNote(e.Message))
 	case agent.CodePermissionDenied:
