@@ -46,6 +46,16 @@ func (b *branchChat) history(t *testing.T, path []string) []openai.ChatCompletio
 	return msgs
 }
 
+// ask sends path and then the user message tagged next, streamed, and
+// returns the answer.
+func (b *branchChat) ask(t *testing.T, path []string, next string) string {
+	t.Helper()
+	got, err := streamed(t, b.c, chatRequest(append(b.history(t, path), openai.UserMessage(b.userText(next)))), b.opts...)
+	require.NoError(t, err)
+	require.Len(t, got.Choices, 1)
+	return got.Choices[0].Message.Content
+}
+
 // send asks, after path, the user message tagged next; the model answers
 // with the marker reply. It checks that the model's context was exactly the
 // path and the new message (the turns both share, none of another branch)
@@ -53,11 +63,7 @@ func (b *branchChat) history(t *testing.T, path []string) []openai.ChatCompletio
 func (b *branchChat) send(t *testing.T, path []string, next, reply string) string {
 	t.Helper()
 	b.e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Answer " + mark(b.tag(reply)) + "."}})
-	params := chatRequest(append(b.history(t, path), openai.UserMessage(b.userText(next))))
-	got, err := streamed(t, b.c, params, b.opts...)
-	require.NoError(t, err)
-	require.Len(t, got.Choices, 1)
-	content := got.Choices[0].Message.Content
+	content := b.ask(t, path, next)
 	require.Contains(t, content, mark(b.tag(reply)))
 	b.answers[reply] = content
 
@@ -126,20 +132,17 @@ func TestBranches(t *testing.T) {
 		file := func(path string) reply { return g.workspaceFile(t, key, sid, path) }
 
 		// u1: the model writes kept.txt, a turn every branch keeps.
-		b.e.script(t, toolTurn(b.tag("u1"), "Wrote it "+mark(b.tag("a1"))+".",
+		e.script(t, toolTurn(b.tag("u1"), "Wrote it "+mark(b.tag("a1"))+".",
 			anthropictest.ToolUse("Write", map[string]string{"file_path": "/workspace/kept.txt", "content": "kept\n"})))
-		a1, err := streamed(t, c, chatRequest([]openai.ChatCompletionMessageParamUnion{openai.UserMessage(b.userText("u1"))}), b.opts...)
-		require.NoError(t, err)
-		b.answers["a1"] = a1.Choices[0].Message.Content
+		b.answers["a1"] = b.ask(t, nil, "u1")
 		require.NotEmpty(t, sid, "X-Session-ID names the session")
 
 		// u2: a file from the Write tool and one from Bash, in a turn the
 		// edit below abandons.
-		b.e.script(t, toolTurn(b.tag("u2"), "Made them "+mark(b.tag("a2"))+".",
+		e.script(t, toolTurn(b.tag("u2"), "Made them "+mark(b.tag("a2"))+".",
 			anthropictest.ToolUse("Write", map[string]string{"file_path": "/workspace/abandoned.txt", "content": "abandoned\n"}),
 			anthropictest.ToolUse("Bash", map[string]string{"command": "echo made-by-bash > bash-made.txt", "description": "make a file"})))
-		_, err = streamed(t, c, chatRequest(append(b.history(t, []string{"u1", "a1"}), openai.UserMessage(b.userText("u2")))), b.opts...)
-		require.NoError(t, err)
+		b.ask(t, []string{"u1", "a1"}, "u2")
 		for path, want := range map[string]string{"kept.txt": "kept\n", "abandoned.txt": "abandoned\n", "bash-made.txt": "made-by-bash\n"} {
 			r := file(path)
 			require.Equal(t, http.StatusOK, r.status, "%s before the branch: %s", path, r.body)

@@ -16,12 +16,14 @@ for tool in node npm; do
 	fi
 done
 
-# json_field FILE EXPR prints EXPR of the JSON in FILE (j is the document).
+# json_field FILE KEY.PATH prints the value at KEY.PATH of the JSON in FILE.
 json_field() {
-	node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(eval(process.argv[2]) ?? "")' "$1" "$2"
+	node -e 'let v = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+for (const k of process.argv[2].split(".")) v = v?.[k];
+console.log(v ?? "")' "$1" "$2"
 }
 
-VERSION="$(json_field "$SRC/package.json" 'j.dependencies.openai')"
+VERSION="$(json_field "$SRC/package.json" dependencies.openai)"
 CACHE="${AGCLUSTER_CACHE:-$HOME/.cache/agcluster}"
 DEST="$CACHE/openai-node-$VERSION"
 LOCK_SUM="$(sha256sum "$SRC/package-lock.json" | cut -d' ' -f1)"
@@ -29,7 +31,7 @@ LOCK_SUM="$(sha256sum "$SRC/package-lock.json" | cut -d' ' -f1)"
 installed() {
 	[ -f "$1/.lock-sha256" ] && [ "$(cat "$1/.lock-sha256")" = "$LOCK_SUM" ] &&
 		[ -f "$1/node_modules/openai/package.json" ] &&
-		[ "$(json_field "$1/node_modules/openai/package.json" 'j.version')" = "$VERSION" ]
+		[ "$(json_field "$1/node_modules/openai/package.json" version)" = "$VERSION" ]
 }
 
 if installed "$DEST"; then
