@@ -228,6 +228,7 @@ func (a *App) warmPool() *WarmPool {
 //	    reasoning on|off                     # thinking as reasoning_content (default on)
 //	    tools off|summary|full               # tool activity in the answer (default summary)
 //	    task_models <model...>               # models answered one-shot, e.g. LibreChat's titleModel
+//	    task_prompts <prefix...>|off         # message beginnings answered one-shot (default: LibreChat's title prompts)
 //	    direct_model <model>                 # Anthropic model for one-shot calls (default claude-haiku-4-5)
 //	    max_request_body <size>              # default 32MiB
 //	    fetch_images <host...>               # fetch https image URLs from these hosts (*.example.com: subdomains)
@@ -272,6 +273,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "task_models":
 			h.TaskModels = d.RemainingArgs()
 			if len(h.TaskModels) == 0 {
+				return d.ArgErr()
+			}
+		case "task_prompts":
+			h.TaskPrompts = d.RemainingArgs()
+			if len(h.TaskPrompts) == 0 {
 				return d.ArgErr()
 			}
 		case "direct_model":

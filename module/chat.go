@@ -126,21 +126,26 @@ func (t *chatTurn) run() {
 		end.outcome = outcomeError
 	} else {
 		defer st.Close()
+		relayed := relayedTurn{release: lease.Release, done: t.done, opts: opts, preamble: preamble}
 		if t.req.Stream {
-			end = h.streamTurn(t.w, t.r, st, lease.Release, opts, preamble)
+			end = h.streamTurn(t.w, t.r, st, relayed)
 		} else {
-			end = h.completeTurn(t.w, t.r, st, lease.Release, opts, preamble)
+			end = h.completeTurn(t.w, t.r, st, relayed)
 		}
 	}
 	isNew := strconv.FormatBool(lease.New)
 	metrics.turns.WithLabelValues(end.outcome, isNew).Inc()
 	metrics.turnSeconds.WithLabelValues(isNew).Observe(time.Since(started).Seconds())
-	if oerr != nil {
-		return
-	}
+}
+
+// done records where the conversation now ends: the transcript the client
+// will send next (its messages plus the answer), the agent's turn id and
+// the tool calls it waits for. It runs before the answer's last bytes
+// leave, so the client's next request always finds it.
+func (t *chatTurn) done(end turnEnd) {
 	next := append(t.req.Messages[:len(t.req.Messages):len(t.req.Messages)],
 		openai.Message{Role: openai.RoleAssistant, Content: openai.TextContent(end.content)})
-	lease.Done(session.TurnEnd{Fingerprint: openai.Fingerprint(next), TurnID: end.turnID, PendingCalls: end.calls})
+	t.lease.Done(session.TurnEnd{Fingerprint: openai.Fingerprint(next), TurnID: end.turnID, PendingCalls: end.calls})
 }
 
 // start starts the agent's part of the request: the rest of the turn that
@@ -312,20 +317,38 @@ type turnEnd struct {
 	calls   []string
 }
 
+// relayedTurn is how a turn's events are relayed: release frees the
+// session as soon as the turn's end is seen; done (if set) gets the turn's
+// end before the answer's last bytes are written, and frees the session if
+// release did not.
+type relayedTurn struct {
+	release  func()
+	done     func(turnEnd)
+	opts     openai.Options
+	preamble []agent.Event
+}
+
+func (rt relayedTurn) finish(end turnEnd) {
+	if rt.done != nil {
+		rt.done(end)
+	}
+}
+
 // streamTurn relays the turn's events from st to the client as chunks.
-// release frees the session for the next turn.
-func (h *Handler) streamTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func(), opts openai.Options, preamble []agent.Event) turnEnd {
+func (h *Handler) streamTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], rt relayedTurn) turnEnd {
 	openai.SetStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	sw := openai.NewStreamWriter(w, rc.Flush, opts)
+	sw := openai.NewStreamWriter(w, rc.Flush, rt.opts)
 	if err := sw.Start(); err != nil {
-		return turnEnd{outcome: outcomeClientGone}
+		end := turnEnd{outcome: outcomeClientGone}
+		rt.finish(end)
+		return end
 	}
-	for _, e := range preamble {
+	for _, e := range rt.preamble {
 		_ = sw.Event(e)
 	}
-	sink := &turnSink{h: h, r: r, release: release, sw: sw}
+	sink := &turnSink{h: h, r: r, release: rt.release, sw: sw}
 	err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{KeepAlive: time.Duration(h.KeepAlive)})
 	end := sink.end()
 	var we *relay.WriteError
@@ -340,19 +363,20 @@ func (h *Handler) streamTurn(w http.ResponseWriter, r *http.Request, st relay.So
 		h.logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
 		_ = sw.Fail(agentsapi.StreamBroke(rid))
 	}
-	_ = sw.Finish()
 	end.content = sw.Content()
+	rt.finish(end)
+	_ = sw.Finish()
 	return end
 }
 
 // completeTurn collects the turn's events from st and answers with one
-// chat.completion. release frees the session for the next turn.
-func (h *Handler) completeTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func(), opts openai.Options, preamble []agent.Event) turnEnd {
-	col := openai.NewCollector(opts)
-	for _, e := range preamble {
+// chat.completion.
+func (h *Handler) completeTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], rt relayedTurn) turnEnd {
+	col := openai.NewCollector(rt.opts)
+	for _, e := range rt.preamble {
 		col.Event(e)
 	}
-	sink := &turnSink{h: h, r: r, release: release, col: col}
+	sink := &turnSink{h: h, r: r, release: rt.release, col: col}
 	if err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{}); err != nil {
 		rid := sink.requestID()
 		if r.Context().Err() == nil {
@@ -360,11 +384,12 @@ func (h *Handler) completeTurn(w http.ResponseWriter, r *http.Request, st relay.
 		}
 		col.Fail(agentsapi.StreamBroke(rid))
 	}
-	release()
+	rt.release()
 	end := sink.end()
 	if e := col.Err(); e != nil {
 		end.outcome = outcomeError
 		if !col.HasOutput() {
+			rt.finish(end)
 			oe := openai.FromAgentError(*e)
 			oe.RequestID = sink.rid // set when the error was concealed
 			oe.Write(w)
@@ -372,10 +397,11 @@ func (h *Handler) completeTurn(w http.ResponseWriter, r *http.Request, st relay.
 		}
 	}
 	comp := col.Completion()
-	openai.WriteCompletion(w, comp)
 	if len(comp.Choices) > 0 {
 		end.content = comp.Choices[0].Message.Content
 	}
+	rt.finish(end)
+	openai.WriteCompletion(w, comp)
 	return end
 }
 

@@ -55,6 +55,13 @@ type Handler struct {
 	// X-OpenWebUI-Task header, are answered by a one-shot API call, never
 	// by the conversation's agent.
 	TaskModels []string `json:"task_models,omitempty"`
+	// TaskPrompts are the beginnings of messages that mark background
+	// requests whatever their model: a request whose last user message
+	// starts with one is answered one-shot too. Default: LibreChat's two
+	// title prompts (titleMethod "completion" and "structured"), so its
+	// titles never reach an agent even when titleModel is the chat's own
+	// model. Set to a single "off" to match by model and header only.
+	TaskPrompts []string `json:"task_prompts,omitempty"`
 	// DirectModel is the Anthropic model for those one-shot calls.
 	// Default claude-haiku-4-5.
 	DirectModel string `json:"direct_model,omitempty"`
@@ -106,6 +113,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.DirectModel == "" {
 		h.DirectModel = defaultDirectModel
+	}
+	if len(h.TaskPrompts) == 0 {
+		h.TaskPrompts = defaultTaskPrompts
 	}
 	if h.MaxRequestBody <= 0 {
 		h.MaxRequestBody = defaultMaxBody
@@ -219,7 +229,23 @@ func (h *Handler) isTask(r *http.Request, req *openai.ChatCompletionRequest) boo
 			return true
 		}
 	}
+	msg := strings.TrimSpace(req.LastUserText())
+	for _, p := range h.TaskPrompts {
+		if p != taskPromptsOff && strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
 	return false
+}
+
+// taskPromptsOff as the only task prompt turns recognition by content off.
+const taskPromptsOff = "off"
+
+// defaultTaskPrompts are LibreChat's title prompts (@librechat/agents:
+// defaultCompletionPrompt and the structured title runnable's prompt).
+var defaultTaskPrompts = []string{
+	"Provide a concise, 5-word-or-less title for the conversation",
+	"Analyze this conversation and provide:\n1. The detected language of the conversation\n2. A concise title",
 }
 
 // task answers a background request with a one-shot API call.

@@ -100,10 +100,10 @@ func TestTurnErrorsNameTheRequest(t *testing.T) {
 			opts := openai.Options{Model: "agent"}
 			var content string
 			if tc.stream {
-				content = h.streamTurn(rec, r, st, release, opts, nil).content
+				content = h.streamTurn(rec, r, st, relayedTurn{release: release, opts: opts}).content
 				assert.True(t, strings.HasSuffix(rec.Body.String(), "data: [DONE]\n\n"), "the stream ends cleanly")
 			} else {
-				content = h.completeTurn(rec, r, st, release, opts, nil).content
+				content = h.completeTurn(rec, r, st, relayedTurn{release: release, opts: opts}).content
 				releases-- // completeTurn releases once more, after the turn
 				assert.Equal(t, tc.status, rec.Code)
 			}
@@ -157,4 +157,42 @@ func TestTaskCallFailureNamesTheRequest(t *testing.T) {
 	require.NotEmpty(t, id)
 	assert.Equal(t, id, requestIDIn(rec.Body.String()))
 	assert.Equal(t, 1, logs.FilterField(zap.String("request_id", id)).Len())
+}
+
+// TestIsTask: background requests are told by header, by model and by the
+// beginning of their message; conversation turns are not.
+func TestIsTask(t *testing.T) {
+	title := "Provide a concise, 5-word-or-less title for the conversation, using title case conventions. Only return the title itself.\n\nConversation:\nUser: hi\nAI: hello"
+	tests := []struct {
+		name    string
+		header  string
+		model   string
+		message string
+		prompts []string
+		want    bool
+	}{
+		{"a turn", "", "agent", "Write a title for my essay", nil, false},
+		{"Open WebUI's task header", "title_generation", "agent", "anything", nil, true},
+		{"a task model", "", "haiku-title", "anything", nil, true},
+		{"LibreChat's title prompt on the chat's model", "", "agent", title, nil, true},
+		{"the prompt quoted inside a message is a turn", "", "agent", "Why does LibreChat send \"" + title + "\"?", nil, false},
+		{"recognition by content off", "", "agent", title, []string{"off"}, false},
+		{"an operator's own prompt", "", "agent", "Summarise in 3 tags: x", []string{"Summarise in 3 tags"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Handler{TaskModels: []string{"haiku-title"}, TaskPrompts: tt.prompts}
+			if h.TaskPrompts == nil {
+				h.TaskPrompts = defaultTaskPrompts
+			}
+			body := `{"model":` + strconv.Quote(tt.model) + `,"messages":[{"role":"user","content":` + strconv.Quote(tt.message) + `}]}`
+			req, perr := openai.ParseRequest(strings.NewReader(body), openai.ParseOptions{})
+			require.Nil(t, perr)
+			r := httptest.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
+			if tt.header != "" {
+				r.Header.Set("X-OpenWebUI-Task", tt.header)
+			}
+			assert.Equal(t, tt.want, h.isTask(r, req))
+		})
+	}
 }
