@@ -118,9 +118,9 @@ run: caddy agent-image
 # on CI (Intel Xeon, go1.26.8, load 2.3, 2026-12-01): per second,
 # ParseChatCompletionRequest ~100k executions, StreamWriter ~15k,
 # ReadData ~160k, DecodeEvent ~150k, Translate ~80k, CleanPath ~160k;
-# ContentParts runs at about half ParseChatCompletionRequest's rate on the
-# same machine (two parses and an encode per execution; measured side by
-# side on a loaded 2-core machine, 2026-12-01), so ~50k.
+# ContentParts (two parses and an encode per execution) ran at half to
+# the whole of ParseChatCompletionRequest's rate side by side on a loaded
+# 2-core machine (load 7-9, 2026-12-01), so ~50-100k.
 # The fuzz cache ($(go env GOCACHE)/fuzz) keeps what runs find; a large
 # one makes some targets much slower (go clean -fuzzcache empties it).
 # FUZZ_SCALE multiplies every budget (2: 8-11 s each). Minimizing a new
