@@ -117,7 +117,10 @@ run: caddy agent-image
 # Each budget is 4-5.5 s on a 2-core machine with an empty fuzz cache, as
 # on CI (Intel Xeon, go1.26.8, load 2.3, 2026-12-01): per second,
 # ParseChatCompletionRequest ~100k executions, StreamWriter ~15k,
-# ReadData ~160k, DecodeEvent ~150k, Translate ~80k, CleanPath ~160k.
+# ReadData ~160k, DecodeEvent ~150k, Translate ~80k, CleanPath ~160k;
+# ContentParts (two parses and an encode per execution) ran at half to
+# the whole of ParseChatCompletionRequest's rate side by side on a loaded
+# 2-core machine (load 7-9, 2026-12-01), so ~50-100k.
 # The fuzz cache ($(go env GOCACHE)/fuzz) keeps what runs find; a large
 # one makes some targets much slower (go clean -fuzzcache empties it).
 # FUZZ_SCALE multiplies every budget (2: 8-11 s each). Minimizing a new
@@ -128,6 +131,7 @@ FUZZ_MINIMIZE ?= 10000x
 fuzz-limits = -fuzztime $(shell echo $$(( $(1) * $(FUZZ_SCALE) )))x -fuzzminimizetime $(FUZZ_MINIMIZE)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChatCompletionRequest$$' $(call fuzz-limits,400000) ./openai/
+	$(GO) test -run '^$$' -fuzz '^FuzzContentParts$$' $(call fuzz-limits,200000) ./openai/
 	$(GO) test -run '^$$' -fuzz '^FuzzStreamWriter$$' $(call fuzz-limits,80000) ./openai/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadData$$' $(call fuzz-limits,800000) ./agent/agentclient/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' $(call fuzz-limits,600000) ./agent/agentclient/

@@ -5,6 +5,7 @@ package openai_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -275,5 +277,186 @@ func TestOpenAIGoErrors(t *testing.T) {
 		assert.Equal(t, http.StatusUnauthorized, apiErr.StatusCode)
 		assert.Equal(t, "invalid_api_key", apiErr.Code)
 		assert.Equal(t, int32(1), f.requests.Load())
+	})
+}
+
+// toolTurn ends its answer with two client function calls.
+var toolTurn = []agent.Event{
+	{Type: agent.EventTextDelta, Text: "Checking both."},
+	{Type: agent.EventText, Text: "Checking both."},
+	{Type: agent.EventClientToolCalls, Calls: []agent.ToolCall{
+		{ID: "toolu_01", Name: "get_weather", Arguments: `{"city":"Oslo"}`},
+		{ID: "toolu_02", Name: "get_weather", Arguments: `{"city":"Rome"}`},
+	}, Result: &agent.Result{Usage: agent.Usage{InputTokens: 30, OutputTokens: 12}}},
+}
+
+var wantToolCalls = []gw.ToolCall{
+	{ID: "toolu_01", Type: "function", Function: gw.FunctionCall{Name: "get_weather", Arguments: `{"city":"Oslo"}`}},
+	{ID: "toolu_02", Type: "function", Function: gw.FunctionCall{Name: "get_weather", Arguments: `{"city":"Rome"}`}},
+}
+
+func toolParams() openai.ChatCompletionNewParams {
+	p := streamingParams()
+	p.Messages = []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Weather in Oslo and Rome?")}
+	p.Tools = []openai.ChatCompletionToolUnionParam{openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+		Name:        "get_weather",
+		Description: openai.String("The weather of a city."),
+		Parameters: shared.FunctionParameters{"type": "object",
+			"properties": map[string]any{"city": map[string]any{"type": "string"}}, "required": []string{"city"}},
+	})}
+	p.ToolChoice = openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String("required")}
+	p.ParallelToolCalls = openai.Bool(false)
+	return p
+}
+
+// callsOf converts openai-go's tool calls to the package's.
+func callsOf(t *testing.T, calls []openai.ChatCompletionMessageToolCallUnion) []gw.ToolCall {
+	var out []gw.ToolCall
+	for _, c := range calls {
+		require.Equal(t, "function", c.Type)
+		out = append(out, gw.ToolCall{ID: c.ID, Type: c.Type, Function: gw.FunctionCall{Name: c.Function.Name, Arguments: c.Function.Arguments}})
+	}
+	return out
+}
+
+// checkToolRequest checks what the gateway parsed of toolParams.
+func checkToolRequest(t *testing.T, req *gw.ChatCompletionRequest) {
+	t.Helper()
+	require.NotNil(t, req)
+	q := agent.QueryRequest{}
+	req.ApplyTools(&q)
+	require.Len(t, q.Tools, 1)
+	assert.Equal(t, "get_weather", q.Tools[0].Name)
+	assert.Equal(t, "The weather of a city.", q.Tools[0].Description)
+	assert.JSONEq(t, `{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`, string(q.Tools[0].Parameters))
+	assert.Equal(t, "required", q.ToolChoice)
+	assert.True(t, q.OneToolAtATime)
+}
+
+func TestOpenAIGoStreamingToolCalls(t *testing.T) {
+	f := &fakeGateway{events: toolTurn}
+	client := newClient(t, f)
+	stream := client.Chat.Completions.NewStreaming(ctx(t), toolParams())
+	acc := openai.ChatCompletionAccumulator{}
+	var finished []openai.FinishedChatCompletionToolCall
+	for stream.Next() {
+		chunk := stream.Current()
+		require.True(t, acc.AddChunk(chunk), "chunk rejected: %s", chunk.RawJSON())
+		if tc, ok := acc.JustFinishedToolCall(); ok {
+			finished = append(finished, tc)
+		}
+	}
+	require.NoError(t, stream.Err())
+	checkToolRequest(t, f.lastReq.Load())
+
+	require.Len(t, acc.Choices, 1)
+	msg := acc.Choices[0].Message
+	assert.Equal(t, "tool_calls", acc.Choices[0].FinishReason)
+	assert.Equal(t, "Checking both.", msg.Content)
+	assert.Equal(t, wantToolCalls, callsOf(t, msg.ToolCalls))
+	require.Len(t, finished, 2, "the accumulator reports each call as finished")
+	for i, tc := range finished {
+		assert.Equal(t, i, tc.Index)
+		assert.Equal(t, wantToolCalls[i].ID, tc.ID)
+		assert.Equal(t, wantToolCalls[i].Function.Arguments, tc.Arguments)
+	}
+	assert.Equal(t, int64(42), acc.Usage.TotalTokens)
+
+	// The client answers with the accumulated message and its results: the
+	// gateway sees a request ending in tool results, whose assistant
+	// message has the fingerprint of what the writer sent.
+	params := toolParams()
+	params.Messages = append(params.Messages, msg.ToParam(),
+		openai.ToolMessage("snow", "toolu_01"), openai.ToolMessage("sun", "toolu_02"))
+	f.events = turn
+	back := client.Chat.Completions.NewStreaming(ctx(t), params)
+	for back.Next() {
+	}
+	require.NoError(t, back.Err())
+	req := f.lastReq.Load()
+	tr := req.ToolResults()
+	require.NotNil(t, tr)
+	assert.Equal(t, wantToolCalls, tr.Calls)
+	assert.Equal(t, []agent.ToolResult{{ID: "toolu_01", Content: "snow"}, {ID: "toolu_02", Content: "sun"}}, tr.Results)
+	sent := append([]gw.Message{{Role: "user", Content: gw.TextContent("Weather in Oslo and Rome?")}},
+		gw.AssistantMessage("Checking both.", wantToolCalls))
+	assert.Equal(t, gw.Fingerprint(sent), gw.PrefixFingerprints(req.Messages)[tr.Assistant+1])
+}
+
+func TestOpenAIGoNonStreamingToolCalls(t *testing.T) {
+	for name, events := range map[string][]agent.Event{
+		"with text":    toolTurn,
+		"without text": toolTurn[2:],
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := &fakeGateway{events: events}
+			client := newClient(t, f)
+			params := toolParams()
+			params.StreamOptions = openai.ChatCompletionStreamOptionsParam{}
+			res, err := client.Chat.Completions.New(ctx(t), params)
+			require.NoError(t, err)
+			checkToolRequest(t, f.lastReq.Load())
+			require.Len(t, res.Choices, 1)
+			assert.Equal(t, "tool_calls", res.Choices[0].FinishReason)
+			assert.Equal(t, wantToolCalls, callsOf(t, res.Choices[0].Message.ToolCalls))
+			if len(events) == 1 {
+				assert.Equal(t, "null", res.Choices[0].Message.JSON.Content.Raw())
+				assert.Equal(t, "", res.Choices[0].Message.Content)
+			} else {
+				assert.Equal(t, "Checking both.", res.Choices[0].Message.Content)
+			}
+			assert.Equal(t, int64(42), res.Usage.TotalTokens)
+		})
+	}
+}
+
+func TestOpenAIGoAttachments(t *testing.T) {
+	png := []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89")
+	pdf := []byte("%PDF-1.4\n%%EOF\n")
+	f := &fakeGateway{events: turn}
+	client := newClient(t, f)
+	params := streamingParams()
+	params.Messages = []openai.ChatCompletionMessageParamUnion{
+		openai.UserMessage([]openai.ChatCompletionContentPartUnionParam{
+			openai.TextContentPart("What is in these?"),
+			openai.ImageContentPart(openai.ChatCompletionContentPartImageImageURLParam{
+				URL: "data:image/png;base64," + base64.StdEncoding.EncodeToString(png), Detail: "high"}),
+			openai.FileContentPart(openai.ChatCompletionContentPartFileFileParam{
+				FileData: openai.String("data:application/pdf;base64," + base64.StdEncoding.EncodeToString(pdf)),
+				Filename: openai.String("report.pdf")}),
+		}),
+	}
+	_, err := client.Chat.Completions.New(ctx(t), params)
+	require.NoError(t, err)
+	req := f.lastReq.Load()
+	require.NotNil(t, req)
+	assert.Equal(t, "What is in these?", req.LastUserText())
+	assert.Equal(t, "What is in these?\n[image]\n[file: report.pdf]", req.Messages[0].Content.Text())
+	a := req.Attachments()
+	assert.Equal(t, []agent.Image{{MediaType: "image/png", Data: base64.StdEncoding.EncodeToString(png)}}, a.AgentImages())
+	require.Len(t, a.Files, 1)
+	assert.Equal(t, "report.pdf", a.Files[0].Filename)
+	assert.Equal(t, "application/pdf", a.Files[0].MediaType)
+	b, err := a.Files[0].Bytes()
+	require.NoError(t, err)
+	assert.Equal(t, pdf, b)
+
+	t.Run("file_id is refused", func(t *testing.T) {
+		params.Messages = []openai.ChatCompletionMessageParamUnion{openai.UserMessage([]openai.ChatCompletionContentPartUnionParam{
+			openai.FileContentPart(openai.ChatCompletionContentPartFileFileParam{FileID: openai.String("file-123")})})}
+		_, err := client.Chat.Completions.New(ctx(t), params)
+		var apiErr *openai.Error
+		require.True(t, errors.As(err, &apiErr), "%v", err)
+		assert.Equal(t, http.StatusBadRequest, apiErr.StatusCode)
+		assert.Equal(t, "messages[0].content[0].file.file_id", apiErr.Param)
+	})
+	t.Run("an image URL is refused", func(t *testing.T) {
+		params.Messages = []openai.ChatCompletionMessageParamUnion{openai.UserMessage([]openai.ChatCompletionContentPartUnionParam{
+			openai.ImageContentPart(openai.ChatCompletionContentPartImageImageURLParam{URL: "https://example.test/cat.png"})})}
+		_, err := client.Chat.Completions.New(ctx(t), params)
+		var apiErr *openai.Error
+		require.True(t, errors.As(err, &apiErr), "%v", err)
+		assert.Equal(t, http.StatusBadRequest, apiErr.StatusCode)
+		assert.Equal(t, "messages[0].content[0].image_url.url", apiErr.Param)
 	})
 }

@@ -1,9 +1,13 @@
 // Package openai speaks the OpenAI Chat Completions wire format for the
-// gateway: it decodes and validates client requests
-// ([ParseChatCompletionRequest]), translates the agent's event stream
-// (package agent) into chat.completion.chunk Server-Sent Events
-// ([StreamWriter]) or a single chat.completion object ([Collector]), and
-// writes OpenAI-shaped errors ([Error]).
+// gateway: it decodes and validates client requests ([ParseRequest]):
+// text, images and files ([ChatCompletionRequest.Attachments]), the
+// client's function tools ([ChatCompletionRequest.ApplyTools]) and their
+// results ([ChatCompletionRequest.ToolResults]); it translates the agent's
+// event stream (package agent) into chat.completion.chunk Server-Sent
+// Events ([StreamWriter]) or a single chat.completion object
+// ([Collector]), ending an answer that calls the client's functions with
+// tool_calls; it fingerprints conversations ([Fingerprint],
+// [PrefixFingerprints]); and it writes OpenAI-shaped errors ([Error]).
 //
 // The output is shaped for the clients the gateway serves (LibreChat, Open
 // WebUI, openai-go and other OpenAI SDKs):

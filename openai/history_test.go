@@ -1,6 +1,9 @@
 package openai
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -111,4 +114,90 @@ func TestTruncateHelpers(t *testing.T) {
 	assert.Equal(t, 0, runeBoundary("é", -1))
 	assert.Equal(t, "a b c", oneLine(" a\n b\t\tc "))
 	require.Equal(t, "ab", oneLine(" ab "))
+}
+
+// oldFingerprint is Fingerprint as it was before tool calls counted: the
+// role and trimmed text of each message, each length-prefixed.
+func oldFingerprint(msgs []Message) string {
+	h := sha256.New()
+	for _, m := range msgs {
+		text := strings.TrimSpace(m.Content.Text())
+		h.Write(binary.AppendUvarint(nil, uint64(len(m.Role))))
+		h.Write([]byte(m.Role))
+		h.Write(binary.AppendUvarint(nil, uint64(len(text))))
+		h.Write([]byte(text))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func TestFingerprintToolCalls(t *testing.T) {
+	call := func(id, name, args string) ToolCall {
+		return ToolCall{ID: id, Type: "function", Function: FunctionCall{Name: name, Arguments: args}}
+	}
+	conv := func(calls []ToolCall, toolID string) []Message {
+		return []Message{msg(RoleUser, "weather?"), {Role: RoleAssistant, ToolCalls: calls},
+			{Role: RoleTool, ToolCallID: toolID, Content: TextContent("sunny")}}
+	}
+	base := conv([]ToolCall{call("c1", "get_weather", `{"city":"Oslo"}`)}, "c1")
+	fp := Fingerprint(base)
+
+	assert.Equal(t, oldFingerprint([]Message{msg(RoleUser, "hi"), msg(RoleAssistant, " hello ")}),
+		Fingerprint([]Message{msg(RoleUser, "hi"), msg(RoleAssistant, " hello ")}), "plain messages keep their fingerprints")
+	assert.NotEqual(t, oldFingerprint(base), fp, "tool calls count")
+	assert.Equal(t, fp, Fingerprint(conv([]ToolCall{call("c1", "get_weather", `{ "city": "Oslo" }`)}, "c1")), "arguments do not count")
+	for name, other := range map[string][]Message{
+		"call id":      conv([]ToolCall{call("c2", "get_weather", "{}")}, "c1"),
+		"call name":    conv([]ToolCall{call("c1", "get_time", "{}")}, "c1"),
+		"more calls":   conv([]ToolCall{call("c1", "get_weather", "{}"), call("c2", "get_weather", "{}")}, "c1"),
+		"tool call id": conv([]ToolCall{call("c1", "get_weather", "{}")}, "c9"),
+		"no calls":     conv(nil, "c1"),
+		"no tool id":   conv([]ToolCall{call("c1", "get_weather", "{}")}, ""),
+		// The head of one record must not pass for another's.
+		"id and name run together": conv([]ToolCall{call("c1g", "et_weather", "{}")}, "c1"),
+	} {
+		assert.NotEqual(t, fp, Fingerprint(other), name)
+	}
+}
+
+func TestPrefixFingerprints(t *testing.T) {
+	img := ContentPart{Type: PartImageURL, ImageURL: &ImageURL{URL: "data:image/png;base64,AAAA"}}
+	convs := map[string][]Message{
+		"empty": nil,
+		"one":   {msg(RoleUser, "hi")},
+		"long": {msg(RoleSystem, "be brief"), msg(RoleUser, "hi"), msg(RoleAssistant, "hello"),
+			{Role: RoleUser, Content: Content{Parts: []ContentPart{{Type: PartText, Text: "this?"}, img}}},
+			{Role: RoleAssistant, ToolCalls: []ToolCall{{ID: "c1", Function: FunctionCall{Name: "f"}}}},
+			{Role: RoleTool, ToolCallID: "c1", Content: TextContent("r")}, msg(RoleUser, "ok")},
+	}
+	for name, msgs := range convs {
+		t.Run(name, func(t *testing.T) {
+			got := PrefixFingerprints(msgs)
+			require.Len(t, got, len(msgs)+1)
+			for i := range got {
+				assert.Equal(t, Fingerprint(msgs[:i]), got[i], "prefix %d", i)
+			}
+			assert.Equal(t, Fingerprint(msgs), got[len(msgs)])
+			seen := map[string]bool{}
+			for _, fp := range got {
+				assert.False(t, seen[fp], "every prefix differs")
+				seen[fp] = true
+			}
+		})
+	}
+}
+
+func TestFingerprintAttachments(t *testing.T) {
+	withImage := func(url string) []Message {
+		return []Message{{Role: RoleUser, Content: Content{Parts: []ContentPart{{Type: PartText, Text: "this?"},
+			{Type: PartImageURL, ImageURL: &ImageURL{URL: url}}}}}}
+	}
+	fp := Fingerprint(withImage("data:image/png;base64,AAAA"))
+	assert.Equal(t, fp, Fingerprint(withImage("data:image/png;base64,BBBB")), "the image's encoding does not count")
+	assert.Equal(t, fp, Fingerprint([]Message{msg(RoleUser, "this?\n[image]")}), "the image counts as its placeholder")
+	assert.NotEqual(t, fp, Fingerprint([]Message{msg(RoleUser, "this?")}), "an image counts")
+	file := func(name string) []Message {
+		return []Message{{Role: RoleUser, Content: Content{Parts: []ContentPart{{Type: PartFile, File: &FilePart{FileData: "eA==", Filename: name}}}}}}
+	}
+	assert.NotEqual(t, Fingerprint(file("a.pdf")), Fingerprint(file("b.pdf")), "a file's name counts")
+	assert.Equal(t, Fingerprint(file("a.pdf")), Fingerprint(file("dir/a.pdf")), "as sanitised")
 }

@@ -15,6 +15,9 @@ type sseResult struct {
 	Finish    string
 	Usage     *Usage
 	Comments  int
+	// ToolCalls are the delta.tool_calls, each whole in its chunk, in
+	// index order.
+	ToolCalls []ToolCall
 }
 
 // checkSSE parses a StreamWriter's output and checks every rule clients
@@ -120,6 +123,15 @@ func checkSSE(raw string) (*sseResult, error) {
 			}
 			if ch.Delta.ReasoningContent != nil {
 				res.Reasoning += *ch.Delta.ReasoningContent
+			}
+			for _, tc := range ch.Delta.ToolCalls {
+				if tc.Index != len(res.ToolCalls) || tc.Type != ToolTypeFunction || !strings.Contains(data, `"id":`) || !strings.Contains(data, `"name":`) {
+					return nil, fmt.Errorf("event %d: tool call out of order or incomplete: %s", i, data)
+				}
+				res.ToolCalls = append(res.ToolCalls, ToolCall{ID: tc.ID, Type: tc.Type, Function: tc.Function})
+			}
+			if ch.FinishReason != nil && (*ch.FinishReason == FinishToolCalls) != (len(res.ToolCalls) > 0) {
+				return nil, fmt.Errorf("event %d: finish_reason %q after %d tool calls", i, *ch.FinishReason, len(res.ToolCalls))
 			}
 			if ch.FinishReason != nil {
 				finishes++

@@ -34,6 +34,10 @@ func result(stop string, u agent.Usage) agent.Event {
 
 var done = result("end_turn", agent.Usage{InputTokens: 10, OutputTokens: 5})
 
+func clientCalls(r *agent.Result, calls ...agent.ToolCall) agent.Event {
+	return agent.Event{Type: agent.EventClientToolCalls, Calls: calls, Result: r}
+}
+
 // streamOf runs events through a StreamWriter and returns its raw output.
 func streamOf(t testing.TB, opts Options, events []agent.Event) string {
 	var buf bytes.Buffer
@@ -57,6 +61,7 @@ func TestTranslate(t *testing.T) {
 		finish    string
 		usage     *Usage
 		failed    bool
+		calls     []ToolCall
 	}{{
 		name:    "plain text deltas",
 		events:  []agent.Event{delta("Hel"), delta("lo, "), delta("world!"), text("Hello, world!"), done},
@@ -221,6 +226,30 @@ func TestTranslate(t *testing.T) {
 		name:    "events after the end are ignored",
 		events:  []agent.Event{delta("a"), done, delta("b"), {Type: agent.EventError, Message: "late"}},
 		content: "a",
+	}, {
+		name: "client tool calls after text",
+		opts: Options{IncludeUsage: true},
+		events: []agent.Event{delta("Let me check."), text("Let me check."),
+			clientCalls(&agent.Result{Usage: agent.Usage{InputTokens: 7, OutputTokens: 3}},
+				agent.ToolCall{ID: "toolu_1", Name: "get_weather", Arguments: `{"city":"Oslo"}`},
+				agent.ToolCall{ID: "toolu_2", Name: "get_time", Arguments: ""}),
+			done, delta("late")},
+		content: "Let me check.",
+		finish:  FinishToolCalls,
+		usage:   &Usage{PromptTokens: 7, CompletionTokens: 3, TotalTokens: 10},
+		calls: []ToolCall{{ID: "toolu_1", Type: "function", Function: FunctionCall{Name: "get_weather", Arguments: `{"city":"Oslo"}`}},
+			{ID: "toolu_2", Type: "function", Function: FunctionCall{Name: "get_time", Arguments: "{}"}}},
+	}, {
+		name:   "client tool calls only, usage unknown",
+		opts:   Options{IncludeUsage: true, Tools: ToolsSummary},
+		events: []agent.Event{clientCalls(nil, agent.ToolCall{ID: "a\"<id>", Name: "f", Arguments: "{\"q\":\"<&\u2028>\"}"})},
+		finish: FinishToolCalls,
+		usage:  &Usage{},
+		calls:  []ToolCall{{ID: "a\"<id>", Type: "function", Function: FunctionCall{Name: "f", Arguments: "{\"q\":\"<&\u2028>\"}"}}},
+	}, {
+		name:    "client tool calls event without calls",
+		events:  []agent.Event{delta("x"), clientCalls(nil)},
+		content: "x",
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -236,6 +265,7 @@ func TestTranslate(t *testing.T) {
 			assert.Equal(t, tc.reasoning, res.Reasoning)
 			assert.Equal(t, finish, res.Finish)
 			assert.Equal(t, tc.usage, res.Usage)
+			assert.Equal(t, tc.calls, res.ToolCalls)
 
 			c := NewCollector(tc.opts)
 			for _, e := range tc.events {
@@ -250,6 +280,7 @@ func TestTranslate(t *testing.T) {
 			if tc.usage != nil {
 				assert.Equal(t, *tc.usage, comp.Usage)
 			}
+			assert.Equal(t, tc.calls, comp.Choices[0].Message.ToolCalls)
 		})
 	}
 }
@@ -541,4 +572,72 @@ func TestStreamWriterBuffer(t *testing.T) {
 		assert.ErrorIs(t, s.BufferKeepAlive(), boom)
 		assert.ErrorIs(t, s.Flush(), boom)
 	})
+}
+
+func TestStreamWriterToolCallChunks(t *testing.T) {
+	var buf bytes.Buffer
+	s := NewStreamWriter(&buf, nil, Options{Model: "m", ID: "chatcmpl-fixed", Created: time.Unix(1700000000, 0), IncludeUsage: true, KeepContent: true})
+	require.NoError(t, s.Start())
+	buf.Reset()
+	require.NoError(t, s.Event(clientCalls(&agent.Result{Usage: agent.Usage{InputTokens: 4, OutputTokens: 2}},
+		agent.ToolCall{ID: "toolu_1", Name: "get_weather", Arguments: `{"city":"<Oslo>"}`},
+		agent.ToolCall{ID: "toolu_2", Name: "get_time"})))
+	const head = `data: {"id":"chatcmpl-fixed","object":"chat.completion.chunk","created":1700000000,"model":"m","choices":[`
+	assert.Equal(t,
+		head+`{"index":0,"delta":{"tool_calls":[{"index":0,"id":"toolu_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"\u003cOslo\u003e\"}"}}]},"finish_reason":null}]}`+"\n\n"+
+			head+`{"index":0,"delta":{"tool_calls":[{"index":1,"id":"toolu_2","type":"function","function":{"name":"get_time","arguments":"{}"}}]},"finish_reason":null}]}`+"\n\n"+
+			head+`{"index":0,"delta":{},"finish_reason":"tool_calls"}]}`+"\n\n"+
+			head+`],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}`+"\n\n"+
+			"data: [DONE]\n\n", buf.String())
+	assert.True(t, s.Finished())
+	calls := s.ToolCalls()
+	assert.Equal(t, []ToolCall{
+		{ID: "toolu_1", Type: "function", Function: FunctionCall{Name: "get_weather", Arguments: `{"city":"<Oslo>"}`}},
+		{ID: "toolu_2", Type: "function", Function: FunctionCall{Name: "get_time", Arguments: "{}"}},
+	}, calls)
+
+	// The assistant message the client sends back has the fingerprint of
+	// the writer's content and calls, whatever its content form.
+	back := Message{Role: RoleAssistant, ToolCalls: []ToolCall{
+		{ID: "toolu_1", Type: "function", Function: FunctionCall{Name: "get_weather", Arguments: `{"city": "<Oslo>"}`}},
+		{ID: "toolu_2", Type: "function", Function: FunctionCall{Name: "get_time", Arguments: "{}"}},
+	}}
+	assert.Equal(t, Fingerprint([]Message{back}), Fingerprint([]Message{AssistantMessage(s.Content(), calls)}))
+}
+
+func TestCollectorToolCalls(t *testing.T) {
+	call := agent.ToolCall{ID: "toolu_1", Name: "get_weather", Arguments: `{"city":"Oslo"}`}
+	tests := []struct {
+		name   string
+		events []agent.Event
+		want   string
+	}{
+		{name: "without text", events: []agent.Event{clientCalls(nil, call)},
+			want: `{"role":"assistant","content":null,"tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}}]}`},
+		{name: "with text", events: []agent.Event{delta("Checking."), clientCalls(nil, call)},
+			want: `{"role":"assistant","content":"Checking.","tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}}]}`},
+		{name: "with reasoning", events: []agent.Event{think("hmm"), clientCalls(nil, call)},
+			want: `{"role":"assistant","content":null,"reasoning_content":"hmm","tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}}]}`},
+		{name: "no calls, no text", events: []agent.Event{done},
+			want: `{"role":"assistant","content":""}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewCollector(Options{Reasoning: true})
+			for _, e := range tc.events {
+				c.Event(e)
+			}
+			assert.True(t, c.Done())
+			assert.Nil(t, c.Err())
+			comp := c.Completion()
+			body, err := json.Marshal(comp.Choices[0].Message)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, string(body))
+			calls := len(comp.Choices[0].Message.ToolCalls) > 0
+			assert.Equal(t, calls || comp.Choices[0].Message.Content != "", c.HasOutput())
+			if calls {
+				assert.Equal(t, FinishToolCalls, comp.Choices[0].FinishReason)
+			}
+		})
+	}
 }

@@ -95,14 +95,14 @@ type FunctionCall struct {
 }
 
 // ToolCallDelta is a tool call in a chunk's delta.tool_calls. The gateway
-// sends each call whole, in one chunk.
+// sends each call whole, in one chunk, so every field is always set.
 type ToolCallDelta struct {
 	// Index is the call's position among the message's calls.
 	Index int `json:"index"`
 	// ID identifies the call.
-	ID string `json:"id,omitempty"`
+	ID string `json:"id"`
 	// Type is "function".
-	Type string `json:"type,omitempty"`
+	Type string `json:"type"`
 	// Function is the called function and its arguments.
 	Function FunctionCall `json:"function"`
 }

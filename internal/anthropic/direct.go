@@ -12,6 +12,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/agcluster/caddy-agcluster/agent"
 )
 
 // Client calls the Messages API.
@@ -28,6 +30,51 @@ type Message struct {
 	Role string `json:"role"`
 	// Content is the message text.
 	Content string `json:"content"`
+	// Images go with a user message as image blocks before its text (the
+	// order Anthropic's vision guide recommends).
+	Images []agent.Image `json:"-"`
+}
+
+// MarshalJSON writes the message as the Messages API takes it: content
+// as a string, or, with images, as an array of base64 image blocks and
+// then a text block (left out when the text is empty).
+func (m Message) MarshalJSON() ([]byte, error) {
+	if len(m.Images) == 0 {
+		type plain Message
+		return json.Marshal(plain(m))
+	}
+	blocks := make([]contentBlock, 0, len(m.Images)+1)
+	for _, img := range m.Images {
+		blocks = append(blocks, contentBlock{Type: "image",
+			Source: &imageSource{Type: "base64", MediaType: img.MediaType, Data: img.Data}})
+	}
+	if m.Content != "" {
+		blocks = append(blocks, contentBlock{Type: "text", Text: m.Content})
+	}
+	return json.Marshal(struct {
+		Role    string         `json:"role"`
+		Content []contentBlock `json:"content"`
+	}{m.Role, blocks})
+}
+
+// contentBlock is a text or image block of a request message.
+type contentBlock struct {
+	// Type is "text" or "image".
+	Type string `json:"type"`
+	// Text is a text block's text.
+	Text string `json:"text,omitempty"`
+	// Source is an image block's image.
+	Source *imageSource `json:"source,omitempty"`
+}
+
+// imageSource is the source of an image block.
+type imageSource struct {
+	// Type is "base64".
+	Type string `json:"type"`
+	// MediaType is image/png, image/jpeg, image/gif or image/webp.
+	MediaType string `json:"media_type"`
+	// Data is the image, standard base64.
+	Data string `json:"data"`
 }
 
 // Request is a one-shot completion request.
