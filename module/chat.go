@@ -144,7 +144,7 @@ func (t *chatTurn) run() {
 // leave, so the client's next request always finds it.
 func (t *chatTurn) done(end turnEnd) {
 	next := append(t.req.Messages[:len(t.req.Messages):len(t.req.Messages)],
-		openai.Message{Role: openai.RoleAssistant, Content: openai.TextContent(end.content)})
+		openai.AssistantMessage(end.content, end.toolCalls))
 	t.lease.Done(session.TurnEnd{Fingerprint: openai.Fingerprint(next), TurnID: end.turnID, PendingCalls: end.calls})
 }
 
@@ -311,10 +311,11 @@ const (
 // the agent's turn id when it finished, and the client tool calls it
 // waits for when it stopped for them.
 type turnEnd struct {
-	content string
-	outcome string
-	turnID  string
-	calls   []string
+	content   string
+	toolCalls []openai.ToolCall // the client tool calls sent, as the client sends them back
+	outcome   string
+	turnID    string
+	calls     []string // their ids, which the agent's turn waits on
 }
 
 // relayedTurn is how a turn's events are relayed: release frees the
@@ -363,7 +364,7 @@ func (h *Handler) streamTurn(w http.ResponseWriter, r *http.Request, st relay.So
 		h.logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
 		_ = sw.Fail(agentsapi.StreamBroke(rid))
 	}
-	end.content = sw.Content()
+	end.content, end.toolCalls = sw.Content(), sw.ToolCalls()
 	rt.finish(end)
 	_ = sw.Finish()
 	return end
@@ -398,7 +399,7 @@ func (h *Handler) completeTurn(w http.ResponseWriter, r *http.Request, st relay.
 	}
 	comp := col.Completion()
 	if len(comp.Choices) > 0 {
-		end.content = comp.Choices[0].Message.Content
+		end.content, end.toolCalls = comp.Choices[0].Message.Content, comp.Choices[0].Message.ToolCalls
 	}
 	rt.finish(end)
 	openai.WriteCompletion(w, comp)

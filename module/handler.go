@@ -272,6 +272,16 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request, req *openai.ChatC
 	if len(msgs) == 0 || msgs[0].Role != "user" {
 		msgs = append([]anthropic.Message{{Role: "user", Content: "(no message)"}}, msgs...)
 	}
+	// The new message's images go with the last user message (a title for
+	// a conversation that opens with an image needs it).
+	if images := req.Attachments().AgentImages(); len(images) > 0 {
+		for i := len(msgs) - 1; i >= 0; i-- {
+			if msgs[i].Role == "user" {
+				msgs[i].Images = images
+				break
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
 	defer cancel()
 	resp, err := h.direct.Complete(ctx, key, anthropic.Request{
