@@ -78,9 +78,11 @@ func TestAttachments(t *testing.T) {
 	})
 
 	small := dataURL("image/png", pngImage(t, 2, 2, color.NRGBA{B: 255, A: 255}))
-	// 1200 x 1200 uncompressed: about 5.8 MB of image, 7.7 MB as base64,
-	// inside the gateway's default 8 MiB request body.
-	big := dataURL("image/png", pngImage(t, 1200, 1200, color.NRGBA{G: 255, A: 255}))
+	// 1400 x 1400 opaque, uncompressed (3 bytes a pixel): about 5.9 MB of
+	// image, over the 5 MiB limit, 7.8 MB as base64.
+	bigPNG := pngImage(t, 1400, 1400, color.NRGBA{G: 255, A: 255})
+	require.Greater(t, len(bigPNG), 5<<20, "the big image must be over the limit")
+	big := dataURL("image/png", bigPNG)
 	many := []openai.ChatCompletionContentPartUnionParam{openai.TextContentPart("Compare these.")}
 	for range 21 {
 		many = append(many, imagePart(small))
