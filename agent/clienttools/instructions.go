@@ -84,3 +84,19 @@ func Signature(tools []agent.ClientTool) string {
 	}
 	return b.String()
 }
+
+// The error results the model gets for calls the client did not answer.
+const (
+	// NotRun: the client's results left the call out.
+	NotRun = "The client did not run this function: its results did not include this call."
+	// TimedOut: the client did not answer within the limit (%s).
+	TimedOut = "The client did not answer this call in time (within %s)."
+	// NewMessage: the client sent a new message instead of the results.
+	NewMessage = "The client sent a new message instead of the results of this call."
+	// ClientLeft: the client went away while the turn ran.
+	ClientLeft = "The client went away, so this call was not run."
+	// SubAgent: a sub-agent called a client function.
+	SubAgent = "This is a function of the client, which only the main agent can call, not a sub-agent."
+	// TurnOver: the call came after its turn ended.
+	TurnOver = "The turn of this call is over, so the client cannot run it."
+)
