@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,11 +93,14 @@ type Runner struct {
 	changed    chan struct{} // closed and replaced on every state change
 	sessionID  string
 	hasSession bool   // a turn was sent, so the CLI has saved the session
-	notices    []agent.Event // told to the client at the start of the next turn
-	toolsSig   string        // the client's functions of the previous turn (clienttools.Signature)
+	notice     string // told to the client at the start of the next turn
 	warmedUp   bool   // the warm-up ran (or failed and is not retried)
 	fromSaved  bool   // sessionID is a saved session no process has resumed yet
 	resumed    bool   // the first CLI process resumed the saved session
+
+	// The client's functions (turn_tools.go).
+	toolNotice string // a tool_timeout notice for the next turn
+	toolsSig   string // the previous turn's functions (clienttools.Signature)
 
 	turns    atomic.Int64
 	restarts atomic.Int64
@@ -205,24 +207,6 @@ func (r *Runner) setState(s State, p *process, err error) {
 	r.mu.Unlock()
 }
 
-// hasNoticeLocked reports whether a notice with code waits for the next
-// turn. r.mu is held.
-func (r *Runner) hasNoticeLocked(code string) bool {
-	for _, n := range r.notices {
-		if n.Code == code {
-			return true
-		}
-	}
-	return false
-}
-
-// setNoticeLocked makes msg the notice with code for the next turn,
-// replacing an earlier one with that code. r.mu is held.
-func (r *Runner) setNoticeLocked(code, msg string) {
-	r.notices = slices.DeleteFunc(r.notices, func(n agent.Event) bool { return n.Code == code })
-	r.notices = append(r.notices, agent.Event{Type: agent.EventNotice, Code: code, Message: msg})
-}
-
 // supervise keeps one initialised CLI process running until Close.
 func (r *Runner) supervise() {
 	defer r.wg.Done()
@@ -254,8 +238,8 @@ func (r *Runner) supervise() {
 		r.restarts.Add(1)
 		r.opts.Logger.Warn("claude exited", zap.Int("pid", p.pid()), zap.String("exit", p.exitDescription()))
 		r.mu.Lock()
-		if r.hasSession && !r.hasNoticeLocked(agent.CodeRestarted) {
-			r.setNoticeLocked(agent.CodeRestarted, "The agent process stopped and was restarted; the conversation was resumed from its saved session.")
+		if r.hasSession && r.notice == "" {
+			r.notice = "The agent process stopped and was restarted; the conversation was resumed from its saved session."
 		}
 		r.mu.Unlock()
 		r.setState(StateRestarting, nil, nil)
@@ -293,7 +277,7 @@ func (r *Runner) spawn() (*process, error) {
 	}
 	r.mu.Lock()
 	r.sessionID, r.hasSession, r.fromSaved = fresh, false, false
-	r.setNoticeLocked(agent.CodeRestarted, "The agent process was restarted and its saved conversation could not be resumed; earlier context is lost.")
+	r.notice = "The agent process was restarted and its saved conversation could not be resumed; earlier context is lost."
 	r.mu.Unlock()
 	r.persist()
 	return p, nil
@@ -756,13 +740,18 @@ func (t *Turn) listenerContext() context.Context {
 func (t *Turn) sendNotice() {
 	r := t.r
 	r.mu.Lock()
-	notes := r.notices
-	r.notices = nil
+	note, toolNote := r.notice, r.toolNotice
+	r.notice, r.toolNotice = "", ""
 	r.mu.Unlock()
-	for _, n := range notes {
-		t.tr.seq++
-		n.Seq = t.tr.seq
-		t.send(n)
+	for _, n := range []agent.Event{
+		{Type: agent.EventNotice, Code: agent.CodeRestarted, Message: note},
+		{Type: agent.EventNotice, Code: agent.CodeToolTimeout, Message: toolNote},
+	} {
+		if n.Message != "" {
+			t.tr.seq++
+			n.Seq = t.tr.seq
+			t.send(n)
+		}
 	}
 }
 
@@ -942,7 +931,7 @@ func (t *Turn) processExited() bool {
 		}
 	}
 	r.mu.Lock()
-	r.setNoticeLocked(agent.CodeRestarted, "The agent process stopped during the previous turn and was restarted; the conversation was resumed from its saved session.")
+	r.notice = "The agent process stopped during the previous turn and was restarted; the conversation was resumed from its saved session."
 	r.mu.Unlock()
 	code, msg := agent.CodeInternal, "the Claude Code process exited during the turn ("+t.p.exitDescription()+"); this turn was lost and the next turn resumes the conversation"
 	if t.reason != reasonNone {

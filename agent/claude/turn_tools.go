@@ -215,7 +215,7 @@ func (t *Turn) toolTimeout() {
 	t.waiting = nil
 	r := t.r
 	r.mu.Lock()
-	r.setNoticeLocked(agent.CodeToolTimeout, fmt.Sprintf("The client did not send the results of its function calls within %s: the model was told so, and the previous turn went on without them (its answer was not delivered).", limit))
+	r.toolNotice = fmt.Sprintf("The client did not send the results of its function calls within %s: the model was told so, and the previous turn went on without them (its answer was not delivered).", limit)
 	r.mu.Unlock()
 	r.opts.Logger.Warn("client tool results timed out", zap.Duration("timeout", limit))
 }

@@ -26,5 +26,8 @@ func ModelName(name string) string { return modelPrefix + name }
 // model, and whether model names a client function at all.
 func ClientName(model string) (string, bool) {
 	name, ok := strings.CutPrefix(model, modelPrefix)
-	return name, ok && name != ""
+	if !ok || name == "" {
+		return "", false
+	}
+	return name, true
 }
