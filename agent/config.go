@@ -321,11 +321,19 @@ func (c *Config) validateTool(t string) error {
 	return nil
 }
 
+// ClientToolsServer is the name of the MCP server through which the agent
+// offers the client's own functions (QueryRequest.Tools) to the model, as
+// mcp__client__<name>. A configuration's mcp_servers may not use it.
+const ClientToolsServer = "client"
+
 func validateMCPServer(name string, s MCPServer) []error {
 	f := "mcp_servers." + name
 	var errs []error
 	if !mcpNamePattern.MatchString(name) {
 		errs = append(errs, fieldErr(f, "server name must be letters, digits, '_' or '-'"))
+	}
+	if name == ClientToolsServer {
+		errs = append(errs, fieldErr(f, "server name %q is reserved for the client's own functions", name))
 	}
 	switch s.Type {
 	case "", "stdio":

@@ -82,6 +82,7 @@ func TestParseConfigRejects(t *testing.T) {
 		{"bad memory", `{"resources":{"memory":"4 gigs"}}`, "resources.memory"},
 		{"bad idle timeout", `{"resources":{"idle_timeout":"soon"}}`, "resources.idle_timeout"},
 		{"reserved mcp env", `{"mcp_servers":{"x":{"command":"c","env":{"PATH":""}}}}`, "mcp_servers.x.env.PATH: is reserved"},
+		{"reserved mcp server name", `{"mcp_servers":{"client":{"command":"c"}}}`, `mcp_servers.client: server name "client" is reserved`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

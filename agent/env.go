@@ -16,6 +16,10 @@ const (
 	// EnvTurnTimeout is the longest a turn may run, as a Go duration
 	// (default 30m; 0 = no limit).
 	EnvTurnTimeout = "AGENT_TURN_TIMEOUT"
+	// EnvToolResultTimeout is how long a turn waits for the results of the
+	// client's function calls (POST /tool_results), as a Go duration
+	// (default 10m).
+	EnvToolResultTimeout = "AGENT_TOOL_RESULT_TIMEOUT"
 	// EnvMaxFileBytes is the upload limit of PUT /files in bytes
 	// (default 100 MiB).
 	EnvMaxFileBytes = "AGENT_MAX_FILE_BYTES"

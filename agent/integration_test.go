@@ -778,6 +778,7 @@ func TestAgentRefusesBadSettings(t *testing.T) {
 		{"unknown config field", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + ws, `AGENT_CONFIG={"allowed_tool":["Bash"]}`}, `unknown field "allowed_tool"`},
 		{"unknown tool", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + ws, `AGENT_CONFIG={"allowed_tools":["Bsh"]}`}, `allowed_tools[0]: unknown tool "Bsh"`},
 		{"bad timeout", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + ws, "AGENT_TURN_TIMEOUT=soon"}, "AGENT_TURN_TIMEOUT"},
+		{"bad tool result timeout", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + ws, "AGENT_TOOL_RESULT_TIMEOUT=0s"}, "AGENT_TOOL_RESULT_TIMEOUT"},
 		{"no workspace", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + filepath.Join(ws, "missing")}, "AGENT_WORKSPACE"},
 		{"no claude", []string{"AGENT_TOKEN=t", "AGENT_WORKSPACE=" + ws, "CLAUDE_BIN=/nonexistent/claude"}, "CLAUDE_BIN"},
 	}

@@ -4,7 +4,9 @@
 //
 // The agent server streams a turn as Server-Sent Events. Each event is one
 // `data:` line holding a JSON [Event]; the `event:` field is not used. Every
-// stream ends with exactly one event of type [EventResult] or [EventError].
+// stream ends with exactly one event of type [EventResult] or [EventError],
+// or with an [EventClientToolCalls] event while its turn waits for POST
+// /tool_results, whose stream goes on with the same turn.
 package agent
 
 import (

@@ -269,11 +269,12 @@ func NewStream(body io.ReadCloser) *Stream {
 	return &Stream{body: body, r: bufio.NewReaderSize(body, 32<<10)}
 }
 
-// ErrTruncated means the stream ended before its result or error event.
+// ErrTruncated means the stream ended before its final event.
 var ErrTruncated = errors.New("agent stream ended before the turn's result")
 
-// Next returns the next event. After the final (result or error) event it
-// returns io.EOF. A stream cut short returns ErrTruncated.
+// Next returns the next event. After the final event (result, error, or
+// client_tool_calls) it returns io.EOF. A stream cut short returns
+// ErrTruncated.
 func (s *Stream) Next() (agent.Event, error) {
 	if s.done {
 		return agent.Event{}, io.EOF
@@ -291,7 +292,10 @@ func (s *Stream) Next() (agent.Event, error) {
 		if err != nil {
 			return agent.Event{}, fmt.Errorf("decode agent event: %w", err)
 		}
-		if e.Type == agent.EventResult || e.Type == agent.EventError {
+		switch e.Type {
+		case agent.EventResult, agent.EventError, agent.EventClientToolCalls:
+			// The last event of a stream (client_tool_calls: the turn
+			// waits for ToolResults, whose stream goes on with it).
 			s.done = true
 		}
 		return e, nil

@@ -76,6 +76,8 @@ func TestStreamEndsAtFinalEvent(t *testing.T) {
 			[]agent.EventType{agent.EventTextDelta, agent.EventResult}, io.EOF},
 		{"error ends", "data: {\"type\":\"error\",\"code\":\"auth\",\"message\":\"bad key\"}\n\ndata: {\"type\":\"text\"}\n\n",
 			[]agent.EventType{agent.EventError}, io.EOF},
+		{"client tool calls end", "data: {\"type\":\"client_tool_calls\",\"calls\":[{\"id\":\"t1\",\"name\":\"f\",\"arguments\":\"{}\"}]}\n\n",
+			[]agent.EventType{agent.EventClientToolCalls}, io.EOF},
 		{"truncated", "data: {\"type\":\"text_delta\",\"text\":\"a\"}\n\n",
 			[]agent.EventType{agent.EventTextDelta}, ErrTruncated},
 	}

@@ -12,10 +12,12 @@ package claude
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/clienttools"
 )
 
 // Args builds the CLI's command line for cfg. sessionID is the Claude Code
@@ -39,9 +41,10 @@ func Args(cfg *agent.Config, sessionID string, resume bool) ([]string, error) {
 	if cfg == nil {
 		cfg = &agent.Config{}
 	}
-	if len(cfg.AllowedTools) > 0 {
-		args = append(args, "--allowedTools="+strings.Join(cfg.AllowedTools, ","))
-	}
+	// The client's functions (package clienttools) are always allowed:
+	// under --permission-prompts none a call no rule allows is denied.
+	allowed := append(slices.Clip(cfg.AllowedTools), clienttools.AllowRule)
+	args = append(args, "--allowedTools="+strings.Join(allowed, ","))
 	if len(cfg.DisallowedTools) > 0 {
 		args = append(args, "--disallowedTools="+strings.Join(cfg.DisallowedTools, ","))
 	}

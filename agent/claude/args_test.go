@@ -20,10 +20,10 @@ func TestArgs(t *testing.T) {
 		want      []string
 	}{{
 		name: "defaults", cfg: `{}`, sessionID: "s1",
-		want: append(append([]string{}, base...), "--session-id", "s1", "--setting-sources="),
+		want: append(append([]string{}, base...), "--session-id", "s1", "--allowedTools=mcp__client", "--setting-sources="),
 	}, {
 		name: "resume", cfg: `{}`, sessionID: "s1", resume: true,
-		want: append(append([]string{}, base...), "--resume", "s1", "--setting-sources="),
+		want: append(append([]string{}, base...), "--resume", "s1", "--allowedTools=mcp__client", "--setting-sources="),
 	}, {
 		name: "everything",
 		cfg: `{"allowed_tools":["Bash","Read"],"disallowed_tools":["WebFetch"],
@@ -32,7 +32,7 @@ func TestArgs(t *testing.T) {
 			"mcp_servers":{"t":{"type":"http","url":"http://127.0.0.1:1/mcp"}},
 			"agents":{"helper":{"description":"d","prompt":"p"}},"setting_sources":["project","local"]}`,
 		want: append(append([]string{}, base...),
-			"--allowedTools=Bash,Read", "--disallowedTools=WebFetch",
+			"--allowedTools=Bash,Read,mcp__client", "--disallowedTools=WebFetch",
 			"--append-system-prompt", "Be brief.",
 			"--permission-mode", "acceptEdits", "--max-turns", "7", "--model", "claude-sonnet-4-5",
 			"--mcp-config", `{"mcpServers":{"t":{"type":"http","url":"http://127.0.0.1:1/mcp"}}}`, "--strict-mcp-config",
@@ -40,7 +40,7 @@ func TestArgs(t *testing.T) {
 			"--setting-sources=project,local"),
 	}, {
 		name: "replaced system prompt", cfg: `{"system_prompt":"Only say yes."}`,
-		want: append(append([]string{}, base...), "--system-prompt", "Only say yes.", "--setting-sources="),
+		want: append(append([]string{}, base...), "--allowedTools=mcp__client", "--system-prompt", "Only say yes.", "--setting-sources="),
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/agcluster/caddy-agcluster/agent/clienttools"
 )
 
 // process is one running CLI. Its stdout is split into lines: control
@@ -32,6 +34,10 @@ type process struct {
 	nextReq   int
 
 	stderr *tailBuffer
+
+	// tools is the in-process MCP server of the client's functions
+	// (declared in initialize; see package clienttools).
+	tools *clienttools.Server
 }
 
 // startProcess runs bin with args in dir with env, in its own process group
@@ -52,6 +58,7 @@ func startProcess(bin string, args []string, dir string, env []string) (*process
 		done:    make(chan struct{}),
 		pending: make(map[string]chan controlResponse),
 		stderr:  &tailBuffer{max: 4096},
+		tools:   clienttools.NewServer(),
 	}
 	cmd.Stderr = p.stderr
 	stdin, err := cmd.StdinPipe()
@@ -140,20 +147,58 @@ func (p *process) handleControl(raw []byte) bool {
 		}
 		return true
 	case "control_request":
-		// The CLI asks the host something (a permission prompt, a hook
-		// callback). Nobody is there to answer, so deny at once rather
-		// than leave the turn hanging.
+		p.answerControl(l.RequestID, l.Request)
+		return true
+	}
+	return false
+}
+
+// answerControl answers a control request of the CLI. mcp_message
+// requests carry JSON-RPC messages for the client's functions' MCP server
+// ({"subtype":"mcp_message","server_name":"client","message":{...}}); the
+// answer is {"subtype":"success","request_id":...,"response":
+// {"mcp_response":{...}}}, sent when the server has it (a tools/call waits
+// for the client). Anything else (a permission prompt, a hook callback)
+// has nobody to answer it, so it is denied at once rather than left to
+// hang the turn.
+func (p *process) answerControl(requestID string, raw json.RawMessage) {
+	var req struct {
+		Subtype    string          `json:"subtype"`
+		ServerName string          `json:"server_name"`
+		Message    json.RawMessage `json:"message"`
+	}
+	_ = json.Unmarshal(raw, &req)
+	switch {
+	case req.Subtype == "mcp_message" && req.ServerName == clienttools.ServerName:
+		p.tools.Handle(req.Message, func(msg json.RawMessage) {
+			_ = p.writeJSON(map[string]any{
+				"type": "control_response",
+				"response": map[string]any{
+					"subtype":    "success",
+					"request_id": requestID,
+					"response":   map[string]any{"mcp_response": msg},
+				},
+			})
+		})
+	case req.Subtype == "mcp_message":
+		_ = p.writeJSON(map[string]any{
+			"type": "control_response",
+			"response": map[string]any{
+				"subtype":    "error",
+				"request_id": requestID,
+				"error":      "no such SDK MCP server: " + req.ServerName,
+			},
+		})
+	default:
 		_ = p.writeJSON(map[string]any{
 			"type": "control_response",
 			"response": map[string]any{
 				"subtype":    "success",
-				"request_id": l.RequestID,
+				"request_id": requestID,
 				"response":   map[string]any{"behavior": "deny", "message": "no interactive approver in this agent"},
 			},
 		})
-		return true
 	}
-	return false
 }
 
 func (p *process) writeJSON(v any) error {
@@ -182,16 +227,22 @@ func (p *process) sendUser(prompt string) error {
 // arrives on the returned channel (closed without a value if the process
 // exits first).
 func (p *process) control(subtype string) (<-chan controlResponse, error) {
+	return p.request(map[string]any{"subtype": subtype})
+}
+
+// request sends the control request req (its subtype and fields) like
+// control.
+func (p *process) request(req map[string]any) (<-chan controlResponse, error) {
 	p.pendingMu.Lock()
 	p.nextReq++
-	id := subtype + "-" + strconv.Itoa(p.nextReq)
+	id := fmt.Sprint(req["subtype"]) + "-" + strconv.Itoa(p.nextReq)
 	ch := make(chan controlResponse, 1)
 	p.pending[id] = ch
 	p.pendingMu.Unlock()
 	err := p.writeJSON(map[string]any{
 		"type":       "control_request",
 		"request_id": id,
-		"request":    map[string]any{"subtype": subtype},
+		"request":    req,
 	})
 	if err != nil {
 		p.pendingMu.Lock()
@@ -202,10 +253,33 @@ func (p *process) control(subtype string) (<-chan controlResponse, error) {
 	return ch, nil
 }
 
+// toolsChanged tells the CLI that the client's functions changed: an
+// mcp_message from the host carrying notifications/tools/list_changed,
+// after which the CLI lists them again (clienttools.Server.WaitListed).
+func (p *process) toolsChanged() error {
+	_, err := p.request(map[string]any{
+		"subtype":     "mcp_message",
+		"server_name": clienttools.ServerName,
+		"message":     map[string]any{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"},
+	})
+	return err
+}
+
 // initialize sends the initialize control request and waits for its answer:
 // once it comes, the CLI has loaded and a user turn starts without delay.
+//
+// It declares the MCP server of the client's functions, hosted by the agent
+// (sdkMcpServers), with calls that are never moved to the background
+// (they wait on the client) and a timeout beyond any wait for the client.
 func (p *process) initialize(ctx context.Context) error {
-	ch, err := p.control("initialize")
+	ch, err := p.request(map[string]any{
+		"subtype":       "initialize",
+		"sdkMcpServers": []string{clienttools.ServerName},
+		"sdkMcpServerConfigs": map[string]any{clienttools.ServerName: map[string]any{
+			"disableAutoBackground": true,
+			"timeout":               clientToolCallTimeout.Milliseconds(),
+		}},
+	})
 	if err != nil {
 		return err
 	}
@@ -223,6 +297,11 @@ func (p *process) initialize(ctx context.Context) error {
 		return fmt.Errorf("claude did not initialise: %w", ctx.Err())
 	}
 }
+
+// clientToolCallTimeout is the CLI's own limit on a call of a client
+// function; the agent's wait for the client (Options.ToolResultTimeout)
+// ends long before it.
+const clientToolCallTimeout = 24 * time.Hour
 
 // kill ends the CLI and every process it started.
 func (p *process) kill() {

@@ -12,10 +12,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/clienttools"
 	"github.com/agcluster/caddy-agcluster/agent/statefile"
 )
 
-// ErrBusy is returned by Begin while another turn runs.
+// ErrBusy is returned by Begin while another turn runs with a client
+// listening, or another turn already waits for the CLI.
 var ErrBusy = errors.New("a turn is already running in this agent")
 
 // State is the CLI supervisor's state.
@@ -52,8 +54,13 @@ type Options struct {
 	// InterruptGrace is how long an interrupted turn may take to wind
 	// down before the CLI is killed and restarted (default 10s).
 	InterruptGrace time.Duration
-	// TurnTimeout interrupts a turn that runs longer (0 = no limit).
+	// TurnTimeout interrupts a turn that runs longer (0 = no limit). The
+	// time a turn waits for the client's tool results does not count.
 	TurnTimeout time.Duration
+	// ToolResultTimeout is how long a turn waits for the results of the
+	// client's function calls (POST /tool_results) before the calls get
+	// error results and the turn goes on without a listener (default 10m).
+	ToolResultTimeout time.Duration
 	// WarmUp runs a first turn on the first CLI process before it is
 	// reported ready, answered by the credential proxy itself (SetWarmUp),
 	// then clears the conversation with /clear: the CLI loads much of
@@ -91,10 +98,16 @@ type Runner struct {
 	fromSaved  bool   // sessionID is a saved session no process has resumed yet
 	resumed    bool   // the first CLI process resumed the saved session
 
-	busy     atomic.Bool
+	// The client's functions (turn_tools.go).
+	toolNotice string // a tool_timeout notice for the next turn
+	toolsSig   string // the previous turn's functions (clienttools.Signature)
+
 	turns    atomic.Int64
 	restarts atomic.Int64
-	current  atomic.Pointer[Turn]
+
+	turnMu  sync.Mutex
+	current *Turn // the turn that holds the CLI: running, waiting for tool results or finishing unattended
+	queued  *Turn // a turn begun while current waited: it runs once current has ended
 }
 
 // NewRunner starts supervising the CLI: the first process is spawned and
@@ -105,6 +118,9 @@ func NewRunner(opts Options) *Runner {
 	}
 	if opts.InterruptGrace == 0 {
 		opts.InterruptGrace = 10 * time.Second
+	}
+	if opts.ToolResultTimeout == 0 {
+		opts.ToolResultTimeout = 10 * time.Minute
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -158,8 +174,14 @@ func (r *Runner) persist() {
 	}
 }
 
-// Busy reports whether a turn runs.
-func (r *Runner) Busy() bool { return r.busy.Load() }
+// Busy reports whether a turn holds the CLI: one that runs (with or
+// without a client listening), one that waits for the client's tool
+// results, or one queued behind such a turn.
+func (r *Runner) Busy() bool {
+	r.turnMu.Lock()
+	defer r.turnMu.Unlock()
+	return r.current != nil || r.queued != nil
+}
 
 // Turns counts finished turns.
 func (r *Runner) Turns() int64 { return r.turns.Load() }
@@ -369,35 +391,57 @@ func (r *Runner) Close() {
 }
 
 // Begin reserves the runner for one turn, or returns ErrBusy. The caller
-// must call Turn.Run once, then nothing else.
+// must call Turn.Run once, then nothing else. A turn that waits for the
+// client's tool results, or runs on with nobody listening, does not make
+// the runner busy: the calls it waits on get error results (the client
+// sent a new message instead), it runs to its end unattended, and the new
+// turn runs after it.
 func (r *Runner) Begin() (*Turn, error) {
-	if !r.busy.CompareAndSwap(false, true) {
+	r.turnMu.Lock()
+	defer r.turnMu.Unlock()
+	if r.queued != nil {
 		return nil, ErrBusy
 	}
-	t := &Turn{r: r, upstream: make(chan int, 8), interruptCh: make(chan struct{}, 1)}
-	r.current.Store(t)
+	t := &Turn{
+		r: r, upstream: make(chan int, 8), interruptCh: make(chan struct{}, 1), done: make(chan struct{}),
+		resumeCh: make(chan resumption, 1), abandonCh: make(chan struct{}, 1),
+	}
+	cur := r.current
+	switch {
+	case cur == nil:
+		r.current = t
+	case cur.abandon(clienttools.NewMessage):
+		t.after, r.queued = cur.done, t
+	default:
+		return nil, ErrBusy
+	}
 	return t, nil
 }
 
-// Interrupt asks the running turn, if any, to stop. It reports whether a
-// turn was running.
+// Interrupt asks the running turn, if any, to stop, and a turn queued
+// behind it not to start. It reports whether there was such a turn.
 func (r *Runner) Interrupt() bool {
-	t := r.current.Load()
-	if t == nil {
-		return false
+	r.turnMu.Lock()
+	defer r.turnMu.Unlock()
+	for _, t := range []*Turn{r.current, r.queued} {
+		if t != nil {
+			select {
+			case t.interruptCh <- struct{}{}:
+			default:
+			}
+		}
 	}
-	select {
-	case t.interruptCh <- struct{}{}:
-	default:
-	}
-	return true
+	return r.current != nil || r.queued != nil
 }
 
 // ObserveUpstream is told the HTTP status of every Anthropic API response
 // the CLI receives; an authentication failure ends the running turn at once
 // instead of after the CLI's retries.
 func (r *Runner) ObserveUpstream(status int) {
-	if t := r.current.Load(); t != nil {
+	r.turnMu.Lock()
+	t := r.current
+	r.turnMu.Unlock()
+	if t != nil {
 		select {
 		case t.upstream <- status:
 		default:
@@ -405,22 +449,71 @@ func (r *Runner) ObserveUpstream(status int) {
 	}
 }
 
-// Turn is one reserved turn.
+// Turn is one reserved turn. Once it has started, its own goroutine (loop)
+// reads the CLI's output until the turn's result; a listener (the stream of
+// POST /query, then of each POST /tool_results) receives the events of one
+// part of the turn. Between the parts the turn waits for the client's tool
+// results and keeps the events that come meanwhile.
 type Turn struct {
 	r           *Runner
 	upstream    chan int
 	interruptCh chan struct{}
+	after       <-chan struct{} // the end of the turn this one was queued behind
+	done        chan struct{}   // closed when the turn has ended
+	resumeCh    chan resumption // the client's tool results, for the loop
+	abandonCh   chan struct{}   // a new query abandoned the waiting turn
 
-	// Set up by Run for its steps.
-	emit       func(agent.Event) error
+	mu       sync.Mutex
+	state    turnState
+	listener *listener     // receives the events while attached
+	kept     []agent.Event // events that came while waiting for tool results
+	why      string        // unattended: the error result of the client's calls
+
+	// The turn's goroutine's own (Run's, before it starts).
+	q          agent.QueryRequest
+	message    string          // the prompt and the instructions for the client's functions
+	names      map[string]bool // the turn's client functions
 	p          *process        // the CLI process running the turn
 	tr         *Translator     // numbers the events (tr.seq) and sees the turn's end
 	events     []agent.Event   // one line's events, reused
 	reason     interruptReason // why the turn was interrupted, if it was
 	released   bool            // the runner is free for the next turn
-	clientGone bool            // emit failed or the client left: emit nothing more
+	clientGone bool            // the listener failed or left: the turn is interrupted
 	resent     bool            // the prompt was given to a restarted process
 	gotOutput  bool            // the process printed something during the turn
+	waiting    []string        // the client calls the client was asked to run
+	waitTimer  *time.Timer     // runs while the turn waits for the client's results
+	clock      turnClock       // the turn timeout, stopped while the turn waits
+}
+
+// turnState says who receives a turn's events.
+type turnState int
+
+const (
+	// stateAttached: a listener receives them (a new turn is attached).
+	stateAttached turnState = iota
+	// stateWaiting: the turn waits for the client's tool results; its
+	// events are kept for the stream that brings them.
+	stateWaiting
+	// stateResuming: tool results were posted; the loop is attaching their
+	// stream. Events are still kept.
+	stateResuming
+	// stateUnattended: nobody listens any more; events are dropped and
+	// client calls get the error result why.
+	stateUnattended
+	// stateEnded: the turn is over.
+	stateEnded
+)
+
+// listener is one client stream of a turn's events.
+type listener struct {
+	ctx  context.Context
+	emit func(agent.Event) error
+	done chan struct{} // closed when the stream gets no more events
+}
+
+func newListener(ctx context.Context, emit func(agent.Event) error) *listener {
+	return &listener{ctx: ctx, emit: emit, done: make(chan struct{})}
 }
 
 type interruptReason int
@@ -432,90 +525,250 @@ const (
 	reasonTimeout
 )
 
-// Run sends the query's message to the CLI and calls emit for every event until the
-// turn's result or error event, which is always the last one emitted. When
-// ctx ends (the client left) or emit fails, the turn is interrupted and run
-// to its end without further emits. Run returns an error only when the turn
-// could not start; everything after that is reported through events.
+// Run sends the query's message to the CLI and calls emit for every event
+// of the turn until its result or error event, which is then the last one
+// emitted, or until a client_tool_calls event: the turn then waits for
+// Runner.Waiting and Turn.Continue, and Run returns. When ctx ends (the
+// client left) or emit fails, the turn is interrupted and runs to its end
+// without further emits. Run returns an error only when the turn could not
+// start; everything after that is reported through events.
 func (t *Turn) Run(ctx context.Context, q agent.QueryRequest, emit func(agent.Event) error) error {
-	prompt := q.Prompt
-	// The runner is released before the final event is emitted, so a
-	// client that sends its next turn as soon as it reads this one's end
-	// never sees "busy".
-	defer t.release()
-	p, err := t.r.waitReady(ctx)
-	if err != nil {
+	l := newListener(ctx, emit)
+	t.mu.Lock()
+	t.listener = l
+	t.mu.Unlock()
+	if ok, err := t.waitPrevious(ctx); !ok {
+		t.end()
 		return err
 	}
-	t.begin(p, emit)
-	if !t.sendPrompt(ctx, prompt) {
+	p, err := t.r.waitReady(ctx)
+	if err != nil {
+		t.end()
+		return err
+	}
+	t.prepare(q)
+	t.begin(p)
+	if !t.sendPrompt(ctx) {
+		t.end()
 		return nil
 	}
-	t.readUntilResult(ctx, prompt)
+	go t.loop()
+	<-l.done
 	return nil
 }
 
-// begin sets the turn up on the ready process p: from now on the CLI
-// holds a session (saved to Options.State), and a pending notice goes first.
-func (t *Turn) begin(p *process, emit func(agent.Event) error) {
+// waitPrevious waits for the turn this one was queued behind (if any) to
+// end, then holds the CLI. It reports false with ctx's error when the
+// client left first, and false without an error when the turn was
+// interrupted meanwhile (its error event was emitted).
+func (t *Turn) waitPrevious(ctx context.Context) (bool, error) {
+	if t.after == nil {
+		return true, nil
+	}
+	select {
+	case <-t.after:
+	case <-ctx.Done():
+		return false, fmt.Errorf("the previous turn did not end: %w", ctx.Err())
+	case <-t.interruptCh:
+		t.release()
+		t.send(agent.Event{Type: agent.EventError, Seq: 1, Code: agent.CodeInterrupted, Message: "the turn was interrupted"})
+		return false, nil
+	}
 	r := t.r
-	t.p, t.emit = p, emit
+	r.turnMu.Lock()
+	r.current, r.queued = t, nil
+	r.turnMu.Unlock()
+	return true, nil
+}
+
+// prepare sets the turn up for q: its client functions, and the message
+// with the instructions about them (clienttools.Instructions), which say
+// which functions can be called when the set differs from the previous
+// turn's.
+func (t *Turn) prepare(q agent.QueryRequest) {
+	r := t.r
+	t.q = q
+	t.names = make(map[string]bool, len(q.Tools))
+	for _, ct := range q.Tools {
+		t.names[ct.Name] = true
+	}
+	sig := clienttools.Signature(q.Tools)
+	r.mu.Lock()
+	changed := r.toolsSig != "" && r.toolsSig != sig
+	r.toolsSig = sig
+	r.mu.Unlock()
+	t.message = q.Prompt + clienttools.Instructions(q, changed)
+}
+
+// begin sets the turn up on the ready process p: from now on the CLI
+// holds a session (saved to Options.State), and pending notices go first.
+func (t *Turn) begin(p *process) {
+	r := t.r
+	t.p = p
 	t.tr = &Translator{ClassifyInterrupt: t.classifyInterrupt}
+	if len(t.names) > 0 {
+		t.tr.ClientTool = t.clientTool
+	}
 	t.events = make([]agent.Event, 0, 4)
 	r.mu.Lock()
 	r.hasSession = true
 	r.mu.Unlock()
 	r.persist()
 	t.sendNotice()
-	r.opts.Logger.Info("turn started", zap.Int("pid", p.pid()), zap.Bool("resumed_session", r.restarts.Load() > 0 || r.Resumed()))
+	r.opts.Logger.Info("turn started", zap.Int("pid", p.pid()), zap.Bool("resumed_session", r.restarts.Load() > 0 || r.Resumed()),
+		zap.Int("client_tools", len(t.names)))
+}
+
+// clientTool maps a tool name the model used to the client's name of one
+// of the turn's functions.
+func (t *Turn) clientTool(model string) (string, bool) {
+	name, ok := clienttools.ClientName(model)
+	return name, ok && t.names[name]
 }
 
 // release frees the runner for the next turn (once).
 func (t *Turn) release() {
-	if !t.released {
-		t.released = true
-		t.r.current.Store(nil)
-		t.r.busy.Store(false)
-	}
-}
-
-// send emits e unless the client is gone.
-func (t *Turn) send(e agent.Event) {
-	if t.clientGone {
+	if t.released {
 		return
 	}
-	if err := t.emit(e); err != nil {
-		t.clientGone = true
+	t.released = true
+	r := t.r
+	r.turnMu.Lock()
+	if r.current == t {
+		r.current = nil
+	}
+	if r.queued == t {
+		r.queued = nil
+	}
+	r.turnMu.Unlock()
+}
+
+// end ends the turn: the runner is released, the CLI's calls of client
+// functions still waiting get error results, the listener is let go, and
+// tool results posted meanwhile get what the turn kept.
+func (t *Turn) end() {
+	t.release()
+	if t.p != nil {
+		t.p.tools.End(clienttools.TurnOver)
+	}
+	if t.waitTimer != nil {
+		t.waitTimer.Stop()
+	}
+	t.mu.Lock()
+	l, kept := t.listener, t.kept
+	t.listener, t.kept, t.state = nil, nil, stateEnded
+	t.mu.Unlock()
+	if l != nil {
+		close(l.done)
+	}
+	select {
+	case res := <-t.resumeCh:
+		for _, e := range kept {
+			if res.l.emit(e) != nil {
+				break
+			}
+		}
+		close(res.l.done)
+	default:
+	}
+	close(t.done)
+}
+
+// send emits e to the listener; while the turn waits for tool results it
+// is kept for the stream that brings them, and dropped when nobody will
+// listen again. A listener that fails is let go and the turn interrupted.
+func (t *Turn) send(e agent.Event) {
+	t.mu.Lock()
+	l := t.listener
+	if l == nil {
+		if t.state == stateWaiting || t.state == stateResuming {
+			t.kept = append(t.kept, e)
+		}
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	if err := l.emit(e); err != nil {
+		t.clientLeft()
 	}
 }
 
-// sendNotice emits the runner's pending notice, if any.
+// clientLeft lets the listener go after its stream failed or its client
+// left: the turn runs on unattended, and the loop interrupts it.
+func (t *Turn) clientLeft() {
+	t.clientGone = true
+	t.detach(stateUnattended, clienttools.ClientLeft)
+}
+
+// detach lets the listener go and puts the turn in state (with why, when
+// unattended).
+func (t *Turn) detach(state turnState, why string) {
+	t.mu.Lock()
+	l := t.listener
+	t.listener, t.state = nil, state
+	if state == stateUnattended {
+		t.why, t.kept = why, nil
+	}
+	t.mu.Unlock()
+	if l != nil {
+		close(l.done)
+	}
+}
+
+// leaving is closed when the listener's client goes away (nil without a
+// listener).
+func (t *Turn) leaving() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.listener == nil {
+		return nil
+	}
+	return t.listener.ctx.Done()
+}
+
+// listenerContext is the listener's context, or the runner's without one.
+func (t *Turn) listenerContext() context.Context {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.listener == nil {
+		return t.r.ctx
+	}
+	return t.listener.ctx
+}
+
+// sendNotice emits the runner's pending notices, if any.
 func (t *Turn) sendNotice() {
 	r := t.r
 	r.mu.Lock()
-	note := r.notice
-	r.notice = ""
+	note, toolNote := r.notice, r.toolNotice
+	r.notice, r.toolNotice = "", ""
 	r.mu.Unlock()
-	if note != "" {
-		t.tr.seq++
-		t.send(agent.Event{Type: agent.EventNotice, Seq: t.tr.seq, Code: agent.CodeRestarted, Message: note})
+	for _, n := range []agent.Event{
+		{Type: agent.EventNotice, Code: agent.CodeRestarted, Message: note},
+		{Type: agent.EventNotice, Code: agent.CodeToolTimeout, Message: toolNote},
+	} {
+		if n.Message != "" {
+			t.tr.seq++
+			n.Seq = t.tr.seq
+			t.send(n)
+		}
 	}
 }
 
-// sendPrompt writes the prompt to the CLI. A process that is dying (its
-// stdin is gone) hands the prompt to its successor, which resumes the
+// sendPrompt gives the turn's message to the CLI. A process that is dying
+// (its stdin is gone) hands it to its successor, which resumes the
 // conversation. It reports whether the turn goes on; if not, the turn's
 // error event was emitted.
-func (t *Turn) sendPrompt(ctx context.Context, prompt string) bool {
+func (t *Turn) sendPrompt(ctx context.Context) bool {
 	r := t.r
-	err := t.p.sendUser(prompt)
+	err := t.deliver(ctx, t.p)
 	if err == nil {
 		return true
 	}
 	t.resent = true
 	np, err := r.successor(ctx, t.p)
 	if err == nil {
-		err = np.sendUser(prompt)
+		err = t.deliver(ctx, np)
 	}
 	if err != nil {
 		t.release()
@@ -529,20 +782,22 @@ func (t *Turn) sendPrompt(ctx context.Context, prompt string) bool {
 	return true
 }
 
-// readUntilResult emits the events of the CLI's output until the turn's
-// result. Meanwhile it interrupts the turn when the client leaves or asks
-// to, the API rejects the key or the turn runs too long, and kills a CLI
-// that does not wind an interrupted turn down within the grace period.
-func (t *Turn) readUntilResult(ctx context.Context, prompt string) {
-	r := t.r
-	var timeout <-chan time.Time
-	if r.opts.TurnTimeout > 0 {
-		timer := time.NewTimer(r.opts.TurnTimeout)
-		defer timer.Stop()
-		timeout = timer.C
-	}
+// deliver gives p the turn's client functions, then its message.
+func (t *Turn) deliver(ctx context.Context, p *process) error {
+	t.offerTools(ctx, p)
+	return p.sendUser(t.message)
+}
+
+// loop emits the events of the CLI's output until the turn's result, then
+// ends the turn. Meanwhile it interrupts the turn when the client leaves
+// or asks to, the API rejects the key or the turn runs too long, kills a
+// CLI that does not wind an interrupted turn down within the grace
+// period, and waits for the client's tool results (turn_tools.go).
+func (t *Turn) loop() {
+	defer t.end()
+	t.clock.start(t.r.opts.TurnTimeout)
+	defer t.clock.stop()
 	var grace <-chan time.Time
-	done := ctx.Done()
 	lines := t.p.lines
 	for {
 		select {
@@ -555,38 +810,34 @@ func (t *Turn) readUntilResult(ctx context.Context, prompt string) {
 			if t.handle(raw) {
 				return
 			}
-			if t.clientGone && t.reason == reasonNone {
-				grace = t.interrupt(reasonClient)
-			}
-		case <-done:
-			done = nil
-			t.clientGone = true
-			if g := t.interrupt(reasonClient); g != nil {
-				grace = g
-			}
+		case <-t.leaving():
+			t.clientLeft()
 		case <-t.interruptCh:
-			if g := t.interrupt(reasonClient); g != nil {
-				grace = g
-			}
+			grace = t.interruptOnce(reasonClient, grace)
 		case status := <-t.upstream:
 			if status == 401 || status == 403 {
-				if g := t.interrupt(reasonAuth); g != nil {
-					grace = g
-				}
+				grace = t.interruptOnce(reasonAuth, grace)
 			}
-		case <-timeout:
-			if g := t.interrupt(reasonTimeout); g != nil {
-				grace = g
-			}
+		case <-t.clock.C:
+			grace = t.interruptOnce(reasonTimeout, grace)
+		case <-t.waitC():
+			t.toolTimeout()
+		case res := <-t.resumeCh:
+			t.resume(res)
+		case <-t.abandonCh:
+			t.abandoned()
 		case <-grace:
-			r.opts.Logger.Warn("claude did not end an interrupted turn; killing it", zap.Int("pid", t.p.pid()))
+			t.r.opts.Logger.Warn("claude did not end an interrupted turn; killing it", zap.Int("pid", t.p.pid()))
 			t.p.kill()
 			grace = nil
 		case <-t.p.done:
-			if !t.processExited(ctx, prompt) {
+			if !t.processExited() {
 				return
 			}
 			lines = t.p.lines
+		}
+		if t.clientGone && t.reason == reasonNone {
+			grace = t.interruptOnce(reasonClient, grace)
 		}
 	}
 }
@@ -603,6 +854,11 @@ func (t *Turn) handle(raw []byte) bool {
 		t.finish()
 	}
 	for _, e := range t.events {
+		if e.Type == agent.EventClientToolCalls {
+			t.announce(e)
+			continue
+		}
+		t.refuseSubAgentCall(e)
 		t.send(e)
 	}
 	return t.tr.Done()
@@ -623,12 +879,11 @@ func (t *Turn) finish() {
 	t.release()
 }
 
-// interrupt asks the CLI to stop the turn for why, once: it returns when
-// the grace period for winding down ends, or nil if the turn was already
-// being interrupted.
-func (t *Turn) interrupt(why interruptReason) <-chan time.Time {
+// interruptOnce interrupts the turn for why unless it is being interrupted
+// already, and returns the grace period's end (grace when nothing changed).
+func (t *Turn) interruptOnce(why interruptReason, grace <-chan time.Time) <-chan time.Time {
 	if t.reason != reasonNone {
-		return nil
+		return grace
 	}
 	t.reason = why
 	if _, err := t.p.control("interrupt"); err != nil {
@@ -655,7 +910,7 @@ func (t *Turn) classifyInterrupt() (string, string) {
 // turn began), the prompt goes to its successor, which resumes the
 // conversation. Otherwise the turn ends with an error event. It reports
 // whether the turn goes on (on the successor, now t.p).
-func (t *Turn) processExited(ctx context.Context, prompt string) bool {
+func (t *Turn) processExited() bool {
 	r := t.r
 	// stdout is closed before done: take what the process printed before
 	// it exited.
@@ -668,7 +923,8 @@ func (t *Turn) processExited(ctx context.Context, prompt string) bool {
 	if !t.gotOutput && !t.resent && t.reason == reasonNone {
 		t.resent = true
 		r.opts.Logger.Warn("claude exited before the turn began; resending it", zap.Int("pid", t.p.pid()))
-		if np, err := r.waitReady(ctx); err == nil && np.sendUser(prompt) == nil {
+		ctx := t.listenerContext()
+		if np, err := r.waitReady(ctx); err == nil && t.deliver(ctx, np) == nil {
 			t.p = np
 			t.sendNotice()
 			return true

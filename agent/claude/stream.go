@@ -171,6 +171,17 @@ type Translator struct {
 	// ClassifyInterrupt picks the error code of an interrupted turn; the
 	// runner knows why it interrupted (client gone, auth failure, timeout).
 	ClassifyInterrupt func() (code, message string)
+	// ClientTool tells whether the model's tool name is one of the turn's
+	// client functions, and its name as the client knows it (nil: the turn
+	// has none). The main agent's calls of them are not tool_use events:
+	// they are gathered per message and reported together as one
+	// client_tool_calls event at the message's end (the message_stop
+	// stream event, which the CLI writes after every block's assistant
+	// line), and their tool_result lines are not reported at all.
+	ClientTool func(name string) (string, bool)
+
+	calls     []agent.ToolCall // client calls of the current message, not yet reported
+	clientIDs map[string]bool  // tool_use ids of the turn's client calls
 }
 
 // Done reports whether the turn's result line has been seen.
@@ -205,6 +216,11 @@ func (t *Translator) translateLine(l *line, out []agent.Event) ([]agent.Event, e
 	}
 	switch l.Type {
 	case "stream_event":
+		if l.Event != nil && l.Event.Type == "message_stop" && l.ParentToolUseID == nil && len(t.calls) > 0 {
+			out = append(out, t.event(agent.Event{Type: agent.EventClientToolCalls, Calls: t.calls}, nil))
+			t.calls = nil
+			return out, nil
+		}
 		if l.Event == nil || l.Event.Type != "content_block_delta" || l.Event.Delta == nil {
 			return out, nil
 		}
@@ -238,6 +254,9 @@ func (t *Translator) translateLine(l *line, out []agent.Event) ([]agent.Event, e
 			case "thinking":
 				out = append(out, t.event(agent.Event{Type: agent.EventThinking, Text: b.Thinking}, l.ParentToolUseID))
 			case "tool_use":
+				if t.clientCall(b, l.ParentToolUseID) {
+					continue
+				}
 				out = append(out, t.event(agent.Event{Type: agent.EventToolUse, ToolUseID: b.ID, Name: b.Name, Input: b.Input}, l.ParentToolUseID))
 				if b.Name == "TodoWrite" {
 					if todos, ok := decodeTodos(b.Input); ok {
@@ -259,7 +278,7 @@ func (t *Translator) translateLine(l *line, out []agent.Event) ([]agent.Event, e
 			return out, fmt.Errorf("decode user content: %w", err)
 		}
 		for _, b := range blocks {
-			if b.Type == "tool_result" {
+			if b.Type == "tool_result" && !t.clientIDs[b.ToolUseID] {
 				out = append(out, t.event(agent.Event{
 					Type: agent.EventToolResult, ToolUseID: b.ToolUseID,
 					Output: toolResultText(b.Content), IsError: b.IsError,
@@ -289,6 +308,28 @@ func (t *Translator) translateLine(l *line, out []agent.Event) ([]agent.Event, e
 		out = append(out, t.resultEvent(l))
 	}
 	return out, nil
+}
+
+// clientCall gathers b when it is the main agent's call of a client
+// function, and reports whether it was.
+func (t *Translator) clientCall(b contentBlock, parent *string) bool {
+	if parent != nil || t.ClientTool == nil {
+		return false
+	}
+	name, ok := t.ClientTool(b.Name)
+	if !ok {
+		return false
+	}
+	args := string(bytes.TrimSpace(b.Input))
+	if args == "" {
+		args = "{}"
+	}
+	t.calls = append(t.calls, agent.ToolCall{ID: b.ID, Name: name, Arguments: args})
+	if t.clientIDs == nil {
+		t.clientIDs = map[string]bool{}
+	}
+	t.clientIDs[b.ID] = true
+	return true
 }
 
 func (t *Translator) resultEvent(l *line) agent.Event {

@@ -298,3 +298,87 @@ func TestDeltaFastPathTakesCLILines(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, n, 10, "the transcripts hold delta lines")
 }
+
+// translateLines runs CLI stdout lines through tr.
+func translateLines(t *testing.T, tr *Translator, lines ...string) []agent.Event {
+	t.Helper()
+	var events []agent.Event
+	for _, l := range lines {
+		var err error
+		events, err = tr.Translate([]byte(l), events)
+		require.NoError(t, err)
+	}
+	return events
+}
+
+func TestTranslateClientToolCalls(t *testing.T) {
+	clientTools := func(names ...string) func(string) (string, bool) {
+		return func(model string) (string, bool) {
+			for _, n := range names {
+				if model == "mcp__client__"+n {
+					return n, true
+				}
+			}
+			return "", false
+		}
+	}
+	t.Run("recorded parallel calls are one event at the message's end", func(t *testing.T) {
+		f, err := os.ReadFile(filepath.Join("testdata", "h_client_tools.stdout.jsonl"))
+		require.NoError(t, err)
+		tr := &Translator{ClientTool: clientTools("get_weather", "get_time")}
+		events := translateLines(t, tr, strings.Split(strings.TrimSpace(string(f)), "\n")...)
+		assert.Equal(t, []string{
+			"text_delta*", "text:Let me check both.",
+			"client_tool_calls",
+			"text_delta*", "text:Sunny in Paris; the time in Oslo is unknown.",
+			"result:end_turn:5235/23",
+		}, summarize(t, events))
+		var calls []agent.ToolCall
+		for _, e := range events {
+			calls = append(calls, e.Calls...)
+		}
+		assert.Equal(t, []agent.ToolCall{
+			{ID: "toolu_01Mock0000000000000022", Name: "get_weather", Arguments: `{"city":"Paris"}`},
+			{ID: "toolu_01Mock0000000000000023", Name: "get_time", Arguments: `{"city":"Oslo"}`},
+		}, calls)
+	})
+	t.Run("without client tools the calls are ordinary tool events", func(t *testing.T) {
+		f, err := os.ReadFile(filepath.Join("testdata", "h_client_tools.stdout.jsonl"))
+		require.NoError(t, err)
+		events := translateLines(t, &Translator{}, strings.Split(strings.TrimSpace(string(f)), "\n")...)
+		assert.Equal(t, []string{
+			"text_delta*", "text:Let me check both.",
+			`tool_use:mcp__client__get_weather:{"city":"Paris"}`,
+			`tool_use:mcp__client__get_time:{"city":"Oslo"}`,
+			"tool_result:true:clock broken",
+			"tool_result:false:sunny, 21C",
+			"text_delta*", "text:Sunny in Paris; the time in Oslo is unknown.",
+			"result:end_turn:5235/23",
+		}, summarize(t, events))
+	})
+	const (
+		subAgentCall = `{"type":"assistant","message":{"model":"m","content":[{"type":"tool_use","id":"toolu_s","name":"mcp__client__a","input":{}}]},"parent_tool_use_id":"toolu_task"}`
+		mainCall     = `{"type":"assistant","message":{"model":"m","content":[{"type":"tool_use","id":"toolu_m","name":"mcp__client__a","input":{"x":1}}]},"parent_tool_use_id":null}`
+		otherCall    = `{"type":"assistant","message":{"model":"m","content":[{"type":"tool_use","id":"toolu_o","name":"mcp__client__gone","input":{}}]},"parent_tool_use_id":null}`
+		subAgentStop = `{"type":"stream_event","event":{"type":"message_stop"},"parent_tool_use_id":"toolu_task"}`
+		mainStop     = `{"type":"stream_event","event":{"type":"message_stop"},"parent_tool_use_id":null}`
+		mainResult   = `{"type":"user","message":{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_m","content":"done"}]},"parent_tool_use_id":null}`
+	)
+	tests := []struct {
+		name  string
+		lines []string
+		want  []string
+	}{
+		{"a sub-agent's call is an ordinary tool_use", []string{subAgentCall, subAgentStop}, []string{"tool_use:mcp__client__a:{}"}},
+		{"a function the turn does not offer is an ordinary tool_use", []string{otherCall, mainStop}, []string{"tool_use:mcp__client__gone:{}"}},
+		{"the main agent's call waits for message_stop", []string{mainCall}, nil},
+		{"its result is not reported", []string{mainCall, mainStop, mainResult}, []string{"client_tool_calls"}},
+		{"a message without calls ends silently", []string{mainStop}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			events := translateLines(t, &Translator{ClientTool: clientTools("a")}, tt.lines...)
+			assert.Equal(t, tt.want, summarize(t, events))
+		})
+	}
+}

@@ -1,6 +1,15 @@
 // Package server is the agent's HTTP API: health, queries streamed as
-// Server-Sent Events, interrupts, workspace files and process statistics.
-// Every endpoint but GET /health requires the container's bearer token.
+// Server-Sent Events, the results of the client's function calls,
+// interrupts, workspace files and process statistics. Every endpoint but
+// GET /health requires the container's bearer token.
+//
+// A turn whose model calls the client's own functions (QueryRequest.Tools)
+// ends its stream with a client_tool_calls event and waits; POST
+// /tool_results with their results continues the same turn in a new
+// stream. GET /health and GET /stats report such a turn as busy (it holds
+// the CLI), as they do a turn that runs on after its client left; a new
+// POST /query is nevertheless accepted then: it abandons the waiting calls
+// and runs once the old turn has ended.
 package server
 
 import (
@@ -23,6 +32,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/claude"
+	"github.com/agcluster/caddy-agcluster/agent/clienttools"
 	"github.com/agcluster/caddy-agcluster/agent/statefile"
 	"github.com/agcluster/caddy-agcluster/agent/workspace"
 	"github.com/agcluster/caddy-agcluster/internal/relay"
@@ -44,7 +54,8 @@ type Options struct {
 	ClaudeVersion string
 	// MaxFileBytes caps PUT /files uploads (default 100 MiB).
 	MaxFileBytes int64
-	// MaxQueryBytes caps POST /query bodies (default 8 MiB).
+	// MaxQueryBytes caps POST /query and POST /tool_results bodies
+	// (default 8 MiB).
 	MaxQueryBytes int64
 	// MaxTreeEntries caps GET /files listings (default 10000).
 	MaxTreeEntries int
@@ -101,6 +112,7 @@ func New(opts Options) (*Server, error) {
 	s.binding = opts.State.Get().Binding
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.Handle("POST /query", s.auth(s.query))
+	s.mux.Handle("POST /tool_results", s.auth(s.toolResults))
 	s.mux.Handle("POST /interrupt", s.auth(s.interrupt))
 	s.mux.Handle("GET /stats", s.auth(s.stats))
 	s.mux.Handle("GET /files", s.auth(s.tree))
@@ -167,31 +179,19 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	var q agent.QueryRequest
-	body := http.MaxBytesReader(w, r.Body, s.opts.MaxQueryBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&q); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("query body is larger than %d bytes", mbe.Limit))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "bad_request", "query body must be JSON {\"prompt\": string, \"api_key\"?: string}: "+err.Error())
+	if !s.decodeBody(w, r, &q, `query body must be JSON {"prompt": string, "api_key"?: string, "tools"?: [...], ...}`) {
 		return
 	}
 	if strings.TrimSpace(q.Prompt) == "" {
 		writeError(w, http.StatusBadRequest, "bad_request", "prompt must be a non-empty string")
 		return
 	}
-	key := q.APIKey
-	if key == "" {
-		key = r.Header.Get("X-Api-Key")
+	if err := clienttools.Validate(q.Tools, q.ToolChoice); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
 	}
-	if key == "" {
-		key = s.opts.DefaultKey
-	}
-	if key == "" {
-		writeError(w, http.StatusBadRequest, "no_api_key", "no Anthropic API key: send api_key in the body or an X-Api-Key header")
+	key, ok := s.apiKey(w, r, q.APIKey)
+	if !ok {
 		return
 	}
 	turn, err := s.opts.Runner.Begin()
@@ -200,7 +200,69 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.opts.SetKey(key)
+	s.stream(w, r, "query", func(ctx context.Context, emit func(agent.Event) error) error {
+		return turn.Run(ctx, q, emit)
+	})
+}
 
+// toolResults answers the client's function calls a turn waits for and
+// streams the rest of that turn.
+func (s *Server) toolResults(w http.ResponseWriter, r *http.Request) {
+	var tr agent.ToolResultsRequest
+	if !s.decodeBody(w, r, &tr, `tool results body must be JSON {"results": [{"id": string, "content": string, "is_error"?: bool}], "api_key"?: string}`) {
+		return
+	}
+	key, ok := s.apiKey(w, r, tr.APIKey)
+	if !ok {
+		return
+	}
+	turn, err := s.opts.Runner.Waiting()
+	if err != nil {
+		writeError(w, http.StatusConflict, "no_pending_tool_calls", "no turn is waiting for the results of client tool calls")
+		return
+	}
+	s.opts.SetKey(key)
+	s.stream(w, r, "tool_results", func(ctx context.Context, emit func(agent.Event) error) error {
+		return turn.Continue(ctx, tr.Results, emit)
+	})
+}
+
+// decodeBody decodes the JSON body of a POST into v (no unknown fields),
+// or answers 400 (with want, what the body should be) or 413 and reports
+// false.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, want string) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.opts.MaxQueryBytes))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		return true
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body is larger than %d bytes", mbe.Limit))
+		return false
+	}
+	writeError(w, http.StatusBadRequest, "bad_request", want+": "+err.Error())
+	return false
+}
+
+// apiKey is the Anthropic API key of a request: from its body, else its
+// X-Api-Key header, else the agent's default. Without one it answers 400
+// and reports false.
+func (s *Server) apiKey(w http.ResponseWriter, r *http.Request, inBody string) (string, bool) {
+	for _, key := range []string{inBody, r.Header.Get("X-Api-Key"), s.opts.DefaultKey} {
+		if key != "" {
+			return key, true
+		}
+	}
+	writeError(w, http.StatusBadRequest, "no_api_key", "no Anthropic API key: send api_key in the body or an X-Api-Key header")
+	return "", false
+}
+
+// stream answers with the event stream run produces (a turn, or the rest
+// of one, for the endpoint named by what). When run fails to start, the
+// stream still ends with an error event.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, what string, run func(ctx context.Context, emit func(agent.Event) error) error) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -212,19 +274,21 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	started := time.Now()
 	var final agent.Event
 	_ = relay.Produce(r.Context(), sse, relay.Options{KeepAlive: s.opts.KeepAlive}, func(send func(agent.Event) error) error {
-		err := turn.Run(r.Context(), q, func(e agent.Event) error {
+		err := run(r.Context(), func(e agent.Event) error {
 			final = e
 			return send(e)
 		})
 		if err != nil {
 			// The turn never started (the CLI is not ready, or the client
-			// left while it loaded): the stream still ends with an error event.
+			// left while it loaded) or ended before the results reached
+			// it: the stream still ends with an error event.
 			final = agent.Event{Type: agent.EventError, Seq: 1, Code: agent.CodeInternal, Message: err.Error()}
 			_ = send(final)
 		}
 		return nil
 	})
-	s.opts.Logger.Info("turn finished",
+	s.opts.Logger.Info("turn stream ended",
+		zap.String("endpoint", what),
 		zap.String("outcome", string(final.Type)),
 		zap.String("code", final.Code),
 		zap.Duration("duration", time.Since(started)))

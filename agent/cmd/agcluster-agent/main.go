@@ -10,6 +10,8 @@
 //	AGENT_ADDR           listen address (default :8080)
 //	AGENT_TURN_TIMEOUT   longest a turn may run, e.g. 30m (default 30m; 0 = none)
 //	AGENT_MAX_FILE_BYTES upload limit for PUT /files (default 104857600)
+//	AGENT_TOOL_RESULT_TIMEOUT how long a turn waits for the results of the client's
+//	                     function calls (POST /tool_results), e.g. 10m (default 10m)
 //	AGENT_WARM_UP        "1": run a first turn answered by the agent itself, then /clear,
 //	                     before reporting ready (warm-pool agents; see claude.Options.WarmUp)
 //	AGENT_STATE_DIR      optional; a directory on a persistent volume (/state in the image,
@@ -72,6 +74,7 @@ type settings struct {
 	workspace    string
 	addr         string
 	turnTimeout  time.Duration
+	toolTimeout  time.Duration // how long a turn waits for client tool results
 	maxFileBytes int64
 	claudeBin    string
 	upstream     string
@@ -91,6 +94,7 @@ func readSettings() (*settings, error) {
 		warmUp:       os.Getenv(agent.EnvWarmUp) == "1",
 		stateDir:     os.Getenv(agent.EnvStateDir),
 		turnTimeout:  30 * time.Minute,
+		toolTimeout:  10 * time.Minute,
 		maxFileBytes: 100 << 20,
 	}
 	if s.token == "" {
@@ -110,6 +114,13 @@ func readSettings() (*settings, error) {
 			return nil, fmt.Errorf("%s %q: must be a duration such as 30m", agent.EnvTurnTimeout, v)
 		}
 		s.turnTimeout = d
+	}
+	if v := os.Getenv(agent.EnvToolResultTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%s %q: must be a positive duration such as 10m", agent.EnvToolResultTimeout, v)
+		}
+		s.toolTimeout = d
 	}
 	if v := os.Getenv(agent.EnvMaxFileBytes); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -182,15 +193,16 @@ func run() error {
 	defer proxy.Close()
 
 	runner = claude.NewRunner(claude.Options{
-		Bin:         s.claudeBin,
-		Config:      s.config,
-		Dir:         s.workspace,
-		Env:         claudeEnv(os.Environ(), s.config, proxy, s.stateDir),
-		Logger:      logger.Named("claude"),
-		TurnTimeout: s.turnTimeout,
-		WarmUp:      s.warmUp,
-		SetWarmUp:   proxy.SetWarmUp,
-		State:       state,
+		Bin:               s.claudeBin,
+		Config:            s.config,
+		Dir:               s.workspace,
+		Env:               claudeEnv(os.Environ(), s.config, proxy, s.stateDir),
+		Logger:            logger.Named("claude"),
+		TurnTimeout:       s.turnTimeout,
+		ToolResultTimeout: s.toolTimeout,
+		WarmUp:            s.warmUp,
+		SetWarmUp:         proxy.SetWarmUp,
+		State:             state,
 	})
 	defer runner.Close()
 
