@@ -113,7 +113,9 @@ func requestBody(r route) map[string]any {
 		return obj(map[string]any{"config_id": str(), "config": map[string]any{"type": "object"}, "provider": str(),
 			"mcp_env": map[string]any{"type": "object", "additionalProperties": str()}, "api_key": str()})
 	case strings.HasSuffix(r.Pattern, "/chat"):
-		return obj(map[string]any{"prompt": str()}, "prompt")
+		branch := str()
+		branch["description"] = "continue after the turn with this id (a result event's result.turn_id); \"\" for the beginning"
+		return obj(map[string]any{"prompt": str(), "branch": branch}, "prompt")
 	case r.Method == http.MethodPut:
 		return map[string]any{"required": true, "content": map[string]any{"application/octet-stream": map[string]any{
 			"schema": map[string]any{"type": "string", "format": "binary"}}}}
