@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
+	"github.com/agcluster/caddy-agcluster/internal/testenv"
 )
 
 // TestClientTools: OpenAI function tools with openai-go. The model's call
@@ -78,4 +82,46 @@ func TestClientTools(t *testing.T) {
 		assert.Equal(t, "stop", sum.FinishReason)
 		assert.Contains(t, sum.Content, joke)
 	})
+}
+
+// TestClientToolTimeout: a client that never sends its function's result.
+// The agent's wait ends (AGENT_TOOL_RESULT_TIMEOUT, 1s here), the model is
+// told and its turn ends unseen; the result that arrives late goes to a new
+// turn as text, whose answer begins with a note saying what happened.
+func TestClientToolTimeout(t *testing.T) {
+	e := setup(t)
+	g := e.startGatewayWith(t, gatewayOptions{providerEnv: []string{"AGENT_TOOL_RESULT_TIMEOUT 1s"}})
+	const key = "sk-ant-test-tool-timeout"
+	c := g.client(key)
+	e.script(t, weatherScript())
+	opt := conv("c-tool-timeout")
+	var sid string
+	params := weatherParams(openai.UserMessage(weatherPrompt))
+	first, sum := completeChat(t, c, params, false, opt, sessionInto(&sid))
+	require.Equal(t, "tool_calls", sum.FinishReason, "%+v", sum)
+	require.NotEmpty(t, sid)
+
+	// The agent's turn waits, then gives up and ends by itself.
+	testenv.Eventually(t, time.Minute, func() bool {
+		r := api{t: t, g: g, key: key}.do(http.MethodGet, "/api/agents/sessions/"+sid+"/resources", nil, "")
+		var res struct {
+			Busy bool `json:"busy"`
+		}
+		return r.status == http.StatusOK && json.Unmarshal(r.body, &res) == nil && !res.Busy
+	}, "the waiting turn never ended")
+	timedOut := e.lastCLIRequest(t)
+	assert.Contains(t, timedOut.AllText(), "did not answer this call in time", "the model was told")
+
+	// The late result: a new turn, told what happened.
+	call := first.Choices[0].Message.ToolCalls[0]
+	result := weatherResult(t, call.Function.Arguments)
+	params.Messages = append(params.Messages, first.Choices[0].Message.ToParam(),
+		openai.ToolMessage(result, call.ID))
+	_, sum = completeChat(t, c, params, true, opt)
+	assert.Equal(t, "stop", sum.FinishReason)
+	firstLine, _, _ := strings.Cut(strings.TrimSpace(sum.Content), "\n")
+	assert.Contains(t, firstLine, "did not send the results of its function calls", "the answer begins with the note: %q", sum.Content)
+	late := e.lastCLIRequest(t).LastUserText()
+	assert.Contains(t, late, "Results of the functions you called")
+	assert.Contains(t, late, result, "the late result reaches the model as text")
 }

@@ -73,15 +73,16 @@ func caddyBin(t testing.TB) string {
 
 // gatewayOptions vary the test Caddyfile.
 type gatewayOptions struct {
-	idle         string // idle_timeout
-	extraHandler string // lines added to the handler block
-	extraApp     string // lines added to the agcluster app block
-	dockerHost   string // the provider's engine address ("" = default)
-	readyTimeout string // the provider's ready_timeout ("" = default)
-	extraSite    string // lines added to the site block (e.g. "log")
-	keep         bool   // shutdown keep (sessions outlive Caddy) instead of destroy
-	maxSessions  string // max_sessions ("" = 100)
-	runID        string // label value; a new one when empty
+	idle         string   // idle_timeout
+	extraHandler string   // lines added to the handler block
+	extraApp     string   // lines added to the agcluster app block
+	dockerHost   string   // the provider's engine address ("" = default)
+	readyTimeout string   // the provider's ready_timeout ("" = default)
+	providerEnv  []string // NAME value pairs passed to every agent
+	extraSite    string   // lines added to the site block (e.g. "log")
+	keep         bool     // shutdown keep (sessions outlive Caddy) instead of destroy
+	maxSessions  string   // max_sessions ("" = 100)
+	runID        string   // label value; a new one when empty
 }
 
 // caddyfile is the Caddyfile, on this test's network and port,
@@ -132,6 +133,9 @@ func providerLines(o gatewayOptions) string {
 	}
 	if o.readyTimeout != "" {
 		lines = append(lines, "ready_timeout "+o.readyTimeout)
+	}
+	for _, env := range o.providerEnv {
+		lines = append(lines, "env "+env)
 	}
 	return strings.Join(lines, "\n\t\t\t")
 }
