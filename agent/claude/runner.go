@@ -5,6 +5,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,11 +68,17 @@ type Options struct {
 	// (required with WarmUp).
 	SetWarmUp func(on bool)
 	// State, if not nil, keeps the CLI session id, whether it has a
-	// session and the turn count across restarts of the agent: they are
-	// saved on every change, and a runner started on a saved session
-	// resumes it (without warm-up or notice). The CLI's own session files
-	// must then be kept too (CLAUDE_CONFIG_DIR on the same volume).
+	// session, the turn count and the turn tree across restarts of the
+	// agent: they are saved on every change, and a runner started on a
+	// saved session resumes it (without warm-up or notice). The CLI's own
+	// session files must then be kept too (CLAUDE_CONFIG_DIR on the same
+	// volume).
 	State *statefile.Store
+	// SavesDir keeps copies of the files of branches the conversation
+	// left, to put them back on a branch back (see saves.go). Default:
+	// <state dir>/branches with State, else a temporary directory that
+	// Close removes.
+	SavesDir string
 }
 
 // Runner supervises the CLI process and runs one turn at a time on it.
@@ -79,17 +88,22 @@ type Runner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu         sync.Mutex
-	proc       *process
-	state      State
-	startErr   error
-	changed    chan struct{} // closed and replaced on every state change
-	sessionID  string
-	hasSession bool   // a turn was sent, so the CLI has saved the session
-	notice     string // told to the client at the start of the next turn
-	warmedUp   bool   // the warm-up ran (or failed and is not retried)
-	fromSaved  bool   // sessionID is a saved session no process has resumed yet
-	resumed    bool   // the first CLI process resumed the saved session
+	mu          sync.Mutex
+	proc        *process
+	state       State
+	startErr    error
+	changed     chan struct{} // closed and replaced on every state change
+	sessionID   string
+	hasSession  bool   // a turn was sent, so the CLI has saved the session
+	notice      string // told to the client at the start of the next turn
+	warmedUp    bool   // the warm-up ran (or failed and is not retried)
+	fromSaved   bool   // sessionID is a saved session no process has resumed yet
+	resumed     bool   // the first CLI process resumed the saved session
+	forkFrom    string // with forkAt: the next process forks this session (Launch.ForkFrom)
+	forkAt      string
+	relaunching bool  // the process is being replaced for a branch, not lost
+	tree        *tree // the turn tree
+	tempSaves   bool  // opts.SavesDir is a temporary directory of ours
 
 	busy     atomic.Bool
 	turns    atomic.Int64
@@ -109,6 +123,10 @@ func NewRunner(opts Options) *Runner {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.SavesDir == "" && opts.State != nil {
+		opts.SavesDir = filepath.Join(opts.State.Dir(), "branches")
+	}
+	opts.Env = withCheckpoints(opts.Env)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{
 		opts:      opts,
@@ -121,7 +139,10 @@ func NewRunner(opts Options) *Runner {
 	saved := opts.State.Get()
 	if saved.HasSession {
 		r.sessionID, r.hasSession, r.fromSaved = saved.SessionID, true, true
+	} else if saved.ForkFrom != "" {
+		r.sessionID, r.forkFrom, r.forkAt, r.fromSaved = saved.SessionID, saved.ForkFrom, saved.ForkAt, true
 	}
+	r.tree = newTree(saved.Tree, saved.Tip)
 	r.turns.Store(saved.Turns)
 	r.wg.Add(1)
 	go r.supervise()
@@ -144,12 +165,33 @@ func (r *Runner) Resumed() bool {
 	return r.resumed
 }
 
-// persist saves the session and turn count to Options.State if they
-// changed; a failure is logged, never fatal to a turn.
+// withCheckpoints adds CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING=1 to the
+// CLI's environment (nil: the agent's own) unless it is set: the CLI keeps
+// file checkpoints in print mode only with it (claude 2.1.328; the SDK
+// sets it for its enableFileCheckpointing option), and branches rewind
+// files to them. CLAUDE_CODE_DISABLE_FILE_CHECKPOINTING still wins.
+func withCheckpoints(env []string) []string {
+	const name = "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING"
+	if env == nil {
+		env = os.Environ()
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			return env
+		}
+	}
+	return append(env[:len(env):len(env)], name+"=1")
+}
+
+// persist saves the session, the turn count and the turn tree to
+// Options.State if they changed; a failure is logged, never fatal to a
+// turn.
 func (r *Runner) persist() {
 	err := r.opts.State.Update(func(s *statefile.State) {
 		r.mu.Lock()
 		s.SessionID, s.HasSession = r.sessionID, r.hasSession
+		s.ForkFrom, s.ForkAt = r.forkFrom, r.forkAt
+		s.Tree, s.Tip = r.tree.list(), r.tree.tip
 		r.mu.Unlock()
 		s.Turns = r.turns.Load()
 	})
@@ -213,13 +255,19 @@ func (r *Runner) supervise() {
 			r.setState(StateStopped, nil, nil)
 			return
 		}
-		r.restarts.Add(1)
-		r.opts.Logger.Warn("claude exited", zap.Int("pid", p.pid()), zap.String("exit", p.exitDescription()))
 		r.mu.Lock()
-		if r.hasSession && r.notice == "" {
+		planned := r.relaunching
+		r.relaunching = false
+		if !planned && r.hasSession && r.notice == "" {
 			r.notice = "The agent process stopped and was restarted; the conversation was resumed from its saved session."
 		}
 		r.mu.Unlock()
+		if planned {
+			r.opts.Logger.Info("claude stopped for a branch", zap.Int("pid", p.pid()))
+		} else {
+			r.restarts.Add(1)
+			r.opts.Logger.Warn("claude exited", zap.Int("pid", p.pid()), zap.String("exit", p.exitDescription()))
+		}
 		r.setState(StateRestarting, nil, nil)
 		if time.Since(started) > time.Minute {
 			backoff = 250 * time.Millisecond
@@ -232,9 +280,9 @@ func (r *Runner) supervise() {
 // one, and the next turn is told the context was lost.
 func (r *Runner) spawn() (*process, error) {
 	r.mu.Lock()
-	sessionID, resume := r.sessionID, r.hasSession
+	l := Launch{SessionID: r.sessionID, Resume: r.hasSession, ForkFrom: r.forkFrom, ForkAt: r.forkAt}
 	r.mu.Unlock()
-	p, err := r.spawnWith(sessionID, resume)
+	p, err := r.spawnWith(l)
 	if err == nil {
 		r.mu.Lock()
 		if r.fromSaved {
@@ -244,25 +292,27 @@ func (r *Runner) spawn() (*process, error) {
 		r.persist()
 		return p, nil
 	}
-	if !resume {
+	if !l.Resume && l.ForkFrom == "" {
 		return nil, err
 	}
-	r.opts.Logger.Warn("claude resume failed; starting a fresh session", zap.String("session_id", sessionID), zap.Error(err))
+	r.opts.Logger.Warn("claude resume failed; starting a fresh session", zap.String("session_id", l.SessionID),
+		zap.String("fork_from", l.ForkFrom), zap.Error(err))
 	fresh := newUUID()
-	p, err = r.spawnWith(fresh, false)
+	p, err = r.spawnWith(Launch{SessionID: fresh})
 	if err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
 	r.sessionID, r.hasSession, r.fromSaved = fresh, false, false
+	r.forkFrom, r.forkAt = "", ""
 	r.notice = "The agent process was restarted and its saved conversation could not be resumed; earlier context is lost."
 	r.mu.Unlock()
 	r.persist()
 	return p, nil
 }
 
-func (r *Runner) spawnWith(sessionID string, resume bool) (*process, error) {
-	args, err := Args(r.opts.Config, sessionID, resume)
+func (r *Runner) spawnWith(l Launch) (*process, error) {
+	args, err := LaunchArgs(r.opts.Config, l)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +328,7 @@ func (r *Runner) spawnWith(sessionID string, resume bool) (*process, error) {
 		return nil, err
 	}
 	r.mu.Lock()
-	warm := r.opts.WarmUp && r.opts.SetWarmUp != nil && !r.warmedUp && !resume
+	warm := r.opts.WarmUp && r.opts.SetWarmUp != nil && !r.warmedUp && !l.Resume && l.ForkFrom == ""
 	r.warmedUp = true
 	r.mu.Unlock()
 	if !warm {
@@ -291,7 +341,7 @@ func (r *Runner) spawnWith(sessionID string, resume bool) (*process, error) {
 		r.opts.Logger.Warn("claude warm-up failed; starting a fresh process", zap.Error(err))
 		p.kill()
 		<-p.done
-		return r.spawnWith(newUUID(), false)
+		return r.spawnWith(Launch{SessionID: newUUID()})
 	}
 	r.mu.Lock()
 	r.sessionID = newUUID() // for a restart before the first turn; the live session is the cleared one
@@ -366,6 +416,11 @@ func (r *Runner) waitReady(ctx context.Context) (*process, error) {
 func (r *Runner) Close() {
 	r.cancel()
 	r.wg.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tempSaves {
+		_ = os.RemoveAll(r.opts.SavesDir)
+	}
 }
 
 // Begin reserves the runner for one turn, or returns ErrBusy. The caller
@@ -413,14 +468,16 @@ type Turn struct {
 
 	// Set up by Run for its steps.
 	emit       func(agent.Event) error
-	p          *process        // the CLI process running the turn
-	tr         *Translator     // numbers the events (tr.seq) and sees the turn's end
-	events     []agent.Event   // one line's events, reused
-	reason     interruptReason // why the turn was interrupted, if it was
-	released   bool            // the runner is free for the next turn
-	clientGone bool            // emit failed or the client left: emit nothing more
-	resent     bool            // the prompt was given to a restarted process
-	gotOutput  bool            // the process printed something during the turn
+	p          *process           // the CLI process running the turn
+	tr         *Translator        // numbers the events (tr.seq) and sees the turn's end
+	events     []agent.Event      // one line's events, reused
+	reason     interruptReason    // why the turn was interrupted, if it was
+	released   bool               // the runner is free for the next turn
+	clientGone bool               // emit failed or the client left: emit nothing more
+	resent     bool               // the prompt was given to a restarted process
+	gotOutput  bool               // the process printed something during the turn
+	files      []string           // paths the turn's file tools changed
+	effects    []statefile.Effect // the turn's tool calls checkpoints do not undo
 }
 
 type interruptReason int
@@ -437,8 +494,12 @@ const (
 // ctx ends (the client left) or emit fails, the turn is interrupted and run
 // to its end without further emits. Run returns an error only when the turn
 // could not start; everything after that is reported through events.
+//
+// A query with a Branch after a turn other than the tip first moves the
+// conversation there (see switchBranch). The turn's id, reported in its
+// result, is the uuid its user message gets in the CLI session.
 func (t *Turn) Run(ctx context.Context, q agent.QueryRequest, emit func(agent.Event) error) error {
-	prompt := q.Prompt
+	prompt := userMessage{UUID: newUUID(), Text: q.Prompt, Images: q.Images}
 	// The runner is released before the final event is emitted, so a
 	// client that sends its next turn as soon as it reads this one's end
 	// never sees "busy".
@@ -447,27 +508,38 @@ func (t *Turn) Run(ctx context.Context, q agent.QueryRequest, emit func(agent.Ev
 	if err != nil {
 		return err
 	}
-	t.begin(p, emit)
+	t.begin(p, emit, prompt.UUID)
+	if !t.switchBranch(ctx, q.Branch) {
+		return nil
+	}
+	t.sendNotice()
 	if !t.sendPrompt(ctx, prompt) {
 		return nil
 	}
+	t.register(prompt.UUID)
 	t.readUntilResult(ctx, prompt)
 	return nil
 }
 
-// begin sets the turn up on the ready process p: from now on the CLI
-// holds a session (saved to Options.State), and a pending notice goes first.
-func (t *Turn) begin(p *process, emit func(agent.Event) error) {
+// begin sets the turn (with id) up on the ready process p: from now on
+// the CLI holds a session (saved to Options.State).
+func (t *Turn) begin(p *process, emit func(agent.Event) error, id string) {
 	r := t.r
 	t.p, t.emit = p, emit
-	t.tr = &Translator{ClassifyInterrupt: t.classifyInterrupt}
+	t.tr = &Translator{ClassifyInterrupt: t.classifyInterrupt, TurnID: id, OnToolUse: t.noteTool}
 	t.events = make([]agent.Event, 0, 4)
+	r.sessionUsed()
+	r.opts.Logger.Info("turn started", zap.Int("pid", p.pid()), zap.Bool("resumed_session", r.restarts.Load() > 0 || r.Resumed()))
+}
+
+// sessionUsed records that a turn goes to the CLI session: the CLI saves
+// it from now on, and a new process resumes it (saved to Options.State).
+func (r *Runner) sessionUsed() {
 	r.mu.Lock()
 	r.hasSession = true
+	r.forkFrom, r.forkAt = "", ""
 	r.mu.Unlock()
 	r.persist()
-	t.sendNotice()
-	r.opts.Logger.Info("turn started", zap.Int("pid", p.pid()), zap.Bool("resumed_session", r.restarts.Load() > 0 || r.Resumed()))
 }
 
 // release frees the runner for the next turn (once).
@@ -506,16 +578,16 @@ func (t *Turn) sendNotice() {
 // stdin is gone) hands the prompt to its successor, which resumes the
 // conversation. It reports whether the turn goes on; if not, the turn's
 // error event was emitted.
-func (t *Turn) sendPrompt(ctx context.Context, prompt string) bool {
+func (t *Turn) sendPrompt(ctx context.Context, prompt userMessage) bool {
 	r := t.r
-	err := t.p.sendUser(prompt)
+	err := t.p.send(prompt)
 	if err == nil {
 		return true
 	}
 	t.resent = true
 	np, err := r.successor(ctx, t.p)
 	if err == nil {
-		err = np.sendUser(prompt)
+		err = np.send(prompt)
 	}
 	if err != nil {
 		t.release()
@@ -533,7 +605,7 @@ func (t *Turn) sendPrompt(ctx context.Context, prompt string) bool {
 // result. Meanwhile it interrupts the turn when the client leaves or asks
 // to, the API rejects the key or the turn runs too long, and kills a CLI
 // that does not wind an interrupted turn down within the grace period.
-func (t *Turn) readUntilResult(ctx context.Context, prompt string) {
+func (t *Turn) readUntilResult(ctx context.Context, prompt userMessage) {
 	r := t.r
 	var timeout <-chan time.Time
 	if r.opts.TurnTimeout > 0 {
@@ -619,6 +691,7 @@ func (t *Turn) finish() {
 		r.sessionID = t.tr.SessionID
 	}
 	r.mu.Unlock()
+	t.record()
 	r.persist()
 	t.release()
 }
@@ -655,7 +728,7 @@ func (t *Turn) classifyInterrupt() (string, string) {
 // turn began), the prompt goes to its successor, which resumes the
 // conversation. Otherwise the turn ends with an error event. It reports
 // whether the turn goes on (on the successor, now t.p).
-func (t *Turn) processExited(ctx context.Context, prompt string) bool {
+func (t *Turn) processExited(ctx context.Context, prompt userMessage) bool {
 	r := t.r
 	// stdout is closed before done: take what the process printed before
 	// it exited.
@@ -668,7 +741,7 @@ func (t *Turn) processExited(ctx context.Context, prompt string) bool {
 	if !t.gotOutput && !t.resent && t.reason == reasonNone {
 		t.resent = true
 		r.opts.Logger.Warn("claude exited before the turn began; resending it", zap.Int("pid", t.p.pid()))
-		if np, err := r.waitReady(ctx); err == nil && np.sendUser(prompt) == nil {
+		if np, err := r.waitReady(ctx); err == nil && np.send(prompt) == nil {
 			t.p = np
 			t.sendNotice()
 			return true
@@ -677,6 +750,8 @@ func (t *Turn) processExited(ctx context.Context, prompt string) bool {
 	r.mu.Lock()
 	r.notice = "The agent process stopped during the previous turn and was restarted; the conversation was resumed from its saved session."
 	r.mu.Unlock()
+	t.record()
+	r.persist()
 	code, msg := agent.CodeInternal, "the Claude Code process exited during the turn ("+t.p.exitDescription()+"); this turn was lost and the next turn resumes the conversation"
 	if t.reason != reasonNone {
 		code, msg = t.classifyInterrupt()

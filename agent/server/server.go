@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -179,8 +180,16 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "query body must be JSON {\"prompt\": string, \"api_key\"?: string}: "+err.Error())
 		return
 	}
-	if strings.TrimSpace(q.Prompt) == "" {
+	if strings.TrimSpace(q.Prompt) == "" && len(q.Images) == 0 {
 		writeError(w, http.StatusBadRequest, "bad_request", "prompt must be a non-empty string")
+		return
+	}
+	if err := checkImages(q.Images); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err := s.opts.Runner.CheckBranch(q.Branch); err != nil {
+		writeError(w, http.StatusBadRequest, "unknown_turn", "branch.after: "+err.Error()+": no turn of this conversation has that id")
 		return
 	}
 	key := q.APIKey
@@ -228,6 +237,26 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		zap.String("outcome", string(final.Type)),
 		zap.String("code", final.Code),
 		zap.Duration("duration", time.Since(started)))
+}
+
+// imageTypes are the media types the Anthropic API takes in image blocks.
+var imageTypes = map[string]bool{"image/png": true, "image/jpeg": true, "image/gif": true, "image/webp": true}
+
+// checkImages refuses images the API would refuse: another media type, or
+// data that is not standard base64.
+func checkImages(images []agent.Image) error {
+	for i, img := range images {
+		if !imageTypes[img.MediaType] {
+			return fmt.Errorf("images[%d]: media_type %q: want image/png, image/jpeg, image/gif or image/webp", i, img.MediaType)
+		}
+		if img.Data == "" {
+			return fmt.Errorf("images[%d]: data is empty", i)
+		}
+		if _, err := base64.StdEncoding.DecodeString(img.Data); err != nil {
+			return fmt.Errorf("images[%d]: data is not standard base64: %v", i, err)
+		}
+	}
+	return nil
 }
 
 func (s *Server) interrupt(w http.ResponseWriter, _ *http.Request) {
