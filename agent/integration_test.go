@@ -213,9 +213,17 @@ func (s *stack) script(t *testing.T, sc anthropictest.Script) {
 // turn runs a query to its end and returns all its events.
 func (s *stack) turn(t *testing.T, prompt string) []agent.Event {
 	t.Helper()
+	return s.query(t, agent.QueryRequest{Prompt: prompt})
+}
+
+// query runs q (with a test key) to its end and returns all its events.
+func (s *stack) query(t *testing.T, q agent.QueryRequest) []agent.Event {
+	t.Helper()
+	prompt := q.Prompt
+	q.APIKey = "sk-ant-test"
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := s.agent.Query(ctx, prompt, "sk-ant-test")
+	st, err := s.agent.Turn(ctx, q)
 	require.NoError(t, err)
 	defer st.Close()
 	var events []agent.Event

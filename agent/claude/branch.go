@@ -314,18 +314,18 @@ func (n *branchNotice) message(dir string) string {
 		parts = append(parts, "files changed by the turns left behind could not be restored ("+listFiles(n.filesNotUndone, dir)+")")
 	}
 	if len(n.notUndone) > 0 {
-		parts = append(parts, "what their commands changed was not undone ("+listEffects(n.notUndone)+")")
+		parts = append(parts, "changes made by commands in the turns left behind were not undone ("+listEffects(n.notUndone)+")")
 	}
 	if len(n.filesNotRestored) > 0 {
-		parts = append(parts, "files of the branch continued here could not be restored ("+listFiles(n.filesNotRestored, dir)+")")
+		parts = append(parts, "files of the branch returned to could not be restored ("+listFiles(n.filesNotRestored, dir)+")")
 	}
 	if len(n.notRerun) > 0 {
-		parts = append(parts, "its commands were not run again ("+listEffects(n.notRerun)+")")
+		parts = append(parts, "changes made by commands in the branch returned to were not re-applied ("+listEffects(n.notRerun)+")")
 	}
 	if len(parts) == 0 {
 		return ""
 	}
-	return "The workspace could not be fully restored to this point of the conversation: " + strings.Join(parts, "; ") + "."
+	return "The workspace may not match this point of the conversation: " + strings.Join(parts, "; ") + "."
 }
 
 func listFiles(paths []string, dir string) string {

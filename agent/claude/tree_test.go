@@ -132,14 +132,14 @@ func TestBranchNotice(t *testing.T) {
 		{name: "everything restored", n: branchNotice{}, want: ""},
 		{name: "bash of an abandoned turn",
 			n:    branchNotice{notUndone: []statefile.Effect{{Tool: "Bash", Detail: "echo hi >  made.txt"}, {Tool: "mcp__x__y"}}},
-			want: "The workspace could not be fully restored to this point of the conversation: what their commands changed was not undone (`echo hi > made.txt`, mcp__x__y)."},
+			want: "The workspace may not match this point of the conversation: changes made by commands in the turns left behind were not undone (`echo hi > made.txt`, mcp__x__y)."},
 		{name: "files both ways",
 			n: branchNotice{filesNotUndone: []string{"/w/a.txt", "/elsewhere/b.txt"}, filesNotRestored: []string{"/w/sub/c.txt"},
 				notRerun: []statefile.Effect{{Tool: "Bash", Detail: "make"}, {Tool: "Bash", Detail: "make"}}},
-			want: "The workspace could not be fully restored to this point of the conversation: files changed by the turns left behind could not be restored (a.txt, /elsewhere/b.txt); files of the branch continued here could not be restored (sub/c.txt); its commands were not run again (`make`)."},
+			want: "The workspace may not match this point of the conversation: files changed by the turns left behind could not be restored (a.txt, /elsewhere/b.txt); files of the branch returned to could not be restored (sub/c.txt); changes made by commands in the branch returned to were not re-applied (`make`)."},
 		{name: "long lists are cut",
 			n:    branchNotice{filesNotUndone: []string{"/w/1", "/w/2", "/w/3", "/w/4", "/w/5", "/w/6", "/w/7"}},
-			want: "The workspace could not be fully restored to this point of the conversation: files changed by the turns left behind could not be restored (1, 2, 3, 4, 5 and 2 more)."},
+			want: "The workspace may not match this point of the conversation: files changed by the turns left behind could not be restored (1, 2, 3, 4, 5 and 2 more)."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
