@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/agent/statefile"
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
@@ -191,3 +194,112 @@ func TestAgentBranches(t *testing.T) {
 	assert.NotContains(t, h, "THETA")
 	assert.Empty(t, branchNotices(t, later), "nothing to restore")
 }
+
+// TestAgentBranchIntoASession: a branch back to a turn in the middle of
+// its CLI session (the session went on after it) puts its files back from
+// the checkpoint of the turn that followed it, in a fork cut after it.
+func TestAgentBranchIntoASession(t *testing.T) {
+	testenv.Integration(t)
+	dirs := newAgentDirs(t)
+	mock := anthropictest.NewServer(t, branchScript(dirs.workspace))
+	s := startProcessStackOn(t, mock, dirs)
+	beta := filepath.Join(dirs.workspace, "beta.txt")
+
+	first := branchTurn(t, s, "First: BETA please.", nil)
+	t1 := lastEvent(first).Result.TurnID
+	branchTurn(t, s, "Second: ALPHA please.", nil)
+	require.True(t, fileExists(t, beta))
+
+	branchTurn(t, s, "First, edited: THETA please.", &agent.Branch{After: ""})
+	require.False(t, fileExists(t, beta), "the edit starts from the workspace before the first turn")
+
+	back := branchTurn(t, s, "After the first: ZETA please.", &agent.Branch{After: t1})
+	h := history(t, s)
+	assert.Contains(t, h, "user: First: BETA please.\nassistant: [tool_use Write]")
+	assert.Contains(t, h, "assistant: Files made.\nuser: After the first: ZETA please.")
+	assert.NotContains(t, h, "ALPHA", "cut after the first turn")
+	assert.NotContains(t, h, "THETA")
+	b, err := os.ReadFile(beta)
+	require.NoError(t, err, "beta.txt is back, from the second turn's checkpoint")
+	assert.Equal(t, "beta\n", string(b))
+	assert.NotEqual(t, lastEvent(first).Result.SessionID, lastEvent(back).Result.SessionID, "a fork")
+	notices := branchNotices(t, back)
+	require.Len(t, notices, 1)
+	assert.NotContains(t, notices[0], "beta.txt")
+	assert.Contains(t, s.logs(), `"msg":"branched"`)
+	assert.NotContains(t, s.logs(), "not restored", "no fallback to saved copies")
+}
+
+// TestAgentQueryChecks: images reach the model as image blocks after the
+// text; a branch after an unknown turn and a bad image are refused with
+// 400 before any turn starts.
+func TestAgentQueryChecks(t *testing.T) {
+	testenv.Integration(t)
+	s := startProcessStack(t)
+	s.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "A red pixel."}})
+	events := s.query(t, agent.QueryRequest{Prompt: "What is in this image?",
+		Images: []agent.Image{{MediaType: "image/png", Data: redPixelPNG}}})
+	require.Equal(t, agent.EventResult, lastEvent(events).Type, "%+v", events)
+	reqs, err := s.mock.Requests(context.Background())
+	require.NoError(t, err)
+	require.Len(t, reqs, 1)
+	msgs, err := reqs[0].Messages()
+	require.NoError(t, err)
+	var blocks []struct {
+		Type   string `json:"type"`
+		Text   string `json:"text"`
+		Source struct {
+			Type      string `json:"type"`
+			MediaType string `json:"media_type"`
+			Data      string `json:"data"`
+		} `json:"source"`
+	}
+	var user []byte
+	for _, m := range msgs {
+		if m.Role == "user" {
+			user = m.Content // the CLI puts its environment notes in a later "system" message
+		}
+	}
+	require.NoError(t, json.Unmarshal(user, &blocks))
+	var types []string
+	imageAt, textAt := -1, -1
+	for i, b := range blocks {
+		types = append(types, b.Type)
+		switch {
+		case b.Type == "image":
+			imageAt = i
+			assert.Equal(t, "base64", b.Source.Type)
+			assert.Equal(t, "image/png", b.Source.MediaType)
+			assert.Equal(t, redPixelPNG, b.Source.Data)
+		case b.Type == "text" && b.Text == "What is in this image?":
+			textAt = i
+		}
+	}
+	require.NotEqual(t, -1, imageAt, "an image block reaches the model: %v", types)
+	assert.Less(t, textAt, imageAt, "after the text")
+
+	for _, tt := range []struct {
+		name string
+		q    agent.QueryRequest
+		code string
+	}{
+		{"unknown turn", agent.QueryRequest{Prompt: "Hi", Branch: &agent.Branch{After: "0b8f6a8e-3c1d-4e6f-9a2b-7c5d4e3f2a1b"}}, "unknown_turn"},
+		{"unknown media type", agent.QueryRequest{Prompt: "Hi", Images: []agent.Image{{MediaType: "image/tiff", Data: redPixelPNG}}}, "bad_request"},
+		{"not base64", agent.QueryRequest{Prompt: "Hi", Images: []agent.Image{{MediaType: "image/png", Data: "not base64!"}}}, "bad_request"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.q.APIKey = "sk-ant-test"
+			_, err := s.agent.Turn(context.Background(), tt.q)
+			var apiErr *agentclient.APIError
+			require.ErrorAs(t, err, &apiErr)
+			assert.Equal(t, http.StatusBadRequest, apiErr.Status)
+			assert.Equal(t, tt.code, apiErr.Code, apiErr.Message)
+		})
+	}
+	h, _, err := s.agent.Health(context.Background())
+	require.NoError(t, err)
+	assert.False(t, h.Busy, "no turn was started")
+}
+
+// redPixelPNG is a 1x1 red PNG, base64.
+const redPixelPNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
