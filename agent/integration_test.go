@@ -283,6 +283,17 @@ func TestAgentWarmUp(t *testing.T) {
 	reqs, err = s.mock.Requests(context.Background())
 	require.NoError(t, err)
 	assert.Contains(t, reqs[len(reqs)-1].AllText(), "My first real question.", "the real conversation goes on")
+
+	// Branches work on the session /clear made: regenerate the second answer.
+	events = s.query(t, agent.QueryRequest{Prompt: "Another second question.", Branch: &agent.Branch{After: last.Result.TurnID}})
+	require.Equal(t, agent.EventResult, lastEvent(events).Type, "%+v\nlogs:\n%s", events, s.logs())
+	reqs, err = s.mock.Requests(context.Background())
+	require.NoError(t, err)
+	all = reqs[len(reqs)-1].AllText()
+	assert.Contains(t, all, "My first real question.")
+	assert.Contains(t, all, "Another second question.")
+	assert.NotContains(t, all, "A second question.")
+	assert.NotContains(t, all, "Reply with OK.")
 }
 
 func runAgentSuite(t *testing.T, s *stack) {
