@@ -88,17 +88,19 @@ type Runner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu          sync.Mutex
-	proc        *process
-	state       State
-	startErr    error
-	changed     chan struct{} // closed and replaced on every state change
-	sessionID   string
-	hasSession  bool   // a turn was sent, so the CLI has saved the session
-	notice      string // told to the client at the start of the next turn
-	warmedUp    bool   // the warm-up ran (or failed and is not retried)
-	fromSaved   bool   // sessionID is a saved session no process has resumed yet
-	resumed     bool   // the first CLI process resumed the saved session
+	mu         sync.Mutex
+	proc       *process
+	state      State
+	startErr   error
+	changed    chan struct{} // closed and replaced on every state change
+	sessionID  string
+	hasSession bool   // a turn was sent, so the CLI has saved the session
+	notice     string // told to the client at the start of the next turn
+	warmedUp   bool   // the warm-up ran (or failed and is not retried)
+	fromSaved  bool   // sessionID is a saved session no process has resumed yet
+	resumed    bool   // the first CLI process resumed the saved session
+
+	// Branches (under mu).
 	forkFrom    string // with forkAt: the next process forks this session (Launch.ForkFrom)
 	forkAt      string
 	relaunching bool  // the process is being replaced for a branch, not lost
@@ -468,16 +470,18 @@ type Turn struct {
 
 	// Set up by Run for its steps.
 	emit       func(agent.Event) error
-	p          *process           // the CLI process running the turn
-	tr         *Translator        // numbers the events (tr.seq) and sees the turn's end
-	events     []agent.Event      // one line's events, reused
-	reason     interruptReason    // why the turn was interrupted, if it was
-	released   bool               // the runner is free for the next turn
-	clientGone bool               // emit failed or the client left: emit nothing more
-	resent     bool               // the prompt was given to a restarted process
-	gotOutput  bool               // the process printed something during the turn
-	files      []string           // paths the turn's file tools changed
-	effects    []statefile.Effect // the turn's tool calls checkpoints do not undo
+	p          *process        // the CLI process running the turn
+	tr         *Translator     // numbers the events (tr.seq) and sees the turn's end
+	events     []agent.Event   // one line's events, reused
+	reason     interruptReason // why the turn was interrupted, if it was
+	released   bool            // the runner is free for the next turn
+	clientGone bool            // emit failed or the client left: emit nothing more
+	resent     bool            // the prompt was given to a restarted process
+	gotOutput  bool            // the process printed something during the turn
+
+	// What the turn's tools changed, for the turn tree.
+	files   []string           // paths the file tools changed
+	effects []statefile.Effect // tool calls checkpoints do not undo
 }
 
 type interruptReason int
