@@ -51,17 +51,6 @@ func (s *stack) readStream(t *testing.T, st *agentclient.Stream) []agent.Event {
 	}
 }
 
-// query runs POST /query with q and returns the events of its stream.
-func (s *stack) query(t *testing.T, q agent.QueryRequest) []agent.Event {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	q.APIKey = "sk-ant-test"
-	st, err := s.agent.Turn(ctx, q)
-	require.NoError(t, err)
-	return s.readStream(t, st)
-}
-
 // toolResults runs POST /tool_results and returns the events of its stream.
 func (s *stack) toolResults(t *testing.T, results ...agent.ToolResult) []agent.Event {
 	t.Helper()

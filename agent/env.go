@@ -29,8 +29,9 @@ const (
 	// EnvStateDir is a directory on a persistent volume where the agent
 	// keeps what must survive a container stop: the CLI's session files
 	// (<dir>/claude, as CLAUDE_CONFIG_DIR) and the agent's own state
-	// (<dir>/agent.json: CLI session id, turn count, binding). A restarted
-	// agent resumes its conversation from there. Unset or empty: nothing
+	// (<dir>/agent.json: CLI session id, turn count, turn tree, binding;
+	// <dir>/branches: files of the branches the conversation left). A
+	// restarted agent resumes its conversation from there. Unset or empty: nothing
 	// survives a restart of the agent process.
 	EnvStateDir = "AGENT_STATE_DIR"
 )

@@ -213,26 +213,24 @@ func (s *stack) script(t *testing.T, sc anthropictest.Script) {
 // turn runs a query to its end and returns all its events.
 func (s *stack) turn(t *testing.T, prompt string) []agent.Event {
 	t.Helper()
+	return s.query(t, agent.QueryRequest{Prompt: prompt})
+}
+
+// query runs q (with a test key) to its end and returns all its events.
+func (s *stack) query(t *testing.T, q agent.QueryRequest) []agent.Event {
+	t.Helper()
+	q.APIKey = "sk-ant-test"
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := s.agent.Query(ctx, prompt, "sk-ant-test")
-	require.NoError(t, err)
-	defer st.Close()
-	var events []agent.Event
-	for {
-		e, err := st.Next()
-		if errors.Is(err, io.EOF) {
-			return events
-		}
-		if err != nil {
-			reqs, _ := s.mock.Requests(context.Background())
-			t.Fatalf("stream of %q: %v\nevents so far: %+v\nrequests:%s\nagent logs:\n%s", prompt, err, events, summarizeRequests(reqs), s.logs())
-		}
+	st, err := s.agent.Turn(ctx, q)
+	require.NoError(t, err, "query %q", q.Prompt)
+	events := s.readStream(t, st)
+	for _, e := range events {
 		if e.Type == agent.EventNotice && e.Code == agent.CodeAPIRetry {
-			t.Logf("unexpected API retry in %q: %s\nagent logs:\n%s", prompt, e.Message, s.logs())
+			t.Logf("unexpected API retry in %q: %s\nagent logs:\n%s", q.Prompt, e.Message, s.logs())
 		}
-		events = append(events, e)
 	}
+	return events
 }
 
 func TestAgentServer(t *testing.T) {
@@ -275,6 +273,17 @@ func TestAgentWarmUp(t *testing.T) {
 	reqs, err = s.mock.Requests(context.Background())
 	require.NoError(t, err)
 	assert.Contains(t, reqs[len(reqs)-1].AllText(), "My first real question.", "the real conversation goes on")
+
+	// Branches work on the session /clear made: regenerate the second answer.
+	events = s.query(t, agent.QueryRequest{Prompt: "Another second question.", Branch: &agent.Branch{After: last.Result.TurnID}})
+	require.Equal(t, agent.EventResult, lastEvent(events).Type, "%+v\nlogs:\n%s", events, s.logs())
+	reqs, err = s.mock.Requests(context.Background())
+	require.NoError(t, err)
+	all = reqs[len(reqs)-1].AllText()
+	assert.Contains(t, all, "My first real question.")
+	assert.Contains(t, all, "Another second question.")
+	assert.NotContains(t, all, "A second question.")
+	assert.NotContains(t, all, "Reply with OK.")
 }
 
 func runAgentSuite(t *testing.T, s *stack) {

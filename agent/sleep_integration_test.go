@@ -85,8 +85,14 @@ func TestAgentSleepAndWake(t *testing.T) {
 			if tt.stateDir {
 				saved, err := statefile.Load(filepath.Join(dirs.state, statefile.Name))
 				require.NoError(t, err)
-				assert.Equal(t, statefile.State{Version: statefile.Version, SessionID: sessionID, HasSession: true, Turns: 1, Binding: &binding},
-					saved, "agent.json holds the session, the turn count and the binding")
+				turnID := last.Result.TurnID
+				require.Len(t, saved.Tree, 1, "the turn tree holds the turn")
+				assert.Equal(t, turnID, saved.Tree[0].ID)
+				assert.Equal(t, sessionID, saved.Tree[0].Session)
+				assert.NotEmpty(t, saved.Tree[0].End)
+				saved.Tree = nil
+				assert.Equal(t, statefile.State{Version: statefile.Version, SessionID: sessionID, HasSession: true, Turns: 1, Binding: &binding, Tip: turnID},
+					saved, "agent.json holds the session, the turn count, the binding and the turn tree")
 				transcripts, err := filepath.Glob(filepath.Join(dirs.state, "claude", "projects", "*", sessionID+".jsonl"))
 				require.NoError(t, err)
 				assert.Len(t, transcripts, 1, "the CLI keeps its session in the state directory")

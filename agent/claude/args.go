@@ -23,6 +23,38 @@ import (
 // Args builds the CLI's command line for cfg. sessionID is the Claude Code
 // session to create (resume false) or to resume (resume true).
 func Args(cfg *agent.Config, sessionID string, resume bool) ([]string, error) {
+	return LaunchArgs(cfg, Launch{SessionID: sessionID, Resume: resume})
+}
+
+// Launch says which Claude Code session a CLI process starts on.
+type Launch struct {
+	// SessionID is the session to resume (Resume), else the id of the
+	// session to create (fresh, or as a fork of ForkFrom).
+	SessionID string
+	// Resume continues SessionID as it is.
+	Resume bool
+	// ForkFrom, when set (and not Resume), starts SessionID as a copy of
+	// this session's messages up to and including the chain entry ForkAt;
+	// ForkFrom itself is left as it is.
+	ForkFrom string
+	// ForkAt is the uuid of a message of ForkFrom (set with ForkFrom).
+	ForkAt string
+}
+
+// LaunchArgs builds the CLI's command line for cfg, starting on the
+// session l describes.
+//
+// A fork is "--resume <from> --resume-session-at <uuid> --fork-session
+// --session-id <new>" (claude 2.1.328; --resume-session-at is a hidden
+// flag: "only messages up to and including the chain entry with
+// <message.id> — any chain-entry UUID, typically the kept turn's last
+// entry (use with --resume in print mode)"). --session-id names the fork
+// (without it the CLI picks a random id). The fork's session file is only
+// written with its first turn, and it carries the original's file
+// checkpoints (all of them, also those of the cut-off turns). An unknown
+// uuid is not refused at start-up: the first turn fails with "No message
+// found with message.uuid of: <uuid>".
+func LaunchArgs(cfg *agent.Config, l Launch) ([]string, error) {
 	args := []string{
 		"-p",
 		"--input-format", "stream-json",
@@ -33,10 +65,13 @@ func Args(cfg *agent.Config, sessionID string, resume bool) ([]string, error) {
 		// that would prompt is denied at once instead of hanging the turn.
 		"--permission-prompts", "none",
 	}
-	if resume {
-		args = append(args, "--resume", sessionID)
-	} else if sessionID != "" {
-		args = append(args, "--session-id", sessionID)
+	switch {
+	case l.Resume:
+		args = append(args, "--resume", l.SessionID)
+	case l.ForkFrom != "":
+		args = append(args, "--resume", l.ForkFrom, "--resume-session-at", l.ForkAt, "--fork-session", "--session-id", l.SessionID)
+	case l.SessionID != "":
+		args = append(args, "--session-id", l.SessionID)
 	}
 	if cfg == nil {
 		cfg = &agent.Config{}

@@ -13,17 +13,20 @@ func TestArgs(t *testing.T) {
 	base := []string{"-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
 		"--include-partial-messages", "--permission-prompts", "none"}
 	tests := []struct {
-		name      string
-		cfg       string
-		sessionID string
-		resume    bool
-		want      []string
+		name   string
+		cfg    string
+		launch Launch
+		want   []string
 	}{{
-		name: "defaults", cfg: `{}`, sessionID: "s1",
+		name: "defaults", cfg: `{}`, launch: Launch{SessionID: "s1"},
 		want: append(append([]string{}, base...), "--session-id", "s1", "--allowedTools=mcp__client", "--setting-sources="),
 	}, {
-		name: "resume", cfg: `{}`, sessionID: "s1", resume: true,
+		name: "resume", cfg: `{}`, launch: Launch{SessionID: "s1", Resume: true},
 		want: append(append([]string{}, base...), "--resume", "s1", "--allowedTools=mcp__client", "--setting-sources="),
+	}, {
+		name: "fork", cfg: `{}`, launch: Launch{SessionID: "s2", ForkFrom: "s1", ForkAt: "u1"},
+		want: append(append([]string{}, base...), "--resume", "s1", "--resume-session-at", "u1", "--fork-session",
+			"--session-id", "s2", "--allowedTools=mcp__client", "--setting-sources="),
 	}, {
 		name: "everything",
 		cfg: `{"allowed_tools":["Bash","Read"],"disallowed_tools":["WebFetch"],
@@ -46,7 +49,7 @@ func TestArgs(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := agent.ParseConfig([]byte(tt.cfg))
 			require.NoError(t, err)
-			got, err := Args(cfg, tt.sessionID, tt.resume)
+			got, err := LaunchArgs(cfg, tt.launch)
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, got)
 		})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agcluster/caddy-agcluster/agent/clienttools"
+	"github.com/agcluster/caddy-agcluster/agent"
 )
 
 // process is one running CLI. Its stdout is split into lines: control
@@ -217,10 +218,52 @@ func (p *process) writeJSON(v any) error {
 
 // sendUser writes one user turn.
 func (p *process) sendUser(prompt string) error {
-	return p.writeJSON(map[string]any{
+	return p.send(userMessage{Text: prompt})
+}
+
+// userMessage is a turn's user message.
+type userMessage struct {
+	// UUID, if set, becomes the message's uuid in the session: the CLI
+	// takes the "uuid" of a stream-json user line as the transcript
+	// entry's uuid (answering with command_lifecycle lines "queued" and
+	// "started" that name it as command_uuid), and keys the turn's file
+	// checkpoint by it (rewind_files user_message_id).
+	UUID string
+	// Text is the message's text.
+	Text string
+	// Images follow the text as image blocks.
+	Images []agent.Image
+}
+
+// content is the message content: the text alone, or a text block
+// followed by base64 image blocks (the CLI passes them to the API as
+// they are, adding a text block naming the file it saved the image to).
+func (m userMessage) content() any {
+	if len(m.Images) == 0 {
+		return m.Text
+	}
+	blocks := make([]map[string]any, 0, len(m.Images)+1)
+	if m.Text != "" {
+		blocks = append(blocks, map[string]any{"type": "text", "text": m.Text})
+	}
+	for _, img := range m.Images {
+		blocks = append(blocks, map[string]any{"type": "image", "source": map[string]any{
+			"type": "base64", "media_type": img.MediaType, "data": img.Data,
+		}})
+	}
+	return blocks
+}
+
+// send writes one user turn.
+func (p *process) send(m userMessage) error {
+	line := map[string]any{
 		"type":    "user",
-		"message": map[string]any{"role": "user", "content": prompt},
-	})
+		"message": map[string]any{"role": "user", "content": m.content()},
+	}
+	if m.UUID != "" {
+		line["uuid"] = m.UUID
+	}
+	return p.writeJSON(line)
 }
 
 // control sends a control request and returns without waiting; the answer
@@ -263,6 +306,67 @@ func (p *process) toolsChanged() error {
 		"message":     map[string]any{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"},
 	})
 	return err
+}
+
+// call sends the control request req and waits for its answer, which it
+// decodes into out. A refusal (subtype "error") is an error.
+func (p *process) call(ctx context.Context, req map[string]any, out any) error {
+	ch, err := p.request(req)
+	if err != nil {
+		return err
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			return fmt.Errorf("claude exited before answering %s", req["subtype"])
+		}
+		if resp.Subtype != "success" {
+			return fmt.Errorf("claude refused %s: %s", req["subtype"], resp.Error)
+		}
+		if out == nil || len(resp.Response) == 0 {
+			return nil
+		}
+		if err := json.Unmarshal(resp.Response, out); err != nil {
+			return fmt.Errorf("decode %s answer: %w", req["subtype"], err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s: %w", req["subtype"], ctx.Err())
+	}
+}
+
+// rewindResult is the answer to a rewind_files control request.
+type rewindResult struct {
+	// CanRewind tells whether a checkpoint for the message exists.
+	CanRewind bool `json:"canRewind"`
+	// Error says why not.
+	Error string `json:"error"`
+	// FilesChanged are the absolute paths a rewind changes (dry runs only).
+	FilesChanged []string `json:"filesChanged"`
+}
+
+// rewindFiles puts the files the session's file tools touched back as they
+// were when the user message with uuid id arrived (the turn's start), or
+// with dryRun only tells which files that would change.
+//
+// Facts (claude 2.1.328): the control request is {"subtype":
+// "rewind_files", "user_message_id": <uuid>, "dry_run": bool}; it needs
+// CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING in the CLI's environment (else
+// "File rewinding is not enabled."). A dry run answers success with
+// {canRewind, filesChanged, insertions, deletions}, or {canRewind: false,
+// error: "No file checkpoint found for this message."}; a rewind answers
+// {canRewind: true, skippedLinks: 0}, or an error response. Files written
+// by Write are removed, Edit changes reverted; what Bash did is not
+// touched (only files the file tools touched are tracked). It works after
+// the process was restarted with --resume and in forks, which carry the
+// checkpoints of the session they were made from.
+func (p *process) rewindFiles(ctx context.Context, id string, dryRun bool) (rewindResult, error) {
+	var res rewindResult
+	err := p.call(ctx, map[string]any{"subtype": "rewind_files", "user_message_id": id, "dry_run": dryRun}, &res)
+	if err == nil && !res.CanRewind {
+		err = fmt.Errorf("claude cannot rewind files to %s: %s", id, res.Error)
+	}
+	return res, err
 }
 
 // initialize sends the initialize control request and waits for its answer:

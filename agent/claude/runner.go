@@ -5,6 +5,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,11 +75,17 @@ type Options struct {
 	// (required with WarmUp).
 	SetWarmUp func(on bool)
 	// State, if not nil, keeps the CLI session id, whether it has a
-	// session and the turn count across restarts of the agent: they are
-	// saved on every change, and a runner started on a saved session
-	// resumes it (without warm-up or notice). The CLI's own session files
-	// must then be kept too (CLAUDE_CONFIG_DIR on the same volume).
+	// session, the turn count and the turn tree across restarts of the
+	// agent: they are saved on every change, and a runner started on a
+	// saved session resumes it (without warm-up or notice). The CLI's own
+	// session files must then be kept too (CLAUDE_CONFIG_DIR on the same
+	// volume).
 	State *statefile.Store
+	// SavesDir keeps copies of the files of branches the conversation
+	// left, to put them back on a branch back (see saves.go). Default:
+	// <state dir>/branches with State, else a temporary directory that
+	// Close removes.
+	SavesDir string
 }
 
 // Runner supervises the CLI process and runs one turn at a time on it.
@@ -102,6 +111,13 @@ type Runner struct {
 	toolNotice string // a tool_timeout notice for the next turn
 	toolsSig   string // the previous turn's functions (clienttools.Signature)
 
+	// Branches (under mu).
+	forkFrom    string // with forkAt: the next process forks this session (Launch.ForkFrom)
+	forkAt      string
+	relaunching bool  // the process is being replaced for a branch, not lost
+	tree        *tree // the turn tree
+	tempSaves   bool  // opts.SavesDir is a temporary directory of ours
+
 	turns    atomic.Int64
 	restarts atomic.Int64
 
@@ -125,6 +141,10 @@ func NewRunner(opts Options) *Runner {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.SavesDir == "" && opts.State != nil {
+		opts.SavesDir = filepath.Join(opts.State.Dir(), "branches")
+	}
+	opts.Env = withCheckpoints(opts.Env)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{
 		opts:      opts,
@@ -137,7 +157,10 @@ func NewRunner(opts Options) *Runner {
 	saved := opts.State.Get()
 	if saved.HasSession {
 		r.sessionID, r.hasSession, r.fromSaved = saved.SessionID, true, true
+	} else if saved.ForkFrom != "" {
+		r.sessionID, r.forkFrom, r.forkAt, r.fromSaved = saved.SessionID, saved.ForkFrom, saved.ForkAt, true
 	}
+	r.tree = newTree(saved.Tree, saved.Tip)
 	r.turns.Store(saved.Turns)
 	r.wg.Add(1)
 	go r.supervise()
@@ -160,12 +183,33 @@ func (r *Runner) Resumed() bool {
 	return r.resumed
 }
 
-// persist saves the session and turn count to Options.State if they
-// changed; a failure is logged, never fatal to a turn.
+// withCheckpoints adds CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING=1 to the
+// CLI's environment (nil: the agent's own) unless it is set: the CLI keeps
+// file checkpoints in print mode only with it (claude 2.1.328; the SDK
+// sets it for its enableFileCheckpointing option), and branches rewind
+// files to them. CLAUDE_CODE_DISABLE_FILE_CHECKPOINTING still wins.
+func withCheckpoints(env []string) []string {
+	const name = "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING"
+	if env == nil {
+		env = os.Environ()
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			return env
+		}
+	}
+	return append(env[:len(env):len(env)], name+"=1")
+}
+
+// persist saves the session, the turn count and the turn tree to
+// Options.State if they changed; a failure is logged, never fatal to a
+// turn.
 func (r *Runner) persist() {
 	err := r.opts.State.Update(func(s *statefile.State) {
 		r.mu.Lock()
 		s.SessionID, s.HasSession = r.sessionID, r.hasSession
+		s.ForkFrom, s.ForkAt = r.forkFrom, r.forkAt
+		s.Tree, s.Tip = r.tree.list(), r.tree.tip
 		r.mu.Unlock()
 		s.Turns = r.turns.Load()
 	})
@@ -235,13 +279,19 @@ func (r *Runner) supervise() {
 			r.setState(StateStopped, nil, nil)
 			return
 		}
-		r.restarts.Add(1)
-		r.opts.Logger.Warn("claude exited", zap.Int("pid", p.pid()), zap.String("exit", p.exitDescription()))
 		r.mu.Lock()
-		if r.hasSession && r.notice == "" {
+		planned := r.relaunching
+		r.relaunching = false
+		if !planned && r.hasSession && r.notice == "" {
 			r.notice = "The agent process stopped and was restarted; the conversation was resumed from its saved session."
 		}
 		r.mu.Unlock()
+		if planned {
+			r.opts.Logger.Info("claude stopped for a branch", zap.Int("pid", p.pid()))
+		} else {
+			r.restarts.Add(1)
+			r.opts.Logger.Warn("claude exited", zap.Int("pid", p.pid()), zap.String("exit", p.exitDescription()))
+		}
 		r.setState(StateRestarting, nil, nil)
 		if time.Since(started) > time.Minute {
 			backoff = 250 * time.Millisecond
@@ -254,9 +304,9 @@ func (r *Runner) supervise() {
 // one, and the next turn is told the context was lost.
 func (r *Runner) spawn() (*process, error) {
 	r.mu.Lock()
-	sessionID, resume := r.sessionID, r.hasSession
+	l := Launch{SessionID: r.sessionID, Resume: r.hasSession, ForkFrom: r.forkFrom, ForkAt: r.forkAt}
 	r.mu.Unlock()
-	p, err := r.spawnWith(sessionID, resume)
+	p, err := r.spawnWith(l)
 	if err == nil {
 		r.mu.Lock()
 		if r.fromSaved {
@@ -266,25 +316,27 @@ func (r *Runner) spawn() (*process, error) {
 		r.persist()
 		return p, nil
 	}
-	if !resume {
+	if !l.Resume && l.ForkFrom == "" {
 		return nil, err
 	}
-	r.opts.Logger.Warn("claude resume failed; starting a fresh session", zap.String("session_id", sessionID), zap.Error(err))
+	r.opts.Logger.Warn("claude resume failed; starting a fresh session", zap.String("session_id", l.SessionID),
+		zap.String("fork_from", l.ForkFrom), zap.Error(err))
 	fresh := newUUID()
-	p, err = r.spawnWith(fresh, false)
+	p, err = r.spawnWith(Launch{SessionID: fresh})
 	if err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
 	r.sessionID, r.hasSession, r.fromSaved = fresh, false, false
+	r.forkFrom, r.forkAt = "", ""
 	r.notice = "The agent process was restarted and its saved conversation could not be resumed; earlier context is lost."
 	r.mu.Unlock()
 	r.persist()
 	return p, nil
 }
 
-func (r *Runner) spawnWith(sessionID string, resume bool) (*process, error) {
-	args, err := Args(r.opts.Config, sessionID, resume)
+func (r *Runner) spawnWith(l Launch) (*process, error) {
+	args, err := LaunchArgs(r.opts.Config, l)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +352,7 @@ func (r *Runner) spawnWith(sessionID string, resume bool) (*process, error) {
 		return nil, err
 	}
 	r.mu.Lock()
-	warm := r.opts.WarmUp && r.opts.SetWarmUp != nil && !r.warmedUp && !resume
+	warm := r.opts.WarmUp && r.opts.SetWarmUp != nil && !r.warmedUp && !l.Resume && l.ForkFrom == ""
 	r.warmedUp = true
 	r.mu.Unlock()
 	if !warm {
@@ -313,7 +365,7 @@ func (r *Runner) spawnWith(sessionID string, resume bool) (*process, error) {
 		r.opts.Logger.Warn("claude warm-up failed; starting a fresh process", zap.Error(err))
 		p.kill()
 		<-p.done
-		return r.spawnWith(newUUID(), false)
+		return r.spawnWith(Launch{SessionID: newUUID()})
 	}
 	r.mu.Lock()
 	r.sessionID = newUUID() // for a restart before the first turn; the live session is the cleared one
@@ -388,6 +440,11 @@ func (r *Runner) waitReady(ctx context.Context) (*process, error) {
 func (r *Runner) Close() {
 	r.cancel()
 	r.wg.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tempSaves {
+		_ = os.RemoveAll(r.opts.SavesDir)
+	}
 }
 
 // Begin reserves the runner for one turn, or returns ErrBusy. The caller
@@ -471,7 +528,7 @@ type Turn struct {
 
 	// The turn's goroutine's own (Run's, before it starts).
 	q          agent.QueryRequest
-	message    string          // the prompt and the instructions for the client's functions
+	prompt     userMessage     // the user's message (with the instructions for the client's functions), its images and its uuid (the turn id)
 	names      map[string]bool // the turn's client functions
 	p          *process        // the CLI process running the turn
 	tr         *Translator     // numbers the events (tr.seq) and sees the turn's end
@@ -484,6 +541,10 @@ type Turn struct {
 	waiting    []string        // the client calls the client was asked to run
 	waitTimer  *time.Timer     // runs while the turn waits for the client's results
 	clock      turnClock       // the turn timeout, stopped while the turn waits
+
+	// What the turn's tools changed, for the turn tree.
+	files   []string           // paths the file tools changed
+	effects []statefile.Effect // tool calls checkpoints do not undo
 }
 
 // turnState says who receives a turn's events.
@@ -532,6 +593,10 @@ const (
 // client left) or emit fails, the turn is interrupted and runs to its end
 // without further emits. Run returns an error only when the turn could not
 // start; everything after that is reported through events.
+//
+// A query with a Branch after a turn other than the tip first moves the
+// conversation there (see switchBranch). The turn's id, reported in its
+// result, is the uuid its user message gets in the CLI session.
 func (t *Turn) Run(ctx context.Context, q agent.QueryRequest, emit func(agent.Event) error) error {
 	l := newListener(ctx, emit)
 	t.mu.Lock()
@@ -548,10 +613,16 @@ func (t *Turn) Run(ctx context.Context, q agent.QueryRequest, emit func(agent.Ev
 	}
 	t.prepare(q)
 	t.begin(p)
+	if !t.switchBranch(ctx, q.Branch) {
+		t.end()
+		return nil
+	}
+	t.sendNotice()
 	if !t.sendPrompt(ctx) {
 		t.end()
 		return nil
 	}
+	t.register(t.prompt.UUID)
 	go t.loop()
 	<-l.done
 	return nil
@@ -597,7 +668,7 @@ func (t *Turn) prepare(q agent.QueryRequest) {
 	changed := r.toolsSig != "" && r.toolsSig != sig
 	r.toolsSig = sig
 	r.mu.Unlock()
-	t.message = q.Prompt + clienttools.Instructions(q, changed)
+	t.prompt = userMessage{UUID: newUUID(), Text: q.Prompt + clienttools.Instructions(q, changed), Images: q.Images}
 }
 
 // begin sets the turn up on the ready process p: from now on the CLI
@@ -605,18 +676,24 @@ func (t *Turn) prepare(q agent.QueryRequest) {
 func (t *Turn) begin(p *process) {
 	r := t.r
 	t.p = p
-	t.tr = &Translator{ClassifyInterrupt: t.classifyInterrupt}
+	t.tr = &Translator{ClassifyInterrupt: t.classifyInterrupt, TurnID: t.prompt.UUID, OnToolUse: t.noteTool}
 	if len(t.names) > 0 {
 		t.tr.ClientTool = t.clientTool
 	}
 	t.events = make([]agent.Event, 0, 4)
-	r.mu.Lock()
-	r.hasSession = true
-	r.mu.Unlock()
-	r.persist()
-	t.sendNotice()
+	r.sessionUsed()
 	r.opts.Logger.Info("turn started", zap.Int("pid", p.pid()), zap.Bool("resumed_session", r.restarts.Load() > 0 || r.Resumed()),
 		zap.Int("client_tools", len(t.names)))
+}
+
+// sessionUsed records that a turn goes to the CLI session: the CLI saves
+// it from now on, and a new process resumes it (saved to Options.State).
+func (r *Runner) sessionUsed() {
+	r.mu.Lock()
+	r.hasSession = true
+	r.forkFrom, r.forkAt = "", ""
+	r.mu.Unlock()
+	r.persist()
 }
 
 // clientTool maps a tool name the model used to the client's name of one
@@ -785,7 +862,7 @@ func (t *Turn) sendPrompt(ctx context.Context) bool {
 // deliver gives p the turn's client functions, then its message.
 func (t *Turn) deliver(ctx context.Context, p *process) error {
 	t.offerTools(ctx, p)
-	return p.sendUser(t.message)
+	return p.send(t.prompt)
 }
 
 // loop emits the events of the CLI's output until the turn's result, then
@@ -875,6 +952,7 @@ func (t *Turn) finish() {
 		r.sessionID = t.tr.SessionID
 	}
 	r.mu.Unlock()
+	t.record()
 	r.persist()
 	t.release()
 }
@@ -933,6 +1011,8 @@ func (t *Turn) processExited() bool {
 	r.mu.Lock()
 	r.notice = "The agent process stopped during the previous turn and was restarted; the conversation was resumed from its saved session."
 	r.mu.Unlock()
+	t.record()
+	r.persist()
 	code, msg := agent.CodeInternal, "the Claude Code process exited during the turn ("+t.p.exitDescription()+"); this turn was lost and the next turn resumes the conversation"
 	if t.reason != reasonNone {
 		code, msg = t.classifyInterrupt()

@@ -16,6 +16,10 @@ type line struct {
 	Subtype         string  `json:"subtype"`
 	SessionID       string  `json:"session_id"`
 	ParentToolUseID *string `json:"parent_tool_use_id"`
+	// UUID identifies assistant and user lines in the session's message
+	// chain (the transcript holds them under the same uuid), which
+	// --resume-session-at accepts.
+	UUID string `json:"uuid"`
 
 	// stream_event
 	Event *streamEvent `json:"event"`
@@ -168,6 +172,13 @@ type Translator struct {
 	done bool
 	// SessionID is the CLI session id seen on the turn's lines.
 	SessionID string
+	// End is the uuid of the last main-thread assistant or user (tool
+	// result) line seen: the turn's last entry in the session's message
+	// chain so far. Synthetic assistant messages (API errors) and
+	// sub-agent lines are not counted.
+	End string
+	// TurnID is reported in the result (and error) event's Result.
+	TurnID string
 	// ClassifyInterrupt picks the error code of an interrupted turn; the
 	// runner knows why it interrupted (client gone, auth failure, timeout).
 	ClassifyInterrupt func() (code, message string)
@@ -182,6 +193,9 @@ type Translator struct {
 
 	calls     []agent.ToolCall // client calls of the current message, not yet reported
 	clientIDs map[string]bool  // tool_use ids of the turn's client calls
+	// OnToolUse, if set, is told every tool call of the turn, sub-agents'
+	// included.
+	OnToolUse func(name string, input json.RawMessage)
 }
 
 // Done reports whether the turn's result line has been seen.
@@ -243,6 +257,7 @@ func (t *Translator) translateLine(l *line, out []agent.Event) ([]agent.Event, e
 			// Synthetic messages carry API errors; the result line reports them.
 			return out, nil
 		}
+		t.noteEntry(l)
 		blocks, err := m.blocks()
 		if err != nil {
 			return out, fmt.Errorf("decode assistant content: %w", err)
@@ -255,7 +270,10 @@ func (t *Translator) translateLine(l *line, out []agent.Event) ([]agent.Event, e
 				out = append(out, t.event(agent.Event{Type: agent.EventThinking, Text: b.Thinking}, l.ParentToolUseID))
 			case "tool_use":
 				if t.clientCall(b, l.ParentToolUseID) {
-					continue
+					continue // the client's function: runs on the client, not in the workspace
+				}
+				if t.OnToolUse != nil {
+					t.OnToolUse(b.Name, b.Input)
 				}
 				out = append(out, t.event(agent.Event{Type: agent.EventToolUse, ToolUseID: b.ID, Name: b.Name, Input: b.Input}, l.ParentToolUseID))
 				if b.Name == "TodoWrite" {
@@ -273,6 +291,7 @@ func (t *Translator) translateLine(l *line, out []agent.Event) ([]agent.Event, e
 		if m == nil {
 			return out, nil
 		}
+		t.noteEntry(l)
 		blocks, err := m.blocks()
 		if err != nil {
 			return out, fmt.Errorf("decode user content: %w", err)
@@ -332,8 +351,17 @@ func (t *Translator) clientCall(b contentBlock, parent *string) bool {
 	return true
 }
 
+// noteEntry records a main-thread message line as the turn's last chain
+// entry so far.
+func (t *Translator) noteEntry(l *line) {
+	if l.ParentToolUseID == nil && l.UUID != "" {
+		t.End = l.UUID
+	}
+}
+
 func (t *Translator) resultEvent(l *line) agent.Event {
 	res := &agent.Result{
+		TurnID:     t.TurnID,
 		SessionID:  l.SessionID,
 		StopReason: l.StopReason,
 		NumTurns:   l.NumTurns,

@@ -382,3 +382,38 @@ func TestTranslateClientToolCalls(t *testing.T) {
 		})
 	}
 }
+
+// TestTranslatorTracksTheTurn: the translator keeps the turn's last
+// main-thread chain entry (the uuid a later fork cuts after), tells every
+// tool call and puts the turn id in the result.
+func TestTranslatorTracksTheTurn(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "c_tools.stdout.jsonl"))
+	require.NoError(t, err)
+	var tools []string
+	tr := &Translator{TurnID: "turn-1", OnToolUse: func(name string, input json.RawMessage) {
+		tools = append(tools, name+" "+string(input))
+	}}
+	var events []agent.Event
+	var lastEntry string
+	for _, raw := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		var l line
+		require.NoError(t, json.Unmarshal(raw, &l))
+		if (l.Type == "assistant" || l.Type == "user") && l.ParentToolUseID == nil {
+			lastEntry = l.UUID
+		}
+		events, err = tr.Translate(raw, events[:0])
+		require.NoError(t, err)
+		if tr.Done() {
+			break
+		}
+	}
+	require.True(t, tr.Done())
+	require.NotEmpty(t, lastEntry)
+	assert.Equal(t, lastEntry, tr.End, "the last assistant or tool-result line")
+	require.Len(t, tools, 2)
+	assert.True(t, strings.HasPrefix(tools[0], "Bash "), tools[0])
+	assert.True(t, strings.HasPrefix(tools[1], "Write "), tools[1])
+	final := events[len(events)-1]
+	require.Equal(t, agent.EventResult, final.Type)
+	assert.Equal(t, "turn-1", final.Result.TurnID)
+}

@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,7 +56,7 @@ type Options struct {
 	// MaxFileBytes caps PUT /files uploads (default 100 MiB).
 	MaxFileBytes int64
 	// MaxQueryBytes caps POST /query and POST /tool_results bodies
-	// (default 8 MiB).
+	// (default 48 MiB: a gateway's 32 MiB request of images, as JSON).
 	MaxQueryBytes int64
 	// MaxTreeEntries caps GET /files listings (default 10000).
 	MaxTreeEntries int
@@ -97,7 +98,7 @@ func New(opts Options) (*Server, error) {
 		opts.MaxFileBytes = 100 << 20
 	}
 	if opts.MaxQueryBytes <= 0 {
-		opts.MaxQueryBytes = 8 << 20
+		opts.MaxQueryBytes = 48 << 20
 	}
 	if opts.MaxTreeEntries <= 0 {
 		opts.MaxTreeEntries = 10000
@@ -182,12 +183,20 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	if !s.decodeBody(w, r, &q, `query body must be JSON {"prompt": string, "api_key"?: string, "tools"?: [...], ...}`) {
 		return
 	}
-	if strings.TrimSpace(q.Prompt) == "" {
+	if strings.TrimSpace(q.Prompt) == "" && len(q.Images) == 0 {
 		writeError(w, http.StatusBadRequest, "bad_request", "prompt must be a non-empty string")
 		return
 	}
 	if err := clienttools.Validate(q.Tools, q.ToolChoice); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err := checkImages(q.Images); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if err := s.opts.Runner.CheckBranch(q.Branch); err != nil {
+		writeError(w, http.StatusBadRequest, "unknown_turn", "branch.after: "+err.Error()+": no turn of this conversation has that id")
 		return
 	}
 	key, ok := s.apiKey(w, r, q.APIKey)
@@ -292,6 +301,26 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, what string, run
 		zap.String("outcome", string(final.Type)),
 		zap.String("code", final.Code),
 		zap.Duration("duration", time.Since(started)))
+}
+
+// imageTypes are the media types the Anthropic API takes in image blocks.
+var imageTypes = map[string]bool{"image/png": true, "image/jpeg": true, "image/gif": true, "image/webp": true}
+
+// checkImages refuses images the API would refuse: another media type, or
+// data that is not standard base64.
+func checkImages(images []agent.Image) error {
+	for i, img := range images {
+		if !imageTypes[img.MediaType] {
+			return fmt.Errorf("images[%d]: media_type %q: want image/png, image/jpeg, image/gif or image/webp", i, img.MediaType)
+		}
+		if img.Data == "" {
+			return fmt.Errorf("images[%d]: data is empty", i)
+		}
+		if _, err := base64.StdEncoding.DecodeString(img.Data); err != nil {
+			return fmt.Errorf("images[%d]: data is not standard base64: %v", i, err)
+		}
+	}
+	return nil
 }
 
 func (s *Server) interrupt(w http.ResponseWriter, _ *http.Request) {

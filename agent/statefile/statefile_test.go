@@ -12,7 +12,21 @@ import (
 	"github.com/agcluster/caddy-agcluster/agent/statefile"
 )
 
-const sessionID = "0b8f6a8e-3c1d-4e6f-9a2b-7c5d4e3f2a1b"
+const (
+	sessionID = "0b8f6a8e-3c1d-4e6f-9a2b-7c5d4e3f2a1b"
+	forkID    = "1c9f6a8e-3c1d-4e6f-9a2b-7c5d4e3f2a1b"
+	turnA     = "2d0f6a8e-3c1d-4e6f-9a2b-7c5d4e3f2a1b"
+	turnB     = "3e1f6a8e-3c1d-4e6f-9a2b-7c5d4e3f2a1b"
+)
+
+// tree renders a state file with the given tree JSON and tip.
+func tree(turns, tip string) *string {
+	return ptr(`{"version":1,"tree":` + turns + `,"tip":"` + tip + `"}`)
+}
+
+func turnJSON(id, parent string) string {
+	return `{"id":"` + id + `","parent":"` + parent + `","session":"` + sessionID + `"}`
+}
 
 func TestSaveLoadRoundTrip(t *testing.T) {
 	tests := []struct {
@@ -24,6 +38,12 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 		{"session with turns", statefile.State{SessionID: sessionID, HasSession: true, Turns: 7}},
 		{"bound", statefile.State{SessionID: sessionID, HasSession: true, Turns: 1,
 			Binding: &agent.Binding{SessionID: "sess_1", Owner: "owner-hash", Conversation: "conv-1"}}},
+		{"turn tree", statefile.State{SessionID: forkID, Turns: 2, ForkFrom: sessionID, ForkAt: turnA, Tip: turnA,
+			Tree: []statefile.Turn{
+				{ID: turnA, Session: sessionID, End: forkID, Files: []string{"/w/a.txt"},
+					Saved: &statefile.Saved{Files: []statefile.SavedFile{{Path: "/w/a.txt", Copy: "0"}, {Path: "/w/gone"}}}},
+				{ID: turnB, Parent: turnA, Session: sessionID, Irreversible: []statefile.Effect{{Tool: "Bash", Detail: "make"}}},
+			}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +111,13 @@ func TestLoadMissingAndCorrupt(t *testing.T) {
 		{name: "session without id", content: ptr(`{"version":1,"has_session":true}`), corrupt: true},
 		{name: "negative turns", content: ptr(`{"version":1,"turns":-1}`), corrupt: true},
 		{name: "binding without owner", content: ptr(`{"version":1,"binding":{"session_id":"s","conversation":"c"}}`), corrupt: true},
+		{name: "fork without its point", content: ptr(`{"version":1,"fork_from":"` + sessionID + `"}`), corrupt: true},
+		{name: "fork point not a UUID", content: ptr(`{"version":1,"fork_from":"` + sessionID + `","fork_at":"--help"}`), corrupt: true},
+		{name: "turn id not a UUID", content: tree(`[`+turnJSON("x", "")+`]`, ""), corrupt: true},
+		{name: "turn repeated", content: tree(`[`+turnJSON(turnA, "")+`,`+turnJSON(turnA, "")+`]`, ""), corrupt: true},
+		{name: "child before its parent", content: tree(`[`+turnJSON(turnB, turnA)+`,`+turnJSON(turnA, "")+`]`, ""), corrupt: true},
+		{name: "turn without session", content: tree(`[{"id":"`+turnA+`"}]`, ""), corrupt: true},
+		{name: "tip not a turn", content: tree(`[`+turnJSON(turnA, "")+`]`, turnB), corrupt: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,6 +182,15 @@ func TestStoreUpdate(t *testing.T) {
 	got := st.Get()
 	got.Binding.Owner = "changed"
 	assert.Equal(t, "o", st.Get().Binding.Owner)
+	require.NoError(t, st.Update(func(s *statefile.State) {
+		s.Tree = []statefile.Turn{{ID: turnA, Session: sessionID, Files: []string{"/w/a"}}}
+	}))
+	got = st.Get()
+	got.Tree[0].Files[0] = "/w/changed"
+	assert.Equal(t, "/w/a", st.Get().Tree[0].Files[0], "turns are copied too")
+	require.NoError(t, st.Update(func(s *statefile.State) { s.Tree[0].Files[0] = "/w/b" }))
+	assert.Equal(t, "/w/b", st.Get().Tree[0].Files[0])
+	require.NoError(t, st.Update(func(s *statefile.State) { s.Tree = nil }))
 
 	// A new Store on the same directory sees everything.
 	again, err := statefile.Open(dir)

@@ -17,14 +17,17 @@
 //	AGENT_STATE_DIR      optional; a directory on a persistent volume (/state in the image,
 //	                     unset by default). The CLI keeps its sessions in <dir>/claude
 //	                     (CLAUDE_CONFIG_DIR, unless set) and the agent its session id,
-//	                     turn count and binding in <dir>/agent.json, so an agent whose
+//	                     turn count, turn tree and binding in <dir>/agent.json (and the
+//	                     files of branches it left in <dir>/branches), so an agent whose
 //	                     container is stopped and started again resumes its conversation
 //	                     (GET /health says "resumed": true). Unset: nothing survives a restart.
 //	CLAUDE_BIN           the claude executable (default: claude on PATH)
 //	ANTHROPIC_BASE_URL   the Anthropic API (default https://api.anthropic.com)
 //	ANTHROPIC_API_KEY    optional key for queries that bring none
 //
-// Other variables pass through to the CLI (CLAUDE_CODE_*, proxies, ...).
+// Other variables pass through to the CLI (CLAUDE_CODE_*, proxies, ...). The CLI
+// gets CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING=1 unless it is set: branches
+// (QueryRequest.Branch) rewind workspace files to its checkpoints.
 package main
 
 import (
