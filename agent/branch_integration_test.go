@@ -168,7 +168,7 @@ func TestAgentBranches(t *testing.T) {
 	assert.Equal(t, "beta\n", string(b))
 	notices = branchNotices(t, back)
 	require.Len(t, notices, 1)
-	assert.Contains(t, notices[0], "not re-applied (`echo gamma > gamma.txt`)")
+	assert.Contains(t, notices[0], "the branch returned to changed could not be restored (`echo gamma > gamma.txt`)")
 
 	// Edit the first message: a fresh start.
 	edit := branchTurn(t, s, "First, edited: THETA please.", &agent.Branch{After: ""})

@@ -314,13 +314,13 @@ func (n *branchNotice) message(dir string) string {
 		parts = append(parts, "files changed by the turns left behind could not be restored ("+listFiles(n.filesNotUndone, dir)+")")
 	}
 	if len(n.notUndone) > 0 {
-		parts = append(parts, "changes made by commands in the turns left behind were not undone ("+listEffects(n.notUndone)+")")
+		parts = append(parts, "what commands in the turns left behind changed could not be restored ("+listEffects(n.notUndone)+")")
 	}
 	if len(n.filesNotRestored) > 0 {
 		parts = append(parts, "files of the branch returned to could not be restored ("+listFiles(n.filesNotRestored, dir)+")")
 	}
 	if len(n.notRerun) > 0 {
-		parts = append(parts, "changes made by commands in the branch returned to were not re-applied ("+listEffects(n.notRerun)+")")
+		parts = append(parts, "what commands in the branch returned to changed could not be restored ("+listEffects(n.notRerun)+")")
 	}
 	if len(parts) == 0 {
 		return ""

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agcluster/caddy-agcluster/agent/clienttools"
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/clienttools"
 )
 
 // process is one running CLI. Its stdout is split into lines: control
