@@ -102,7 +102,20 @@ func (a api) launch(body map[string]any) agentsapi.SessionView {
 // chat runs one turn and returns its typed events.
 func (a api) chat(id, prompt string) []agent.Event {
 	a.t.Helper()
-	b, _ := json.Marshal(map[string]string{"prompt": prompt})
+	return a.chatBody(id, map[string]string{"prompt": prompt})
+}
+
+// chatAfter runs one turn that continues after the turn with id after
+// ("" for the beginning) and returns its typed events.
+func (a api) chatAfter(id, prompt, after string) []agent.Event {
+	a.t.Helper()
+	return a.chatBody(id, map[string]string{"prompt": prompt, "branch": after})
+}
+
+// chatBody posts body to the session's chat and returns its typed events.
+func (a api) chatBody(id string, body map[string]string) []agent.Event {
+	a.t.Helper()
+	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctxFor(a.t, 2*time.Minute), http.MethodPost, a.g.url+"/api/agents/sessions/"+id+"/chat", bytes.NewReader(b))
 	require.NoError(a.t, err)
 	req.Header.Set("Authorization", "Bearer "+a.key)
@@ -190,6 +203,28 @@ func TestAgentsAPI(t *testing.T) {
 			}
 		}
 		assert.True(t, found)
+	})
+
+	t.Run("chat branches after an earlier turn", func(t *testing.T) {
+		alice.t = t
+		e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
+		v := alice.launch(map[string]any{"config_id": "code-assistant"})
+		turnID := func(events []agent.Event) string {
+			last := events[len(events)-1]
+			require.Equal(t, agent.EventResult, last.Type, "%+v", last)
+			require.NotEmpty(t, last.Result.TurnID, "a result names its turn")
+			return last.Result.TurnID
+		}
+		first := turnID(alice.chat(v.SessionID, "Remember the apple."))
+		turnID(alice.chat(v.SessionID, "Remember the banana."))
+		turnID(alice.chatAfter(v.SessionID, "Which fruits do you remember?", first))
+		sent := e.lastCLIRequest(t).AllText()
+		assert.Contains(t, sent, "Remember the apple.")
+		assert.NotContains(t, sent, "Remember the banana.", "the turn after the branch point is not in the model's context")
+		turnID(alice.chatAfter(v.SessionID, "Start over: any fruit?", ""))
+		sent = e.lastCLIRequest(t).AllText()
+		assert.NotContains(t, sent, "Remember the apple.", "a branch from the beginning has no earlier turn")
+		require.Equal(t, http.StatusOK, alice.do(http.MethodDelete, "/api/agents/sessions/"+v.SessionID, nil, "").status)
 	})
 
 	t.Run("files: upload, read with a tool, download, archive", func(t *testing.T) {
