@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"image/color"
@@ -52,6 +53,27 @@ func TestAttachments(t *testing.T) {
 		data, err := base64.StdEncoding.DecodeString(images[0].Source.Data)
 		require.NoError(t, err)
 		assert.True(t, bytes.Equal(img, data), "the image's bytes reach the model unchanged")
+	})
+
+	t.Run("a title request keeps its image and needs no agent", func(t *testing.T) {
+		e.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Red Square Picture"}})
+		before := e.agentCount(t, g)
+		img := pngImage(t, 3, 3, color.NRGBA{R: 200, A: 255})
+		params := partsRequest(openai.TextContentPart("Title for a chat about this picture"), imagePart(dataURL("image/png", img)))
+		params.Model = "gpt-4o-mini" // a task model of the test gateway
+		got, err := c.Chat.Completions.New(ctxFor(t, time.Minute), params)
+		require.NoError(t, err)
+		assert.Equal(t, "Red Square Picture", got.Choices[0].Message.Content)
+		assert.Equal(t, before, e.agentCount(t, g), "answered one-shot")
+		assert.Empty(t, e.cliRequests(t), "no agent called the model")
+		reqs, err := e.mock.Requests(context.Background())
+		require.NoError(t, err)
+		require.NotEmpty(t, reqs)
+		images := lastUserImages(t, reqs[len(reqs)-1])
+		require.Len(t, images, 1, "the one-shot call carries the image")
+		data, err := base64.StdEncoding.DecodeString(images[0].Source.Data)
+		require.NoError(t, err)
+		assert.True(t, bytes.Equal(img, data))
 	})
 
 	t.Run("file lands in uploads", func(t *testing.T) {

@@ -1,6 +1,7 @@
 package claude
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -883,7 +884,7 @@ func (t *Turn) loop() {
 				lines = nil
 				continue
 			}
-			t.gotOutput = true
+			t.noteOutput(raw)
 			if t.handle(raw) {
 				return
 			}
@@ -982,6 +983,20 @@ func (t *Turn) classifyInterrupt() (string, string) {
 	}
 }
 
+// lifecycleMarker starts the CLI's command_lifecycle lines.
+var lifecycleMarker = []byte(`"type":"command_lifecycle"`)
+
+// noteOutput records that the CLI printed raw for this turn: it had the
+// prompt, so a crash now loses the turn rather than resending it. The
+// "completed" command_lifecycle line of the previous turn's message comes
+// after that turn's result (claude 2.1.328) and is no sign of this one.
+func (t *Turn) noteOutput(raw []byte) {
+	if bytes.Contains(raw, lifecycleMarker) && !bytes.Contains(raw, []byte(t.prompt.UUID)) {
+		return
+	}
+	t.gotOutput = true
+}
+
 // processExited handles the exit of the turn's process: it emits what the
 // process printed before it exited; if that did not end the turn and the
 // process died before it read the prompt (killed or crashed just as the
@@ -993,7 +1008,7 @@ func (t *Turn) processExited() bool {
 	// stdout is closed before done: take what the process printed before
 	// it exited.
 	for raw := range t.p.lines {
-		t.gotOutput = true
+		t.noteOutput(raw)
 		if t.handle(raw) {
 			return false
 		}
