@@ -145,7 +145,8 @@ func (t *chatTurn) run() {
 func (t *chatTurn) done(end turnEnd) {
 	next := append(t.req.Messages[:len(t.req.Messages):len(t.req.Messages)],
 		openai.AssistantMessage(end.content, end.toolCalls))
-	t.lease.Done(session.TurnEnd{Fingerprint: openai.Fingerprint(next), TurnID: end.turnID, PendingCalls: end.calls})
+	t.lease.Done(session.TurnEnd{Fingerprint: openai.Fingerprint(next), TurnID: end.turnID, PendingCalls: end.calls,
+		SentHistory: len(t.known()) > 0})
 }
 
 // start starts the agent's part of the request: the rest of the turn that

@@ -917,6 +917,11 @@ type TurnEnd struct {
 	// PendingCalls are the ids of the client tool calls the agent's turn
 	// waits for; the client's next request carries their results.
 	PendingCalls []string
+	// SentHistory tells that the request came with the conversation's
+	// earlier messages. From then on an empty history is an edit of the
+	// first message; from a client that never sent one, it is just the
+	// next message (the client relies on the conversation id).
+	SentHistory bool
 }
 
 // Done ends the turn (if Release has not) and records end. A turn with
@@ -937,7 +942,7 @@ func (l *Lease) Done(end TurnEnd) {
 			delete(l.m.byFP, s.Key.Owner+"\x00"+old)
 		}
 	}
-	s.transcript.record(end.Fingerprint, end.TurnID)
+	s.transcript.record(end.Fingerprint, end.TurnID, end.SentHistory)
 	s.pending = end.PendingCalls
 	s.mu.Unlock()
 	if _, live := l.m.byID[s.ID]; live && end.Fingerprint != "" {

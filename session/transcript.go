@@ -11,8 +11,9 @@ import (
 // tip is the turn the agent's conversation currently ends with. Guarded by
 // the session's mu.
 type transcript struct {
-	turns map[string]string // fingerprint after a turn -> the agent's turn id
-	tip   string            // fingerprint after the latest turn; "" before the first
+	turns       map[string]string // fingerprint after a turn -> the agent's turn id
+	tip         string            // fingerprint after the latest turn; "" before the first
+	sentHistory bool              // the client sends the conversation's history with its messages
 }
 
 // Continuation is where a request's history meets its session's transcript.
@@ -33,12 +34,15 @@ type Continuation struct {
 // first i messages). The longest prefix the session knows decides:
 //   - the latest turn's transcript: a plain next turn;
 //   - an earlier turn's: a branch after that turn;
-//   - an empty history in a conversation that has turns: a branch from
-//     the beginning (the first message was edited or regenerated).
+//   - an empty history in a conversation that has turns, from a client
+//     that sends histories: a branch from the beginning (the first message
+//     was edited or regenerated).
 //
 // A history the session does not know at all (it was found after a
 // gateway restart, or another client wrote it) is taken as a next turn,
-// as before branches existed.
+// as before branches existed; so is an empty one from a client that never
+// sent a history (it sends only its new message and relies on the
+// conversation id).
 func (s *Session) Continuation(prefixes []string) Continuation {
 	n := len(prefixes) - 1
 	if n < 0 {
@@ -59,7 +63,7 @@ func (s *Session) Continuation(prefixes []string) Continuation {
 			return Continuation{Branch: &agent.Branch{After: id}, Seen: i}
 		}
 	}
-	if n == 0 {
+	if n == 0 && t.sentHistory {
 		return Continuation{Branch: &agent.Branch{}, Seen: 0}
 	}
 	return Continuation{Seen: n}
@@ -68,8 +72,10 @@ func (s *Session) Continuation(prefixes []string) Continuation {
 // record notes the end of a turn: after is the fingerprint of the
 // transcript the client will send next, turnID the agent's id for the turn
 // ("" when the turn has not finished: it waits for client tool results,
-// and the next request continues it).
-func (t *transcript) record(after, turnID string) {
+// and the next request continues it); sentHistory that the request came
+// with earlier messages.
+func (t *transcript) record(after, turnID string, sentHistory bool) {
+	t.sentHistory = t.sentHistory || sentHistory
 	if t.turns == nil {
 		t.turns = map[string]string{}
 	}

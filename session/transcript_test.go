@@ -24,10 +24,12 @@ func TestContinuation(t *testing.T) {
 	// Three turns: u1 a1 | u2 a2 | u3 a3. A turn's fingerprint covers the
 	// whole transcript after it; the history names each message.
 	l.Done(session.TurnEnd{Fingerprint: "a1", TurnID: "t1"})
+	assert.Equal(t, session.Continuation{Seen: 0}, s.Continuation(history()),
+		"a client that has sent no history yet: an empty one is just the next message")
 	for _, tt := range []struct{ fp, id string }{{"a2", "t2"}, {"a3", "t3"}} {
 		l, err = m.Acquire(ctx(t), memReq("alice", "c1", "mem"))
 		require.NoError(t, err)
-		l.Done(session.TurnEnd{Fingerprint: tt.fp, TurnID: tt.id})
+		l.Done(session.TurnEnd{Fingerprint: tt.fp, TurnID: tt.id, SentHistory: true})
 	}
 
 	tests := []struct {
