@@ -83,16 +83,10 @@ func TestParseTools(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, e := ParseChatCompletionRequest(strings.NewReader(tc.body), 0)
-			if tc.param != "" {
-				require.NotNil(t, e, "accepted")
-				assert.Equal(t, 400, e.Status)
-				require.NotNil(t, e.Param, e.Message)
-				assert.Equal(t, tc.param, *e.Param, e.Message)
-				assert.Contains(t, e.Message, tc.msg)
+			req, ok := parseOrRefused(t, tc.body, tc.param, tc.msg)
+			if !ok {
 				return
 			}
-			require.Nil(t, e, "%v", e)
 			if tc.tools != nil {
 				assert.Equal(t, tc.tools, req.Tools)
 			}
@@ -208,16 +202,10 @@ func TestToolResults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, e := ParseChatCompletionRequest(strings.NewReader(tc.body), 0)
-			if tc.param != "" {
-				require.NotNil(t, e, "accepted")
-				assert.Equal(t, 400, e.Status)
-				require.NotNil(t, e.Param, e.Message)
-				assert.Equal(t, tc.param, *e.Param, e.Message)
-				assert.Contains(t, e.Message, tc.msg)
+			req, ok := parseOrRefused(t, tc.body, tc.param, tc.msg)
+			if !ok {
 				return
 			}
-			require.Nil(t, e, "%v", e)
 			tr := req.ToolResults()
 			if tc.results == nil {
 				assert.Nil(t, tr)
@@ -254,4 +242,21 @@ func TestToolResultsWithoutParse(t *testing.T) {
 			assert.Equal(t, tc.want, r.ToolResults())
 		})
 	}
+}
+
+// parseOrRefused parses body; with param set it must be refused with a
+// 400 naming param and saying msg (ok false), else it must parse.
+func parseOrRefused(t *testing.T, body, param, msg string) (req *ChatCompletionRequest, ok bool) {
+	t.Helper()
+	req, e := ParseChatCompletionRequest(strings.NewReader(body), 0)
+	if param != "" {
+		require.NotNil(t, e, "accepted")
+		assert.Equal(t, 400, e.Status)
+		require.NotNil(t, e.Param, e.Message)
+		assert.Equal(t, param, *e.Param, e.Message)
+		assert.Contains(t, e.Message, msg)
+		return nil, false
+	}
+	require.Nil(t, e, "%v", e)
+	return req, true
 }
