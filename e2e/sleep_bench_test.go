@@ -342,11 +342,16 @@ type turnResult struct {
 // content, its whole text and the session id the gateway answered with.
 // It may run on any goroutine.
 func turn(c openai.Client, text, conversation string) (turnResult, error) {
+	return streamTurnOf(c, user(text), conversation)
+}
+
+// streamTurnOf streams params in a conversation; see turn.
+func streamTurnOf(c openai.Client, params openai.ChatCompletionNewParams, conversation string) (turnResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var resp *http.Response
 	start := time.Now()
-	s := c.Chat.Completions.NewStreaming(ctx, user(text), conv(conversation), option.WithResponseInto(&resp))
+	s := c.Chat.Completions.NewStreaming(ctx, params, conv(conversation), option.WithResponseInto(&resp))
 	var out turnResult
 	var sb strings.Builder
 	for s.Next() {
@@ -359,17 +364,17 @@ func turn(c openai.Client, text, conversation string) (turnResult, error) {
 		}
 	}
 	if err := s.Err(); err != nil {
-		return out, fmt.Errorf("turn %q in %s: %w", text, conversation, err)
+		return out, fmt.Errorf("turn in %s: %w", conversation, err)
 	}
 	out.content = sb.String()
 	if out.ttft == 0 {
-		return out, fmt.Errorf("turn %q in %s: no content", text, conversation)
+		return out, fmt.Errorf("turn in %s: no content", conversation)
 	}
 	if resp != nil {
 		out.session = resp.Header.Get("X-Session-ID")
 	}
 	if out.session == "" {
-		return out, fmt.Errorf("turn %q in %s: no X-Session-ID", text, conversation)
+		return out, fmt.Errorf("turn in %s: no X-Session-ID", conversation)
 	}
 	return out, nil
 }

@@ -56,6 +56,7 @@ func BenchmarkSuite(b *testing.B) {
 		warm := benchFollowUp(b, e, g, runs, &t)
 		benchStreaming(b, g, runs, &t)
 		benchGrowth(b, g, levels, &t)
+		benchConversationShapes(b, e, g, runs, warm, &t)
 		g.stop(b)
 
 		w := e.startGatewayWith(b, gatewayOptions{extraApp: "warm_pool agent 1\n\t\twarm_pool_check_interval 1s"})
