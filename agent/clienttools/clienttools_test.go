@@ -218,8 +218,13 @@ func TestServerHandshakeAndList(t *testing.T) {
 	short, cancelShort := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancelShort()
 	assert.Error(t, s.WaitListed(short), "not listed yet")
-	go handle(s, r, `{"method":"tools/list","jsonrpc":"2.0","id":2}`)
+	answered := make(chan struct{})
+	go func() {
+		defer close(answered)
+		handle(s, r, `{"method":"tools/list","jsonrpc":"2.0","id":2}`)
+	}()
 	require.NoError(t, s.WaitListed(ctx))
+	<-answered // WaitListed may return before the reply is written
 	assert.Empty(t, r.all()[6]["result"].(map[string]any)["tools"])
 }
 
