@@ -106,6 +106,7 @@ func TestCLIKilledInContainer(t *testing.T) {
 	assert.Equal(t, conts[0].ID, after[0].ID, "the same container")
 	reqs, err := e.mock.Requests(context.Background())
 	require.NoError(t, err)
+	require.NotEmpty(t, reqs, "the turn reached the model")
 	assert.Contains(t, reqs[len(reqs)-1].AllText(), "The password is swordfish.", "the context was resumed")
 }
 
