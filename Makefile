@@ -131,7 +131,7 @@ FUZZ_MINIMIZE ?= 10000x
 fuzz-limits = -fuzztime $(shell echo $$(( $(1) * $(FUZZ_SCALE) )))x -fuzzminimizetime $(FUZZ_MINIMIZE)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChatCompletionRequest$$' $(call fuzz-limits,400000) ./openai/
-	$(GO) test -run '^$$' -fuzz '^FuzzContentParts$$' $(call fuzz-limits,200000) ./openai/
+	$(GO) test -run '^$$' -fuzz '^FuzzContentParts$$' $(call fuzz-limits,50000) ./openai/
 	$(GO) test -run '^$$' -fuzz '^FuzzStreamWriter$$' $(call fuzz-limits,80000) ./openai/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadData$$' $(call fuzz-limits,800000) ./agent/agentclient/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' $(call fuzz-limits,600000) ./agent/agentclient/
