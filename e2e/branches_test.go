@@ -124,6 +124,8 @@ func TestBranches(t *testing.T) {
 			assert.Equal(t, before+1, e.agentCount(t, g), "one agent for the whole tree")
 		})
 	}
+	assert.Contains(t, g.metrics(t), `caddy_agcluster_turns_total{continues="branch",new_session="false",outcome="ok",provider="docker"}`,
+		"branch turns are counted as such")
 
 	t.Run("workspace of an abandoned turn", func(t *testing.T) {
 		b := &branchChat{e: e, c: c, prefix: "w", opts: []option.RequestOption{conv("c-branch-files")}, answers: map[string]string{}}

@@ -14,6 +14,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -450,4 +451,15 @@ func assertNoClientTools(t *testing.T, e *env, sum completionSummary, text strin
 	for _, name := range toolNames(t, reqs[0]) {
 		assert.False(t, strings.HasPrefix(name, clientToolPrefix), "tool_choice none offers no client tool, got %s", name)
 	}
+}
+
+// metrics is the gateway's Prometheus exposition.
+func (g *gateway) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(g.admin + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
 }

@@ -37,6 +37,8 @@ func TestClientTools(t *testing.T) {
 			assert.Equal(t, before+1, e.agentCount(t, g), "one agent for the call and its result")
 		})
 	}
+	assert.Contains(t, g.metrics(t), `caddy_agcluster_turns_total{continues="tool_results",new_session="false",outcome="ok",provider="docker"} 2`,
+		"each round trip's second request continued the waiting turn")
 
 	t.Run("tool_choice none", func(t *testing.T) {
 		const text = "Without tools: probably sunny."

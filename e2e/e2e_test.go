@@ -476,7 +476,7 @@ func TestGateway(t *testing.T) {
 		require.NoError(t, err)
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		assert.Contains(t, string(body), `caddy_agcluster_turns_total{new_session="false",outcome="ok"}`)
+		assert.Contains(t, string(body), `caddy_agcluster_turns_total{continues="next",new_session="false",outcome="ok",provider="docker"}`)
 		assert.Contains(t, string(body), `caddy_agcluster_task_requests_total{outcome="ok"} 2`)
 		assert.Contains(t, string(body), `caddy_agcluster_request_errors_total{status="409"}`)
 		assert.Contains(t, string(body), "caddy_agcluster_sessions ")

@@ -82,14 +82,15 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 
 // chatTurn is one chat completion request on its leased session.
 type chatTurn struct {
-	h        *Handler
-	w        http.ResponseWriter
-	r        *http.Request
-	req      *openai.ChatCompletionRequest
-	key      string
-	results  *openai.ToolResults // the client's results for tool calls, if the request ends with them
-	lease    *session.Lease
-	prefixes []string // fingerprints of the prefixes of known()
+	h         *Handler
+	w         http.ResponseWriter
+	r         *http.Request
+	req       *openai.ChatCompletionRequest
+	key       string
+	results   *openai.ToolResults // the client's results for tool calls, if the request ends with them
+	lease     *session.Lease
+	prefixes  []string // fingerprints of the prefixes of known()
+	continues string   // what the request continued (continuesNext, ...), once started
 }
 
 // known is what the client sent before its new input: the messages before
@@ -133,10 +134,17 @@ func (t *chatTurn) run() {
 			end = h.completeTurn(t.w, t.r, st, relayed)
 		}
 	}
-	isNew := strconv.FormatBool(lease.New)
-	metrics.turns.WithLabelValues(end.outcome, isNew).Inc()
-	metrics.turnSeconds.WithLabelValues(isNew).Observe(time.Since(started).Seconds())
+	isNew, provider := strconv.FormatBool(lease.New), lease.Session.Provider
+	metrics.turns.WithLabelValues(end.outcome, isNew, t.continues, provider).Inc()
+	metrics.turnSeconds.WithLabelValues(isNew, provider).Observe(time.Since(started).Seconds())
 }
+
+// What a request continued, for metrics.
+const (
+	continuesNext        = "next"         // the latest turn (or a new conversation)
+	continuesBranch      = "branch"       // an earlier turn: regenerate, edit, a switch of branch
+	continuesToolResults = "tool_results" // the turn that waited for the client's function results
+)
 
 // done records where the conversation now ends: the transcript the client
 // will send next (its messages plus the answer), the agent's turn id and
@@ -153,7 +161,9 @@ func (t *chatTurn) done(end turnEnd) {
 // waits for this request's tool results, or a new turn.
 func (t *chatTurn) start() (*agentclient.Stream, *openai.Error) {
 	ctx := t.r.Context()
+	t.continues = continuesNext
 	if t.continuesCalls() {
+		t.continues = continuesToolResults
 		st, err := t.lease.ToolResults(ctx, agent.ToolResultsRequest{Results: t.results.Results, APIKey: t.key})
 		var ae *agentclient.APIError
 		if err == nil || !errors.As(err, &ae) || ae.Code != "no_pending_tool_calls" {
@@ -161,6 +171,7 @@ func (t *chatTurn) start() (*agentclient.Stream, *openai.Error) {
 		}
 		// The turn ended meanwhile (its wait timed out, or its agent
 		// slept): the results go to a new turn as text.
+		t.continues = continuesNext
 		t.h.logger.Info("tool results arrived after their turn ended", zap.String("session_id", t.lease.Session.ID))
 	}
 	q, oerr := t.query()
@@ -208,6 +219,9 @@ func (t *chatTurn) query() (agent.QueryRequest, *openai.Error) {
 	} else {
 		c := t.lease.Session.Continuation(t.prefixes)
 		q.Branch, known = c.Branch, known[c.Seen:]
+		if c.Branch != nil {
+			t.continues = continuesBranch
+		}
 		if c.Branch != nil && c.Branch.After == "" {
 			system = req.SystemText() // the agent starts over
 		}

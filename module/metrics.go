@@ -32,13 +32,13 @@ func initMetrics() {
 		const ns, sub = "caddy", "agcluster"
 		metrics.turns = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "turns_total",
-			Help: "Agent turns served, by outcome (ok, error, client_gone) and whether they started a session.",
-		}, []string{"outcome", "new_session"})
+			Help: "Agent turns served, by outcome (ok, error, client_gone), whether they started a session, what they continued (next, branch, tool_results) and provider.",
+		}, []string{"outcome", "new_session", "continues", "provider"})
 		metrics.turnSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "turn_duration_seconds",
-			Help:    "Wall time of agent turns, including session creation for new sessions.",
+			Help:    "Wall time of agent turns, including session creation for new sessions, by provider.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
-		}, []string{"new_session"})
+		}, []string{"new_session", "provider"})
 		metrics.tasks = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "task_requests_total",
 			Help: "Background task requests answered with a one-shot API call, by outcome.",
