@@ -20,6 +20,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/agenttest"
 	"github.com/agcluster/caddy-agcluster/openai"
 	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/session"
@@ -170,29 +171,6 @@ func TestCallerErrorsKeepTheirMessage(t *testing.T) {
 	}
 }
 
-// brokenReader gives data, then fails as a cut connection does.
-type brokenReader struct {
-	data io.Reader
-	err  error
-}
-
-func (b *brokenReader) Read(p []byte) (int, error) {
-	n, err := b.data.Read(p)
-	if errors.Is(err, io.EOF) {
-		return n, b.err
-	}
-	return n, err
-}
-
-func sse(events ...agent.Event) string {
-	var b strings.Builder
-	for _, e := range events {
-		data, _ := json.Marshal(e)
-		b.WriteString("data: " + string(data) + "\n\n")
-	}
-	return b.String()
-}
-
 // TestChatStreamConcealsInternalErrors: the management API's event stream
 // ends cleanly when the agent's stream breaks off, and carries no internal
 // detail: neither the connection's error nor an internal agent error's
@@ -206,13 +184,12 @@ func TestChatStreamConcealsInternalErrors(t *testing.T) {
 		lastMsg   string // part of the final event's message
 		concealed bool
 	}{
-		{"agent stream broke off", &brokenReader{strings.NewReader(sse(hello)),
-			errors.New("read tcp 172.17.0.1:40000->172.17.0.3:8080: read: connection reset by peer")},
+		{"agent stream broke off", agenttest.BrokenAfter(strings.NewReader(agenttest.SSE(hello)), errors.New("read tcp 172.17.0.1:40000->172.17.0.3:8080: read: connection reset by peer")),
 			agent.CodeInternal, "broke off", true},
-		{"internal agent error", strings.NewReader(sse(hello, agent.Event{Type: agent.EventError, Seq: 2, Code: agent.CodeInternal,
+		{"internal agent error", strings.NewReader(agenttest.SSE(hello, agent.Event{Type: agent.EventError, Seq: 2, Code: agent.CodeInternal,
 			Message: "the Claude Code process exited during the turn (signal: killed: FATAL ERROR: heap out of memory)"})),
 			agent.CodeInternal, "The agent failed during this turn", true},
-		{"an error meant for the user", strings.NewReader(sse(hello, agent.Event{Type: agent.EventError, Seq: 2, Code: agent.CodeAuth,
+		{"an error meant for the user", strings.NewReader(agenttest.SSE(hello, agent.Event{Type: agent.EventError, Seq: 2, Code: agent.CodeAuth,
 			Message: "the Anthropic API rejected the API key (HTTP 401)"})),
 			agent.CodeAuth, "rejected the API key", false},
 	}

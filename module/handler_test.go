@@ -1,7 +1,6 @@
 package module
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -19,35 +18,13 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/agenttest"
 	"github.com/agcluster/caddy-agcluster/internal/anthropic"
 	"github.com/agcluster/caddy-agcluster/openai"
 )
 
 // Internal detail the failures below carry: none of it may reach a client.
 var secrets = []string{"172.17.0.3", "connection reset", "heap out of memory", "signal: killed", "dial tcp", "connection refused", "127.0.0.1"}
-
-// brokenReader gives data, then fails as a cut connection does.
-type brokenReader struct {
-	data io.Reader
-	err  error
-}
-
-func (b *brokenReader) Read(p []byte) (int, error) {
-	n, err := b.data.Read(p)
-	if errors.Is(err, io.EOF) {
-		return n, b.err
-	}
-	return n, err
-}
-
-func sse(events ...agent.Event) string {
-	var b strings.Builder
-	for _, e := range events {
-		data, _ := json.Marshal(e)
-		b.WriteString("data: " + string(data) + "\n\n")
-	}
-	return b.String()
-}
 
 // requestIDIn returns the id in a "(request id <id>)" note, or "".
 func requestIDIn(s string) string {
@@ -66,8 +43,7 @@ func requestIDIn(s string) string {
 func TestTurnErrorsNameTheRequest(t *testing.T) {
 	hello := agent.Event{Type: agent.EventTextDelta, Seq: 1, Text: "Hello"}
 	broken := func(events ...agent.Event) io.Reader {
-		return &brokenReader{strings.NewReader(sse(events...)),
-			errors.New("read tcp 172.17.0.1:40000->172.17.0.3:8080: read: connection reset by peer")}
+		return agenttest.BrokenAfter(strings.NewReader(agenttest.SSE(events...)), errors.New("read tcp 172.17.0.1:40000->172.17.0.3:8080: read: connection reset by peer"))
 	}
 	internal := agent.Event{Type: agent.EventError, Seq: 2, Code: agent.CodeInternal,
 		Message: "the Claude Code process exited during the turn (signal: killed: FATAL ERROR: heap out of memory)"}
@@ -82,12 +58,12 @@ func TestTurnErrorsNameTheRequest(t *testing.T) {
 		released  bool // by the sink, on the turn's end
 	}{
 		{"streamed, agent stream broke off", func() io.Reader { return broken(hello) }, true, 200, "broke off", true, false},
-		{"streamed, internal agent error", func() io.Reader { return strings.NewReader(sse(hello, internal)) }, true, 200, "The agent failed during this turn", true, true},
-		{"streamed, an error meant for the user", func() io.Reader { return strings.NewReader(sse(hello, auth)) }, true, 200, "rejected the API key", false, true},
+		{"streamed, internal agent error", func() io.Reader { return strings.NewReader(agenttest.SSE(hello, internal)) }, true, 200, "The agent failed during this turn", true, true},
+		{"streamed, an error meant for the user", func() io.Reader { return strings.NewReader(agenttest.SSE(hello, auth)) }, true, 200, "rejected the API key", false, true},
 		{"complete, agent stream broke off", func() io.Reader { return broken(hello) }, false, 200, "broke off", true, false},
 		{"complete, broke off before any output", func() io.Reader { return broken() }, false, 500, "broke off", true, false},
-		{"complete, internal agent error first", func() io.Reader { return strings.NewReader(sse(internal)) }, false, 500, "The agent failed during this turn", true, true},
-		{"complete, an error meant for the user", func() io.Reader { return strings.NewReader(sse(auth)) }, false, 401, "rejected the API key", false, true},
+		{"complete, internal agent error first", func() io.Reader { return strings.NewReader(agenttest.SSE(internal)) }, false, 500, "The agent failed during this turn", true, true},
+		{"complete, an error meant for the user", func() io.Reader { return strings.NewReader(agenttest.SSE(auth)) }, false, 401, "rejected the API key", false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
