@@ -43,8 +43,8 @@ func (e *Emulator) routes() http.Handler {
 	e.handle(mux, "POST "+m+"/lease", perMachine, false, e.postLease)
 	e.handle(mux, "DELETE "+m+"/lease", perMachine, false, e.releaseLease)
 	e.handle(mux, "GET "+m+"/metadata", perMachine, true, e.getMetadata)
-	e.handle(mux, "POST "+m+"/metadata/{key}", perMachine, false, e.leased(e.setMetadata))
-	e.handle(mux, "DELETE "+m+"/metadata/{key}", perMachine, false, e.leased(e.deleteMetadata))
+	e.handle(mux, "POST "+m+"/metadata/{key}", perMachine, false, e.setMetadata)
+	e.handle(mux, "DELETE "+m+"/metadata/{key}", perMachine, false, e.deleteMetadata)
 	e.handle(mux, "GET /v1/apps/{app}", perApp, true, e.getApp)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if !e.authorized(r) {
