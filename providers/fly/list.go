@@ -159,6 +159,12 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 	if err != nil && !errors.Is(err, providers.ErrGone) && !isNotFound(err) {
 		return p.apiError("destroy", id, err)
 	}
+	if err == nil {
+		// Fly destroys asynchronously: return once it has.
+		if err := p.waitState(ctx, id, stateDestroyed); err != nil && !errors.Is(err, providers.ErrGone) {
+			p.logger.Warn("machine not yet destroyed", zap.String("instance_id", id), zap.Error(err))
+		}
+	}
 	p.logger.Info("agent machine destroyed",
 		zap.String("instance_id", id),
 		zap.String("session_id", m.GetConfig().Metadata[MetaSession]))
