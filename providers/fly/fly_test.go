@@ -231,3 +231,44 @@ func TestRateLimitsAbsorbed(t *testing.T) {
 	}
 	assert.Positive(t, limited, "the emulator rate-limited some calls")
 }
+
+// TestDestroyedBehindBack: a machine destroyed without the provider (Fly
+// lost its host, someone ran fly machine destroy) is reported as died,
+// is no longer listed, and waking it is ErrGone, so the session layer
+// moves the conversation to a new machine.
+func TestDestroyedBehindBack(t *testing.T) {
+	e := startEmulator(t)
+	p := newProvider(t, e.options())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	events, errs := p.Events(ctx)
+	inst, err := p.Create(ctx, newSpec())
+	if inst != nil {
+		t.Cleanup(func() { assert.NoError(t, p.Destroy(context.Background(), inst.ID)) })
+	}
+	require.NoError(t, err)
+	require.NoError(t, e.emu.DestroyBehindBack(ctx, inst.ID))
+
+	var got *providers.Event
+	for ev := range events {
+		if ev.InstanceID == inst.ID {
+			got = &ev
+			break
+		}
+	}
+	require.NotNil(t, got, "no event for the destroyed machine")
+	assert.Equal(t, providers.ReasonDied, got.Reason)
+	assert.Equal(t, inst.SessionID, got.SessionID)
+	select {
+	case err := <-errs:
+		require.NoError(t, err, "the event stream failed")
+	default:
+	}
+	list, err := p.List(ctx)
+	require.NoError(t, err)
+	for _, i := range list {
+		assert.NotEqual(t, inst.ID, i.ID, "a destroyed machine is listed")
+	}
+	_, err = p.Wake(ctx, inst.ID)
+	assert.ErrorIs(t, err, providers.ErrGone)
+}
