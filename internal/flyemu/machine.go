@@ -219,11 +219,16 @@ func (e *Emulator) startContainer(ctx context.Context, m *machine) error {
 	return nil
 }
 
-// launch boots m on a fresh container (Fly resets the root filesystem of
-// a machine that starts again) and reports started, or failed.
+// launch boots m and reports started, or failed. Fly resets the root
+// filesystem of a machine that starts again, so m gets a fresh container,
+// unless its config asks Fly to keep it (rootfs.persist "always": the
+// same container starts again).
 func (e *Emulator) launch(m *machine, from string) {
 	e.async(m, func(ctx context.Context) {
-		err := e.discardContainer(ctx, m)
+		var err error
+		if !persistsRootfs(m) {
+			err = e.discardContainer(ctx, m)
+		}
 		if err == nil {
 			err = e.startContainer(ctx, m)
 		}
@@ -234,6 +239,11 @@ func (e *Emulator) launch(m *machine, from string) {
 		}
 		e.finish(m, from, stateStarted, event("start", "started", "flyd"))
 	})
+}
+
+// persistsRootfs tells whether m's root filesystem outlives a stop.
+func persistsRootfs(m *machine) bool {
+	return m.config != nil && m.config.Rootfs != nil && m.config.Rootfs.Persist == fly.MachinePersistRootfsAlways
 }
 
 // discardContainer removes m's container, if any, so the next start
