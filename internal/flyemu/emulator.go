@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
@@ -77,6 +78,7 @@ type Emulator struct {
 	stopEvents         context.CancelFunc
 	eventsDone, closed chan struct{}
 	closeOnce          sync.Once
+	pending            sync.WaitGroup // async machine operations
 
 	mu       sync.Mutex
 	machines map[string]*machine // by id
@@ -201,6 +203,7 @@ func (e *Emulator) Close() error {
 				_ = s.Close()
 			}
 		}
+		e.pending.Wait() // they end early: e.closed cancels their context
 		if e.stopEvents != nil {
 			e.stopEvents()
 			<-e.eventsDone
@@ -223,7 +226,7 @@ func (e *Emulator) removeAll(ctx context.Context) error {
 	}
 	var errs []error
 	for _, c := range list {
-		if err := e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+		if err := e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("flyemu: remove container %s: %w", c.ID[:12], err))
 		}
 	}

@@ -198,7 +198,8 @@ func TestAuthAndUnknownNames(t *testing.T) {
 // on a fresh root filesystem, destroyed.
 func TestMachineLifecycle(t *testing.T) {
 	testenv.Integration(t)
-	e := setup(t, flyemu.RateLimits{})
+	e := setup(t, flyemu.RateLimits{Off: true}) // TestRateLimits covers them
+
 	meta := map[string]string{"agcluster_session": "s-" + testenv.RandomHex(4), "agcluster_owner": "o1"}
 	m, ac := e.launchAgent(t, meta)
 	ctx := ctxT(t, 5*time.Minute)
@@ -316,7 +317,7 @@ func TestMachineLifecycle(t *testing.T) {
 	t.Run("calls are counted and logged", func(t *testing.T) {
 		calls := e.emu.Calls()
 		assert.Equal(t, 1, calls["POST /v1/apps/{app}/machines"])
-		assert.Equal(t, 2, calls["POST /v1/apps/{app}/machines/{id}/start"])
+		assert.Equal(t, 3, calls["POST /v1/apps/{app}/machines/{id}/start"], "two starts and one refused")
 		assert.Equal(t, 1, calls["POST /v1/apps/{app}/machines/{id}/suspend"])
 		var create flyemu.Request
 		for _, r := range e.emu.Requests() {
