@@ -14,8 +14,10 @@ import (
 	"sync"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"go.uber.org/zap"
 )
@@ -40,10 +42,12 @@ type Options struct {
 	// Apps are the Fly apps that exist (at least one); calls naming
 	// another app get 404.
 	Apps []string
-	// Network is the Docker network machines join (required). A
-	// machine's private_ip is its address there (IPv6 when the network
-	// has it, else IPv4), and it is reachable as <id>.vm.<app>.internal
-	// from other containers on it.
+	// Network is the Docker network machines join. A machine's
+	// private_ip is its address there (IPv6 when the network has it,
+	// else IPv4), and it is reachable as <id>.vm.<app>.internal from other
+	// containers on it. Empty: the emulator creates an IPv6 network in
+	// fdaa::/16 like Fly's 6PN (see [Emulator.Network]; attach the
+	// Anthropic mock to it) and removes it on Close.
 	Network string
 	// Docker is the engine client; nil connects with the environment's
 	// settings.
@@ -67,6 +71,7 @@ type Emulator struct {
 	id     string
 	cli    *client.Client
 	ownCli bool
+	ownNet bool // the emulator created opts.Network
 	log    *zap.Logger
 	ncpu   int
 
@@ -77,6 +82,7 @@ type Emulator struct {
 	stopEvents         context.CancelFunc
 	eventsDone, closed chan struct{}
 	closeOnce          sync.Once
+	pending            sync.WaitGroup // async machine operations
 
 	mu       sync.Mutex
 	machines map[string]*machine // by id
@@ -132,8 +138,6 @@ func (o Options) validate() error {
 		return errors.New("flyemu: Options.Token is required")
 	case len(o.Apps) == 0:
 		return errors.New("flyemu: Options.Apps needs at least one app")
-	case o.Network == "":
-		return errors.New("flyemu: Options.Network is required")
 	}
 	return nil
 }
@@ -153,11 +157,37 @@ func (e *Emulator) connect(ctx context.Context) error {
 		return fmt.Errorf("flyemu: docker engine: %w", err)
 	}
 	e.ncpu = max(info.NCPU, 1)
+	if e.opts.Network == "" {
+		return e.createNetwork(ctx)
+	}
 	if _, err := e.cli.NetworkInspect(ctx, e.opts.Network, networkInspectOpts); err != nil {
 		return fmt.Errorf("flyemu: network %q: %w", e.opts.Network, err)
 	}
 	return nil
 }
+
+// createNetwork makes the emulator's own network: a bridge with IPv6
+// addresses in a random fdaa:<16 bits>:<16 bits>::/64, like Fly's 6PN.
+func (e *Emulator) createNetwork(ctx context.Context) error {
+	name := "flyemu-" + e.id
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	subnet := fmt.Sprintf("fdaa:%x:%x::/64", int(b[0])<<8|int(b[1]), int(b[2])<<8|int(b[3]))
+	if _, err := e.cli.NetworkCreate(ctx, name, network.CreateOptions{
+		Driver:     "bridge",
+		EnableIPv6: &[]bool{true}[0],
+		IPAM:       &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet}}},
+		Labels:     map[string]string{LabelEmulator: e.id},
+	}); err != nil {
+		return fmt.Errorf("flyemu: create network %s: %w", name, err)
+	}
+	e.opts.Network, e.ownNet = name, true
+	return nil
+}
+
+// Network is the Docker network machines join (Options.Network, or the
+// emulator's own).
+func (e *Emulator) Network() string { return e.opts.Network }
 
 // listen starts the two HTTP servers.
 func (e *Emulator) listen() error {
@@ -201,11 +231,17 @@ func (e *Emulator) Close() error {
 				_ = s.Close()
 			}
 		}
+		e.pending.Wait() // they end early: e.closed cancels their context
 		if e.stopEvents != nil {
 			e.stopEvents()
 			<-e.eventsDone
 		}
 		err = e.removeAll(ctx)
+		if e.ownNet {
+			if nerr := e.cli.NetworkRemove(ctx, e.opts.Network); nerr != nil && !cerrdefs.IsNotFound(nerr) {
+				err = errors.Join(err, fmt.Errorf("flyemu: remove network %s: %w", e.opts.Network, nerr))
+			}
+		}
 		e.proxyTransport.CloseIdleConnections()
 		if e.ownCli {
 			_ = e.cli.Close()
@@ -223,7 +259,7 @@ func (e *Emulator) removeAll(ctx context.Context) error {
 	}
 	var errs []error
 	for _, c := range list {
-		if err := e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+		if err := e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("flyemu: remove container %s: %w", c.ID[:12], err))
 		}
 	}

@@ -8,11 +8,13 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -41,23 +43,30 @@ type env struct {
 	mock *anthropictest.Remote
 }
 
-// setup starts an emulator (rate limits as given) and a flaps client
-// pointed at it.
+// setup starts an emulator (rate limits as given) on its own IPv6
+// network, the Anthropic mock on that network, and a flaps client pointed
+// at the emulator.
 func setup(t *testing.T, limits flyemu.RateLimits) *env {
+	t.Helper()
+	return setupOn(t, "", limits)
+}
+
+// setupOn is setup on the Docker network netName ("" = the emulator's
+// own).
+func setupOn(t *testing.T, netName string, limits flyemu.RateLimits) *env {
 	t.Helper()
 	cli := testenv.Docker(t)
 	testenv.RequireImage(t, cli, testenv.AgentImage())
-	netName := testenv.TestNetwork(t, cli)
-	mock := testenv.StartMockContainer(t, cli, netName)
 	emu, err := flyemu.New(ctxT(t, time.Minute), flyemu.Options{
 		Token: token, Apps: []string{app}, Network: netName, Docker: cli,
 		RateLimits: limits, Logger: zaptest.NewLogger(t),
 	})
 	require.NoError(t, err)
-	t.Cleanup(func() {
+	t.Cleanup(func() { // after the mock's cleanup: it is on the network
 		require.NoError(t, emu.Close())
-		assertNoContainers(t, cli, emu.ID())
+		assertNothingLeft(t, cli, emu.ID())
 	})
+	mock := testenv.StartMockContainer(t, cli, emu.Network())
 	return &env{cli: cli, emu: emu, fc: flapsClient(t, emu, token), mock: mock}
 }
 
@@ -77,12 +86,15 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-func assertNoContainers(t *testing.T, cli *client.Client, emuID string) {
+func assertNothingLeft(t *testing.T, cli *client.Client, emuID string) {
 	t.Helper()
-	left, err := cli.ContainerList(context.Background(), container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", flyemu.LabelEmulator+"="+emuID))})
+	f := filters.NewArgs(filters.Arg("label", flyemu.LabelEmulator+"="+emuID))
+	left, err := cli.ContainerList(context.Background(), container.ListOptions{All: true, Filters: f})
 	require.NoError(t, err)
 	assert.Empty(t, left, "Close removes every container")
+	nets, err := cli.NetworkList(context.Background(), network.ListOptions{Filters: f})
+	require.NoError(t, err)
+	assert.Empty(t, nets, "Close removes its network")
 }
 
 // agentConfig is a machine config running the agent image the way the
@@ -198,7 +210,8 @@ func TestAuthAndUnknownNames(t *testing.T) {
 // on a fresh root filesystem, destroyed.
 func TestMachineLifecycle(t *testing.T) {
 	testenv.Integration(t)
-	e := setup(t, flyemu.RateLimits{})
+	e := setup(t, flyemu.RateLimits{Off: true}) // TestRateLimits covers them
+
 	meta := map[string]string{"agcluster_session": "s-" + testenv.RandomHex(4), "agcluster_owner": "o1"}
 	m, ac := e.launchAgent(t, meta)
 	ctx := ctxT(t, 5*time.Minute)
@@ -215,7 +228,8 @@ func TestMachineLifecycle(t *testing.T) {
 	assert.Equal(t, fly.Passing, got.Checks[0].Status, got.Checks[0].Output)
 
 	t.Run("private address", func(t *testing.T) {
-		private := &agentclient.Client{BaseURL: "http://" + net.JoinHostPort(got.PrivateIP, "8080"), Token: ac.Token}
+		assert.True(t, strings.HasPrefix(got.PrivateIP, "fdaa:"), "an IPv6 address like Fly's 6PN: %s", got.PrivateIP)
+		private := &agentclient.Client{BaseURL: "http://[" + got.PrivateIP + "]:8080", Token: ac.Token}
 		h, status, err := private.Health(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, http.StatusOK, status)
@@ -316,7 +330,7 @@ func TestMachineLifecycle(t *testing.T) {
 	t.Run("calls are counted and logged", func(t *testing.T) {
 		calls := e.emu.Calls()
 		assert.Equal(t, 1, calls["POST /v1/apps/{app}/machines"])
-		assert.Equal(t, 2, calls["POST /v1/apps/{app}/machines/{id}/start"])
+		assert.Equal(t, 3, calls["POST /v1/apps/{app}/machines/{id}/start"], "two starts and one refused")
 		assert.Equal(t, 1, calls["POST /v1/apps/{app}/machines/{id}/suspend"])
 		var create flyemu.Request
 		for _, r := range e.emu.Requests() {
@@ -470,13 +484,20 @@ func TestRateLimits(t *testing.T) {
 // the API reports it.
 func TestBehindTheBack(t *testing.T) {
 	testenv.Integration(t)
-	e := setup(t, flyemu.RateLimits{Off: true})
+	netName := testenv.TestNetwork(t, testenv.Docker(t))
+	e := setupOn(t, netName, flyemu.RateLimits{Off: true})
 	ctx := ctxT(t, 5*time.Minute)
 	m, _ := e.launchAgent(t, nil)
 
+	got, err := e.fc.Get(ctx, app, m.ID)
+	require.NoError(t, err)
+	ip := net.ParseIP(got.PrivateIP)
+	require.NotNil(t, ip, got.PrivateIP)
+	assert.NotNil(t, ip.To4(), "an IPv4 address on a network without IPv6")
+
 	require.NoError(t, e.emu.Crash(ctx, m.ID))
 	require.NoError(t, e.fc.Wait(ctx, app, m.ID, flaps.WithWaitStates("stopped")))
-	got, err := e.fc.Get(ctx, app, m.ID)
+	got, err = e.fc.Get(ctx, app, m.ID)
 	require.NoError(t, err)
 	assert.Equal(t, "stopped", got.State, "restart policy no: the machine stays stopped")
 	require.NotEmpty(t, got.Events)

@@ -90,7 +90,9 @@ func (e *Emulator) finish(m *machine, from, to string, ev *fly.MachineEvent) {
 // async runs op after the API call that started it returned, one op per
 // machine at a time, on a context that Close does not outlive.
 func (e *Emulator) async(m *machine, op func(ctx context.Context)) {
+	e.pending.Add(1)
 	go func() {
+		defer e.pending.Done()
 		m.ops.Lock()
 		defer m.ops.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

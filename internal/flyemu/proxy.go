@@ -33,7 +33,7 @@ func (e *Emulator) serveProxy(w http.ResponseWriter, r *http.Request) {
 	if m != nil && status == http.StatusServiceUnavailable && autostart(m) {
 		m, status, msg = e.autostart(r.Context(), m)
 	}
-	if m == nil {
+	if status != 0 {
 		http.Error(w, msg, status)
 		return
 	}
@@ -45,6 +45,10 @@ func (e *Emulator) serveProxy(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "machine has no service to route to", http.StatusServiceUnavailable)
 		return
 	}
+	// Without full duplex, net/http's HTTP/1 server closes the request body
+	// once the response starts, racing the transport that is still copying
+	// it upstream (the upstream connection is then closed mid-stream).
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	target := &url.URL{Scheme: "http", Host: net.JoinHostPort(ip, strconv.Itoa(port))}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
