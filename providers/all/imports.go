@@ -7,4 +7,6 @@ package all
 import (
 	// The Docker provider: agcluster.providers.docker.
 	_ "github.com/agcluster/caddy-agcluster/providers/docker"
+	// The Fly Machines provider: agcluster.providers.fly.
+	_ "github.com/agcluster/caddy-agcluster/providers/fly"
 )
