@@ -36,7 +36,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
 	}
-	if err := checkEnv(spec.Env); err != nil {
+	if err := providers.CheckEnv(spec.Env); err != nil {
 		return nil, fmt.Errorf("docker: create agent for session %q: env: %w", spec.SessionID, err)
 	}
 	cfgJSON := []byte("{}")

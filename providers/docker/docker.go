@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"net"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +27,6 @@ import (
 	"github.com/docker/docker/client"
 	"go.uber.org/zap"
 
-	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -94,13 +92,6 @@ const (
 	// before the engine kills it.
 	stopTimeout = 10 * time.Second
 )
-
-// forbiddenEnv are credentials that must never be baked into a container:
-// the user's key is sent with each query instead.
-var forbiddenEnv = []string{"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"}
-
-// reservedEnv are set by the provider itself.
-var reservedEnv = []string{agent.EnvToken, agent.EnvConfig, agent.EnvAddr, agent.EnvWorkspace, agent.EnvStateDir}
 
 // Options configure the Docker provider. The guest module [Module] embeds
 // this struct as its JSON configuration.
@@ -176,7 +167,7 @@ type Provider struct {
 	ncpu     int                 // the engine host's CPU count, once known
 	netReady bool                // IsolatedNetwork exists
 	inFlight map[string]struct{} // containers being created by this Provider
-	sleeping map[string]struct{} // containers this Provider stopped with Sleep and has not woken
+	sleeping providers.SleepSet  // containers this Provider stopped with Sleep and has not woken
 }
 
 var sizeRE = regexp.MustCompile(`^[1-9][0-9]*[kmgKMG]?$`)
@@ -207,7 +198,6 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		logger:   logger,
 		images:   map[string]struct{}{},
 		inFlight: map[string]struct{}{},
-		sleeping: map[string]struct{}{},
 	}, nil
 }
 
@@ -265,7 +255,7 @@ func (opts Options) normalize() (Options, error) {
 	if opts.ReachByContainerIP && opts.Network == "" {
 		errs = append(errs, errors.New("reach_by_container_ip needs network"))
 	}
-	if err := checkEnv(opts.Env); err != nil {
+	if err := providers.CheckEnv(opts.Env); err != nil {
 		errs = append(errs, fmt.Errorf("env: %w", err))
 	}
 	for k := range opts.ExtraLabels {
@@ -317,32 +307,6 @@ func (p *Provider) wrap(op string, err error) error {
 		return fmt.Errorf("docker: engine unreachable at %s (%w): %s: %w", p.cli.DaemonHost(), providers.ErrUnavailable, op, err)
 	}
 	return fmt.Errorf("docker: %s: %w", op, err)
-}
-
-// checkEnv refuses credentials, the provider's own variables and malformed
-// names.
-func checkEnv(env map[string]string) error {
-	var errs []error
-	for name := range env {
-		switch {
-		case name == "" || strings.ContainsAny(name, "=\x00"):
-			errs = append(errs, fmt.Errorf("invalid variable name %q", name))
-		case containsFold(forbiddenEnv, name):
-			errs = append(errs, fmt.Errorf("%s is refused: agents never hold an API key in their environment (the key is sent with each query)", name))
-		case containsFold(reservedEnv, name):
-			errs = append(errs, fmt.Errorf("%s is set by the provider", name))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func containsFold(list []string, s string) bool {
-	for _, v := range list {
-		if strings.EqualFold(v, s) {
-			return true
-		}
-	}
-	return false
 }
 
 func isOwnLabel(k string) bool {

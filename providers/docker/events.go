@@ -67,7 +67,7 @@ func (p *Provider) reason(a events.Action, id string) providers.EventReason {
 	switch {
 	case a == events.ActionOOM:
 		return providers.ReasonOOM
-	case p.asleep(id):
+	case p.sleeping.Has(id):
 		return providers.ReasonSlept
 	}
 	return providers.ReasonDied

@@ -155,7 +155,7 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	p.forgetSleep(info.ID)
+	p.sleeping.Forget(info.ID)
 	vols := volumesOf(info.Config.Labels)
 	err = p.cli.ContainerRemove(ctx, info.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	switch {

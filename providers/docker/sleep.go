@@ -33,10 +33,10 @@ func (p *Provider) Sleep(ctx context.Context, inst *providers.Instance) (*provid
 		return nil, err
 	}
 	id := info.ID
-	p.markSleep(id)
+	p.sleeping.Mark(id)
 	timeout := int(stopTimeout / time.Second)
 	if err := p.cli.ContainerStop(ctx, id, container.StopOptions{Timeout: &timeout}); err != nil {
-		p.forgetSleep(id)
+		p.sleeping.Forget(id)
 		if cerrdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("docker: sleep %s: container removed meanwhile (%w)", shortID(id), providers.ErrGone)
 		}
@@ -104,8 +104,8 @@ func (p *Provider) recreate(ctx context.Context, info container.InspectResponse,
 		}
 		return "", p.wrap(fmt.Sprintf("sleep %s: remove the container replaced by %s", shortID(info.ID), name), err)
 	}
-	p.forgetSleep(info.ID)
-	p.markSleep(created.ID)
+	p.sleeping.Forget(info.ID)
+	p.sleeping.Mark(created.ID)
 	return created.ID, nil
 }
 
@@ -130,7 +130,7 @@ func (p *Provider) Wake(ctx context.Context, id string) (*providers.Instance, er
 	}
 	wasRunning := info.State != nil && info.State.Running
 	if !wasRunning {
-		p.forgetSleep(id)
+		p.sleeping.Forget(id)
 		if err := p.cli.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 			if cerrdefs.IsNotFound(err) {
 				return nil, fmt.Errorf("docker: wake %s: container removed meanwhile (%w)", shortID(id), providers.ErrGone)
@@ -162,29 +162,4 @@ func (p *Provider) Wake(ctx context.Context, id string) (*providers.Instance, er
 		zap.Duration("wake_duration", time.Since(began)),
 	)
 	return inst, nil
-}
-
-// markSleep records that this Provider is stopping the container, so its
-// die event is reported as providers.ReasonSlept rather than a death.
-func (p *Provider) markSleep(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.sleeping[id] = struct{}{}
-}
-
-// forgetSleep ends what markSleep recorded (the container is woken or
-// removed).
-func (p *Provider) forgetSleep(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.sleeping, id)
-}
-
-// asleep reports whether this Provider put the container to sleep and has
-// not woken it.
-func (p *Provider) asleep(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.sleeping[id]
-	return ok
 }

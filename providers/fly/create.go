@@ -42,7 +42,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	if err := checkEnv(spec.Env); err != nil {
+	if err := providers.CheckEnv(spec.Env); err != nil {
 		return nil, fmt.Errorf("%s: env: %w", what, err)
 	}
 	cfgJSON := []byte("{}")

@@ -119,7 +119,7 @@ func (w *watch) diff(p *Provider, ms []*fly.Machine) []providers.Event {
 		}
 		ev := providers.Event{InstanceID: m.ID, SessionID: cur.session, Reason: providers.ReasonDied, Time: now}
 		switch {
-		case m.State == stateSuspending || m.State == stateSuspended || p.asleep(m.ID):
+		case m.State == stateSuspending || m.State == stateSuspended || p.sleeping.Has(m.ID):
 			ev.Reason = providers.ReasonSlept
 		default:
 			ev.ExitCode, _ = lastExitCode(m)

@@ -35,7 +35,6 @@ import (
 	"github.com/superfly/fly-go/tokens"
 	"go.uber.org/zap"
 
-	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -107,12 +106,6 @@ const (
 	stopTimeout = 10 * time.Second
 )
 
-// forbiddenEnv are credentials that must never be baked into a Machine.
-var forbiddenEnv = []string{"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"}
-
-// reservedEnv are set by the provider itself.
-var reservedEnv = []string{agent.EnvToken, agent.EnvConfig, agent.EnvAddr, agent.EnvWorkspace, agent.EnvStateDir}
-
 // appRE is what Fly accepts as an app name.
 var appRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 
@@ -180,7 +173,7 @@ type Provider struct {
 
 	mu       sync.Mutex
 	inFlight map[string]struct{}  // Machines this Provider is creating
-	sleeping map[string]struct{}  // Machines this Provider put to sleep and has not woken
+	sleeping providers.SleepSet   // Machines this Provider put to sleep and has not woken
 	gone     map[string]time.Time // Machines this Provider destroyed, and when
 	watchers map[*watch]struct{}  // live Events subscriptions
 }
@@ -212,7 +205,6 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		conns:    conns,
 		logger:   logger,
 		inFlight: map[string]struct{}{},
-		sleeping: map[string]struct{}{},
 		gone:     map[string]time.Time{},
 		watchers: map[*watch]struct{}{},
 	}
@@ -290,7 +282,7 @@ func (opts Options) check() error {
 	if opts.ReadyTimeout < 0 || opts.PollInterval < 0 {
 		errs = append(errs, errors.New("ready_timeout and poll_interval must not be negative"))
 	}
-	if err := checkEnv(opts.Env); err != nil {
+	if err := providers.CheckEnv(opts.Env); err != nil {
 		errs = append(errs, fmt.Errorf("env: %w", err))
 	}
 	return errors.Join(errs...)
@@ -306,32 +298,6 @@ func checkURL(s string) error {
 		return fmt.Errorf("%q: want an http(s) URL such as https://example.fly.dev", s)
 	}
 	return nil
-}
-
-// checkEnv refuses credentials, the provider's own variables and malformed
-// names.
-func checkEnv(env map[string]string) error {
-	var errs []error
-	for name := range env {
-		switch {
-		case name == "" || strings.ContainsAny(name, "=\x00"):
-			errs = append(errs, fmt.Errorf("invalid variable name %q", name))
-		case containsFold(forbiddenEnv, name):
-			errs = append(errs, fmt.Errorf("%s is refused: agents never hold an API key in their environment (the key is sent with each query)", name))
-		case containsFold(reservedEnv, name):
-			errs = append(errs, fmt.Errorf("%s is set by the provider", name))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func containsFold(list []string, s string) bool {
-	for _, v := range list {
-		if strings.EqualFold(v, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // Name returns the provider's configured name (Options.Name, default

@@ -152,7 +152,7 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 		return err
 	}
 	p.markGone(id)
-	p.forgetSleep(id)
+	p.sleeping.Forget(id)
 	err = p.withLease(ctx, "destroy", id, func(nonce string) error {
 		return p.api.Destroy(ctx, p.opts.App, fly.RemoveMachineInput{ID: id, Kill: true}, nonce)
 	})

@@ -38,10 +38,10 @@ func (p *Provider) Sleep(ctx context.Context, inst *providers.Instance) (*provid
 	}
 	how := m.State
 	if running(m.State) {
-		p.markSleep(m.ID)
+		p.sleeping.Mark(m.ID)
 		how, err = p.suspendOrStop(ctx, m.ID)
 		if err != nil {
-			p.forgetSleep(m.ID)
+			p.sleeping.Forget(m.ID)
 			return nil, err
 		}
 	}
@@ -151,7 +151,7 @@ func (p *Provider) Wake(ctx context.Context, id string) (*providers.Instance, er
 	readyCtx, cancel := context.WithTimeout(ctx, time.Duration(p.opts.ReadyTimeout))
 	defer cancel()
 	if !wasRunning {
-		p.forgetSleep(id)
+		p.sleeping.Forget(id)
 		err := p.withLease(ctx, "wake", id, func(nonce string) error {
 			_, err := p.api.Start(ctx, p.opts.App, id, nonce)
 			return err
@@ -185,28 +185,4 @@ func (p *Provider) Wake(ctx context.Context, id string) (*providers.Instance, er
 		zap.Duration("ready_duration", time.Since(startedAt)),
 		zap.Duration("wake_duration", time.Since(began)))
 	return inst, nil
-}
-
-// markSleep records that this Provider is putting the Machine to sleep,
-// so the watcher reports its stop as providers.ReasonSlept.
-func (p *Provider) markSleep(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.sleeping[id] = struct{}{}
-}
-
-// forgetSleep ends what markSleep recorded.
-func (p *Provider) forgetSleep(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.sleeping, id)
-}
-
-// asleep reports whether this Provider put the Machine to sleep and has
-// not woken it.
-func (p *Provider) asleep(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.sleeping[id]
-	return ok
 }
