@@ -313,28 +313,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // repeatable are the subdirectives that may be given more than once.
-var repeatable = map[string]bool{"warm_pool": true, "provider": true}
+var repeatable = []string{"warm_pool", "provider"}
 
-// eachSubdirective consumes the directive's name (which takes no
-// arguments) and calls fn for each subdirective of its block, refusing a
-// subdirective given twice unless it is repeatable.
+// eachSubdirective reads the directive's block (caddyargs.Subdirectives).
 func eachSubdirective(d *caddyfile.Dispenser, fn func(sub string) error) error {
-	d.Next()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] && !repeatable[sub] {
-			return d.Errf("%s already specified", sub)
-		}
-		seen[sub] = true
-		if err := fn(sub); err != nil {
-			return err
-		}
-	}
-	return nil
+	return caddyargs.Subdirectives(d, repeatable, fn)
 }
 
 func ptr[T any](v T) *T { return &v }

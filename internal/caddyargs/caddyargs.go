@@ -1,9 +1,11 @@
 // Package caddyargs reads the arguments of Caddyfile subdirectives the same
 // way for the app, the handler and every provider's guest module: one
-// value, a duration, a limit, a key and value.
+// value, a duration, a limit, a key and value; and the block of
+// subdirectives itself.
 package caddyargs
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -73,5 +75,27 @@ func KeyValue(d *caddyfile.Dispenser, m *map[string]string) error {
 		return d.Errf("%s %s already specified", sub, k)
 	}
 	(*m)[k] = v
+	return nil
+}
+
+// Subdirectives consumes the directive's name (which takes no arguments)
+// and calls fn for each subdirective of its block, refusing one given
+// twice unless it is in repeatable.
+func Subdirectives(d *caddyfile.Dispenser, repeatable []string, fn func(sub string) error) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] && !slices.Contains(repeatable, sub) {
+			return d.Errf("%s already specified", sub)
+		}
+		seen[sub] = true
+		if err := fn(sub); err != nil {
+			return err
+		}
+	}
 	return nil
 }

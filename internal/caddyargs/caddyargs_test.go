@@ -57,3 +57,35 @@ func TestKeyValue(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "env A already specified")
 }
+
+func TestSubdirectives(t *testing.T) {
+	tests := []struct {
+		name  string
+		input string
+		want  []string // the subdirectives read, in order
+		err   string   // "" for none
+	}{
+		{"each once", "p {\n a 1\n b\n}", []string{"a", "b"}, ""},
+		{"a repeatable one twice", "p {\n env X 1\n env Y 2\n}", []string{"env", "env"}, ""},
+		{"another one twice", "p {\n a 1\n a 2\n}", []string{"a"}, "a already specified"},
+		{"an argument after the directive", "p extra {\n a 1\n}", nil, "wrong argument count"},
+		{"no block", "p", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			d := caddyfile.NewTestDispenser(tt.input)
+			err := Subdirectives(d, []string{"env"}, func(sub string) error {
+				got = append(got, sub)
+				d.RemainingArgs() // what a subdirective reads
+				return nil
+			})
+			if tt.err != "" {
+				assert.ErrorContains(t, err, tt.err)
+			} else {
+				assert.NoError(t, err)
+			}
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}

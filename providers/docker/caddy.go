@@ -86,19 +86,7 @@ func (m *Module) NewProvider(name string, logger *zap.Logger) (providers.Provide
 //	    label <key> <value>            # extra label on containers and volumes; repeatable
 //	}
 func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the provider kind
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if sub != "env" && sub != "label" {
-			if seen[sub] {
-				return d.Errf("%s already specified", sub)
-			}
-			seen[sub] = true
-		}
+	return caddyargs.Subdirectives(d, []string{"env", "label"}, func(sub string) error {
 		switch sub {
 		case "image":
 			if err := caddyargs.String(d, &m.Image); err != nil {
@@ -180,8 +168,8 @@ func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unknown docker provider subdirective %q", sub)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Interface guards.

@@ -86,24 +86,7 @@ func (m *Module) NewProvider(name string, logger *zap.Logger) (providers.Provide
 //	    poll_interval <duration>    # how often Machine states are polled for deaths (default 2s)
 //	}
 func (m *Module) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the provider kind
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if sub != "env" {
-			if seen[sub] {
-				return d.Errf("%s already specified", sub)
-			}
-			seen[sub] = true
-		}
-		if err := m.subdirective(d, sub); err != nil {
-			return err
-		}
-	}
-	return nil
+	return caddyargs.Subdirectives(d, []string{"env"}, func(sub string) error { return m.subdirective(d, sub) })
 }
 
 // subdirective reads one subdirective of the provider block.
