@@ -267,19 +267,9 @@ func (p *Provider) labels(spec providers.Spec, vols volumes) map[string]string {
 	if l == nil {
 		l = map[string]string{}
 	}
-	maps.Copy(l, map[string]string{
-		LabelManaged:      "true",
-		LabelProvider:     p.Name(),
-		LabelSession:      spec.SessionID,
-		LabelOwner:        spec.Owner,
-		LabelConfig:       spec.ConfigID,
-		LabelConversation: spec.Conversation,
-		LabelVolume:       vols.workspace,
-		LabelStateVolume:  vols.state,
-	})
-	if spec.Pool != "" {
-		l[LabelPool] = spec.Pool
-	}
+	maps.Copy(l, identityKeys.Tags(spec.Identity(p.Name())))
+	l[LabelVolume] = vols.workspace
+	l[LabelStateVolume] = vols.state
 	return l
 }
 

@@ -56,6 +56,17 @@ const (
 	LabelPool = "agcluster.pool"
 )
 
+// identityKeys are the labels an agent's identity is recorded under.
+var identityKeys = providers.IdentityKeys{
+	Managed:      LabelManaged,
+	Provider:     LabelProvider,
+	Session:      LabelSession,
+	Owner:        LabelOwner,
+	Conversation: LabelConversation,
+	Config:       LabelConfig,
+	Pool:         LabelPool,
+}
+
 // Defaults applied by [New] to zero-valued [Options] fields.
 const (
 	// DefaultImage is the agent image.

@@ -32,7 +32,7 @@ func (p *Provider) managedFilter() filters.Args {
 // owns reports whether a container with these labels is one of this
 // provider's agents (the same selection as managedFilter).
 func (p *Provider) owns(labels map[string]string) bool {
-	if labels[LabelManaged] != "true" || labels[LabelProvider] != p.Name() {
+	if !identityKeys.Owns(labels, p.Name()) {
 		return false
 	}
 	for k, v := range p.opts.ExtraLabels {
@@ -110,19 +110,13 @@ func (p *Provider) instance(info container.InspectResponse) (*providers.Instance
 	if token == "" {
 		return nil, fmt.Errorf("docker: container %s has no %s", shortID(info.ID), agent.EnvToken)
 	}
-	l := info.Config.Labels
 	inst := &providers.Instance{
-		ID:           info.ID,
-		Provider:     p.Name(),
-		SessionID:    l[LabelSession],
-		Owner:        l[LabelOwner],
-		ConfigID:     l[LabelConfig],
-		Conversation: l[LabelConversation],
-		State:        providers.StateStopped,
-		Token:        token,
-		CreatedAt:    parseTime(info.Created, time.Time{}),
-		Pool:         l[LabelPool],
+		ID:        info.ID,
+		State:     providers.StateStopped,
+		Token:     token,
+		CreatedAt: parseTime(info.Created, time.Time{}),
 	}
+	identityKeys.Identity(info.Config.Labels).Apply(inst)
 	if info.State != nil && info.State.Running {
 		url, err := p.agentURL(info)
 		if err != nil {

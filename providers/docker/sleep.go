@@ -44,8 +44,7 @@ func (p *Provider) Sleep(ctx context.Context, inst *providers.Instance) (*provid
 	}
 	stoppedAt := time.Now()
 
-	l := info.Config.Labels
-	rebind := l[LabelSession] != inst.SessionID || l[LabelOwner] != inst.Owner || l[LabelConversation] != inst.Conversation
+	rebind := identityKeys.Rebinds(info.Config.Labels, inst)
 	if rebind {
 		if id, err = p.recreate(ctx, info, inst); err != nil {
 			return nil, err
@@ -81,9 +80,7 @@ func (p *Provider) recreate(ctx context.Context, info container.InspectResponse,
 	cfg := *info.Config
 	cfg.Hostname = "" // the old container's: the new one gets its own
 	cfg.Labels = maps.Clone(info.Config.Labels)
-	cfg.Labels[LabelSession] = inst.SessionID
-	cfg.Labels[LabelOwner] = inst.Owner
-	cfg.Labels[LabelConversation] = inst.Conversation
+	maps.Copy(cfg.Labels, identityKeys.Binding(inst))
 	delete(cfg.Labels, LabelPool)
 	var netCfg *network.NetworkingConfig
 	if mode := info.HostConfig.NetworkMode; mode.IsUserDefined() {

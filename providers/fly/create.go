@@ -173,18 +173,7 @@ func (p *Provider) guest(l providers.Limits) *fly.MachineGuest {
 // metadata is what a restarted gateway finds the Machine by. It never
 // holds the token or a key.
 func (p *Provider) metadata(spec providers.Spec) map[string]string {
-	md := map[string]string{
-		MetaManaged:      "true",
-		MetaProvider:     p.Name(),
-		MetaSession:      spec.SessionID,
-		MetaOwner:        spec.Owner,
-		MetaConfig:       spec.ConfigID,
-		MetaConversation: spec.Conversation,
-	}
-	if spec.Pool != "" {
-		md[MetaPool] = spec.Pool
-	}
-	return md
+	return identityKeys.Tags(spec.Identity(p.Name()))
 }
 
 // waitStarted waits until the Machine is started (Fly's wait call holds

@@ -62,6 +62,17 @@ const (
 	MetaPool = "agcluster_pool"
 )
 
+// identityKeys are the metadata keys an agent's identity is recorded under.
+var identityKeys = providers.IdentityKeys{
+	Managed:      MetaManaged,
+	Provider:     MetaProvider,
+	Session:      MetaSession,
+	Owner:        MetaOwner,
+	Conversation: MetaConversation,
+	Config:       MetaConfig,
+	Pool:         MetaPool,
+}
+
 // Defaults applied to zero-valued [Options] fields.
 const (
 	// DefaultAPIURL is Fly's Machines API.

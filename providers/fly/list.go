@@ -22,8 +22,7 @@ func (p *Provider) listFilter() string {
 
 // owns reports whether a Machine is one of this provider's agents.
 func (p *Provider) owns(m *fly.Machine) bool {
-	md := m.GetConfig().Metadata
-	return md[MetaManaged] == "true" && md[MetaProvider] == p.Name()
+	return identityKeys.Owns(m.GetConfig().Metadata, p.Name())
 }
 
 // gone reports whether a Machine state means it no longer exists.
@@ -108,19 +107,13 @@ func (p *Provider) instance(m *fly.Machine) (*providers.Instance, error) {
 	if token == "" {
 		return nil, fmt.Errorf("fly: machine %s: %w", m.ID, errNoToken)
 	}
-	md := cfg.Metadata
 	inst := &providers.Instance{
-		ID:           m.ID,
-		Provider:     p.Name(),
-		SessionID:    md[MetaSession],
-		Owner:        md[MetaOwner],
-		ConfigID:     md[MetaConfig],
-		Conversation: md[MetaConversation],
-		State:        providers.StateStopped,
-		Token:        token,
-		CreatedAt:    parseTime(m.CreatedAt),
-		Pool:         md[MetaPool],
+		ID:        m.ID,
+		State:     providers.StateStopped,
+		Token:     token,
+		CreatedAt: parseTime(m.CreatedAt),
 	}
+	identityKeys.Identity(cfg.Metadata).Apply(inst)
 	if running(m.State) {
 		u, h, err := p.agentURL(m)
 		if err != nil {

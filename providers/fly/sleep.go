@@ -65,9 +65,8 @@ func (p *Provider) Sleep(ctx context.Context, inst *providers.Instance) (*provid
 // inst's and drops its pool entry, when they differ.
 func (p *Provider) rebind(ctx context.Context, m *fly.Machine, inst *providers.Instance) error {
 	md := m.GetConfig().Metadata
-	want := map[string]string{MetaSession: inst.SessionID, MetaOwner: inst.Owner, MetaConversation: inst.Conversation}
 	changed := false
-	for k, v := range want {
+	for k, v := range identityKeys.Binding(inst) {
 		if md[k] == v {
 			continue
 		}
