@@ -358,6 +358,12 @@ type CgroupStats struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
+// HeaderServer is set (to "1") on every response of the agent server, so
+// that a client behind a proxy (Fly's, a port-forward, a platform's
+// router) can tell the agent's own answers from the proxy's: an error
+// without it means the agent was not reached.
+const HeaderServer = "Agcluster-Agent"
+
 // ErrorBody is the JSON body of every non-2xx agent server response.
 type ErrorBody struct {
 	// Error describes what went wrong.

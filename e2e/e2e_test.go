@@ -83,6 +83,8 @@ type gatewayOptions struct {
 	keep         bool     // shutdown keep (sessions outlive Caddy) instead of destroy
 	maxSessions  string   // max_sessions ("" = 100)
 	runID        string   // label value; a new one when empty
+	provider     string   // a provider block in place of the Docker one
+	caddyEnv     []string // NAME=value pairs added to Caddy's environment
 }
 
 // caddyfile is the issue's Caddyfile, on this test's network and port,
@@ -94,11 +96,7 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 	if o.keep {
 		shutdown = "keep"
 	}
-	return fmt.Sprintf(`{
-	admin %s
-	metrics
-	agcluster {
-		provider docker {
+	provider := cmp.Or(o.provider, fmt.Sprintf(`provider docker {
 			image %s
 			network %s
 			env ANTHROPIC_BASE_URL http://%s:8080
@@ -107,7 +105,12 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 			pids 256
 			label agcluster.test.run %s
 			%s
-		}
+		}`, testenv.AgentImage(), e.network, testenv.MockAlias, runID, providerLines(o)))
+	return fmt.Sprintf(`{
+	admin %s
+	metrics
+	agcluster {
+		%s
 		idle_timeout %s
 		max_sessions %s
 		anthropic_base_url %s
@@ -123,7 +126,7 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 		%s
 	}
 }
-`, adminAddr, testenv.AgentImage(), e.network, testenv.MockAlias, runID, providerLines(o), o.idle, cmp.Or(o.maxSessions, "100"), e.mock.BaseURL, shutdown, o.extraApp, port, o.extraSite, o.extraHandler)
+`, adminAddr, provider, o.idle, cmp.Or(o.maxSessions, "100"), e.mock.BaseURL, shutdown, o.extraApp, port, o.extraSite, o.extraHandler)
 }
 
 func providerLines(o gatewayOptions) string {
@@ -163,6 +166,7 @@ func (e *env) startGatewayWith(t testing.TB, o gatewayOptions) *gateway {
 	g.cfgPath = cfg
 	g.cmd = exec.Command(caddyBin(t), "run", "--config", cfg, "--adapter", "caddyfile")
 	g.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	g.cmd.Env = append(g.cmd.Env, o.caddyEnv...)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
 	require.NoError(t, g.cmd.Start())
 	t.Cleanup(func() {

@@ -70,14 +70,23 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 			sreq.SessionID = id
 		}
 	}
-	lease, err := h.app.Manager().Acquire(r.Context(), sreq)
-	if err != nil {
-		h.refuse(w, h.acquireError(r, err))
+	t.sreq = sreq
+	if oerr := t.acquire(); oerr != nil {
+		h.refuse(w, oerr)
 		return
 	}
-	t.lease, t.prefixes = lease, sreq.Prefixes
-	w.Header().Set("X-Session-ID", lease.Session.ID)
 	t.run()
+}
+
+// acquire leases the request's session.
+func (t *chatTurn) acquire() *openai.Error {
+	lease, err := t.h.app.Manager().Acquire(t.r.Context(), t.sreq)
+	if err != nil {
+		return t.h.acquireError(t.r, err)
+	}
+	t.lease = lease
+	t.w.Header().Set("X-Session-ID", lease.Session.ID)
+	return nil
 }
 
 // chatTurn is one chat completion request on its leased session.
@@ -88,8 +97,8 @@ type chatTurn struct {
 	req       *openai.ChatCompletionRequest
 	key       string
 	results   *openai.ToolResults // the client's results for tool calls, if the request ends with them
+	sreq      session.Request
 	lease     *session.Lease
-	prefixes  []string // fingerprints of the prefixes of known()
 	continues string   // what the request continued (continuesNext, ...), once started
 }
 
@@ -105,7 +114,10 @@ func (t *chatTurn) known() []openai.Message {
 // run starts the agent's part, relays it, and records where the
 // conversation now ends.
 func (t *chatTurn) run() {
-	h, lease := t.h, t.lease
+	h := t.h
+	started := time.Now()
+	st, oerr := t.startOrRestart()
+	lease := t.lease
 	opts := openai.Options{
 		Model:        t.req.Model,
 		IncludeUsage: t.req.IncludeUsage(),
@@ -118,9 +130,7 @@ func (t *chatTurn) run() {
 		preamble = []agent.Event{{Type: agent.EventNotice, Code: agent.CodeRestarted,
 			Message: "The conversation's agent stopped and was replaced; it was given this conversation's messages, but files from before are gone."}}
 	}
-	started := time.Now()
 	var end turnEnd
-	st, oerr := t.start()
 	if oerr != nil {
 		lease.Done(session.TurnEnd{})
 		t.h.refuse(t.w, oerr)
@@ -157,9 +167,33 @@ func (t *chatTurn) done(end turnEnd) {
 		SentHistory: len(t.known()) > 0})
 }
 
+// startOrRestart starts the agent's part of the request. When the start
+// finds the conversation's agent gone (before its provider said so: a
+// machine lost behind the gateway's back), the conversation is acquired
+// anew, in a new agent given its history, and started there.
+func (t *chatTurn) startOrRestart() (*agentclient.Stream, *openai.Error) {
+	st, err := t.start()
+	if errors.Is(err, session.ErrAgentLost) {
+		t.h.logger.Warn("conversation's agent lost at the start of a turn; starting over in a new agent",
+			zap.String("session_id", t.lease.Session.ID), zap.Error(err))
+		if oerr := t.acquire(); oerr != nil {
+			return nil, oerr
+		}
+		st, err = t.start()
+	}
+	var oerr *openai.Error
+	if errors.As(err, &oerr) {
+		return nil, oerr // the request's own fault, already a client error
+	}
+	if err != nil {
+		return nil, t.h.queryError(t.r, err)
+	}
+	return st, nil
+}
+
 // start starts the agent's part of the request: the rest of the turn that
 // waits for this request's tool results, or a new turn.
-func (t *chatTurn) start() (*agentclient.Stream, *openai.Error) {
+func (t *chatTurn) start() (*agentclient.Stream, error) {
 	ctx := t.r.Context()
 	t.continues = continuesNext
 	if t.continuesCalls() {
@@ -167,7 +201,7 @@ func (t *chatTurn) start() (*agentclient.Stream, *openai.Error) {
 		st, err := t.lease.ToolResults(ctx, agent.ToolResultsRequest{Results: t.results.Results, APIKey: t.key})
 		var ae *agentclient.APIError
 		if err == nil || !errors.As(err, &ae) || ae.Code != "no_pending_tool_calls" {
-			return st, t.queryError(err)
+			return st, err
 		}
 		// The turn ended meanwhile (its wait timed out, or its agent
 		// slept): the results go to a new turn as text.
@@ -178,15 +212,7 @@ func (t *chatTurn) start() (*agentclient.Stream, *openai.Error) {
 	if oerr != nil {
 		return nil, oerr
 	}
-	st, err := t.lease.Turn(ctx, q)
-	return st, t.queryError(err)
-}
-
-func (t *chatTurn) queryError(err error) *openai.Error {
-	if err == nil {
-		return nil
-	}
-	return t.h.queryError(t.r, err)
+	return t.lease.Turn(ctx, q)
 }
 
 // continuesCalls tells whether the request answers the very tool calls
@@ -197,7 +223,7 @@ func (t *chatTurn) continuesCalls() bool {
 	}
 	pending := t.lease.Session.PendingCalls()
 	return len(pending) > 0 && slices.Equal(pending, callIDs(t.results.Calls)) &&
-		t.lease.Session.Continuation(t.prefixes).Branch == nil
+		t.lease.Session.Continuation(t.sreq.Prefixes).Branch == nil
 }
 
 // query builds a new turn: the user's new message (or tool results as
@@ -217,7 +243,7 @@ func (t *chatTurn) query() (agent.QueryRequest, *openai.Error) {
 	if t.lease.New {
 		system = req.SystemText()
 	} else {
-		c := t.lease.Session.Continuation(t.prefixes)
+		c := t.lease.Session.Continuation(t.sreq.Prefixes)
 		q.Branch, known = c.Branch, known[c.Seen:]
 		if c.Branch != nil {
 			t.continues = continuesBranch

@@ -149,6 +149,27 @@ func TestUnreachableAgentIsWokenByTheTurn(t *testing.T) {
 	assert.Equal(t, "turn 2: two", answer)
 }
 
+func TestLostAgentFoundByTheTurn(t *testing.T) {
+	m, mem, _ := memManager(t, session.Options{})
+	req := memReq("alice", "c1", "mem")
+	l, _ := turn(t, m, req, "one")
+	lost := l.Session
+	// Removed with its workspace and no event: the turn finds it gone.
+	mem.Lose(lost.Instance().ID)
+	l, err := m.Acquire(context.Background(), req)
+	require.NoError(t, err)
+	_, err = l.Query(context.Background(), "two", "")
+	require.ErrorIs(t, err, session.ErrAgentLost)
+	_, err = m.Get("alice", lost.ID)
+	assert.ErrorIs(t, err, session.ErrNotFound, "the lost session is forgotten")
+
+	l, answer := turn(t, m, req, "two")
+	assert.True(t, l.Restarted, "the conversation starts over, told so")
+	assert.NotEqual(t, lost.ID, l.Session.ID)
+	assert.Equal(t, "turn 1: two", answer, "a new agent")
+	assert.Equal(t, 2, mem.Creates())
+}
+
 func TestRetentionAndDelete(t *testing.T) {
 	m, mem, _ := memManager(t, session.Options{Retention: 24 * time.Hour})
 	l, _ := turn(t, m, memReq("alice", "c1", "mem"), "hi")

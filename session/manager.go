@@ -33,6 +33,11 @@ var (
 	ErrNotFound = errors.New("session not found")
 	// ErrClosed: the manager is shutting down.
 	ErrClosed = errors.New("session manager closed")
+	// ErrAgentLost: a turn found the session's agent gone with its
+	// workspace (before its provider's event said so). The session is
+	// forgotten: acquiring the conversation again starts it over in a new
+	// agent, with Lease.Restarted.
+	ErrAgentLost = errors.New("the conversation's agent is gone")
 )
 
 // Key identifies a conversation: an owner and the owner's conversation id.
@@ -506,22 +511,29 @@ func (m *Manager) leaseAwake(ctx context.Context, s *Session, req Request) (*Lea
 		l.Woke = true
 		return l, nil
 	}
+	l.end(false)
 	if !errors.Is(err, providers.ErrGone) {
-		l.end(false)
 		return nil, err
 	}
+	m.lose(s, err)
+	if req.SessionID != "" {
+		return nil, fmt.Errorf("%w: %q: its agent and workspace are gone", ErrNotFound, req.SessionID)
+	}
+	req.Conversation = s.Key.Conversation
+	return m.Acquire(ctx, req)
+}
+
+// lose forgets s, whose agent and workspace are gone (err tells how that
+// was found), and removes what is left of it: the conversation's next
+// Acquire starts over in a new agent, with Lease.Restarted.
+func (m *Manager) lose(s *Session, err error) {
 	m.mu.Lock()
 	m.forgetLocked(s)
 	m.died[s.Key] = time.Now()
 	m.mu.Unlock()
 	m.opts.Logger.Warn("session agent is gone; the conversation starts over in a new agent",
 		zap.String("session_id", s.ID), zap.String("instance_id", s.Instance().ID), zap.Error(err))
-	go m.destroy(s, "gone") // removes whatever is left of it
-	if req.SessionID != "" {
-		return nil, fmt.Errorf("%w: %q: its agent and workspace are gone", ErrNotFound, req.SessionID)
-	}
-	req.Conversation = s.Key.Conversation
-	return m.Acquire(ctx, req)
+	go m.destroy(s, "gone")
 }
 
 // Wake wakes the session's agent if it sleeps, for calls that need the
@@ -878,7 +890,8 @@ func (l *Lease) ToolResults(ctx context.Context, tr agent.ToolResultsRequest) (*
 // call runs start on the session's agent. When the agent cannot be
 // reached (it stopped behind the gateway's back and the provider's event
 // has not arrived yet), its provider is asked to wake it and start runs
-// once more.
+// once more; when the provider finds it gone, the lease ends and the
+// error matches ErrAgentLost.
 func (l *Lease) call(ctx context.Context, start func(*agentclient.Client) (*agentclient.Stream, error)) (*agentclient.Stream, error) {
 	s := l.Session
 	st, err := start(s.Client())
@@ -892,6 +905,11 @@ func (l *Lease) call(ctx context.Context, start func(*agentclient.Client) (*agen
 	l.m.opts.Logger.Warn("session agent unreachable; waking it", zap.String("session_id", s.ID),
 		zap.String("instance_id", s.Instance().ID), zap.Error(err))
 	if werr := l.m.wake(ctx, s); werr != nil {
+		if errors.Is(werr, providers.ErrGone) {
+			l.end(false)
+			l.m.lose(s, werr)
+			return nil, fmt.Errorf("%w: %w", ErrAgentLost, err)
+		}
 		return nil, errors.Join(err, werr)
 	}
 	l.Woke = true

@@ -4,6 +4,7 @@ package agentclient
 
 import (
 	"bufio"
+	"cmp"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -74,8 +75,16 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body io.Re
 	return req, nil
 }
 
+// ErrNotReached matches the error of a request answered by something in
+// front of the agent (a proxy that cannot route to it, a platform router)
+// rather than by the agent server: the agent was not reached, as with a
+// refused connection, and the error is not an *APIError.
+var ErrNotReached = errors.New("the agent was not reached")
+
 // Do sends a request to the agent and returns the response when its status
-// is 2xx; otherwise the body is decoded into an *APIError.
+// is 2xx; otherwise the body is decoded into an *APIError, or, when the
+// answer is not the agent server's own (it lacks [agent.HeaderServer]),
+// an error matching [ErrNotReached].
 func (c *Client) Do(req *http.Request) (*http.Response, error) {
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
@@ -85,6 +94,11 @@ func (c *Client) Do(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	defer resp.Body.Close()
+	if resp.Header.Get(agent.HeaderServer) == "" {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("agent %s %s: HTTP %d from %s: %s: %w", req.Method, req.URL.Path, resp.StatusCode,
+			cmp.Or(resp.Header.Get("Server"), "a proxy"), strings.TrimSpace(string(b)), ErrNotReached)
+	}
 	return nil, decodeError(resp)
 }
 

@@ -135,10 +135,17 @@ func TestStreamReady(t *testing.T) {
 
 func TestClientErrors(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/proxied" {
+			w.Header().Set(agent.HeaderServer, "1")
+		}
 		switch r.URL.Path {
 		case "/query":
 			w.WriteHeader(http.StatusConflict)
 			_, _ = io.WriteString(w, `{"error":{"code":"busy","message":"a turn is already running"}}`)
+		case "/proxied":
+			w.Header().Set("Server", "Fly/abc")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, "machine 123 not found")
 		default:
 			w.WriteHeader(http.StatusBadGateway)
 			_, _ = io.WriteString(w, "not json")
@@ -146,18 +153,43 @@ func TestClientErrors(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := &Client{BaseURL: srv.URL, Token: "t"}
-	_, err := c.Query(t.Context(), "hi", "k")
-	require.Error(t, err)
-	assert.ErrorIs(t, err, ErrBusy)
-	var ae *APIError
-	require.ErrorAs(t, err, &ae)
-	assert.Equal(t, "busy", ae.Code)
-
-	_, err = c.Stats(t.Context())
-	require.ErrorAs(t, err, &ae)
-	assert.Equal(t, http.StatusBadGateway, ae.Status)
-	assert.Equal(t, "not json", ae.Message)
-	assert.NotErrorIs(t, err, ErrBusy)
+	get := func(path string) error {
+		req, err := c.newRequest(t.Context(), http.MethodGet, path, nil)
+		require.NoError(t, err)
+		_, err = c.Do(req)
+		return err
+	}
+	tests := []struct {
+		name       string
+		call       func() error
+		apiError   *APIError // nil: not an *APIError
+		busy       bool
+		notReached bool
+		contains   string
+	}{
+		{"the agent's own error", func() error { _, err := c.Query(t.Context(), "hi", "k"); return err },
+			&APIError{Status: http.StatusConflict, Code: "busy", Message: "a turn is already running"}, true, false, "busy"},
+		{"the agent's error without a JSON body", func() error { _, err := c.Stats(t.Context()); return err },
+			&APIError{Status: http.StatusBadGateway, Code: "http_error", Message: "not json"}, false, false, "not json"},
+		{"a proxy's answer: the agent was not reached", func() error { return get("/proxied") },
+			nil, false, true, "HTTP 404 from Fly/abc: machine 123 not found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.contains)
+			assert.Equal(t, tt.busy, errors.Is(err, ErrBusy), "ErrBusy")
+			assert.Equal(t, tt.notReached, errors.Is(err, ErrNotReached), "ErrNotReached")
+			var ae *APIError
+			if tt.apiError == nil {
+				assert.False(t, errors.As(err, &ae), "an *APIError")
+				return
+			}
+			require.ErrorAs(t, err, &ae)
+			assert.Equal(t, tt.apiError, ae)
+		})
+	}
 }
 
 // FuzzDecodeEvent: the delta fast path, when it takes an event, decodes it

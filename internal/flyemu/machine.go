@@ -441,6 +441,20 @@ func (e *Emulator) State(id string) string {
 	return ""
 }
 
+// Machines reports every machine that is not destroyed, by id, with its
+// state: what `fly machine list` would show.
+func (e *Emulator) Machines() map[string]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[string]string{}
+	for id, m := range e.machines {
+		if m.state != stateDestroyed {
+			out[id] = m.state
+		}
+	}
+	return out
+}
+
 // ContainerID is the Docker container currently behind machine id ("" when
 // none), for tests that inspect it.
 func (e *Emulator) ContainerID(id string) string {

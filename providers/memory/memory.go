@@ -240,6 +240,7 @@ func (a *memAgent) stop() {
 // serve answers the agent API's core: the answer to a query is "turn N:
 // <prompt>", N counting every prompt the agent has had.
 func (a *memAgent) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(agent.HeaderServer, "1")
 	if r.URL.Path == "/health" {
 		writeJSON(w, agent.Health{Status: "ready"})
 		return

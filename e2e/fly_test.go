@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
+	"github.com/agcluster/caddy-agcluster/internal/flyemu"
+	"github.com/agcluster/caddy-agcluster/internal/testenv"
+)
+
+// The Fly app and API token the emulator accepts. Caddy reads the token
+// from its environment, as the README tells operators to.
+const (
+	flyApp   = "agents"
+	flyToken = "fly-e2e-token-secret"
+)
+
+// flyEnv is the e2e environment with the Fly emulator beside it: its
+// Machines API and proxy on loopback, its machines containers of the real
+// agent image on the test network with the mock API. Fly's documented
+// rate limits are on.
+type flyEnv struct {
+	*env
+	emu *flyemu.Emulator
+}
+
+// setupFly starts the emulator; when the test ends (after its gateways
+// have shut down) no machine may be left.
+func setupFly(t *testing.T) *flyEnv {
+	t.Helper()
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	emu, err := flyemu.New(ctx, flyemu.Options{
+		Token: flyToken, Apps: []string{flyApp}, Network: e.network, Docker: e.docker,
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		assert.Empty(t, emu.Machines(), "machines left after the gateways shut down")
+		assert.NoError(t, emu.Close())
+	})
+	return &flyEnv{env: e, emu: emu}
+}
+
+// gateway starts Caddy with the issue's fly provider block: agents reached
+// through the emulator's proxy (plain HTTP: tests only), or at their
+// private address when private.
+func (f *flyEnv) gateway(t *testing.T, private bool, o gatewayOptions) *gateway {
+	t.Helper()
+	reach := "public_url " + f.emu.ProxyURL()
+	if private {
+		reach = "private"
+	}
+	o.provider = fmt.Sprintf(`provider fly {
+			app %s
+			token {env.FLY_API_TOKEN}
+			image %s
+			api_url %s
+			%s
+			memory 1g
+			env ANTHROPIC_BASE_URL http://%s:8080
+			poll_interval 500ms
+		}`, flyApp, testenv.AgentImage(), f.emu.APIURL(), reach, testenv.MockAlias)
+	o.caddyEnv = append(o.caddyEnv, "FLY_API_TOKEN="+flyToken)
+	return f.startGatewayWith(t, o)
+}
+
+// machineOf is the id of the machine serving c's session.
+func (f *flyEnv) machineOf(c *conversation, g *gateway) string {
+	c.t.Helper()
+	id := c.session(g).AgentID
+	require.NotEmpty(c.t, id)
+	return id
+}
+
+// TestFly runs conversations through Caddy on Fly Machines (the
+// emulator): answers streamed and whole, a Bash turn on the machine, a
+// follow-up on the same machine, another key on another machine, a
+// machine lost behind the gateway's back, and Fly's rate limits absorbed;
+// no API key ever reaches the Machines API.
+func TestFly(t *testing.T) {
+	f := setupFly(t)
+	g := f.gateway(t, false, gatewayOptions{})
+	alice := &conversation{t: t, key: "sk-ant-test-fly-alice", id: "c-fly"}
+	keys := []string{alice.key}
+
+	t.Run("answers streamed and whole", func(t *testing.T) {
+		for _, stream := range []bool{true, false} {
+			text := fmt.Sprintf("Answered on Fly (stream %v).", stream)
+			f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: text, ChunkChars: 4}})
+			got, sum := completeChat(t, g.client(alice.key), user("Hello, Fly."), stream, conv(fmt.Sprintf("c-fly-%v", stream)))
+			assert.Equal(t, text, sum.Content)
+			assert.Equal(t, "stop", sum.FinishReason)
+			assert.Positive(t, got.Usage.CompletionTokens)
+		}
+		assert.Len(t, f.emu.Machines(), 2, "one machine per conversation")
+	})
+
+	t.Run("a Bash turn runs on the machine", func(t *testing.T) {
+		f.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+			Match: anthropictest.Match{LastUserTextContains: "count to three"},
+			Response: anthropictest.Response{Blocks: []anthropictest.Block{
+				anthropictest.ToolUse("Bash", map[string]string{"command": "seq 1 3 | tr '\\n' ' '; echo on-$(hostname)", "description": "count"}),
+			}},
+		}, {
+			Match:    anthropictest.Match{HasToolResult: ptr(true)},
+			Response: anthropictest.Response{Text: "Counted."},
+		}}})
+		content := alice.say(g, "Please count to three.")
+		machine := f.machineOf(alice, g)
+		assert.Contains(t, content, "1 2 3 on-", "the command's real output is in the answer")
+		assert.True(t, strings.HasSuffix(strings.TrimSpace(content), "Counted."), content)
+		assert.Equal(t, "started", f.emu.State(machine))
+	})
+
+	t.Run("a follow-up goes to the same machine", func(t *testing.T) {
+		before := len(f.emu.Machines())
+		machine := f.machineOf(alice, g)
+		f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Still here."}})
+		assert.Equal(t, "Still here.", alice.say(g, "Are you there?"))
+		assert.Equal(t, machine, f.machineOf(alice, g))
+		assert.Len(t, f.emu.Machines(), before, "no new machine")
+		last := f.lastCLIRequest(t)
+		assert.Contains(t, last.AllText(), "Please count to three.", "the CLI's own session carries the earlier turn")
+		assert.Equal(t, int64(2), alice.session(g).Turns, "the Bash turn and this one")
+	})
+
+	t.Run("another key gets another machine", func(t *testing.T) {
+		before := len(f.emu.Machines())
+		bob := &conversation{t: t, key: "sk-ant-test-fly-bob", id: alice.id}
+		keys = append(keys, bob.key)
+		f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Hello Bob."}})
+		assert.Equal(t, "Hello Bob.", bob.say(g, "Hi, I am Bob."))
+		assert.NotEqual(t, f.machineOf(alice, g), f.machineOf(bob, g))
+		assert.Len(t, f.emu.Machines(), before+1)
+	})
+
+	t.Run("a machine destroyed behind the gateway's back is replaced", func(t *testing.T) {
+		carol := &conversation{t: t, key: "sk-ant-test-fly-carol", id: "c-fly-lost"}
+		keys = append(keys, carol.key)
+		f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
+		first := carol.say(g, "Remember the number 4711.")
+		lost := f.machineOf(carol, g)
+		require.NoError(t, f.emu.DestroyBehindBack(ctxFor(t, time.Minute), lost))
+
+		content := carol.send(g, chatRequest([]openai.ChatCompletionMessageParamUnion{
+			openai.UserMessage("Remember the number 4711."),
+			openai.AssistantMessage(first),
+			openai.UserMessage("Which number?"),
+		}))
+		assert.Contains(t, content, "replaced", "the answer says the agent was replaced")
+		assert.Contains(t, f.lastCLIRequest(t).AllText(), "Remember the number 4711.", "the history reached the model as context")
+		now := f.machineOf(carol, g)
+		assert.NotEqual(t, lost, now)
+		assert.NotContains(t, f.emu.Machines(), lost)
+		assert.Equal(t, "started", f.emu.State(now))
+	})
+
+	t.Run("Fly's rate limits are absorbed", func(t *testing.T) {
+		// Five conversations at once: more creates than Fly's burst allows.
+		since := time.Now()
+		f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Hi."}})
+		const n = 5
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		sessions := make([]string, n)
+		for i := range n {
+			key := fmt.Sprintf("sk-ant-test-fly-burst-%d", i)
+			keys = append(keys, key)
+			wg.Go(func() {
+				var resp *http.Response
+				client := g.client(key)
+				_, errs[i] = client.Chat.Completions.New(ctxFor(t, 3*time.Minute), user("Hi."), conv("c-burst"), option.WithResponseInto(&resp))
+				if resp != nil {
+					sessions[i] = resp.Header.Get("X-Session-ID")
+				}
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			assert.NoError(t, err, "conversation %d", i)
+		}
+		limited := 0
+		for _, r := range f.emu.Requests() {
+			if r.Time.After(since) && r.Status == http.StatusTooManyRequests {
+				limited++
+			}
+		}
+		assert.Positive(t, limited, "the Machines API answered some calls with 429")
+		for i, id := range sessions {
+			del := api{t, g, fmt.Sprintf("sk-ant-test-fly-burst-%d", i)}.do(http.MethodDelete, "/api/agents/sessions/"+id, nil, "")
+			assert.Equal(t, http.StatusOK, del.status, string(del.body))
+		}
+	})
+
+	t.Run("no API key reached the Machines API", func(t *testing.T) {
+		reqs := f.emu.Requests()
+		require.NotEmpty(t, reqs)
+		for _, r := range reqs {
+			seen := fmt.Sprintf("%s %v %s", r.Route, r.Header, r.Body)
+			for _, key := range keys {
+				assert.NotContains(t, seen, key, "%s carried a user's key", r.Route)
+			}
+			assert.NotContains(t, seen, "sk-ant-", "%s carried something like a key", r.Route)
+		}
+	})
+}
+
+// TestFlySleepWakeAndRestart: an idle conversation's machine is suspended
+// and stays so across a Caddy restart; the next message wakes the same
+// machine with its files and context. A second restart with the machine
+// running continues the conversation on it too.
+func TestFlySleepWakeAndRestart(t *testing.T) {
+	f := setupFly(t)
+	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
+	c := &conversation{t: t, key: "sk-ant-test-fly-sleep", id: "c-fly-sleep"}
+
+	first := f.gateway(t, false, gatewayOptions{keep: true, idle: "2s", extraApp: "retention 0"})
+	c.say(first, "The secret fruit is a quince.")
+	put := api{t, first, c.key}.do(http.MethodPut, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", strings.NewReader("quince notes\n"), "text/plain")
+	require.Equal(t, http.StatusCreated, put.status, string(put.body))
+	machine := f.machineOf(c, first)
+	testenv.Eventually(t, time.Minute, func() bool { return f.emu.State(machine) == "suspended" },
+		"the idle conversation's machine was not suspended")
+	assert.Equal(t, "sleeping", c.session(first).Status)
+
+	first.stop(t)
+	second := f.gateway(t, false, gatewayOptions{keep: true, extraApp: "retention 0"})
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(second.adminSessions(t)) == 1 },
+		"the restarted gateway did not rediscover the sleeping conversation")
+	assert.Equal(t, "sleeping", c.session(second).Status)
+	assert.Equal(t, "suspended", f.emu.State(machine), "rediscovery does not wake it")
+
+	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "The fruit is a quince."}})
+	assert.Equal(t, "The fruit is a quince.", c.say(second, "Which fruit?"), "no note: nothing was lost")
+	last := f.lastCLIRequest(t)
+	assert.Contains(t, last.AllText(), "The secret fruit is a quince.", "the woken agent kept its context")
+	assert.Equal(t, "Which fruit?", last.LastUserText(), "the client's history was not re-sent as a seed")
+	assert.Equal(t, machine, f.machineOf(c, second), "the same machine woke")
+	assert.Equal(t, "started", f.emu.State(machine))
+	get := api{t, second, c.key}.do(http.MethodGet, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", nil, "")
+	require.Equal(t, http.StatusOK, get.status)
+	assert.Equal(t, "quince notes\n", string(get.body), "the workspace survived")
+
+	// Caddy restarts while the machine runs: the conversation goes on there.
+	second.stop(t)
+	assert.Equal(t, "started", f.emu.State(machine), "shutdown keep leaves the machine running")
+	third := f.gateway(t, false, gatewayOptions{})
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(third.adminSessions(t)) == 1 },
+		"the restarted gateway did not rediscover the running conversation")
+	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Yes, a quince."}})
+	assert.Equal(t, "Yes, a quince.", c.say(third, "Still a quince?"))
+	assert.Contains(t, f.lastCLIRequest(t).AllText(), "Which fruit?")
+	assert.Equal(t, machine, f.machineOf(c, third))
+	assert.Len(t, f.emu.Machines(), 1)
+	assert.Equal(t, int64(3), c.session(third).Turns)
+}
+
+// TestFlyPrivate: with private, Caddy reaches agents at their private
+// address, never through the proxy.
+func TestFlyPrivate(t *testing.T) {
+	f := setupFly(t)
+	g := f.gateway(t, true, gatewayOptions{})
+	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Privately answered."}})
+	c := &conversation{t: t, key: "sk-ant-test-fly-private", id: "c-fly-private"}
+	assert.Equal(t, "Privately answered.", c.say(g, "Hello?"))
+	assert.Equal(t, "Privately answered.", c.say(g, "Again?"))
+	machine := f.machineOf(c, g)
+	assert.Zero(t, f.emu.ProxiedRequests()[machine], "nothing went through Fly's proxy")
+	assert.Len(t, f.emu.Machines(), 1)
+}
