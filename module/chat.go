@@ -99,7 +99,7 @@ type chatTurn struct {
 	results   *openai.ToolResults // the client's results for tool calls, if the request ends with them
 	sreq      session.Request
 	lease     *session.Lease
-	continues string   // what the request continued (continuesNext, ...), once started
+	continues string // what the request continued (continuesNext, ...), once started
 }
 
 // known is what the client sent before its new input: the messages before
