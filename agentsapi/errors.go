@@ -66,10 +66,10 @@ func SessionError(log *zap.Logger, r *http.Request, err error) *openai.Error {
 	case errors.Is(err, session.ErrClosed):
 		return openai.Unavailable("The gateway is shutting down; try again in a moment.")
 	case errors.Is(err, providers.ErrUnavailable):
-		return Internal(log, r, openai.Unavailable("The agents' container engine is unreachable; try again in a moment."),
+		return Internal(log, r, openai.Unavailable("The platform that runs the agents is unreachable or refused the gateway; try again in a moment, or tell its operator."),
 			"provider unavailable", err)
 	case errors.Is(err, providers.ErrImageMissing):
-		return Internal(log, r, openai.Unavailable("The agent image is not installed on this gateway; tell its operator."),
+		return Internal(log, r, openai.Unavailable("The agent image cannot be found by the platform that runs the agents; tell the gateway's operator."),
 			"agent image missing", err)
 	case errors.Is(err, providers.ErrNotReady):
 		return Internal(log, r, openai.Upstream("The conversation's agent did not start; try again."),

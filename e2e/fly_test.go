@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -37,11 +38,17 @@ type flyEnv struct {
 	emu *flyemu.Emulator
 }
 
-// setupFly starts the emulator; when the test ends (after its gateways
-// have shut down) no machine may be left.
-func setupFly(t *testing.T) *flyEnv {
+// setupFly starts the e2e environment and the emulator; when the test ends
+// (after its gateways have shut down) no machine may be left.
+func setupFly(t testing.TB) *flyEnv {
 	t.Helper()
 	e := setup(t)
+	return &flyEnv{env: e, emu: startFlyEmulator(t, e)}
+}
+
+// startFlyEmulator starts the emulator on e's network; see setupFly.
+func startFlyEmulator(t testing.TB, e *env) *flyemu.Emulator {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	emu, err := flyemu.New(ctx, flyemu.Options{
@@ -53,16 +60,29 @@ func setupFly(t *testing.T) *flyEnv {
 		assert.Empty(t, emu.Machines(), "machines left after the gateways shut down")
 		assert.NoError(t, emu.Close())
 	})
-	return &flyEnv{env: e, emu: emu}
+	return emu
+}
+
+// waitNoMachines waits until every machine is destroyed.
+func (f *flyEnv) waitNoMachines(t testing.TB) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, func() bool { return len(f.emu.Machines()) == 0 }, "machines left: %v", f.emu.Machines())
+}
+
+// flyOptions vary the fly provider block.
+type flyOptions struct {
+	private bool   // reach agents at their private address
+	token   string // the API token Caddy is given ("" = the emulator's)
+	image   string // the agent image ("" = the local agent image)
 }
 
 // gateway starts Caddy with the issue's fly provider block: agents reached
 // through the emulator's proxy (plain HTTP: tests only), or at their
-// private address when private.
-func (f *flyEnv) gateway(t *testing.T, private bool, o gatewayOptions) *gateway {
+// private address.
+func (f *flyEnv) gateway(t testing.TB, fo flyOptions, o gatewayOptions) *gateway {
 	t.Helper()
 	reach := "public_url " + f.emu.ProxyURL()
-	if private {
+	if fo.private {
 		reach = "private"
 	}
 	o.provider = fmt.Sprintf(`provider fly {
@@ -74,8 +94,8 @@ func (f *flyEnv) gateway(t *testing.T, private bool, o gatewayOptions) *gateway 
 			memory 1g
 			env ANTHROPIC_BASE_URL http://%s:8080
 			poll_interval 500ms
-		}`, flyApp, testenv.AgentImage(), f.emu.APIURL(), reach, testenv.MockAlias)
-	o.caddyEnv = append(o.caddyEnv, "FLY_API_TOKEN="+flyToken)
+		}`, flyApp, cmp.Or(fo.image, testenv.AgentImage()), f.emu.APIURL(), reach, testenv.MockAlias)
+	o.caddyEnv = append(o.caddyEnv, "FLY_API_TOKEN="+cmp.Or(fo.token, flyToken))
 	return f.startGatewayWith(t, o)
 }
 
@@ -94,7 +114,7 @@ func (f *flyEnv) machineOf(c *conversation, g *gateway) string {
 // no API key ever reaches the Machines API.
 func TestFly(t *testing.T) {
 	f := setupFly(t)
-	g := f.gateway(t, false, gatewayOptions{})
+	g := f.gateway(t, flyOptions{}, gatewayOptions{})
 	alice := &conversation{t: t, key: "sk-ant-test-fly-alice", id: "c-fly"}
 	keys := []string{alice.key}
 
@@ -229,7 +249,7 @@ func TestFlySleepWakeAndRestart(t *testing.T) {
 	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
 	c := &conversation{t: t, key: "sk-ant-test-fly-sleep", id: "c-fly-sleep"}
 
-	first := f.gateway(t, false, gatewayOptions{keep: true, idle: "2s", extraApp: "retention 0"})
+	first := f.gateway(t, flyOptions{}, gatewayOptions{keep: true, idle: "2s", extraApp: "retention 0"})
 	c.say(first, "The secret fruit is a quince.")
 	put := api{t, first, c.key}.do(http.MethodPut, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", strings.NewReader("quince notes\n"), "text/plain")
 	require.Equal(t, http.StatusCreated, put.status, string(put.body))
@@ -239,7 +259,7 @@ func TestFlySleepWakeAndRestart(t *testing.T) {
 	assert.Equal(t, "sleeping", c.session(first).Status)
 
 	first.stop(t)
-	second := f.gateway(t, false, gatewayOptions{keep: true, extraApp: "retention 0"})
+	second := f.gateway(t, flyOptions{}, gatewayOptions{keep: true, extraApp: "retention 0"})
 	testenv.Eventually(t, 30*time.Second, func() bool { return len(second.adminSessions(t)) == 1 },
 		"the restarted gateway did not rediscover the sleeping conversation")
 	assert.Equal(t, "sleeping", c.session(second).Status)
@@ -259,7 +279,7 @@ func TestFlySleepWakeAndRestart(t *testing.T) {
 	// Caddy restarts while the machine runs: the conversation goes on there.
 	second.stop(t)
 	assert.Equal(t, "started", f.emu.State(machine), "shutdown keep leaves the machine running")
-	third := f.gateway(t, false, gatewayOptions{})
+	third := f.gateway(t, flyOptions{}, gatewayOptions{})
 	testenv.Eventually(t, 30*time.Second, func() bool { return len(third.adminSessions(t)) == 1 },
 		"the restarted gateway did not rediscover the running conversation")
 	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Yes, a quince."}})
@@ -274,7 +294,7 @@ func TestFlySleepWakeAndRestart(t *testing.T) {
 // address, never through the proxy.
 func TestFlyPrivate(t *testing.T) {
 	f := setupFly(t)
-	g := f.gateway(t, true, gatewayOptions{})
+	g := f.gateway(t, flyOptions{private: true}, gatewayOptions{})
 	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Privately answered."}})
 	c := &conversation{t: t, key: "sk-ant-test-fly-private", id: "c-fly-private"}
 	assert.Equal(t, "Privately answered.", c.say(g, "Hello?"))
@@ -282,4 +302,36 @@ func TestFlyPrivate(t *testing.T) {
 	machine := f.machineOf(c, g)
 	assert.Zero(t, f.emu.ProxiedRequests()[machine], "nothing went through Fly's proxy")
 	assert.Len(t, f.emu.Machines(), 1)
+}
+
+// TestFlyAPIErrors: what Fly refuses (the token, the app, the image) is a
+// clear 503 for the client, with the request id and no detail; the detail
+// is in Caddy's log.
+func TestFlyAPIErrors(t *testing.T) {
+	f := setupFly(t)
+	tests := []struct {
+		name    string
+		fo      flyOptions
+		message string
+		logged  string
+	}{
+		{"a token Fly refuses", flyOptions{token: "wrong-fly-token-secret"},
+			"platform that runs the agents is unreachable or refused the gateway", "refused the token"},
+		{"an image Fly cannot pull", flyOptions{image: "agcluster/no-such-image:missing"},
+			"agent image cannot be found", "cannot pull image"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := f.gateway(t, tt.fo, gatewayOptions{})
+			_, err := streamed(t, g.client("sk-ant-test-fly-errors"), user("Hello?"), conv("c-fly-errors"))
+			apiErr := apiError(t, err)
+			assert.Equal(t, http.StatusServiceUnavailable, apiErr.StatusCode)
+			assert.Contains(t, apiErr.Message, tt.message)
+			assert.NotContains(t, apiErr.Message, "fly")
+			testenv.Eventually(t, 10*time.Second, func() bool { return strings.Contains(g.logs.String(), tt.logged) },
+				"the detail %q is not in Caddy's log", tt.logged)
+			assert.NotContains(t, g.logs.String(), "wrong-fly-token-secret", "the token is never logged")
+			assert.Empty(t, f.emu.Machines())
+		})
+	}
 }

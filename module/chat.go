@@ -97,7 +97,7 @@ type chatTurn struct {
 	req       *openai.ChatCompletionRequest
 	key       string
 	results   *openai.ToolResults // the client's results for tool calls, if the request ends with them
-	sreq      session.Request
+	sreq      session.Request     // the session request, kept to acquire the conversation anew
 	lease     *session.Lease
 	continues string // what the request continued (continuesNext, ...), once started
 }

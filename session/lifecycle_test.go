@@ -149,6 +149,27 @@ func TestUnreachableAgentIsWokenByTheTurn(t *testing.T) {
 	assert.Equal(t, "turn 2: two", answer)
 }
 
+func TestMessageDuringSleepWaitsAndWakes(t *testing.T) {
+	m, mem, _ := memManager(t, session.Options{})
+	req := memReq("alice", "c1", "mem")
+	turn(t, m, req, "one")
+	entered, release := make(chan struct{}), make(chan struct{})
+	mem.SleepHook = func(string) { close(entered); <-release }
+	reaped := make(chan int)
+	go func() { reaped <- m.ReapIdle(time.Now().Add(2 * time.Hour)) }()
+	<-entered
+
+	// The message arrives while the agent is being put to sleep. The sleep
+	// is let go a little later: had the acquire not waited, it would have
+	// been refused as busy by then.
+	time.AfterFunc(50*time.Millisecond, func() { close(release) })
+	l, err := m.Acquire(context.Background(), req)
+	require.NoError(t, err, "not refused as busy")
+	assert.True(t, l.Woke, "woken after its sleep")
+	assert.Equal(t, 1, <-reaped)
+	l.Done(session.TurnEnd{})
+}
+
 func TestLostAgentFoundByTheTurn(t *testing.T) {
 	m, mem, _ := memManager(t, session.Options{})
 	req := memReq("alice", "c1", "mem")

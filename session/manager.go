@@ -137,6 +137,7 @@ type Session struct {
 	client  *agentclient.Client
 	asleep  bool
 	sleptAt time.Time
+	falling chan struct{} // closed when the sleep under way ends (nil: none)
 
 	transcript  transcript // the turns as the client will send them back
 	clientNamed bool       // a client's conversation id names the session
@@ -182,6 +183,14 @@ func (s *Session) Status() string {
 		return StatusBusy
 	}
 	return StatusRunning
+}
+
+// fallingAsleep returns a channel closed when the sleep under way ends, or
+// nil when none is.
+func (s *Session) fallingAsleep() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.falling
 }
 
 // learnTurns takes the agent's own turn count when it knows of more turns
@@ -486,7 +495,7 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	}
 	// The creator takes the first turn; a request that raced it waits on
 	// e.ready above and then finds the session busy.
-	l, err := m.lease(s, true)
+	l, err := m.lease(ctx, s, true)
 	if err == nil {
 		m.mu.Lock()
 		if _, ok := m.died[key]; ok {
@@ -502,7 +511,7 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 // is gone for good the session is dropped and req starts the conversation
 // over (a new agent, marked Restarted), unless req named the session by id.
 func (m *Manager) leaseAwake(ctx context.Context, s *Session, req Request) (*Lease, error) {
-	l, err := m.lease(s, false)
+	l, err := m.lease(ctx, s, false)
 	if err != nil || !s.Asleep() {
 		return l, err
 	}
@@ -543,7 +552,7 @@ func (m *Manager) Wake(ctx context.Context, s *Session) error {
 	if !s.Asleep() {
 		return nil
 	}
-	l, err := m.lease(s, false)
+	l, err := m.lease(ctx, s, false)
 	if err != nil {
 		return err
 	}
@@ -846,9 +855,21 @@ func (m *Manager) Counts() map[string]Counts {
 	return out
 }
 
-func (m *Manager) lease(s *Session, created bool) (*Lease, error) {
+// lease reserves s for one turn. A session being put to sleep is waited
+// for (the turn then wakes it): a message that arrives as the idle
+// timeout strikes is not refused as busy.
+func (m *Manager) lease(ctx context.Context, s *Session, created bool) (*Lease, error) {
 	if !s.busy.CompareAndSwap(false, true) {
-		return nil, fmt.Errorf("%w: a turn is already running in this conversation; wait for it to finish", ErrBusy)
+		if falling := s.fallingAsleep(); falling != nil {
+			select {
+			case <-falling:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if !s.busy.CompareAndSwap(false, true) {
+			return nil, fmt.Errorf("%w: a turn is already running in this conversation; wait for it to finish", ErrBusy)
+		}
 	}
 	l := &Lease{Session: s, New: created, m: m}
 	l.ok.Store(true)
@@ -1120,6 +1141,9 @@ func (m *Manager) ReapIdle(now time.Time) int {
 			m.forgetLocked(s)
 			expired = append(expired, s)
 		} else {
+			s.mu.Lock()
+			s.falling = make(chan struct{})
+			s.mu.Unlock()
 			sleepers = append(sleepers, s)
 		}
 	}
@@ -1141,9 +1165,15 @@ func (m *Manager) ReapIdle(now time.Time) int {
 }
 
 // sleep puts a session's agent to sleep; the caller holds the session
-// (busy), which sleep frees.
+// (busy) and made s.falling, which sleep frees and closes.
 func (m *Manager) sleep(s *Session) {
-	defer s.busy.Store(false)
+	defer func() {
+		s.busy.Store(false)
+		s.mu.Lock()
+		close(s.falling)
+		s.falling = nil
+		s.mu.Unlock()
+	}()
 	sl, err := m.sleeper(s.Provider)
 	if err != nil {
 		return

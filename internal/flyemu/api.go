@@ -26,12 +26,19 @@ const (
 
 // routes is the Machines API (https://fly.io/docs/machines/api/), the
 // subset fly-go's flaps client uses for machines.
+// RouteList is the route of the list call ([Request.Route]), which a
+// provider without an event stream polls.
+const RouteList = "GET " + machinesPath
+
+// machinesPath is the path of an app's machines.
+const machinesPath = "/v1/apps/{app}/machines"
+
 func (e *Emulator) routes() http.Handler {
 	mux := http.NewServeMux()
-	const ms = "/v1/apps/{app}/machines"
+	const ms = machinesPath
 	const m = ms + "/{id}"
 	e.handle(mux, "POST "+ms, perApp, false, e.create)
-	e.handle(mux, "GET "+ms, perApp, true, e.list)
+	e.handle(mux, RouteList, perApp, true, e.list)
 	e.handle(mux, "GET "+m, perMachine, true, e.get)
 	e.handle(mux, "POST "+m, perMachine, false, e.leased(e.update))
 	e.handle(mux, "DELETE "+m, perMachine, false, e.leased(e.destroy))

@@ -25,6 +25,10 @@ import (
 
 // Provider keeps agents in memory. The zero value is not usable: call New.
 type Provider struct {
+	// SleepHook, when set, is called with the instance id as Sleep
+	// begins: a test holds a sleep there.
+	SleepHook func(id string)
+
 	name string
 
 	mu      sync.Mutex
@@ -106,6 +110,9 @@ func (p *Provider) Close() error { return nil }
 // Sleep stops the agent's server; its prompts and binding are kept, and
 // inst's session is recorded on it.
 func (p *Provider) Sleep(_ context.Context, inst *providers.Instance) (*providers.Instance, error) {
+	if p.SleepHook != nil {
+		p.SleepHook(inst.ID)
+	}
 	a, err := p.agent(inst.ID)
 	if err != nil {
 		return nil, err
