@@ -34,7 +34,8 @@ import (
 // Run it once: -benchtime 1x. Set BENCH_TABLE to also write the table to
 // a file, BENCH_LEVELS (default "1,10,50") for the growth table, and
 // BENCH_CONVERSATIONS for the sleeping conversations part (benchSleepers;
-// `make bench` sets 1000; unset or 0 leaves it out).
+// `make bench` sets 1000; unset or 0 leaves it out). The providers'
+// comparison (benchProviders) runs the same workload on each provider.
 func BenchmarkSuite(b *testing.B) {
 	runs := envInt("BENCH_RUNS", 10)
 	levels := envInts("BENCH_LEVELS", []int{1, 10, 50})
@@ -66,6 +67,7 @@ func BenchmarkSuite(b *testing.B) {
 		s := e.startGatewayWith(b, gatewayOptions{idle: "1s", extraApp: "retention 0"})
 		benchWake(b, e, s, runs, cold, warm, &t)
 		s.stop(b)
+		benchProviders(b, e, runs, &t)
 		if n := benchConversations(0); n > 0 {
 			benchSleepers(b, e, n, &t)
 		}
