@@ -42,7 +42,9 @@ KUBE_LOGS="$KUBE_DIR/logs"
 KUBE_PIDS="$KUBE_DIR/pids"
 # The host sysctls the kubelet changes at start, as they were before it.
 KUBE_SYSCTLS_SAVED="$KUBE_DIR/sysctls.saved"
-KUBE_SYSCTLS="vm.overcommit_memory kernel.panic kernel.panic_on_oops"
+# (It sets six; on this kind of machine three differ: vm.overcommit_memory 0->1,
+# kernel.panic 1->10, kernel.panic_on_oops 0->1.)
+KUBE_SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
 # The Debian directory of containernetworking-plugins.
 KUBE_CNI_BIN="/usr/lib/cni"
 # Serializes kube-up.sh and kube-down.sh (test binaries run kube-up.sh in parallel).

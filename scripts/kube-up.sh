@@ -275,6 +275,8 @@ failSwapOn: false
 makeIPTablesUtilChains: false
 containerRuntimeEndpoint: unix://$KUBE_CONTAINERD_SOCK
 podLogsDir: $KUBE_DIR/pod-logs
+volumePluginDir: $KUBE_DIR/volume-plugins
+hairpinMode: none
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
@@ -448,7 +450,6 @@ start_kubelet() {
 	save_sysctls
 	start kubelet "$KUBE_BIN/kubelet" --config "$KUBE_DIR/kubelet.yaml" \
 		--kubeconfig "$KUBE_DIR/kubelet.kubeconfig" --root-dir "$KUBE_KUBELET_ROOT" \
-		--volume-plugin-dir "$KUBE_DIR/volume-plugins" \
 		--hostname-override "$KUBE_NODE" --node-ip "$KUBE_BRIDGE_ADDR"
 	wait_for 90 "node $KUBE_NODE Ready" node_ready || fail_with_log kubelet
 	wait_for 60 "ServiceAccount default/default" kubectl_admin -n default get serviceaccount default ||
