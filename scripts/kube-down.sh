@@ -23,10 +23,10 @@ fi
 
 # stop NAME: SIGTERM, up to 15 s, then SIGKILL.
 stop() {
-	local name="$1" pid i
+	local name="$1" pid
 	if pid="$(kube_pid "$name")"; then
 		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 1 75); do
+		for _ in $(seq 1 75); do
 			kube_pid "$name" >/dev/null || break
 			sleep 0.2
 		done
@@ -56,6 +56,8 @@ remove_containers() {
 	for id in $ids; do
 		ctr_k8s tasks delete -f "$id" >/dev/null 2>&1 || true
 		ctr_k8s containers delete "$id" >/dev/null 2>&1 || true
+		# libcni's cache of the sandbox's networks (CNI DEL never ran).
+		rm -f /var/lib/cni/results/*-"$id"-* 2>/dev/null || true
 	done
 }
 
@@ -64,7 +66,7 @@ remove_containers() {
 kill_shims() {
 	local p
 	for p in /proc/[0-9]*; do
-		if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "^[^ ]*containerd-shim[^ ]* .*-address $KUBE_CONTAINERD_SOCK "; then
+		if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "^[^ ]*containerd-shim[^ ]* .*-address $KUBE_CONTAINERD_SOCK "; then
 			kill -KILL "${p#/proc/}" 2>/dev/null || true
 		fi
 	done
@@ -136,6 +138,7 @@ restore_sysctls
 # libcni's result cache, outside our directory; its file names start with
 # the network's name.
 rm -f /var/lib/cni/results/agcluster-* 2>/dev/null || true
+rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true # only if empty
 if [ -d "$KUBE_DIR" ]; then
 	if awk -v d="$KUBE_DIR/" 'index($2, d) == 1 { f = 1 } END { exit !f }' /proc/self/mounts; then
 		log "mounts left under $KUBE_DIR; removing the rest of it only"

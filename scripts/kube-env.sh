@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # kube-env.sh: the names, paths and addresses shared by kube-build.sh, kube-up.sh
 # and kube-down.sh (sourced, not run). Every value can be overridden from the
 # environment; the defaults make one cluster per machine.
