@@ -22,7 +22,9 @@
 #
 # The first run builds the binaries (kube-build.sh, ~7 min, cached by version
 # under $AGCLUSTER_CACHE). From built binaries a start takes ~10 s plus the
-# agent image import. AGENT_IMAGE (default agcluster/agent:latest) is
+# agent image import. AGENT_IMAGE (default agcluster/agent:latest; run it again
+# with another name to import more images, each re-imported only when its
+# Docker image id changed) is
 # waited for up to AGENT_IMAGE_WAIT seconds (default 900) if Docker does not
 # have it yet; AGENT_IMAGE_WAIT=0 with no image skips the import.
 set -euo pipefail
@@ -351,7 +353,7 @@ normalized_image() {
 # import_agent_image copies AGENT_IMAGE from Docker into the cluster's
 # containerd when it is not there or Docker's image id changed.
 import_agent_image() {
-	local id="" waited=0 wait="${AGENT_IMAGE_WAIT:-900}" name have
+	local id="" waited=0 wait="${AGENT_IMAGE_WAIT:-900}" name have record
 	"$SCRIPTS/ensure-docker.sh" >&2
 	until id="$(docker image inspect -f '{{.Id}}' "$AGENT_IMAGE" 2>/dev/null)"; do
 		if [ "$waited" -ge "$wait" ]; then
@@ -366,15 +368,18 @@ import_agent_image() {
 		waited=$((waited + 5))
 	done
 	name="$(normalized_image "$AGENT_IMAGE")"
-	have="$(cat "$KUBE_DIR/agent-image.id" 2>/dev/null || true)"
-	if [ "$have" = "$AGENT_IMAGE $id" ] && [ -n "$(ctr_k8s images ls -q "name==$name" 2>/dev/null)" ]; then
+	# The Docker image id each image was imported at, one file per image.
+	record="$KUBE_DIR/images/$(echo "$name" | tr '/:@' '___').id"
+	have="$(cat "$record" 2>/dev/null || true)"
+	if [ "$have" = "$id" ] && [ -n "$(ctr_k8s images ls -q "name==$name" 2>/dev/null)" ]; then
 		return 0
 	fi
 	log "importing $AGENT_IMAGE ($id) into the cluster's containerd"
 	local start=$SECONDS
 	docker save "$AGENT_IMAGE" | ctr_k8s images import - >/dev/null
 	[ -n "$(ctr_k8s images ls -q "name==$name")" ] || die "import of $AGENT_IMAGE did not create $name"
-	echo "$AGENT_IMAGE $id" >"$KUBE_DIR/agent-image.id"
+	mkdir -p "$KUBE_DIR/images"
+	echo "$id" >"$record"
 	log "imported $AGENT_IMAGE in $((SECONDS - start)) s"
 }
 
@@ -467,7 +472,10 @@ make_bridge() {
 
 # --- main ---------------------------------------------------------------------
 
-if healthy; then
+# A cluster whose processes all run is only waited for, never restarted on a
+# passing hiccup (a loaded machine, the API server catching up): tests of
+# other packages may be using it.
+if all_running && wait_for 90 "the running cluster to be healthy" healthy; then
 	import_agent_image
 	log "cluster already up"
 	echo "$KUBE_KUBECONFIG"
