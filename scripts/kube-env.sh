@@ -10,7 +10,10 @@
 # default route: they reach the host at KUBE_BRIDGE_ADDR (the tests' mock
 # Anthropic API listens there) and nothing beyond it; the host reaches pod IPs
 # directly. No iptables rule is added (the kubelet's are turned off with
-# makeIPTablesUtilChains: false, the CNI bridge runs with ipMasq: false).
+# makeIPTablesUtilChains: false, the CNI bridge runs with ipMasq: false). So
+# where Docker runs with br_netfilter (bridge-nf-call-iptables=1) and its
+# FORWARD policy DROP, as here, pods do not reach each other: nothing needs
+# that (it would take an ACCEPT rule for -i $KUBE_BRIDGE -o $KUBE_BRIDGE).
 
 KUBE_VERSION="${KUBE_VERSION:-1.37.2}"
 # The etcd server built next to Kubernetes (Kubernetes 1.37 uses the v3.7 client).

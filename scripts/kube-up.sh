@@ -224,8 +224,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "$KUBE_DIR/cni/net.d"
     max_conf_num = 1
 EOF
-	# No default route: pods reach the host's bridge address and each other's
-	# addresses, nothing else. No masquerading, so no iptables rules.
+	# No default route: pods reach the host's bridge address and nothing else
+	# (see kube-env.sh). No masquerading, so no iptables rules.
 	cat >"$KUBE_DIR/cni/net.d/10-agcluster.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
