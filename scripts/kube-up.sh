@@ -100,7 +100,7 @@ ensure_packages() {
 	[ -x "$KUBE_CNI_BIN/bridge" ] || missing="$missing containernetworking-plugins"
 	command -v openssl >/dev/null || missing="$missing openssl"
 	command -v ip >/dev/null || missing="$missing iproute2"
-	command -v flock >/dev/null || missing="$missing util-linux"
+	command -v curl >/dev/null || missing="$missing curl"
 	[ -z "$missing" ] && return 0
 	log "installing from Debian:$missing"
 	export DEBIAN_FRONTEND=noninteractive
