@@ -179,7 +179,9 @@ func TestOptionsValidate(t *testing.T) {
 		{"api key in env", func(o *Options) { o.Env = map[string]string{"ANTHROPIC_API_KEY": "sk-ant-x"} }, []string{"ANTHROPIC_API_KEY is refused"}},
 		{"reserved env", func(o *Options) { o.Env = map[string]string{"AGENT_STATE_DIR": "/x"} }, []string{"AGENT_STATE_DIR is set by the provider"}},
 		{"empty network policy", func(o *Options) { o.NetworkPolicy = &NetworkPolicy{} }, []string{"name the gateway's pods"}},
-		{"network policy namespace without pods", func(o *Options) { o.NetworkPolicy = &NetworkPolicy{FromNamespace: "edge", FromCIDRs: []string{"10.0.0.0/8"}} },
+		{"network policy namespace without pods", func(o *Options) {
+			o.NetworkPolicy = &NetworkPolicy{FromNamespace: "edge", FromCIDRs: []string{"10.0.0.0/8"}}
+		},
 			[]string{"from_namespace needs from_pods"}},
 		{"bad cidr", func(o *Options) { o.NetworkPolicy = &NetworkPolicy{FromCIDRs: []string{"10.0.0.300/8"}} }, []string{`from_cidr "10.0.0.300/8"`}},
 		{"negative ready timeout", func(o *Options) { o.ReadyTimeout = -1 }, []string{"ready_timeout must not be negative"}},

@@ -256,9 +256,9 @@ type Provider struct {
 	logger *zap.Logger
 
 	mu       sync.Mutex
-	inFlight map[string]struct{}     // instances this Provider is creating
+	inFlight map[string]struct{}    // instances this Provider is creating
 	ended    map[types.UID]endedPod // pods this Provider deleted, why and when
-	policyOK bool                    // the NetworkPolicy is in place
+	policyOK bool                   // the NetworkPolicy is in place
 }
 
 // endReason is why this Provider deleted a pod.

@@ -265,6 +265,9 @@ func TestNetworkPolicyObject(t *testing.T) {
 	assert.Equal(t, map[string]string{"kubernetes.io/metadata.name": "edge"}, in.From[0].NamespaceSelector.MatchLabels)
 	assert.Equal(t, "10.0.0.0/24", in.From[1].IPBlock.CIDR)
 
-	odd := offline(t, func(o *Options) { o.Name = "GPU_pool"; o.NetworkPolicy = &NetworkPolicy{FromCIDRs: []string{"10.0.0.0/24"}} })
+	odd := offline(t, func(o *Options) {
+		o.Name = "GPU_pool"
+		o.NetworkPolicy = &NetworkPolicy{FromCIDRs: []string{"10.0.0.0/24"}}
+	})
 	assert.Empty(t, validation.IsDNS1123Subdomain(odd.networkPolicyName()), odd.networkPolicyName())
 }
