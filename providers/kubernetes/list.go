@@ -179,9 +179,9 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 		return nil
 	}
 	ns := p.opts.Namespace
+	p.closePodForwards(id, "")
 	if o.pod != nil {
 		p.markEnded(o.pod.UID, endDestroyed)
-		closeForward(p.forwardKey(o.pod.UID))
 		grace := int64(destroyGrace)
 		err := p.cs.CoreV1().Pods(ns).Delete(ctx, id, metav1.DeleteOptions{
 			GracePeriodSeconds: &grace, Preconditions: &metav1.Preconditions{UID: &o.pod.UID},

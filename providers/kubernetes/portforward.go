@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,6 +68,25 @@ func closeForward(key string) {
 	delete(forwards.m, key)
 	forwards.mu.Unlock()
 	if f != nil {
+		f.close()
+	}
+}
+
+// closePodForwards stops this cluster's and namespace's forwards to pods
+// named pod other than the one with UID keep (a pod deleted behind the
+// gateway's back leaves its forward until its name is woken or destroyed).
+func (p *Provider) closePodForwards(pod string, keep types.UID) {
+	prefix, keepKey := p.forwardKey(""), p.forwardKey(keep)
+	var stale []*forward
+	forwards.mu.Lock()
+	for k, f := range forwards.m {
+		if f.pod == pod && k != keepKey && strings.HasPrefix(k, prefix) {
+			delete(forwards.m, k)
+			stale = append(stale, f)
+		}
+	}
+	forwards.mu.Unlock()
+	for _, f := range stale {
 		f.close()
 	}
 }

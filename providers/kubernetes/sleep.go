@@ -172,5 +172,6 @@ func (p *Provider) recreate(ctx context.Context, o objects) (*corev1.Pod, error)
 	if err != nil {
 		return nil, p.apiError("wake: create pod", name, err)
 	}
+	p.closePodForwards(name, pod.UID)
 	return pod, nil
 }
