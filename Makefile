@@ -6,6 +6,8 @@
 # make bench   benchmarks (same needs as test)
 # make run     Caddy with the module on :8080, agents in Docker
 # make lint    gofmt and go vet
+# make kube    a local one-node Kubernetes cluster (scripts/kube-up.sh; builds
+#              it once, ~7 min); make kube-down stops it
 
 GO            ?= go
 CLAUDE_VERSION ?= 2.1.328
@@ -24,7 +26,7 @@ export DOCKER_BUILDKIT=0
 CLAUDE_BIN := $(AGCLUSTER_CACHE)/claude-$(CLAUDE_VERSION)/claude
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.build/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: test-engine-restart fuzz all build image agent-image mock-image base-image claude test test-unit bench run lint clean docker
+.PHONY: kube kube-down test-engine-restart fuzz all build image agent-image mock-image base-image claude test test-unit bench run lint clean docker
 
 all: build
 
@@ -65,6 +67,18 @@ mock-image: bin/mock-anthropic docker
 	cp bin/mock-anthropic .build/mock-context/
 	docker build -q -f internal/anthropictest/cmd/mock-anthropic/Dockerfile -t $(MOCK_IMAGE) .build/mock-context
 	rm -rf .build/mock-context
+
+# A one-node Kubernetes cluster on this machine (etcd, API server,
+# controller-manager, scheduler, a private containerd, kubelet), with the
+# agent image imported from Docker; the tests of internal/kubetest (and any
+# using kubetest.Cluster) run on it. Its kubeconfig path is the script's last
+# line of output. The binaries are built once per version in
+# $(AGCLUSTER_CACHE)/kubernetes-v<version>.
+kube: image
+	scripts/kube-up.sh
+
+kube-down:
+	scripts/kube-down.sh
 
 # Everything: unit tests, the real claude binary against the mock, and the
 # agent in its hardened container.
