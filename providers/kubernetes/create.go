@@ -143,7 +143,15 @@ func (p *Provider) start(ctx context.Context, pod *corev1.Pod, token string) (*c
 	if err != nil {
 		return nil, "", err
 	}
+	if p.opts.Reach == ReachPortForward {
+		if err := p.dialForward(pod.UID); err != nil {
+			return nil, "", err
+		}
+	}
 	if err := providers.WaitReady(readyCtx, &agentclient.Client{BaseURL: url, Token: token}); err != nil {
+		if ferr := p.forwardError(pod.UID); ferr != nil {
+			return nil, "", fmt.Errorf("the pod is Ready but its agent at %s is not after %s: %w (%w)", url, timeout, err, ferr)
+		}
 		return nil, "", fmt.Errorf("the pod is Ready but its agent at %s is not after %s: %w", url, timeout, err)
 	}
 	return pod, url, nil

@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
+
+	"github.com/agcluster/caddy-agcluster/providers"
 )
 
 // forwardIdle is how long a forward's connection to the pod (through the
@@ -124,9 +126,10 @@ type forward struct {
 	logger *zap.Logger
 	users  map[*Provider]struct{} // guarded by forwards.mu
 
-	mu     sync.Mutex
-	conn   streamhttp.Connection // nil until first use, and after a drop
-	nextID int
+	mu      sync.Mutex
+	conn    streamhttp.Connection // nil until first use, and after a drop
+	dialErr error                 // why the last dial failed (nil after a success)
+	nextID  int
 	done   chan struct{}
 	once   sync.Once
 }
@@ -211,17 +214,57 @@ func (f *forward) connection() (streamhttp.Connection, error) {
 	default:
 	}
 	conn, proto, err := f.dialer.Dial(portforward.PortForwardProtocolV1Name)
-	if err != nil {
-		return nil, fmt.Errorf("dial the pod's port forward: %w", err)
-	}
-	if proto != portforward.PortForwardProtocolV1Name {
+	if err == nil && proto != portforward.PortForwardProtocolV1Name {
 		_ = conn.Close()
-		return nil, fmt.Errorf("dial the pod's port forward: the server chose protocol %q", proto)
+		err = fmt.Errorf("the server chose protocol %q", proto)
+	}
+	if err != nil {
+		f.dialErr = fmt.Errorf("dial the pod's port forward: %w", err)
+		return nil, f.dialErr
 	}
 	conn.SetIdleTimeout(forwardIdle)
-	f.conn = conn
+	f.conn, f.dialErr = conn, nil
 	f.logger.Debug("port forward connected")
 	return conn, nil
+}
+
+// lastDialError is why the forward's last dial failed (nil after a
+// success).
+func (f *forward) lastDialError() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dialErr
+}
+
+// forwardOf returns the forward to the pod with this UID, or nil.
+func (p *Provider) forwardOf(uid types.UID) *forward {
+	forwards.mu.Lock()
+	defer forwards.mu.Unlock()
+	return forwards.m[p.forwardKey(uid)]
+}
+
+// forwardError is why the forward to the pod with this UID last failed
+// to reach it, if it did.
+func (p *Provider) forwardError(uid types.UID) error {
+	if f := p.forwardOf(uid); f != nil {
+		return f.lastDialError()
+	}
+	return nil
+}
+
+// dialForward connects the forward to the pod with this UID now, so a
+// refusal (a Role without pods/portforward, a proxy that blocks the
+// upgrade) fails a start at once, as provider unavailable, instead of at
+// the ready timeout.
+func (p *Provider) dialForward(uid types.UID) error {
+	f := p.forwardOf(uid)
+	if f == nil {
+		return nil
+	}
+	if _, err := f.connection(); err != nil {
+		return fmt.Errorf("%w (%w)", err, providers.ErrUnavailable)
+	}
+	return nil
 }
 
 // drop forgets conn (closing it) after a failure on it, so the next
