@@ -177,7 +177,9 @@ func TestConfigurationErrors(t *testing.T) {
 		ping   bool // Ping tells too
 		want   string
 	}{
-		{"namespace missing", func(o *k8s.Options) { o.Kubeconfig, o.Namespace = c.adminPath, "agcluster-missing-"+testenv.RandomHex(4) }, true, "does not exist"},
+		{"namespace missing", func(o *k8s.Options) {
+			o.Kubeconfig, o.Namespace = c.adminPath, "agcluster-missing-"+testenv.RandomHex(4)
+		}, true, "does not exist"},
 		{"no role", func(o *k8s.Options) { o.Kubeconfig = c.tokenKubeconfig(t, "nobody") }, true, "forbidden in namespace"},
 		{"no port forward", func(o *k8s.Options) {
 			o.Kubeconfig, o.Reach = c.gatewayIdentity(t, "noforward", "pods/portforward"), k8s.ReachPortForward

@@ -36,8 +36,8 @@ import (
 	"github.com/agcluster/caddy-agcluster/internal/kubetest"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
 	"github.com/agcluster/caddy-agcluster/providers"
-	"github.com/agcluster/caddy-agcluster/providers/providertest"
 	k8s "github.com/agcluster/caddy-agcluster/providers/kubernetes"
+	"github.com/agcluster/caddy-agcluster/providers/providertest"
 )
 
 // cluster is one test's share of the local cluster: a namespace of its

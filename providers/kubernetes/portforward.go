@@ -130,8 +130,8 @@ type forward struct {
 	conn    streamhttp.Connection // nil until first use, and after a drop
 	dialErr error                 // why the last dial failed (nil after a success)
 	nextID  int
-	done   chan struct{}
-	once   sync.Once
+	done    chan struct{}
+	once    sync.Once
 }
 
 // newForward listens on a free loopback port and serves it: connections
