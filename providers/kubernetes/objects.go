@@ -151,7 +151,7 @@ func (p *Provider) podSpec(spec providers.Spec, name string, cfgJSON []byte) cor
 				ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 					Path: readinessPath, Port: intstr.FromInt32(agentPort), Scheme: corev1.URISchemeHTTP,
 				}},
-				PeriodSeconds:    2,
+				PeriodSeconds:    1,
 				TimeoutSeconds:   6,
 				SuccessThreshold: 1,
 				FailureThreshold: 3,
