@@ -178,11 +178,11 @@ func TestConfigurationErrors(t *testing.T) {
 		want   string
 	}{
 		{"namespace missing", func(o *k8s.Options) {
-			o.Kubeconfig, o.Namespace = c.adminPath, "agcluster-missing-"+testenv.RandomHex(4)
+			o.Kubeconfig, o.Namespace = c.env.AdminPath, "agcluster-missing-"+testenv.RandomHex(4)
 		}, true, "does not exist"},
-		{"no role", func(o *k8s.Options) { o.Kubeconfig = c.tokenKubeconfig(t, "nobody") }, true, "forbidden in namespace"},
+		{"no role", func(o *k8s.Options) { o.Kubeconfig = c.env.TokenKubeconfig(t, "nobody") }, true, "forbidden in namespace"},
 		{"no port forward", func(o *k8s.Options) {
-			o.Kubeconfig, o.Reach = c.gatewayIdentity(t, "noforward", "pods/portforward"), k8s.ReachPortForward
+			o.Kubeconfig, o.Reach = c.env.GatewayKubeconfig(t, "noforward", "pods/portforward"), k8s.ReachPortForward
 		}, false, `cannot create resource "pods/portforward"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,10 +1,6 @@
 package kubernetes_test
 
 import (
-	"bufio"
-	"errors"
-	"io"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -17,30 +13,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes/scheme"
 
+	"github.com/agcluster/caddy-agcluster/internal/kubetest"
 	_ "github.com/agcluster/caddy-agcluster/module"
 )
 
 // manifests decodes every object of a YAML file of deploy/.
 func manifests(t *testing.T, name string) []runtime.Object {
-	t.Helper()
-	f, err := os.Open(filepath.Join("deploy", name))
-	require.NoError(t, err)
-	defer f.Close()
-	r := yaml.NewYAMLReader(bufio.NewReader(f))
-	var objs []runtime.Object
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return objs
-		}
-		require.NoError(t, err)
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		require.NoError(t, err, "%s: %s", name, doc)
-		objs = append(objs, obj)
-	}
+	return kubetest.Manifests(t, filepath.Join("deploy", name))
 }
 
 // TestDeployRBAC: the Role grants the provider's resources, each with
