@@ -96,16 +96,18 @@ func (t *RetryTransport) retry(resp *http.Response, serverErrors *int) bool {
 	return false
 }
 
-// replayable returns how to make req's body again: its GetBody, or (when
-// it has a body but no GetBody) a copy of the body read into memory. Nil
-// when req has no body.
+// replayable returns how to make req's body for every attempt: its
+// GetBody (then its Body is not read: it may be http.NoBody), or a copy
+// of the body read into memory. Nil when req has no body.
 func replayable(req *http.Request) (func() (io.ReadCloser, error), error) {
+	if req.GetBody != nil {
+		if req.Body != nil {
+			_ = req.Body.Close() // the first attempt asks GetBody too
+		}
+		return req.GetBody, nil
+	}
 	if req.Body == nil || req.Body == http.NoBody {
 		return nil, nil
-	}
-	if req.GetBody != nil {
-		_ = req.Body.Close() // the first attempt asks GetBody too
-		return req.GetBody, nil
 	}
 	defer req.Body.Close()
 	b, err := io.ReadAll(req.Body)

@@ -396,7 +396,9 @@ func (e *Emulator) get(c *call) {
 		// The SDK resumes a session it found stopping (422) at once: the
 		// resume waits for the stop.
 		ctx, cancel := context.WithTimeout(c.r.Context(), 2*time.Minute)
-		err := e.waitSession(ctx, prev, func(st string) bool { return !running(st) && st != sandboxapi.StatusStopping && st != sandboxapi.StatusSnapshotting })
+		err := e.waitSession(ctx, prev, func(st string) bool {
+			return !running(st) && st != sandboxapi.StatusStopping && st != sandboxapi.StatusSnapshotting
+		})
 		cancel()
 		if err != nil {
 			writeError(c.w, http.StatusUnprocessableEntity, sandboxapi.CodeSandboxStopping, "The sandbox is stopping")
