@@ -345,7 +345,6 @@ func orDefault[T comparable](v, def T) T {
 	return v
 }
 
-
 // Interface guards.
 var (
 	_ providers.Provider = (*Provider)(nil)
