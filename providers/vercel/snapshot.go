@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path"
 	"slices"
@@ -189,30 +190,51 @@ func (p *Provider) findSnapshot(ctx context.Context, name string) (string, error
 }
 
 // prepareSnapshot makes the snapshot in a sandbox named name: upload,
-// install, snapshot. When another gateway is preparing the same one (the
-// name is taken), it waits for that snapshot instead.
+// install, snapshot. When the name is taken by a sandbox that still runs,
+// another gateway is preparing the same snapshot: it waits for that one.
+// One that stopped (its snapshot since deleted or expired, or its
+// gateway gone) is deleted and the name used again.
 func (p *Provider) prepareSnapshot(ctx context.Context, name, fp string) (string, error) {
 	off := false
-	step := time.Now()
-	sb, err := p.api.CreateSandbox(ctx, sandboxapi.CreateSandboxRequest{
+	req := sandboxapi.CreateSandboxRequest{
 		ProjectID: p.opts.ProjectID, Name: name, Persistent: &off, Ports: []int{},
 		Timeout: prepareTimeout.Milliseconds(), Resources: &sandboxapi.Resources{VCPUs: p.opts.VCPUs},
 		Tags: map[string]string{TagSnapshot: fp[:20]},
-	})
-	if sandboxapi.StatusOf(err) == 409 {
-		return p.awaitSnapshot(ctx, name)
 	}
-	if err != nil {
-		return "", p.apiError("prepare the agent snapshot: create a sandbox", name, err)
+	for attempt := 1; ; attempt++ {
+		step := time.Now()
+		sb, err := p.api.CreateSandbox(ctx, req)
+		if sandboxapi.StatusOf(err) == http.StatusConflict {
+			if attempt == 1 && p.stalePrep(ctx, name) {
+				continue
+			}
+			return p.awaitSnapshot(ctx, name)
+		}
+		if err != nil {
+			return "", p.apiError("prepare the agent snapshot: create a sandbox", name, err)
+		}
+		p.logger.Info("preparing the vercel agent snapshot: sandbox created", zap.String("sandbox", name),
+			zap.Duration("duration", time.Since(step)))
+		id, err := p.install(ctx, sb.Session.ID, name)
+		if err != nil {
+			p.dropPrepSandbox(ctx, name)
+			return "", err
+		}
+		return id, nil
 	}
-	p.logger.Info("preparing the vercel agent snapshot: sandbox created", zap.String("sandbox", name),
-		zap.Duration("duration", time.Since(step)))
-	id, err := p.install(ctx, sb.Session.ID, name)
-	if err != nil {
-		p.dropPrepSandbox(ctx, name)
-		return "", err
+}
+
+// stalePrep deletes the preparation sandbox named name when it no longer
+// runs, and reports whether it did.
+func (p *Provider) stalePrep(ctx context.Context, name string) bool {
+	sb, err := p.api.GetSandbox(ctx, p.opts.ProjectID, name, false)
+	if err != nil || running(sb.Sandbox.Status) || sb.Sandbox.Status == sandboxapi.StatusSnapshotting || sb.Sandbox.Status == sandboxapi.StatusStopping {
+		return false
 	}
-	return id, nil
+	p.logger.Info("removing a stopped agent snapshot sandbox without a usable snapshot", zap.String("sandbox", name),
+		zap.String("status", sb.Sandbox.Status))
+	p.dropPrepSandbox(ctx, name)
+	return true
 }
 
 // install uploads and installs the binaries in session sid and snapshots
