@@ -9,4 +9,6 @@ import (
 	_ "github.com/agcluster/caddy-agcluster/providers/docker"
 	// The Fly Machines provider: agcluster.providers.fly.
 	_ "github.com/agcluster/caddy-agcluster/providers/fly"
+	// The Vercel Sandbox provider: agcluster.providers.vercel.
+	_ "github.com/agcluster/caddy-agcluster/providers/vercel"
 )
