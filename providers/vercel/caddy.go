@@ -78,7 +78,7 @@ func (m *Module) NewProvider(name string, logger *zap.Logger) (providers.Provide
 //	    snapshot <id>            # a prepared snapshot with the agent installed; or, to prepare one:
 //	    agent_binary <path>      # the agcluster-agent binary (linux/amd64) to install
 //	    claude_binary <path>     # the claude binary to install (or claude_version <v>: npm install inside the sandbox)
-//	    vcpus <n>                # 1 to 8, 2 GB of memory each (default 2)
+//	    vcpus <n>                # 1 to 8, 2 GB of memory each (default 1)
 //	    timeout <duration>       # how long a sandbox may live before Vercel stops it (default 15m; extended while in use)
 //	    env <NAME> <value>       # passed to every agent (never an API key); repeatable
 //	    agent_secret <secret>    # what agent tokens are derived from (default: from the token and project)

@@ -87,8 +87,9 @@ var identityKeys = providers.IdentityKeys{
 
 // Defaults applied to zero-valued [Options] fields.
 const (
-	// DefaultVCPUs is a sandbox's vCPUs (2 GB of memory each).
-	DefaultVCPUs = 2
+	// DefaultVCPUs is a sandbox's vCPUs (2 GB of memory each): enough for
+	// the agent and the CLI; Vercel's own default is 2.
+	DefaultVCPUs = 1
 	// DefaultTimeout is how long a sandbox lives before Vercel stops it,
 	// unless the provider extends it (it does while the sandbox is in use).
 	DefaultTimeout = 15 * time.Minute
@@ -154,7 +155,7 @@ type Options struct {
 	// sandbox's network).
 	ClaudeVersion string `json:"claude_version,omitempty"`
 	// VCPUs is a sandbox's vCPUs, 1 to 8, with 2 GB of memory each.
-	// Default 2.
+	// Default 1.
 	VCPUs int `json:"vcpus,omitempty"`
 	// Timeout is how long a sandbox lives before Vercel stops it (the
 	// plan caps it: 45 minutes on Hobby); the provider extends sandboxes
