@@ -48,11 +48,11 @@ type preparer struct {
 
 	mu      sync.Mutex
 	id      string     // the snapshot, once known
-	running *prepation // the preparation under way
+	running *preparation // the preparation under way
 }
 
-// prepation is one preparation under way.
-type prepation struct {
+// preparation is one preparation under way.
+type preparation struct {
 	done chan struct{}
 	id   string
 	err  error
@@ -73,7 +73,7 @@ func (pr *preparer) snapshotID(ctx context.Context) (string, error) {
 	}
 	run := pr.running
 	if run == nil {
-		run = &prepation{done: make(chan struct{})}
+		run = &preparation{done: make(chan struct{})}
 		pr.running = run
 		go pr.prepare(run)
 	}
@@ -87,7 +87,7 @@ func (pr *preparer) snapshotID(ctx context.Context) (string, error) {
 }
 
 // prepare runs one preparation and records its outcome.
-func (pr *preparer) prepare(run *prepation) {
+func (pr *preparer) prepare(run *preparation) {
 	ctx, cancel := context.WithTimeout(context.Background(), prepareTimeout)
 	defer cancel()
 	run.id, run.err = pr.p.findOrPrepare(ctx)
