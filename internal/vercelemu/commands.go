@@ -167,11 +167,9 @@ func (e *Emulator) startCommand(ctx context.Context, s *session, r sandboxapi.Co
 		return nil, err
 	}
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	e.commands[c.id] = c
-	e.mu.Unlock()
-	e.pending.Add(1)
-	go func() {
-		defer e.pending.Done()
+	e.spawn(func() {
 		defer hj.Close()
 		_, _ = stdcopy.StdCopy(logWriter{c, "stdout"}, logWriter{c, "stderr"}, hj.Reader)
 		ctx, cancel := e.opContext(time.Minute)
@@ -181,7 +179,7 @@ func (e *Emulator) startCommand(ctx context.Context, s *session, r sandboxapi.Co
 			code = 137 // the container went away with it
 		}
 		c.finish(code)
-	}()
+	})
 	return c, nil
 }
 

@@ -226,21 +226,21 @@ func (e *Emulator) ProxyURL() string { return e.proxyURL }
 func (e *Emulator) Close() error {
 	var err error
 	e.closeOnce.Do(func() {
-		close(e.closed)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		for _, s := range []*http.Server{e.api, e.proxy} {
-			if s != nil {
-				_ = s.Close()
-			}
-		}
 		e.mu.Lock()
+		close(e.closed) // under e.mu: no spawn starts after this
 		for _, s := range e.sessions {
 			if s.timer != nil {
 				s.timer.Stop()
 			}
 		}
 		e.mu.Unlock()
+		for _, s := range []*http.Server{e.api, e.proxy} {
+			if s != nil {
+				_ = s.Close()
+			}
+		}
 		e.pending.Wait()
 		if e.stopEvents != nil {
 			e.stopEvents()
@@ -445,6 +445,21 @@ func orDefault[T comparable](v, def T) T {
 		return def
 	}
 	return v
+}
+
+// spawn runs fn in a goroutine that Close waits for, unless the emulator
+// is closing (then fn does not run). Callers hold e.mu.
+func (e *Emulator) spawn(fn func()) {
+	select {
+	case <-e.closed:
+		return
+	default:
+	}
+	e.pending.Add(1)
+	go func() {
+		defer e.pending.Done()
+		fn()
+	}()
 }
 
 // now is the current time in Unix milliseconds, as the API reports times.

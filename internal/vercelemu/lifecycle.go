@@ -25,17 +25,15 @@ func (e *Emulator) opContext(d time.Duration) (context.Context, context.CancelFu
 }
 
 // async runs op after the API call that started it returned, one op per
-// sandbox at a time, on a context Close ends.
+// sandbox at a time, on a context Close ends. Callers hold e.mu.
 func (e *Emulator) async(sb *sandbox, op func(ctx context.Context)) {
-	e.pending.Add(1)
-	go func() {
-		defer e.pending.Done()
+	e.spawn(func() {
 		sb.ops.Lock()
 		defer sb.ops.Unlock()
 		ctx, cancel := e.opContext(2 * time.Minute)
 		defer cancel()
 		op(ctx)
-	}()
+	})
 }
 
 // boot runs s, sb's pending session: its container starts and the session
