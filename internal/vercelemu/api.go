@@ -740,10 +740,14 @@ func (e *Emulator) streamCommand(c *call, cmd *command, logs bool) {
 		}
 		return nil
 	})
-	if err != nil {
-		if c.r.Context().Err() == nil {
-			nd.line(map[string]any{"stream": "error", "data": sandboxapi.ErrorDetail{Code: sandboxapi.CodeSandboxStopped, Message: "The sandbox stopped"}})
-		}
+	if c.r.Context().Err() != nil {
+		return
+	}
+	e.mu.Lock()
+	st := c.s.status
+	e.mu.Unlock()
+	if err != nil || st != sandboxapi.StatusRunning { // the command ended with its session
+		nd.line(map[string]any{"stream": "error", "data": sandboxapi.ErrorDetail{Code: sandboxapi.CodeSandboxStopped, Message: "The sandbox stopped"}})
 		return
 	}
 	nd.line(sandboxapi.CommandResponse{Command: cmd.view()})

@@ -372,6 +372,24 @@ func TestTimeouts(t *testing.T) {
 		assert.Equal(t, http.StatusBadRequest, sandboxapi.StatusOf(err), "a create beyond the maximum")
 	})
 
+	t.Run("a waited command ends with an error line when the session stops", func(t *testing.T) {
+		sb := e.create(t, sandboxapi.CreateSandboxRequest{Timeout: time.Minute.Milliseconds()})
+		done := make(chan error, 1)
+		go func() {
+			_, err := e.api.RunCommandWait(ctx, sb.Session.ID, sandboxapi.CommandRequest{Command: "sh", Args: []string{"-c", "touch /tmp/started; sleep 60"}})
+			done <- err
+		}()
+		testenv.Eventually(t, 30*time.Second, func() bool {
+			res, err := e.api.RunCommandWait(ctx, sb.Session.ID, sandboxapi.CommandRequest{Command: "test", Args: []string{"-f", "/tmp/started"}})
+			return err == nil && *res.Command.ExitCode == 0
+		}, "the command never started")
+		require.NoError(t, e.emu.Expire(ctx, sb.Sandbox.Name))
+		err := <-done
+		var se *sandboxapi.StreamError
+		require.ErrorAs(t, err, &se)
+		assert.Equal(t, sandboxapi.CodeSandboxStopped, se.Code)
+	})
+
 	t.Run("Expire stops it now, as its timeout would", func(t *testing.T) {
 		sb := e.create(t, sandboxapi.CreateSandboxRequest{Timeout: time.Minute.Milliseconds()})
 		require.NoError(t, e.emu.Expire(ctx, sb.Sandbox.Name))
