@@ -47,7 +47,7 @@ type preparer struct {
 	p *Provider
 
 	mu      sync.Mutex
-	id      string     // the snapshot, once known
+	id      string       // the snapshot, once known
 	running *preparation // the preparation under way
 }
 
