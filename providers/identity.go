@@ -44,10 +44,12 @@ func (id Identity) Apply(inst *Instance) {
 }
 
 // IdentityKeys names the keys a backend records an [Identity] under (its
-// label, metadata or annotation names). One value per backend serves both
-// directions, so what is written is what is read back.
+// label, metadata, annotation or tag names). One value per backend serves
+// both directions, so what is written is what is read back.
 type IdentityKeys struct {
-	// Managed marks objects made by agcluster (value "true").
+	// Managed marks objects made by agcluster (value "true"). Empty: no
+	// mark is written, and the Provider key alone marks an agcluster
+	// object (for a backend with few keys, such as Vercel's five tags).
 	Managed string
 	// Provider holds Identity.Provider.
 	Provider string
@@ -61,21 +63,30 @@ type IdentityKeys struct {
 	Config string
 	// Pool holds Identity.Pool (absent when empty).
 	Pool string
+	// OmitEmpty leaves out every empty value, not only the pool's (an
+	// absent key reads back as empty).
+	OmitEmpty bool
 }
 
 // Tags returns id as key-value pairs under k's names, with the managed
-// mark. An empty pool is left out.
+// mark (when k has one). An empty pool is left out, and so is every empty
+// value with OmitEmpty.
 func (k IdentityKeys) Tags(id Identity) map[string]string {
 	tags := map[string]string{
-		k.Managed:      "true",
 		k.Provider:     id.Provider,
 		k.Session:      id.SessionID,
 		k.Owner:        id.Owner,
 		k.Conversation: id.Conversation,
 		k.Config:       id.ConfigID,
+		k.Pool:         id.Pool,
 	}
-	if id.Pool != "" {
-		tags[k.Pool] = id.Pool
+	for key, v := range tags {
+		if v == "" && (k.OmitEmpty || key == k.Pool) {
+			delete(tags, key)
+		}
+	}
+	if k.Managed != "" {
+		tags[k.Managed] = "true"
 	}
 	return tags
 }
@@ -95,7 +106,7 @@ func (k IdentityKeys) Identity(tags map[string]string) Identity {
 // Owns reports whether tags mark an object made by agcluster through the
 // provider named provider.
 func (k IdentityKeys) Owns(tags map[string]string, provider string) bool {
-	return tags[k.Managed] == "true" && tags[k.Provider] == provider
+	return (k.Managed == "" || tags[k.Managed] == "true") && provider != "" && tags[k.Provider] == provider
 }
 
 // Binding returns the tags that bind an agent to inst's session (session,

@@ -42,6 +42,36 @@ func TestIdentityKeysRoundTrip(t *testing.T) {
 	}
 }
 
+// TestIdentityKeysCompact: without a managed key and with OmitEmpty, a
+// session agent fits five keys and a warm-pool agent three; what is left
+// out reads back as empty.
+func TestIdentityKeysCompact(t *testing.T) {
+	keys := testKeys
+	keys.Managed, keys.OmitEmpty = "", true
+	for _, tt := range []struct {
+		name string
+		spec Spec
+		tags map[string]string
+	}{
+		{"session agent", Spec{SessionID: "s1", Owner: "h1", Conversation: "conv 1", ConfigID: "code"},
+			map[string]string{"p": "vercel", "s": "s1", "o": "h1", "c": "conv 1", "cfg": "code"}},
+		{"session agent without a conversation", Spec{SessionID: "s1", Owner: "h1", ConfigID: "code"},
+			map[string]string{"p": "vercel", "s": "s1", "o": "h1", "cfg": "code"}},
+		{"warm pool agent", Spec{ConfigID: "code", Pool: "code/default"},
+			map[string]string{"p": "vercel", "cfg": "code", "pool": "code/default"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id := tt.spec.Identity("vercel")
+			tags := keys.Tags(id)
+			assert.Equal(t, tt.tags, tags)
+			assert.Equal(t, id, keys.Identity(tags))
+			assert.True(t, keys.Owns(tags, "vercel"))
+			assert.False(t, keys.Owns(tags, "other"))
+			assert.False(t, keys.Owns(tags, ""), "an empty provider name owns nothing")
+		})
+	}
+}
+
 func TestIdentityKeysRebinds(t *testing.T) {
 	tags := testKeys.Tags(Identity{Provider: "fly", ConfigID: "code", Pool: "code/default"})
 	inst := &Instance{SessionID: "s2", Owner: "h2", Conversation: "c2"}

@@ -120,6 +120,11 @@ func Docker(t testing.TB) *client.Client {
 // AgentImage is the agent image under test ($AGENT_IMAGE or agcluster/agent:latest).
 func AgentImage() string { return envOr("AGENT_IMAGE", "agcluster/agent:latest") }
 
+// BaseImage is the plain Debian image without the agent that `make
+// base-image` builds ($BASE_IMAGE or agcluster/base:bookworm): the Vercel
+// emulator's sandboxes start from it.
+func BaseImage() string { return envOr("BASE_IMAGE", "agcluster/base:bookworm") }
+
 // MockImage is the mock Anthropic API image ($MOCK_IMAGE or agcluster/mock-anthropic:latest).
 func MockImage() string { return envOr("MOCK_IMAGE", "agcluster/mock-anthropic:latest") }
 

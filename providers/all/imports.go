@@ -11,4 +11,6 @@ import (
 	_ "github.com/agcluster/caddy-agcluster/providers/fly"
 	// The Kubernetes provider: agcluster.providers.kubernetes.
 	_ "github.com/agcluster/caddy-agcluster/providers/kubernetes"
+	// The Vercel Sandbox provider: agcluster.providers.vercel.
+	_ "github.com/agcluster/caddy-agcluster/providers/vercel"
 )

@@ -205,7 +205,7 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 	api, err := flaps.NewWithOptions(context.Background(), flaps.NewClientOpts{
 		Tokens:    tokens.Parse(opts.Token),
 		UserAgent: "caddy-agcluster",
-		Transport: &apiTransport{base: base, next: conns, logger: logger},
+		Transport: &apiTransport{base: base, next: &providers.RetryTransport{Next: conns, Logger: logger, API: "machines api"}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fly: machines api client: %w", err)

@@ -1,0 +1,363 @@
+package e2e
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
+	"github.com/agcluster/caddy-agcluster/internal/testenv"
+	"github.com/agcluster/caddy-agcluster/internal/vercelemu"
+)
+
+// The Vercel project, team and token the emulator accepts. Caddy reads the
+// token from its environment, as the README tells operators to.
+const (
+	vercelProject = "prj_e2e"
+	vercelTeam    = "team_e2e"
+	vercelToken   = "vercel-e2e-token-secret"
+)
+
+// vercelEnv is the e2e environment with the Vercel Sandbox emulator
+// beside it: its API and route proxy on loopback, its sandboxes
+// containers of the plain base image (no agent: the provider installs it)
+// on the test network with the mock API.
+type vercelEnv struct {
+	*env
+	emu                       *vercelemu.Emulator
+	agentBinary, claudeBinary string
+}
+
+// setupVercel starts the e2e environment and the emulator; when the test
+// ends (after its gateways have shut down) no agent sandbox may be left,
+// and once the emulator closes, none of its containers and images.
+func setupVercel(t *testing.T) *vercelEnv {
+	t.Helper()
+	e := setup(t)
+	testenv.RequireImage(t, e.docker, testenv.BaseImage())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	emu, err := vercelemu.New(ctx, vercelemu.Options{
+		Token: vercelToken, TeamID: vercelTeam, Projects: []string{vercelProject}, Image: testenv.BaseImage(),
+		Network: e.network, Docker: e.docker, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+	})
+	require.NoError(t, err)
+	v := &vercelEnv{env: e, emu: emu, agentBinary: testenv.GoBinary(t, "./agent/cmd/agcluster-agent"), claudeBinary: testenv.ClaudeBin(t)}
+	t.Cleanup(func() {
+		assert.Empty(t, v.agents(), "agent sandboxes left after the gateways shut down")
+		assert.NoError(t, emu.Close())
+		f := filters.NewArgs(filters.Arg("label", vercelemu.LabelEmulator+"="+emu.ID()))
+		left, err := e.docker.ContainerList(context.Background(), container.ListOptions{All: true, Filters: f})
+		assert.NoError(t, err)
+		assert.Empty(t, left, "the emulator's containers outlived it")
+		imgs, err := e.docker.ImageList(context.Background(), image.ListOptions{Filters: f})
+		assert.NoError(t, err)
+		assert.Empty(t, imgs, "the emulator's snapshot images outlived it")
+	})
+	return v
+}
+
+// agents are the agent sandboxes by name with their status: every
+// sandbox but the one the agent snapshot was prepared in.
+func (v *vercelEnv) agents() map[string]string {
+	out := v.emu.Sandboxes()
+	for name := range out {
+		if strings.HasPrefix(name, "agcluster-snapshot-") {
+			delete(out, name)
+		}
+	}
+	return out
+}
+
+// vercelOptions vary the vercel provider block.
+type vercelOptions struct {
+	token        string // the token Caddy is given ("" = the emulator's)
+	project      string // the project ("" = the emulator's)
+	timeout      string // the sandboxes' timeout ("" = 10m)
+	pollInterval string // how often statuses are listed ("" = 500ms)
+}
+
+// gateway starts Caddy with the issue's vercel provider block: the
+// emulator's API, the binaries to prepare the snapshot from, agents
+// reached at their routes (plain HTTP: tests only).
+func (v *vercelEnv) gateway(t *testing.T, vo vercelOptions, o gatewayOptions) *gateway {
+	t.Helper()
+	o.provider = fmt.Sprintf(`provider vercel {
+			token {env.VERCEL_TOKEN}
+			project_id %s
+			team_id %s
+			api_url %s
+			agent_binary %s
+			claude_binary %s
+			vcpus 1
+			timeout %s
+			env ANTHROPIC_BASE_URL http://%s:8080
+			poll_interval %s
+		}`, cmp.Or(vo.project, vercelProject), vercelTeam, v.emu.APIURL(), v.agentBinary, v.claudeBinary,
+		cmp.Or(vo.timeout, "10m"), testenv.MockAlias, cmp.Or(vo.pollInterval, "500ms"))
+	o.caddyEnv = append(o.caddyEnv, "VERCEL_TOKEN="+cmp.Or(vo.token, vercelToken))
+	return v.startGatewayWith(t, o)
+}
+
+// sandboxOf is the name of the sandbox serving c's session.
+func (v *vercelEnv) sandboxOf(c *conversation, g *gateway) string {
+	c.t.Helper()
+	id := c.session(g).AgentID
+	require.NotEmpty(c.t, id)
+	return id
+}
+
+// waitNoAgents waits until every agent sandbox is deleted.
+func (v *vercelEnv) waitNoAgents(t *testing.T) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, func() bool { return len(v.agents()) == 0 }, "agent sandboxes left: %v", v.agents())
+}
+
+// TestVercel runs conversations through Caddy on Vercel Sandboxes (the
+// emulator): the first prepares the agent snapshot; answers streamed and
+// whole, a Bash turn in the sandbox, a client function's round trip, a
+// follow-up in the same sandbox, another key in another sandbox, 429s
+// waited out; no API key ever reaches the Sandbox API, and nothing is
+// left once Caddy stops.
+func TestVercel(t *testing.T) {
+	v := setupVercel(t)
+	g := v.gateway(t, vercelOptions{}, gatewayOptions{})
+	alice := &conversation{t: t, key: "sk-ant-test-vercel-alice", id: "c-vercel"}
+	keys := []string{alice.key}
+
+	t.Run("answers streamed and whole", func(t *testing.T) {
+		for _, stream := range []bool{true, false} {
+			text := fmt.Sprintf("Answered on Vercel (stream %v).", stream)
+			v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: text, ChunkChars: 4}})
+			got, sum := completeChat(t, g.client(alice.key), user("Hello, Vercel."), stream, conv(fmt.Sprintf("c-vercel-%v", stream)))
+			assert.Equal(t, text, sum.Content)
+			assert.Equal(t, "stop", sum.FinishReason)
+			assert.Positive(t, got.Usage.CompletionTokens)
+		}
+		assert.Len(t, v.agents(), 2, "one sandbox per conversation")
+		assert.Equal(t, 1, v.emu.Calls()[vercelemu.RouteSnapshot], "the agent snapshot was prepared once")
+		assert.Contains(t, g.logs.String(), "preparing the vercel agent snapshot", "the preparation is in Caddy's log")
+	})
+
+	t.Run("a Bash turn runs in the sandbox", func(t *testing.T) {
+		v.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+			Match: anthropictest.Match{LastUserTextContains: "count to three"},
+			Response: anthropictest.Response{Blocks: []anthropictest.Block{
+				anthropictest.ToolUse("Bash", map[string]string{"command": "seq 1 3 | tr '\\n' ' '; echo in-$(pwd)", "description": "count"}),
+			}},
+		}, {
+			Match:    anthropictest.Match{HasToolResult: ptr(true)},
+			Response: anthropictest.Response{Text: "Counted."},
+		}}})
+		content := alice.say(g, "Please count to three.")
+		assert.Contains(t, content, "1 2 3 in-/vercel/sandbox/workspace", "the command's real output, run in the sandbox's workspace")
+		assert.True(t, strings.HasSuffix(strings.TrimSpace(content), "Counted."), content)
+		assert.Equal(t, "running", v.emu.Status(v.sandboxOf(alice, g)))
+	})
+
+	t.Run("a client function's round trip", func(t *testing.T) {
+		v.script(t, weatherScript())
+		rt := goToolRoundTrip(t, g.client(alice.key), true, conv("c-vercel-tools"))
+		assertToolRoundTrip(t, v.env, rt, true)
+	})
+
+	t.Run("a follow-up goes to the same sandbox", func(t *testing.T) {
+		before := len(v.agents())
+		sandbox := v.sandboxOf(alice, g)
+		v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Still here."}})
+		assert.Equal(t, "Still here.", alice.say(g, "Are you there?"))
+		assert.Equal(t, sandbox, v.sandboxOf(alice, g))
+		assert.Len(t, v.agents(), before, "no new sandbox")
+		assert.Contains(t, v.lastCLIRequest(t).AllText(), "Please count to three.", "the CLI's own session carries the earlier turn")
+		assert.Equal(t, int64(2), alice.session(g).Turns, "the Bash turn and this one")
+	})
+
+	t.Run("another key gets another sandbox", func(t *testing.T) {
+		before := len(v.agents())
+		bob := &conversation{t: t, key: "sk-ant-test-vercel-bob", id: alice.id}
+		keys = append(keys, bob.key)
+		v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Hello Bob."}})
+		assert.Equal(t, "Hello Bob.", bob.say(g, "Hi, I am Bob."))
+		assert.NotEqual(t, v.sandboxOf(alice, g), v.sandboxOf(bob, g))
+		assert.Len(t, v.agents(), before+1)
+	})
+
+	t.Run("429s are waited out", func(t *testing.T) {
+		since := time.Now()
+		v.emu.Throttle(3)
+		carol := &conversation{t: t, key: "sk-ant-test-vercel-carol", id: "c-vercel-429"}
+		keys = append(keys, carol.key)
+		v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Hi Carol."}})
+		assert.Equal(t, "Hi Carol.", carol.say(g, "Hi."))
+		limited := 0
+		for _, r := range v.emu.Requests() {
+			if r.Time.After(since) && r.Status == http.StatusTooManyRequests {
+				limited++
+			}
+		}
+		assert.Equal(t, 3, limited, "the Sandbox API answered 429 three times")
+	})
+
+	t.Run("no API key reached the Sandbox API", func(t *testing.T) {
+		reqs := v.emu.Requests()
+		require.NotEmpty(t, reqs)
+		for _, r := range reqs {
+			seen := fmt.Sprintf("%s %s %v %s", r.Method, r.URI, r.Header, r.Body)
+			for _, key := range keys {
+				assert.NotContains(t, seen, key, "%s carried a user's key", r.Route)
+			}
+			assert.NotContains(t, seen, "sk-ant-", "%s carried something like a key", r.Route)
+		}
+	})
+
+	g.stop(t)
+	assert.Empty(t, v.agents(), "Caddy's shutdown deletes its sandboxes")
+}
+
+// TestVercelSleepWakeAndRestart: an idle conversation's sandbox is stopped
+// and stays so across a Caddy restart; the next message resumes the same
+// sandbox with its files and context. A second restart with the sandbox
+// running continues the conversation in it. Every gateway reuses the one
+// agent snapshot.
+func TestVercelSleepWakeAndRestart(t *testing.T) {
+	v := setupVercel(t)
+	v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
+	c := &conversation{t: t, key: "sk-ant-test-vercel-sleep", id: "c-vercel-sleep"}
+
+	first := v.gateway(t, vercelOptions{}, gatewayOptions{keep: true, idle: "2s", extraApp: "retention 0"})
+	c.say(first, "The secret fruit is a quince.")
+	put := api{t, first, c.key}.do(http.MethodPut, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", strings.NewReader("quince notes\n"), "text/plain")
+	require.Equal(t, http.StatusCreated, put.status, string(put.body))
+	sandbox := v.sandboxOf(c, first)
+	testenv.Eventually(t, time.Minute, func() bool { return c.session(first).Status == "sleeping" },
+		"the idle conversation did not go to sleep")
+	assert.Equal(t, "stopped", v.emu.Status(sandbox), "its sandbox is stopped")
+
+	first.stop(t)
+	second := v.gateway(t, vercelOptions{}, gatewayOptions{keep: true, extraApp: "retention 0"})
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(second.adminSessions(t)) == 1 },
+		"the restarted gateway did not rediscover the sleeping conversation")
+	assert.Equal(t, "sleeping", c.session(second).Status)
+	assert.Equal(t, "stopped", v.emu.Status(sandbox), "rediscovery does not wake it")
+
+	v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "The fruit is a quince."}})
+	assert.Equal(t, "The fruit is a quince.", c.say(second, "Which fruit?"), "no note: nothing was lost")
+	last := v.lastCLIRequest(t)
+	assert.Contains(t, last.AllText(), "The secret fruit is a quince.", "the woken agent kept its context")
+	assert.Equal(t, "Which fruit?", last.LastUserText(), "the client's history was not re-sent as a seed")
+	assert.Equal(t, sandbox, v.sandboxOf(c, second), "the same sandbox woke")
+	assert.Equal(t, "running", v.emu.Status(sandbox))
+	get := api{t, second, c.key}.do(http.MethodGet, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", nil, "")
+	require.Equal(t, http.StatusOK, get.status)
+	assert.Equal(t, "quince notes\n", string(get.body), "the workspace survived")
+
+	// Caddy restarts while the sandbox runs: the conversation goes on there.
+	second.stop(t)
+	assert.Equal(t, "running", v.emu.Status(sandbox), "shutdown keep leaves the sandbox running")
+	third := v.gateway(t, vercelOptions{}, gatewayOptions{})
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(third.adminSessions(t)) == 1 },
+		"the restarted gateway did not rediscover the running conversation")
+	v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Yes, a quince."}})
+	assert.Equal(t, "Yes, a quince.", c.say(third, "Still a quince?"))
+	assert.Contains(t, v.lastCLIRequest(t).AllText(), "Which fruit?")
+	assert.Equal(t, sandbox, v.sandboxOf(c, third))
+	assert.Len(t, v.agents(), 1)
+	assert.Equal(t, int64(3), c.session(third).Turns)
+	assert.Equal(t, 1, v.emu.Calls()[vercelemu.RouteSnapshot], "three gateways, one agent snapshot")
+	assert.Equal(t, 1, v.emu.Calls()[vercelemu.RouteWrite], "the binaries were uploaded once")
+
+	third.stop(t)
+	v.waitNoAgents(t)
+}
+
+// TestVercelTimeLimit: a sandbox that Vercel stops by its time limit in
+// the middle of a conversation is a conversation that went to sleep, not
+// one that died: the next message resumes the same sandbox, with its
+// files and context. Both ways the gateway can learn of the stop are
+// covered: the provider's poll (the session is marked asleep first) and
+// the next turn finding the sandbox's route answering 410 before any poll.
+func TestVercelTimeLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name, poll string
+		noticed    bool // the poll reports the stop before the next message
+	}{
+		{"noticed by the poll", "500ms", true},
+		{"found by the next turn", "1h", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := setupVercel(t)
+			g := v.gateway(t, vercelOptions{pollInterval: tc.poll}, gatewayOptions{})
+			v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
+			c := &conversation{t: t, key: "sk-ant-test-vercel-limit", id: "c-vercel-limit"}
+			c.say(g, "The secret number is 4711.")
+			put := api{t, g, c.key}.do(http.MethodPut, "/api/agents/sessions/"+c.sessionID+"/files/n.txt", strings.NewReader("4711\n"), "text/plain")
+			require.Equal(t, http.StatusCreated, put.status, string(put.body))
+			sandbox := v.sandboxOf(c, g)
+
+			require.NoError(t, v.emu.Expire(ctxFor(t, time.Minute), sandbox))
+			if tc.noticed {
+				testenv.Eventually(t, 30*time.Second, func() bool { return c.session(g).Status == "sleeping" },
+					"the expired sandbox's conversation was not marked asleep")
+				assert.Contains(t, g.logs.String(), `"reason":"expired"`, "the stop is reported as an expiry")
+			}
+
+			v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "It is 4711."}})
+			assert.Equal(t, "It is 4711.", c.say(g, "Which number?"), "no note: nothing was lost")
+			last := v.lastCLIRequest(t)
+			assert.Contains(t, last.AllText(), "The secret number is 4711.", "the resumed agent kept its context")
+			assert.Equal(t, "Which number?", last.LastUserText())
+			assert.Equal(t, sandbox, v.sandboxOf(c, g), "the same sandbox resumed")
+			assert.Equal(t, "running", v.emu.Status(sandbox))
+			assert.Len(t, v.agents(), 1)
+			get := api{t, g, c.key}.do(http.MethodGet, "/api/agents/sessions/"+c.sessionID+"/files/n.txt", nil, "")
+			require.Equal(t, http.StatusOK, get.status)
+			assert.Equal(t, "4711\n", string(get.body), "the workspace survived")
+			assert.NotContains(t, g.logs.String(), "starting over in a new agent", "the conversation was not started over")
+			if !tc.noticed {
+				assert.Contains(t, g.logs.String(), "session agent unreachable; waking it", "the turn found the route answering for a stopped sandbox")
+			}
+		})
+	}
+}
+
+// TestVercelAPIErrors: what Vercel refuses (the token, the project) is a
+// clear 503 for the client, with no detail; the detail is in Caddy's log.
+func TestVercelAPIErrors(t *testing.T) {
+	v := setupVercel(t)
+	for _, tt := range []struct {
+		name    string
+		vo      vercelOptions
+		message string
+		logged  string
+	}{
+		{"a token Vercel refuses", vercelOptions{token: "wrong-vercel-token-secret"},
+			"platform that runs the agents is unreachable or refused the gateway", "refused the token"},
+		{"a project that does not exist", vercelOptions{project: "prj_missing"},
+			"platform that runs the agents is unreachable or refused the gateway", `Vercel project \"prj_missing\" not found`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := v.gateway(t, tt.vo, gatewayOptions{})
+			_, err := streamed(t, g.client("sk-ant-test-vercel-errors"), user("Hello?"), conv("c-vercel-errors"))
+			apiErr := apiError(t, err)
+			assert.Equal(t, http.StatusServiceUnavailable, apiErr.StatusCode)
+			assert.Contains(t, apiErr.Message, tt.message)
+			assert.NotContains(t, strings.ToLower(apiErr.Message), "vercel")
+			testenv.Eventually(t, 10*time.Second, func() bool { return strings.Contains(g.logs.String(), tt.logged) },
+				"the detail %q is not in Caddy's log", tt.logged)
+			assert.NotContains(t, g.logs.String(), "wrong-vercel-token-secret", "the token is never logged")
+			assert.Empty(t, v.emu.Sandboxes())
+		})
+	}
+}

@@ -1,0 +1,466 @@
+package vercelemu
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+	"go.uber.org/zap"
+)
+
+// LabelEmulator is the Docker label on everything an emulator creates
+// (containers and snapshot images); its value is the emulator's
+// [Emulator.ID].
+const LabelEmulator = "agcluster.vercelemu"
+
+// LabelSandbox is the label naming a container's sandbox.
+const LabelSandbox = "agcluster.vercelemu.sandbox"
+
+// Facts of Vercel's sandboxes the emulator reproduces.
+const (
+	// DefaultUser is the user commands and the file API run as (root
+	// with sudo).
+	DefaultUser = "vercel-sandbox"
+	// DefaultCwd is a session's working directory.
+	DefaultCwd = "/vercel/sandbox"
+	// Region is the only region reported.
+	Region = "iad1"
+	// DefaultTimeout is a session's timeout when the create names none.
+	DefaultTimeout = 5 * time.Minute
+	// DefaultMaxTimeout is the longest a session may run (Vercel's Pro
+	// plan; Hobby allows 45 minutes).
+	DefaultMaxTimeout = 5 * time.Hour
+	// DefaultVCPUs is a sandbox's vCPUs when the create names none.
+	DefaultVCPUs = 2
+	// MaxPorts is how many ports a sandbox may route.
+	MaxPorts = 15
+	// MaxTags is how many tags a sandbox may carry.
+	MaxTags = 5
+)
+
+// Options configure an [Emulator].
+type Options struct {
+	// Token is the access token every API call must carry as
+	// "Authorization: Bearer <token>" (required).
+	Token string
+	// TeamID, when set, is the team the token belongs to: requests must
+	// name it with ?teamId=.
+	TeamID string
+	// Projects are the project ids that exist (at least one); others get
+	// 404 "Project not found".
+	Projects []string
+	// Image is the sandboxes' base image: a plain Linux image (never
+	// pulled: it must be in the local engine). Default
+	// "agcluster/base:bookworm". The emulator adds the default user and
+	// /vercel/sandbox to a fresh container, as Vercel's image has them.
+	Image string
+	// Network is the Docker network sandboxes join (default "bridge"):
+	// put the services they must reach (the Anthropic mock) on it.
+	Network string
+	// Docker is the engine client; nil connects with the environment's
+	// settings.
+	Docker *client.Client
+	// MaxTimeout is the plan's longest session (default 5h): a create or
+	// an extension beyond it is refused.
+	MaxTimeout time.Duration
+	// RateLimits limit creates and resumes; the zero value is Vercel's
+	// Pro plan (200 vCPUs a minute).
+	RateLimits RateLimits
+	// APIAddr and ProxyAddr are the listen addresses of the API and of
+	// the route proxy (default "127.0.0.1:0" each).
+	APIAddr, ProxyAddr string
+	// Logger receives the emulator's own log; nil discards it.
+	Logger *zap.Logger
+}
+
+// Emulator is a running Sandbox API and route proxy. Its methods are
+// safe for concurrent use.
+type Emulator struct {
+	opts   Options
+	id     string
+	cli    *client.Client
+	ownCli bool
+	log    *zap.Logger
+	ncpu   int
+
+	api, proxy       *http.Server
+	apiURL, proxyURL string
+	limiter          *limiter
+	proxyTransport   *http.Transport
+	stopEvents       context.CancelFunc
+	eventsDone       chan struct{}
+	closed           chan struct{}
+	closeOnce        sync.Once
+	pending          sync.WaitGroup // goroutines that outlive a call
+
+	mu        sync.Mutex
+	sandboxes map[string]*sandbox // by project + "/" + name
+	sessions  map[string]*session
+	snapshots map[string]*snapshot
+	commands  map[string]*command
+	changed   chan struct{} // closed and replaced on every session status change
+	requests  []Request
+	calls     map[string]int
+	proxied   map[string]int
+	throttle  int // the next throttle API requests answer 429
+}
+
+// New starts an emulator: the API and the route proxy listen until Close.
+func New(ctx context.Context, opts Options) (*Emulator, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	e := &Emulator{
+		opts:      opts,
+		id:        randomHex(6),
+		cli:       opts.Docker,
+		log:       opts.Logger,
+		limiter:   newLimiter(opts.RateLimits),
+		sandboxes: map[string]*sandbox{},
+		sessions:  map[string]*session{},
+		snapshots: map[string]*snapshot{},
+		commands:  map[string]*command{},
+		changed:   make(chan struct{}),
+		calls:     map[string]int{},
+		proxied:   map[string]int{},
+		closed:    make(chan struct{}),
+	}
+	if e.log == nil {
+		e.log = zap.NewNop()
+	}
+	e.opts.Image = orDefault(e.opts.Image, "agcluster/base:bookworm")
+	e.opts.Network = orDefault(e.opts.Network, "bridge")
+	e.opts.MaxTimeout = orDefault(e.opts.MaxTimeout, DefaultMaxTimeout)
+	if err := e.connect(ctx); err != nil {
+		return nil, err
+	}
+	e.proxyTransport = &http.Transport{
+		DialContext:     (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		IdleConnTimeout: 30 * time.Second,
+	}
+	e.watchEvents()
+	if err := e.listen(); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (o Options) validate() error {
+	switch {
+	case o.Token == "":
+		return errors.New("vercelemu: Options.Token is required")
+	case len(o.Projects) == 0:
+		return errors.New("vercelemu: Options.Projects needs at least one project")
+	}
+	return nil
+}
+
+// connect makes the Docker client (unless given) and checks the engine,
+// the base image and the network.
+func (e *Emulator) connect(ctx context.Context) error {
+	if e.cli == nil {
+		cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+		if err != nil {
+			return fmt.Errorf("vercelemu: docker client: %w", err)
+		}
+		e.cli, e.ownCli = cli, true
+	}
+	info, err := e.cli.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("vercelemu: docker engine: %w", err)
+	}
+	e.ncpu = max(info.NCPU, 1)
+	if _, err := e.cli.ImageInspect(ctx, e.opts.Image); err != nil {
+		return fmt.Errorf("vercelemu: base image %q (build it with make base-image): %w", e.opts.Image, err)
+	}
+	return nil
+}
+
+// listen starts the two HTTP servers.
+func (e *Emulator) listen() error {
+	apiLn, err := net.Listen("tcp", orDefault(e.opts.APIAddr, "127.0.0.1:0"))
+	if err != nil {
+		return fmt.Errorf("vercelemu: listen for the api: %w", err)
+	}
+	proxyLn, err := net.Listen("tcp", orDefault(e.opts.ProxyAddr, "127.0.0.1:0"))
+	if err != nil {
+		_ = apiLn.Close()
+		return fmt.Errorf("vercelemu: listen for the proxy: %w", err)
+	}
+	e.api = &http.Server{Handler: e.record(e.routes()), ReadHeaderTimeout: 10 * time.Second}
+	e.proxy = &http.Server{Handler: http.HandlerFunc(e.serveProxy), ReadHeaderTimeout: 10 * time.Second}
+	e.apiURL = "http://" + apiLn.Addr().String()
+	e.proxyURL = "http://" + proxyLn.Addr().String()
+	go func() { _ = e.api.Serve(apiLn) }()
+	go func() { _ = e.proxy.Serve(proxyLn) }()
+	return nil
+}
+
+// ID is the emulator's id, the value of [LabelEmulator] on what it makes.
+func (e *Emulator) ID() string { return e.id }
+
+// APIURL is the API's base URL, the stand-in for https://vercel.com/api
+// (paths /v2/... and /v3/... below it).
+func (e *Emulator) APIURL() string { return e.apiURL }
+
+// ProxyURL is the route proxy's base URL. A route's URL is ProxyURL plus
+// "/<subdomain>", the stand-in for https://<subdomain>.vercel.run.
+func (e *Emulator) ProxyURL() string { return e.proxyURL }
+
+// Close stops the servers and the session timers and removes every
+// container and snapshot image the emulator made.
+func (e *Emulator) Close() error {
+	var err error
+	e.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		e.mu.Lock()
+		close(e.closed) // under e.mu: no spawn starts after this
+		for _, s := range e.sessions {
+			if s.timer != nil {
+				s.timer.Stop()
+			}
+		}
+		e.mu.Unlock()
+		for _, s := range []*http.Server{e.api, e.proxy} {
+			if s != nil {
+				_ = s.Close()
+			}
+		}
+		e.pending.Wait()
+		if e.stopEvents != nil {
+			e.stopEvents()
+			<-e.eventsDone
+		}
+		err = errors.Join(e.removeContainers(ctx), e.removeImages(ctx))
+		e.proxyTransport.CloseIdleConnections()
+		if e.ownCli {
+			_ = e.cli.Close()
+		}
+	})
+	return err
+}
+
+// labelFilter selects what this emulator made.
+func (e *Emulator) labelFilter() filters.Args {
+	return filters.NewArgs(filters.Arg("label", LabelEmulator+"="+e.id))
+}
+
+// removeContainers force-removes every container carrying the label.
+func (e *Emulator) removeContainers(ctx context.Context) error {
+	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: e.labelFilter()})
+	if err != nil {
+		return fmt.Errorf("vercelemu: list containers: %w", err)
+	}
+	var errs []error
+	for _, c := range list {
+		if err := e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("vercelemu: remove container %s: %w", c.ID[:12], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeImages removes every snapshot image carrying the label.
+func (e *Emulator) removeImages(ctx context.Context) error {
+	list, err := e.cli.ImageList(ctx, image.ListOptions{Filters: e.labelFilter()})
+	if err != nil {
+		return fmt.Errorf("vercelemu: list images: %w", err)
+	}
+	var errs []error
+	for _, im := range list {
+		if _, err := e.cli.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("vercelemu: remove image %s: %w", im.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Request is one API request as the emulator received it.
+type Request struct {
+	// Time is when it arrived.
+	Time time.Time
+	// Method and URI are the request line (URI with its query).
+	Method, URI string
+	// Route is the matched route, e.g. "POST /v3/sandboxes", or "" when
+	// none matched.
+	Route string
+	// Header holds every header as sent (Authorization included).
+	Header http.Header
+	// Body is the request body: all of a JSON body, the first 64 KiB of
+	// an upload.
+	Body []byte
+	// BodySize is the body's full size in bytes.
+	BodySize int64
+	// Status is the HTTP status answered.
+	Status int
+}
+
+// Requests returns every API request received so far.
+func (e *Emulator) Requests() []Request {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.requests)
+}
+
+// Calls counts the API requests received per route (see [Request.Route];
+// "" counts requests no route matched), whatever their answer.
+func (e *Emulator) Calls() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]int, len(e.calls))
+	for k, v := range e.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// ProxiedRequests counts the route proxy's requests per sandbox name.
+func (e *Emulator) ProxiedRequests() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]int, len(e.proxied))
+	for k, v := range e.proxied {
+		out[k] = v
+	}
+	return out
+}
+
+// ResetCalls forgets the requests and counts recorded so far.
+func (e *Emulator) ResetCalls() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.requests = nil
+	e.calls = map[string]int{}
+	e.proxied = map[string]int{}
+}
+
+// Throttle makes the next n API requests answer 429 with Retry-After: 1,
+// as a rate limit would.
+func (e *Emulator) Throttle(n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.throttle = n
+}
+
+type routeKey struct{}
+
+// bodyKeep is how much of a request body the log keeps.
+const bodyKeep = 64 << 10
+
+// record logs every API request with its route, status and (the start
+// of) its body, read as the handler reads it.
+func (e *Emulator) record(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		capture := &captureBody{r: r.Body}
+		r.Body = capture
+		route := new(string)
+		r = r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
+		sw := &statusWriter{ResponseWriter: w}
+		w.Header().Set("X-Vercel-Id", Region+"::"+randomHex(10))
+		next.ServeHTTP(sw, r)
+		_, _ = io.Copy(io.Discard, io.LimitReader(capture, 1<<20)) // what the handler did not read
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.requests = append(e.requests, Request{Time: time.Now(), Method: r.Method, URI: r.URL.RequestURI(),
+			Route: *route, Header: r.Header.Clone(), Body: capture.kept, BodySize: capture.n, Status: sw.status()})
+		e.calls[*route]++
+	})
+}
+
+// captureBody keeps the first bodyKeep bytes read through it.
+type captureBody struct {
+	r    io.ReadCloser
+	kept []byte
+	n    int64
+}
+
+func (c *captureBody) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if room := bodyKeep - len(c.kept); room > 0 {
+		c.kept = append(c.kept, p[:min(n, room)]...)
+	}
+	return n, err
+}
+
+func (c *captureBody) Close() error { return c.r.Close() }
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// spawn runs fn in a goroutine that Close waits for, unless the emulator
+// is closing (then fn does not run). Callers hold e.mu.
+func (e *Emulator) spawn(fn func()) {
+	select {
+	case <-e.closed:
+		return
+	default:
+	}
+	e.pending.Add(1)
+	go func() {
+		defer e.pending.Done()
+		fn()
+	}()
+}
+
+// now is the current time in Unix milliseconds, as the API reports times.
+func now() int64 { return time.Now().UnixMilli() }
