@@ -17,7 +17,7 @@ MOCK_IMAGE    ?= agcluster/mock-anthropic:latest
 # The offline base built by `make base-image`. Set BASE_IMAGE=debian:bookworm-slim
 # where a registry is reachable to skip debootstrap.
 BASE_IMAGE    ?= agcluster/base:bookworm
-TEST_TIMEOUT  ?= 30m
+TEST_TIMEOUT  ?= 45m
 GOTEST_FLAGS  ?=
 
 export AGCLUSTER_CACHE CLAUDE_VERSION AGENT_IMAGE MOCK_IMAGE

@@ -35,7 +35,12 @@ type kubeEnv struct {
 // have shut down) nothing of the provider's may be left in it.
 func setupKube(t testing.TB) *kubeEnv {
 	t.Helper()
-	e := setup(t)
+	return prepareKube(t, setup(t))
+}
+
+// prepareKube prepares a namespace beside e; see setupKube.
+func prepareKube(t testing.TB, e *env) *kubeEnv {
+	t.Helper()
 	k := &kubeEnv{env: e, kube: kubetest.Prepare(t)}
 	k.kubeconfig = k.kube.GatewayKubeconfig(t, "agcluster-caddy", "")
 	target := strings.TrimPrefix(e.mock.BaseURL, "http://")

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,17 +73,75 @@ func (p providerTTFTs) add(t *table, label string, base *providerTTFTs) {
 }
 
 // benchProviders compares the providers on one workload
-// (benchProviderTTFTs), Docker first, and counts the Machines API calls a
-// conversation costs on Fly (the emulator, with Fly's rate limits on).
+// (benchProviderTTFTs), Docker first; counts the Machines API calls a
+// conversation costs on Fly (the emulator, with Fly's rate limits on);
+// starts 30 conversations at once on Docker and on the local Kubernetes
+// cluster; and times the preparation of the Vercel agent snapshot.
 func benchProviders(b *testing.B, e *env, runs int, t *table) {
 	const idle = "2s" // long enough for the follow-up, short for the bench
-	g := e.startGatewayWith(b, gatewayOptions{idle: idle, extraApp: "retention 0"})
+	sleepy := gatewayOptions{idle: idle, extraApp: "retention 0"}
+	g := e.startGatewayWith(b, sleepy)
 	docker := benchProviderTTFTs(b, e, g, runs, nil)
+	dockerBurst, dockerWall := benchBurst(b, g, burstSize)
 	g.stop(b)
 	docker.add(t, "Docker", nil)
 
+	benchFly(b, e, runs, sleepy, &docker, t)
+
+	k := prepareKube(b, e)
+	kg := k.gateway(b, "pod_ip", sleepy)
+	kube := benchProviderTTFTs(b, e, kg, runs, nil)
+	kubeBurst, kubeWall := benchBurst(b, kg, burstSize)
+	kg.stop(b)
+	kube.add(t, "Kubernetes (local cluster, pod_ip)", &docker)
+	t.add(fmt.Sprintf("Docker: %d new conversations at once: TTFT", burstSize), dockerBurst, "")
+	t.add(fmt.Sprintf("Docker: %d new conversations at once: all answered", burstSize), []time.Duration{dockerWall}, "")
+	t.add(fmt.Sprintf("Kubernetes: %d new conversations at once: TTFT", burstSize), kubeBurst, "")
+	t.add(fmt.Sprintf("Kubernetes: %d new conversations at once: all answered", burstSize), []time.Duration{kubeWall}, "")
+	t.addRatio(fmt.Sprintf("Kubernetes / Docker, %d at once, TTFT", burstSize), kubeBurst, dockerBurst)
+
+	v := startVercelEmulator(b, e)
+	vg := v.gateway(b, vercelOptions{}, sleepy)
+	vercel := benchProviderTTFTs(b, e, vg, runs, nil)
+	vg.stop(b)
+	vercel.add(t, "Vercel (emulator)", &docker)
+	t.add("Vercel (emulator): preparing the agent snapshot (once per gateway generation)",
+		vg.logDurations(b, "vercel agent snapshot ready", "prepare_duration", nil), "")
+}
+
+// burstSize is how many conversations benchBurst starts at once.
+const burstSize = 30
+
+// benchBurst starts n new conversations at once on g (the gateway's own
+// cap on concurrent creations applies) and returns each one's time to
+// first token and the time until all had answered; then deletes them.
+func benchBurst(b testing.TB, g *gateway, n int) ([]time.Duration, time.Duration) {
+	c := g.client("sk-ant-bench-burst")
+	ttfts := make([]time.Duration, n)
+	errs := make([]error, n)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var res turnResult
+			res, errs[i] = turn(c, "Hi.", fmt.Sprintf("burst-%d", i))
+			ttfts[i] = res.ttft
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
+	g.deleteSessions(b)
+	return ttfts, wall
+}
+
+// benchFly runs the workload on Fly (the emulator) and counts the Machines
+// API calls per conversation.
+func benchFly(b *testing.B, e *env, runs int, o gatewayOptions, docker *providerTTFTs, t *table) {
 	f := &flyEnv{env: e, emu: startFlyEmulator(b, e)}
-	fg := f.gateway(b, flyOptions{}, gatewayOptions{idle: idle, extraApp: "retention 0"})
+	fg := f.gateway(b, flyOptions{}, o)
 	f.emu.ResetCalls()
 	var perConversation, polls []int64
 	var pollTime time.Duration
@@ -106,7 +166,7 @@ func benchProviders(b *testing.B, e *env, runs int, t *table) {
 		perConversation = append(perConversation, int64(n))
 	})
 	fg.stop(b)
-	fly.add(t, "Fly (emulator)", &docker)
+	fly.add(t, "Fly (emulator)", docker)
 	t.addCount("Fly (emulator): Machines API calls per conversation (create, 3 turns, sleep, wake, delete; event polls apart): "+
 		routeMix(byRoute, runs), perConversation)
 	var sum int64

@@ -43,9 +43,14 @@ type vercelEnv struct {
 // setupVercel starts the e2e environment and the emulator; when the test
 // ends (after its gateways have shut down) no agent sandbox may be left,
 // and once the emulator closes, none of its containers and images.
-func setupVercel(t *testing.T) *vercelEnv {
+func setupVercel(t testing.TB) *vercelEnv {
 	t.Helper()
-	e := setup(t)
+	return startVercelEmulator(t, setup(t))
+}
+
+// startVercelEmulator starts the emulator beside e; see setupVercel.
+func startVercelEmulator(t testing.TB, e *env) *vercelEnv {
+	t.Helper()
 	testenv.RequireImage(t, e.docker, testenv.BaseImage())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -92,7 +97,7 @@ type vercelOptions struct {
 // gateway starts Caddy with the issue's vercel provider block: the
 // emulator's API, the binaries to prepare the snapshot from, agents
 // reached at their routes (plain HTTP: tests only).
-func (v *vercelEnv) gateway(t *testing.T, vo vercelOptions, o gatewayOptions) *gateway {
+func (v *vercelEnv) gateway(t testing.TB, vo vercelOptions, o gatewayOptions) *gateway {
 	t.Helper()
 	o.provider = fmt.Sprintf(`provider vercel {
 			token {env.VERCEL_TOKEN}
