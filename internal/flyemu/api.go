@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 	fly "github.com/superfly/fly-go"
 	"github.com/superfly/fly-go/flaps"
 	"github.com/superfly/fly-go/tokens"
@@ -76,9 +78,7 @@ type call struct {
 // the rate limit, in that order (a bad token gets 401 before anything).
 func (e *Emulator) handle(mux *http.ServeMux, pattern string, scope int, get bool, h func(*call)) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if route, ok := r.Context().Value(routeKey{}).(*string); ok {
-			*route = pattern
-		}
+		apirecord.SetRoute(r, pattern)
 		if !e.authorized(r) {
 			writeError(w, http.StatusUnauthorized, "unauthorized")
 			return
@@ -103,7 +103,7 @@ func (e *Emulator) handle(mux *http.ServeMux, pattern string, scope int, get boo
 		}
 		if ok, wait := e.limiter.allow(key, get); !ok {
 			// Fly answers 429 with Retry-After (seconds).
-			w.Header().Set("Retry-After", strconv.Itoa(retryAfter(wait)))
+			w.Header().Set("Retry-After", strconv.Itoa(ratebucket.RetryAfter(wait)))
 			writeError(w, http.StatusTooManyRequests, "rate limit exceeded")
 			return
 		}

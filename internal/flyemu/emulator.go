@@ -1,19 +1,18 @@
 package flyemu
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -75,21 +74,19 @@ type Emulator struct {
 	log    *zap.Logger
 	ncpu   int
 
-	api, proxy         *http.Server
-	apiURL, proxyURL   string
-	limiter            *limiter
-	proxyTransport     *http.Transport
-	stopEvents         context.CancelFunc
-	eventsDone, closed chan struct{}
-	closeOnce          sync.Once
-	pending            sync.WaitGroup // async machine operations
+	api, proxy       *http.Server
+	apiURL, proxyURL string
+	limiter          *limiter
+	proxyTransport   *http.Transport
+	events           *dockerwatch.Watcher
+	closed           chan struct{}
+	closeOnce        sync.Once
+	pending          sync.WaitGroup // async machine operations
 
 	mu       sync.Mutex
 	machines map[string]*machine // by id
 	changed  chan struct{}       // closed and replaced on every state change
-	requests []Request
-	calls    map[string]int
-	proxied  map[string]int
+	rec      *apirecord.Recorder
 }
 
 // New starts an emulator: the Machines API and the proxy listen until
@@ -106,8 +103,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		limiter:  newLimiter(opts.RateLimits),
 		machines: map[string]*machine{},
 		changed:  make(chan struct{}),
-		calls:    map[string]int{},
-		proxied:  map[string]int{},
+		rec:      apirecord.New(bodyKeep),
 		closed:   make(chan struct{}),
 	}
 	if e.log == nil {
@@ -124,7 +120,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		DisableKeepAlives: false,
 		IdleConnTimeout:   30 * time.Second,
 	}
-	e.watchEvents()
+	e.events = dockerwatch.Containers(e.cli, LabelEmulator+"="+e.id, e.log, e.onContainerEvent)
 	if err := e.listen(); err != nil {
 		_ = e.Close()
 		return nil, err
@@ -200,7 +196,7 @@ func (e *Emulator) listen() error {
 		_ = apiLn.Close()
 		return fmt.Errorf("flyemu: listen for the proxy: %w", err)
 	}
-	e.api = &http.Server{Handler: e.record(e.routes()), ReadHeaderTimeout: 10 * time.Second}
+	e.api = &http.Server{Handler: e.rec.Handler(e.withRequestID(e.routes())), ReadHeaderTimeout: 10 * time.Second}
 	e.proxy = &http.Server{Handler: http.HandlerFunc(e.serveProxy), ReadHeaderTimeout: 10 * time.Second}
 	e.apiURL = "http://" + apiLn.Addr().String()
 	e.proxyURL = "http://" + proxyLn.Addr().String()
@@ -232,10 +228,7 @@ func (e *Emulator) Close() error {
 			}
 		}
 		e.pending.Wait() // they end early: e.closed cancels their context
-		if e.stopEvents != nil {
-			e.stopEvents()
-			<-e.eventsDone
-		}
+		e.events.Stop()
 		err = e.removeAll(ctx)
 		if e.ownNet {
 			if nerr := e.cli.NetworkRemove(ctx, e.opts.Network); nerr != nil && !cerrdefs.IsNotFound(nerr) {
@@ -266,123 +259,38 @@ func (e *Emulator) removeAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Request is one Machines API request as the emulator received it.
-type Request struct {
-	// Time is when it arrived.
-	Time time.Time
-	// Method and URI are the request line (URI with its query).
-	Method, URI string
-	// Route is the matched route, e.g. "POST /v1/apps/{app}/machines/{id}/stop",
-	// or "" when none matched.
-	Route string
-	// Header holds every header as sent (Authorization included).
-	Header http.Header
-	// Body is the request body.
-	Body []byte
-	// Status is the HTTP status answered.
-	Status int
-}
+// Request is one Machines API request as the emulator received it; its
+// Route is the matched route, e.g. "POST /v1/apps/{app}/machines/{id}/stop".
+type Request = apirecord.Request
 
 // Requests returns every Machines API request received so far.
-func (e *Emulator) Requests() []Request {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.requests)
-}
+func (e *Emulator) Requests() []Request { return e.rec.Requests() }
 
 // Calls counts the Machines API requests received per route (see
 // [Request.Route]; "" counts requests no route matched), whatever their
 // answer, 401s and 429s included.
-func (e *Emulator) Calls() map[string]int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make(map[string]int, len(e.calls))
-	for k, v := range e.calls {
-		out[k] = v
-	}
-	return out
-}
+func (e *Emulator) Calls() map[string]int { return e.rec.Calls() }
 
 // TotalCalls is the number of Machines API requests received.
-func (e *Emulator) TotalCalls() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.requests)
-}
+func (e *Emulator) TotalCalls() int { return e.rec.TotalCalls() }
 
 // ProxiedRequests counts the proxy's requests per machine id they were
 // routed to.
-func (e *Emulator) ProxiedRequests() map[string]int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make(map[string]int, len(e.proxied))
-	for k, v := range e.proxied {
-		out[k] = v
-	}
-	return out
-}
+func (e *Emulator) ProxiedRequests() map[string]int { return e.rec.ProxiedRequests() }
 
 // ResetCalls forgets the requests and counts recorded so far.
-func (e *Emulator) ResetCalls() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.requests = nil
-	e.calls = map[string]int{}
-	e.proxied = map[string]int{}
-}
+func (e *Emulator) ResetCalls() { e.rec.Reset() }
 
-type routeKey struct{}
+// bodyKeep is how much of a request body the log keeps (all of a JSON
+// body).
+const bodyKeep = 8 << 20
 
-// record logs every API request with its route and status.
-func (e *Emulator) record(next http.Handler) http.Handler {
+// withRequestID sets Fly-Request-Id on every API answer, as Fly does.
+func (e *Emulator) withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
-		_ = r.Body.Close()
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		route := new(string)
-		r = r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
-		sw := &statusWriter{ResponseWriter: w}
 		w.Header().Set("Fly-Request-Id", randomHex(10)+"-"+e.opts.Region)
-		next.ServeHTTP(sw, r)
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		e.requests = append(e.requests, Request{Time: time.Now(), Method: r.Method, URI: r.URL.RequestURI(),
-			Route: *route, Header: r.Header.Clone(), Body: body, Status: sw.status()})
-		e.calls[*route]++
+		next.ServeHTTP(w, r)
 	})
-}
-
-// statusWriter remembers the status a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (s *statusWriter) status() int {
-	if s.code == 0 {
-		return http.StatusOK
-	}
-	return s.code
 }
 
 func randomHex(n int) string {

@@ -14,7 +14,6 @@ import (
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	fly "github.com/superfly/fly-go"
 	"go.uber.org/zap"
@@ -294,32 +293,6 @@ func (e *Emulator) containerIDOf(m *machine) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return m.container
-}
-
-// watchEvents follows the engine's container events to notice machines
-// that die or vanish without an API call.
-func (e *Emulator) watchEvents() {
-	ctx, cancel := context.WithCancel(context.Background())
-	e.stopEvents = cancel
-	e.eventsDone = make(chan struct{})
-	msgs, errs := e.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", string(events.ContainerEventType)),
-		filters.Arg("label", LabelEmulator+"="+e.id),
-	)})
-	go func() {
-		defer close(e.eventsDone)
-		for {
-			select {
-			case msg := <-msgs:
-				e.onContainerEvent(msg)
-			case err := <-errs:
-				if ctx.Err() == nil {
-					e.log.Error("docker_events_ended", zap.Error(err))
-				}
-				return
-			}
-		}
-	}()
 }
 
 // onContainerEvent applies a container's death or removal to its machine

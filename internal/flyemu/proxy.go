@@ -39,8 +39,8 @@ func (e *Emulator) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Lock()
 	ip, port := m.privateIP, servicePort(m.config)
-	e.proxied[m.id]++
 	e.mu.Unlock()
+	e.rec.Proxied(m.id)
 	if port == 0 {
 		http.Error(w, "machine has no service to route to", http.StatusServiceUnavailable)
 		return

@@ -16,6 +16,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -92,9 +94,7 @@ type call struct {
 // gets 403 before anything).
 func (e *Emulator) handle(mux *http.ServeMux, pattern string, h func(*call)) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if route, ok := r.Context().Value(routeKey{}).(*string); ok {
-			*route = pattern
-		}
+		apirecord.SetRoute(r, pattern)
 		if !e.authorized(r) {
 			writeForbidden(w)
 			return
@@ -370,7 +370,7 @@ func (e *Emulator) answerBoot(c *call, sb *sandbox, s *session, resumed bool) {
 func (e *Emulator) allow(c *call, project string, vcpus int) bool {
 	ok, wait := e.limiter.allow(project, vcpus)
 	if !ok {
-		c.w.Header().Set("Retry-After", strconv.Itoa(retryAfter(wait)))
+		c.w.Header().Set("Retry-After", strconv.Itoa(ratebucket.RetryAfter(wait)))
 		writeError(c.w, http.StatusTooManyRequests, "too_many_requests", "vCPU allocation rate limit exceeded")
 	}
 	return ok

@@ -29,9 +29,7 @@ func (e *Emulator) serveProxy(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msg, status)
 		return
 	}
-	e.mu.Lock()
-	e.proxied[name]++
-	e.mu.Unlock()
+	e.rec.Proxied(name)
 	// Without full duplex, net/http's HTTP/1 server closes the request body
 	// once the response starts, racing the transport still copying it.
 	_ = http.NewResponseController(w).EnableFullDuplex()
