@@ -95,7 +95,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err := p.waitReady(readyCtx, inst); err != nil {
 		return nil, fmt.Errorf("%s: machine %s: %w", what, m.ID, err)
 	}
-	p.noteRunning(inst)
+	p.poller.NoteRunning(inst) // a death before the next poll is still seen as one
 	p.logger.Info("agent machine created",
 		zap.String("instance_id", m.ID),
 		zap.String("session_id", spec.SessionID),

@@ -31,11 +31,13 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	fly "github.com/superfly/fly-go"
 	"github.com/superfly/fly-go/flaps"
 	"github.com/superfly/fly-go/tokens"
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/providers/statepoll"
 )
 
 // Metadata keys set on every agent Machine. They are the Docker provider's
@@ -183,10 +185,10 @@ type Provider struct {
 	logger *zap.Logger
 
 	mu       sync.Mutex
-	inFlight map[string]struct{}  // Machines this Provider is creating
-	sleeping providers.SleepSet   // Machines this Provider put to sleep and has not woken
-	gone     map[string]time.Time // Machines this Provider destroyed, and when
-	watchers map[*watch]struct{}  // live Events subscriptions
+	inFlight map[string]struct{}             // Machines this Provider is creating
+	sleeping providers.SleepSet              // Machines this Provider put to sleep and has not woken
+	gone     map[string]time.Time            // Machines this Provider destroyed, and when
+	poller   *statepoll.Poller[*fly.Machine] // Events' subscriptions
 }
 
 // New checks opts, applies defaults and creates the flaps client. It does
@@ -217,8 +219,8 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		logger:   logger,
 		inFlight: map[string]struct{}{},
 		gone:     map[string]time.Time{},
-		watchers: map[*watch]struct{}{},
 	}
+	p.poller = p.newPoller()
 	if !opts.Private {
 		p.public, _ = url.Parse(opts.PublicURL) // checked by normalize
 	}

@@ -196,15 +196,9 @@ func (p *Provider) destroyed(name string) bool {
 func (p *Provider) noteRunning(inst *providers.Instance, expires time.Time, turns int64) {
 	p.mu.Lock()
 	p.routes[inst.ID] = inst.URL
-	ws := make([]*watch, 0, len(p.watchers))
-	for w := range p.watchers {
-		ws = append(ws, w)
-	}
 	p.mu.Unlock()
 	p.keeper.add(inst, expires, turns)
-	for _, w := range ws {
-		w.see(inst)
-	}
+	p.poller.NoteRunning(inst)
 }
 
 // stopped records that sandbox name no longer runs (asleep, stopped,

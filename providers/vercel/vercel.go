@@ -48,6 +48,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/providers/statepoll"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -186,11 +187,11 @@ type Provider struct {
 	keeper *keeper
 
 	mu       sync.Mutex
-	inFlight map[string]struct{}  // sandboxes this Provider is creating
-	sleeping providers.SleepSet   // sandboxes this Provider stopped and has not woken
-	gone     map[string]time.Time // sandboxes this Provider deleted, and when
-	watchers map[*watch]struct{}  // live Events subscriptions
-	routes   map[string]string    // agent route URL by sandbox name
+	inFlight map[string]struct{}                   // sandboxes this Provider is creating
+	sleeping providers.SleepSet                    // sandboxes this Provider stopped and has not woken
+	gone     map[string]time.Time                  // sandboxes this Provider deleted, and when
+	poller   *statepoll.Poller[sandboxapi.Sandbox] // Events' subscriptions
+	routes   map[string]string                     // agent route URL by sandbox name
 }
 
 // New checks opts, applies defaults and creates the API client. It does
@@ -216,10 +217,10 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		logger:   logger,
 		inFlight: map[string]struct{}{},
 		gone:     map[string]time.Time{},
-		watchers: map[*watch]struct{}{},
 		routes:   map[string]string{},
 	}
 	p.prep.p = p
+	p.poller = p.newPoller()
 	p.keeper = startKeeper(p)
 	return p, nil
 }
