@@ -1,6 +1,7 @@
 package flyemu
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -183,7 +184,7 @@ func (e *Emulator) create(c *call) {
 	}
 	now := time.Now().UTC()
 	m := &machine{
-		id: randomHex(7), app: c.app, name: in.Name, region: orDefault(in.Region, e.opts.Region),
+		id: randomHex(7), app: c.app, name: in.Name, region: cmp.Or(in.Region, e.opts.Region),
 		instanceID: instanceID(), config: normalizeConfig(in.Config), imageRef: ref,
 		createdAt: now, updatedAt: now, state: stateCreated,
 	}
@@ -232,9 +233,9 @@ func normalizeConfig(in *fly.MachineConfig) *fly.MachineConfig {
 	g := fly.MachineGuest{CPUKind: "shared", CPUs: 1, MemoryMB: 256}
 	if in.Guest != nil {
 		g = *in.Guest
-		g.CPUKind = orDefault(g.CPUKind, "shared")
-		g.CPUs = orDefault(g.CPUs, 1)
-		g.MemoryMB = orDefault(g.MemoryMB, 256*g.CPUs)
+		g.CPUKind = cmp.Or(g.CPUKind, "shared")
+		g.CPUs = cmp.Or(g.CPUs, 1)
+		g.MemoryMB = cmp.Or(g.MemoryMB, 256*g.CPUs)
 	}
 	c.Guest = &g
 	return &c
@@ -345,7 +346,7 @@ func (e *Emulator) stop(c *call) {
 	if !decode(c, &in) {
 		return
 	}
-	timeout := orDefault(in.Timeout.Duration, 5*time.Second)
+	timeout := cmp.Or(in.Timeout.Duration, 5*time.Second)
 	if c.m.config.StopConfig != nil && in.Timeout.Duration == 0 && c.m.config.StopConfig.Timeout != nil {
 		timeout = c.m.config.StopConfig.Timeout.Duration
 	}

@@ -1,6 +1,7 @@
 package flyemu
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -187,11 +188,11 @@ func (e *Emulator) Network() string { return e.opts.Network }
 
 // listen starts the two HTTP servers.
 func (e *Emulator) listen() error {
-	apiLn, err := net.Listen("tcp", orDefault(e.opts.APIAddr, "127.0.0.1:0"))
+	apiLn, err := net.Listen("tcp", cmp.Or(e.opts.APIAddr, "127.0.0.1:0"))
 	if err != nil {
 		return fmt.Errorf("flyemu: listen for the api: %w", err)
 	}
-	proxyLn, err := net.Listen("tcp", orDefault(e.opts.ProxyAddr, "127.0.0.1:0"))
+	proxyLn, err := net.Listen("tcp", cmp.Or(e.opts.ProxyAddr, "127.0.0.1:0"))
 	if err != nil {
 		_ = apiLn.Close()
 		return fmt.Errorf("flyemu: listen for the proxy: %w", err)
@@ -297,12 +298,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }

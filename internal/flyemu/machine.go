@@ -1,6 +1,7 @@
 package flyemu
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -173,7 +174,7 @@ func restartPolicy(r *fly.MachineRestart) container.RestartPolicy {
 	case fly.MachineRestartPolicyAlways:
 		return container.RestartPolicy{Name: container.RestartPolicyAlways}
 	default:
-		return container.RestartPolicy{Name: container.RestartPolicyOnFailure, MaximumRetryCount: orDefault(r.MaxRetries, 10)}
+		return container.RestartPolicy{Name: container.RestartPolicyOnFailure, MaximumRetryCount: cmp.Or(r.MaxRetries, 10)}
 	}
 }
 
@@ -212,7 +213,7 @@ func (e *Emulator) startContainer(ctx context.Context, m *machine) error {
 	}
 	ip := ""
 	if ep := info.NetworkSettings.Networks[e.opts.Network]; ep != nil {
-		ip = orDefault(ep.GlobalIPv6Address, ep.IPAddress)
+		ip = cmp.Or(ep.GlobalIPv6Address, ep.IPAddress)
 	}
 	e.mu.Lock()
 	m.privateIP = ip
@@ -282,7 +283,7 @@ func (e *Emulator) stopContainer(ctx context.Context, m *machine, signal string,
 		}
 	}
 	secs := int(timeout.Seconds())
-	if err := e.cli.ContainerStop(ctx, id, container.StopOptions{Signal: orDefault(signal, "SIGINT"), Timeout: &secs}); err != nil {
+	if err := e.cli.ContainerStop(ctx, id, container.StopOptions{Signal: cmp.Or(signal, "SIGINT"), Timeout: &secs}); err != nil {
 		return fmt.Errorf("flyemu: stop container of %s: %w", m.id, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package vercelemu
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -275,7 +276,7 @@ func (e *Emulator) create(c *call) {
 	if in.Resources != nil && in.Resources.VCPUs != 0 {
 		vcpus = in.Resources.VCPUs
 	}
-	timeout := orDefault(in.Timeout, DefaultTimeout.Milliseconds())
+	timeout := cmp.Or(in.Timeout, DefaultTimeout.Milliseconds())
 	if msg := e.checkCreate(in, vcpus, timeout); msg != "" {
 		writeError(c.w, http.StatusBadRequest, "bad_request", msg)
 		return

@@ -1,6 +1,7 @@
 package vercelemu
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -137,9 +138,9 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 	if e.log == nil {
 		e.log = zap.NewNop()
 	}
-	e.opts.Image = orDefault(e.opts.Image, "agcluster/base:bookworm")
-	e.opts.Network = orDefault(e.opts.Network, "bridge")
-	e.opts.MaxTimeout = orDefault(e.opts.MaxTimeout, DefaultMaxTimeout)
+	e.opts.Image = cmp.Or(e.opts.Image, "agcluster/base:bookworm")
+	e.opts.Network = cmp.Or(e.opts.Network, "bridge")
+	e.opts.MaxTimeout = cmp.Or(e.opts.MaxTimeout, DefaultMaxTimeout)
 	if err := e.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -188,11 +189,11 @@ func (e *Emulator) connect(ctx context.Context) error {
 
 // listen starts the two HTTP servers.
 func (e *Emulator) listen() error {
-	apiLn, err := net.Listen("tcp", orDefault(e.opts.APIAddr, "127.0.0.1:0"))
+	apiLn, err := net.Listen("tcp", cmp.Or(e.opts.APIAddr, "127.0.0.1:0"))
 	if err != nil {
 		return fmt.Errorf("vercelemu: listen for the api: %w", err)
 	}
-	proxyLn, err := net.Listen("tcp", orDefault(e.opts.ProxyAddr, "127.0.0.1:0"))
+	proxyLn, err := net.Listen("tcp", cmp.Or(e.opts.ProxyAddr, "127.0.0.1:0"))
 	if err != nil {
 		_ = apiLn.Close()
 		return fmt.Errorf("vercelemu: listen for the proxy: %w", err)
@@ -324,14 +325,6 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // spawn runs fn in a goroutine that Close waits for, unless the emulator

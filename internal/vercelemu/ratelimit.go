@@ -1,6 +1,7 @@
 package vercelemu
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
@@ -26,8 +27,8 @@ type limiter struct {
 }
 
 func newLimiter(l RateLimits) *limiter {
-	l.VCPUsPerMinute = orDefault(l.VCPUsPerMinute, 200)
-	l.Burst = orDefault(l.Burst, 200)
+	l.VCPUsPerMinute = cmp.Or(l.VCPUsPerMinute, 200)
+	l.Burst = cmp.Or(l.Burst, 200)
 	return &limiter{limits: l}
 }
 

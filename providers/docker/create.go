@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,18 +49,18 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 			return nil, fmt.Errorf("docker: create agent for session %q: encode config: %w", spec.SessionID, err)
 		}
 	}
-	image := orDefault(spec.Image, p.opts.Image)
+	image := cmp.Or(spec.Image, p.opts.Image)
 	if err := p.ensureImage(ctx, image); err != nil {
 		return nil, err
 	}
-	spec.Limits.NanoCPUs = p.clampCPUs(ctx, orDefault(spec.Limits.NanoCPUs, p.opts.NanoCPUs))
+	spec.Limits.NanoCPUs = p.clampCPUs(ctx, cmp.Or(spec.Limits.NanoCPUs, p.opts.NanoCPUs))
 	if err := p.ensureIsolatedNetwork(ctx); err != nil {
 		return nil, err
 	}
 
 	token := randomHex(32)
 	vols := volumes{workspace: "agcluster-ws-" + randomHex(6), state: "agcluster-state-" + randomHex(6)}
-	name := containerName(orDefault(spec.SessionID, "pool-"+spec.Pool))
+	name := containerName(cmp.Or(spec.SessionID, "pool-"+spec.Pool))
 	labels := p.labels(spec, vols)
 
 	began := time.Now()
@@ -181,8 +182,8 @@ func (p *Provider) containerConfig(spec providers.Spec, image, token string, cfg
 	}
 	envList = append(envList, agent.EnvConfig+"="+string(cfgJSON), agent.EnvToken+"="+token, agent.EnvStateDir+"="+stateDir)
 
-	memory := orDefault(spec.Limits.MemoryBytes, p.opts.MemoryBytes)
-	pids := orDefault(spec.Limits.Pids, p.opts.Pids)
+	memory := cmp.Or(spec.Limits.MemoryBytes, p.opts.MemoryBytes)
+	pids := cmp.Or(spec.Limits.Pids, p.opts.Pids)
 	cfg := &container.Config{
 		Image:        image,
 		Env:          envList,
@@ -206,7 +207,7 @@ func (p *Provider) containerConfig(spec providers.Spec, image, token string, cfg
 		Resources: container.Resources{
 			Memory:     memory,
 			MemorySwap: memory,
-			NanoCPUs:   orDefault(spec.Limits.NanoCPUs, p.opts.NanoCPUs),
+			NanoCPUs:   cmp.Or(spec.Limits.NanoCPUs, p.opts.NanoCPUs),
 			PidsLimit:  &pids,
 		},
 	}
@@ -472,15 +473,6 @@ func containerName(sessionID string) string {
 		s = "session"
 	}
 	return "agcluster-" + s + "-" + randomHex(2)
-}
-
-// orDefault returns v unless it is the zero value, then def.
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 func parseTime(s string, def time.Time) time.Time {

@@ -1,6 +1,7 @@
 package fly
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -131,7 +132,7 @@ func (p *Provider) machineConfig(spec providers.Spec, token string, cfgJSON []by
 	autostop, autostart := fly.MachineAutostopOff, false
 	signal := "SIGTERM"
 	return &fly.MachineConfig{
-		Image:    orDefault(spec.Image, p.opts.Image),
+		Image:    cmp.Or(spec.Image, p.opts.Image),
 		Env:      env,
 		Guest:    p.guest(spec.Limits),
 		Metadata: p.metadata(spec),
@@ -293,14 +294,6 @@ func (p *Provider) agentURL(m *fly.Machine) (string, http.Header, error) {
 	h := http.Header{}
 	h.Set(forceInstanceHeader, m.ID)
 	return p.opts.PublicURL, h, nil
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // errNoToken marks a Machine whose config carries no agent token.

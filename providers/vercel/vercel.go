@@ -33,6 +33,7 @@
 package vercel
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -227,12 +228,12 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 
 // normalize applies defaults to zero-valued fields and checks the result.
 func (opts Options) normalize() (Options, error) {
-	opts.Name = orDefault(opts.Name, DefaultName)
-	opts.APIURL = strings.TrimRight(orDefault(opts.APIURL, sandboxapi.DefaultBaseURL), "/")
-	opts.VCPUs = orDefault(opts.VCPUs, DefaultVCPUs)
-	opts.Timeout = orDefault(opts.Timeout, caddy.Duration(DefaultTimeout))
-	opts.ReadyTimeout = orDefault(opts.ReadyTimeout, caddy.Duration(DefaultReadyTimeout))
-	opts.PollInterval = orDefault(opts.PollInterval, caddy.Duration(DefaultPollInterval))
+	opts.Name = cmp.Or(opts.Name, DefaultName)
+	opts.APIURL = strings.TrimRight(cmp.Or(opts.APIURL, sandboxapi.DefaultBaseURL), "/")
+	opts.VCPUs = cmp.Or(opts.VCPUs, DefaultVCPUs)
+	opts.Timeout = cmp.Or(opts.Timeout, caddy.Duration(DefaultTimeout))
+	opts.ReadyTimeout = cmp.Or(opts.ReadyTimeout, caddy.Duration(DefaultReadyTimeout))
+	opts.PollInterval = cmp.Or(opts.PollInterval, caddy.Duration(DefaultPollInterval))
 	if err := opts.check(); err != nil {
 		return opts, fmt.Errorf("vercel: options: %w", err)
 	}
@@ -337,14 +338,6 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
 	return hex.EncodeToString(b)
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Interface guards.
