@@ -91,8 +91,8 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		return nil, p.wrap(fmt.Sprintf("create container %s", name), err)
 	}
 	id = created.ID
-	p.track(id, true)
-	defer p.track(id, false)
+	p.creating.Mark(id)
+	defer p.creating.Forget(id)
 	createdAt := time.Now()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
@@ -328,18 +328,6 @@ func (p *Provider) forgetImage(image string) {
 
 func imageMissing(image string, err error) error {
 	return fmt.Errorf("docker: image %q not found; build it with make image (%w): %w", image, providers.ErrImageMissing, err)
-}
-
-// track records containers this Provider is still creating (or
-// re-creating), so List does not report them.
-func (p *Provider) track(id string, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.inFlight[id] = struct{}{}
-	} else {
-		delete(p.inFlight, id)
-	}
 }
 
 // agentURL is where the control plane reaches the agent in info.

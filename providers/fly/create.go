@@ -71,8 +71,8 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err != nil {
 		return nil, p.apiError("create", "", err)
 	}
-	p.track(m.ID, true)
-	defer p.track(m.ID, false)
+	p.creating.Mark(m.ID)
+	defer p.creating.Forget(m.ID)
 	defer func() {
 		if err != nil {
 			p.cleanup(ctx, m.ID)
@@ -256,31 +256,11 @@ func (p *Provider) waitReady(ctx context.Context, inst *providers.Instance) erro
 func (p *Provider) cleanup(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupBudget)
 	defer cancel()
-	p.markGone(id)
+	p.gone.Mark(id)
 	err := p.api.Destroy(ctx, p.opts.App, fly.RemoveMachineInput{ID: id, Kill: true}, "")
 	if err != nil && !isNotFound(err) {
 		p.logger.Warn("could not destroy a machine after a failed create", zap.String("instance_id", id), zap.Error(err))
 	}
-}
-
-// track records Machines this Provider is still creating, so List does
-// not report them.
-func (p *Provider) track(id string, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.inFlight[id] = struct{}{}
-	} else {
-		delete(p.inFlight, id)
-	}
-}
-
-// creating reports whether this Provider is creating the Machine now.
-func (p *Provider) creating(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.inFlight[id]
-	return ok
 }
 
 // agentURL is where the control plane reaches the Machine's agent.

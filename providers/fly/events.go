@@ -34,7 +34,7 @@ func (p *Provider) newPoller() *statepoll.Poller[*fly.Machine] {
 			return statepoll.Observed{ID: m.ID, Running: running(m.State), SessionID: m.GetConfig().Metadata[MetaSession]}
 		},
 		Stopped:  p.stopEvent,
-		Vanished: func(id string) bool { return !p.destroyed(id) && !p.creating(id) },
+		Vanished: func(id string) bool { return !p.gone.Has(id) && !p.creating.Has(id) },
 		Logger:   p.logger,
 		FailMsg:  "machine state poll failed",
 	}

@@ -27,7 +27,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -184,10 +183,9 @@ type Provider struct {
 	public *url.URL        // parsed PublicURL (nil with Private)
 	logger *zap.Logger
 
-	mu       sync.Mutex
-	inFlight map[string]struct{}             // Machines this Provider is creating
-	sleeping providers.SleepSet              // Machines this Provider put to sleep and has not woken
-	gone     map[string]time.Time            // Machines this Provider destroyed, and when
+	creating providers.IDSet                 // Machines this Provider is creating
+	sleeping providers.IDSet                 // Machines this Provider put to sleep and has not woken
+	gone     providers.GoneSet               // Machines this Provider destroyed in the last hour
 	poller   *statepoll.Poller[*fly.Machine] // Events' subscriptions
 }
 
@@ -213,12 +211,10 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		return nil, fmt.Errorf("fly: machines api client: %w", err)
 	}
 	p := &Provider{
-		opts:     opts,
-		api:      api,
-		conns:    conns,
-		logger:   logger,
-		inFlight: map[string]struct{}{},
-		gone:     map[string]time.Time{},
+		opts:   opts,
+		api:    api,
+		conns:  conns,
+		logger: logger,
 	}
 	p.poller = p.newPoller()
 	if !opts.Private {

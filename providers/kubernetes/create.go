@@ -53,8 +53,8 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	token := randomHex(32)
 	podSpec := p.podSpec(spec, name, cfgJSON)
 	began := time.Now()
-	p.track(name, true)
-	defer p.track(name, false)
+	p.creating.Mark(name)
+	defer p.creating.Forget(name)
 
 	var made made
 	defer func() {

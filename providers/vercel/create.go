@@ -46,8 +46,8 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	}
 	began := time.Now()
 	name := "agc-" + randomHex(8)
-	p.track(name, true)
-	defer p.track(name, false)
+	p.creating.Mark(name)
+	defer p.creating.Forget(name)
 	sb, err := p.createSandbox(ctx, name, spec, cfgJSON)
 	if err != nil {
 		return nil, err
@@ -206,26 +206,6 @@ func (p *Provider) cleanup(ctx context.Context, name string) {
 	if err := p.api.DeleteSandbox(ctx, p.opts.ProjectID, name); err != nil && !sandboxapi.IsNotFound(err) {
 		p.logger.Warn("could not delete a sandbox after a failed create", zap.String("instance_id", name), zap.Error(err))
 	}
-}
-
-// track records sandboxes this Provider is still creating, so List and
-// Events leave them out.
-func (p *Provider) track(name string, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.inFlight[name] = struct{}{}
-	} else {
-		delete(p.inFlight, name)
-	}
-}
-
-// creating reports whether this Provider is creating the sandbox now.
-func (p *Provider) creating(name string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.inFlight[name]
-	return ok
 }
 
 // agentRoute is the URL of the agent's port among routes.

@@ -36,7 +36,7 @@ func (p *Provider) newPoller() *statepoll.Poller[sandboxapi.Sandbox] {
 		Observe: func(sb sandboxapi.Sandbox) statepoll.Observed {
 			return statepoll.Observed{ID: sb.Name, Running: running(sb.Status), SessionID: sb.Tags[TagSession]}
 		},
-		Skip:     p.creating,
+		Skip:     p.creating.Has,
 		Stopped:  p.stopEvent,
 		Vanished: p.vanished,
 		Logger:   p.logger,
@@ -57,7 +57,7 @@ func (p *Provider) stopEvent(sb sandboxapi.Sandbox, ev *providers.Event) {
 // vanished says whether a sandbox no longer listed died: not when this
 // Provider deleted it or is creating it. The keeper lets it be.
 func (p *Provider) vanished(name string) bool {
-	if p.destroyed(name) || p.creating(name) {
+	if p.gone.Has(name) || p.creating.Has(name) {
 		return false
 	}
 	p.stopped(name)

@@ -188,9 +188,9 @@ type Provider struct {
 	keeper *keeper
 
 	mu       sync.Mutex
-	inFlight map[string]struct{}                   // sandboxes this Provider is creating
-	sleeping providers.SleepSet                    // sandboxes this Provider stopped and has not woken
-	gone     map[string]time.Time                  // sandboxes this Provider deleted, and when
+	creating providers.IDSet                       // sandboxes this Provider is creating
+	sleeping providers.IDSet                       // sandboxes this Provider stopped and has not woken
+	gone     providers.GoneSet                     // sandboxes this Provider deleted in the last hour
 	poller   *statepoll.Poller[sandboxapi.Sandbox] // Events' subscriptions
 	routes   map[string]string                     // agent route URL by sandbox name
 }
@@ -212,13 +212,11 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		return nil, fmt.Errorf("vercel: %w", err)
 	}
 	p := &Provider{
-		opts:     opts,
-		api:      api,
-		secret:   agentSecret(opts),
-		logger:   logger,
-		inFlight: map[string]struct{}{},
-		gone:     map[string]time.Time{},
-		routes:   map[string]string{},
+		opts:   opts,
+		api:    api,
+		secret: agentSecret(opts),
+		logger: logger,
+		routes: map[string]string{},
 	}
 	p.prep.p = p
 	p.poller = p.newPoller()
