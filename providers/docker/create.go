@@ -3,7 +3,6 @@ package docker
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,20 +33,9 @@ const logTail = 30
 // Create runs an agent container for spec and returns once its /health
 // answers ready. On any failure the container and its volumes are removed.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
-	if err := ctx.Err(); err != nil {
+	cfgJSON, err := providers.CheckCreate(ctx, spec)
+	if err != nil {
 		return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
-	}
-	if err := providers.CheckEnv(spec.Env); err != nil {
-		return nil, fmt.Errorf("docker: create agent for session %q: env: %w", spec.SessionID, err)
-	}
-	cfgJSON := []byte("{}")
-	if spec.Config != nil {
-		if err := spec.Config.Validate(); err != nil {
-			return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
-		}
-		if cfgJSON, err = json.Marshal(spec.Config); err != nil {
-			return nil, fmt.Errorf("docker: create agent for session %q: encode config: %w", spec.SessionID, err)
-		}
 	}
 	image := cmp.Or(spec.Image, p.opts.Image)
 	if err := p.ensureImage(ctx, image); err != nil {

@@ -3,7 +3,6 @@ package fly
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -40,20 +39,9 @@ const (
 // destroyed.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
 	what := fmt.Sprintf("fly: create agent for session %q", spec.SessionID)
-	if err := ctx.Err(); err != nil {
+	cfgJSON, err := providers.CheckCreate(ctx, spec)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if err := providers.CheckEnv(spec.Env); err != nil {
-		return nil, fmt.Errorf("%s: env: %w", what, err)
-	}
-	cfgJSON := []byte("{}")
-	if spec.Config != nil {
-		if err := spec.Config.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		if cfgJSON, err = json.Marshal(spec.Config); err != nil {
-			return nil, fmt.Errorf("%s: encode config: %w", what, err)
-		}
 	}
 	token := randomHex(32)
 	input := fly.LaunchMachineInput{

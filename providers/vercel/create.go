@@ -2,7 +2,6 @@ package vercel
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -29,20 +28,9 @@ const startScript = `mkdir -p "$AGENT_WORKSPACE" "$AGENT_STATE_DIR" "$HOME" && c
 // sandbox is deleted.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
 	what := fmt.Sprintf("vercel: create agent for session %q", spec.SessionID)
-	if err := ctx.Err(); err != nil {
+	cfgJSON, err := providers.CheckCreate(ctx, spec)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if err := providers.CheckEnv(spec.Env); err != nil {
-		return nil, fmt.Errorf("%s: env: %w", what, err)
-	}
-	cfgJSON := []byte("{}")
-	if spec.Config != nil {
-		if err := spec.Config.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		if cfgJSON, err = json.Marshal(spec.Config); err != nil {
-			return nil, fmt.Errorf("%s: encode config: %w", what, err)
-		}
 	}
 	began := time.Now()
 	name := "agc-" + randomHex(8)
