@@ -5,10 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agcluster/caddy-agcluster/internal/caddytest"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/internal/caddytest"
 )
 
 func TestModuleCaddyfile(t *testing.T) {

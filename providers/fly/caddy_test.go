@@ -3,10 +3,11 @@ package fly
 import (
 	"testing"
 
-	"github.com/agcluster/caddy-agcluster/internal/caddytest"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/internal/caddytest"
 )
 
 func TestModuleCaddyfile(t *testing.T) {
