@@ -4,21 +4,21 @@ import (
 	"cmp"
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/agcluster/caddy-agcluster/internal/apirecord"
-	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 	fly "github.com/superfly/fly-go"
 	"github.com/superfly/fly-go/flaps"
 	"github.com/superfly/fly-go/tokens"
 	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
+	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 )
 
 // route scopes: what a rate-limit bucket is keyed by.
@@ -124,25 +124,14 @@ func (e *Emulator) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare([]byte(tok), []byte(e.opts.Token)) == 1
 }
 
-// writeJSON answers v with status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 // writeError answers Fly's error body {"error": msg}.
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	emuhttp.WriteJSON(w, status, map[string]string{"error": msg})
 }
 
 // decode reads the JSON body into v; an empty body leaves v as it is.
 func decode(c *call, v any) bool {
-	body, err := io.ReadAll(c.r.Body)
-	if err == nil && len(strings.TrimSpace(string(body))) > 0 {
-		err = json.Unmarshal(body, v)
-	}
-	if err != nil {
+	if err := emuhttp.ReadJSON(c.r, v); err != nil {
 		writeError(c.w, http.StatusBadRequest, "invalid request body: "+err.Error())
 		return false
 	}
@@ -151,7 +140,7 @@ func decode(c *call, v any) bool {
 
 // getApp is GET /v1/apps/{app}.
 func (e *Emulator) getApp(c *call) {
-	writeJSON(c.w, http.StatusOK, map[string]any{"name": c.app, "status": "deployed",
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]any{"name": c.app, "status": "deployed",
 		"organization": map[string]string{"name": "emulated", "slug": "personal"}})
 }
 
@@ -208,7 +197,7 @@ func (e *Emulator) create(c *call) {
 	if !in.SkipLaunch {
 		e.launch(m, stateStarting)
 	}
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // unsupported names what a config asks for that the emulator cannot do.
@@ -255,7 +244,7 @@ func (e *Emulator) get(c *call) {
 	out := e.view(c.m)
 	e.mu.Unlock()
 	out.Checks = e.checkStatuses(c.r.Context(), out)
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // list is GET .../machines with Fly's filters: include_deleted, region,
@@ -277,7 +266,7 @@ func (e *Emulator) list(c *call) {
 	}
 	e.mu.Unlock()
 	slices.SortFunc(out, func(a, b *fly.Machine) int { return strings.Compare(a.CreatedAt+a.ID, b.CreatedAt+b.ID) })
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // matches tells whether m passes a list's filters. Callers hold e.mu.
@@ -337,7 +326,7 @@ func (e *Emulator) start(c *call) {
 		writeError(c.w, http.StatusPreconditionFailed, fmt.Sprintf("failed_precondition: unable to start machine from current state: '%s'", prev))
 		return
 	}
-	writeJSON(c.w, http.StatusOK, fly.MachineStartResponse{PreviousState: prev})
+	emuhttp.WriteJSON(c.w, http.StatusOK, fly.MachineStartResponse{PreviousState: prev})
 }
 
 // stop is POST .../stop with {signal, timeout}.
@@ -371,7 +360,7 @@ func (e *Emulator) stop(c *call) {
 		writeError(c.w, http.StatusPreconditionFailed, fmt.Sprintf("failed_precondition: unable to stop machine from current state: '%s'", c.m.state))
 		return
 	}
-	writeJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 // suspend is POST .../suspend: `docker pause` keeps the processes and
@@ -396,7 +385,7 @@ func (e *Emulator) suspend(c *call) {
 		}
 		e.finish(m, stateSuspending, stateSuspended, event("suspend", "suspended", "flyd"))
 	})
-	writeJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 // resume unpauses a suspended machine. Callers hold e.mu.
@@ -438,7 +427,7 @@ func (e *Emulator) destroy(c *call) {
 		}
 		e.finish(m, stateDestroying, stateDestroyed, event("destroy", "destroyed", "flyd"))
 	})
-	writeJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 // update is POST .../{id} (flaps Update): a new config and instance id;
@@ -476,7 +465,7 @@ func (e *Emulator) update(c *call) {
 			}
 		})
 	}
-	writeJSON(c.w, http.StatusOK, e.view(m))
+	emuhttp.WriteJSON(c.w, http.StatusOK, e.view(m))
 }
 
 // waitStates are the states /wait accepts.
@@ -513,7 +502,7 @@ func (e *Emulator) wait(c *call) {
 		st, ch := c.m.state, e.changed
 		e.mu.Unlock()
 		if slices.Contains(states, st) {
-			writeJSON(c.w, http.StatusOK, map[string]any{"ok": true, "state": st})
+			emuhttp.WriteJSON(c.w, http.StatusOK, map[string]any{"ok": true, "state": st})
 			return
 		}
 		if st == stateDestroyed {
@@ -563,7 +552,7 @@ func (e *Emulator) findLease(c *call) {
 		writeError(c.w, http.StatusNotFound, "lease not found")
 		return
 	}
-	writeJSON(c.w, http.StatusOK, leaseBody(c.m.lease, c.m.instanceID))
+	emuhttp.WriteJSON(c.w, http.StatusOK, leaseBody(c.m.lease, c.m.instanceID))
 }
 
 // postLease is POST .../lease?ttl=<seconds> (default 30): without a nonce
@@ -599,7 +588,7 @@ func (e *Emulator) postLease(c *call) {
 		c.m.lease = l
 	}
 	l.expires = now.Add(time.Duration(ttl) * time.Second)
-	writeJSON(c.w, http.StatusOK, leaseBody(l, c.m.instanceID))
+	emuhttp.WriteJSON(c.w, http.StatusOK, leaseBody(l, c.m.instanceID))
 }
 
 // releaseLease is DELETE .../lease with the nonce header; releasing a
@@ -614,7 +603,7 @@ func (e *Emulator) releaseLease(c *call) {
 		return
 	}
 	c.m.lease = nil
-	writeJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 // getMetadata is GET .../metadata.
@@ -625,7 +614,7 @@ func (e *Emulator) getMetadata(c *call) {
 	for k, v := range c.m.config.Metadata {
 		out[k] = v
 	}
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // setMetadata is POST .../metadata/{key} with {"value": ...}.

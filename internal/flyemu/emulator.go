@@ -1,7 +1,6 @@
 package flyemu
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,14 +11,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agcluster/caddy-agcluster/internal/apirecord"
-	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
+	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
 )
 
 // LabelEmulator is the Docker label on everything an emulator creates; its
@@ -75,14 +76,13 @@ type Emulator struct {
 	log    *zap.Logger
 	ncpu   int
 
-	api, proxy       *http.Server
-	apiURL, proxyURL string
-	limiter          *limiter
-	proxyTransport   *http.Transport
-	events           *dockerwatch.Watcher
-	closed           chan struct{}
-	closeOnce        sync.Once
-	pending          sync.WaitGroup // async machine operations
+	servers        *emuhttp.Servers
+	limiter        *limiter
+	proxyTransport *http.Transport
+	events         *dockerwatch.Watcher
+	closed         chan struct{}
+	closeOnce      sync.Once
+	pending        sync.WaitGroup // async machine operations
 
 	mu       sync.Mutex
 	machines map[string]*machine // by id
@@ -188,21 +188,11 @@ func (e *Emulator) Network() string { return e.opts.Network }
 
 // listen starts the two HTTP servers.
 func (e *Emulator) listen() error {
-	apiLn, err := net.Listen("tcp", cmp.Or(e.opts.APIAddr, "127.0.0.1:0"))
+	srv, err := emuhttp.Listen(e.opts.APIAddr, e.rec.Handler(e.withRequestID(e.routes())), e.opts.ProxyAddr, http.HandlerFunc(e.serveProxy))
 	if err != nil {
-		return fmt.Errorf("flyemu: listen for the api: %w", err)
+		return fmt.Errorf("flyemu: %w", err)
 	}
-	proxyLn, err := net.Listen("tcp", cmp.Or(e.opts.ProxyAddr, "127.0.0.1:0"))
-	if err != nil {
-		_ = apiLn.Close()
-		return fmt.Errorf("flyemu: listen for the proxy: %w", err)
-	}
-	e.api = &http.Server{Handler: e.rec.Handler(e.withRequestID(e.routes())), ReadHeaderTimeout: 10 * time.Second}
-	e.proxy = &http.Server{Handler: http.HandlerFunc(e.serveProxy), ReadHeaderTimeout: 10 * time.Second}
-	e.apiURL = "http://" + apiLn.Addr().String()
-	e.proxyURL = "http://" + proxyLn.Addr().String()
-	go func() { _ = e.api.Serve(apiLn) }()
-	go func() { _ = e.proxy.Serve(proxyLn) }()
+	e.servers = srv
 	return nil
 }
 
@@ -211,10 +201,10 @@ func (e *Emulator) ID() string { return e.id }
 
 // APIURL is the Machines API's base URL, without /v1 (what
 // FLY_FLAPS_BASE_URL takes), e.g. "http://127.0.0.1:40123".
-func (e *Emulator) APIURL() string { return e.apiURL }
+func (e *Emulator) APIURL() string { return e.servers.APIURL }
 
 // ProxyURL is the proxy's base URL, the stand-in for https://<app>.fly.dev.
-func (e *Emulator) ProxyURL() string { return e.proxyURL }
+func (e *Emulator) ProxyURL() string { return e.servers.ProxyURL }
 
 // Close stops the servers and removes every container the emulator made.
 func (e *Emulator) Close() error {
@@ -223,11 +213,7 @@ func (e *Emulator) Close() error {
 		close(e.closed)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		for _, s := range []*http.Server{e.api, e.proxy} {
-			if s != nil {
-				_ = s.Close()
-			}
-		}
+		e.servers.Close()
 		e.pending.Wait() // they end early: e.closed cancels their context
 		e.events.Stop()
 		err = e.removeAll(ctx)

@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"regexp"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
 	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
@@ -130,31 +130,20 @@ func (e *Emulator) authorized(r *http.Request) bool {
 	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(tok), []byte(e.opts.Token)) == 1
 }
 
-// writeJSON answers v with status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 // writeError answers the API's error body {"error": {"code", "message"}}.
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, sandboxapi.ErrorBody{Error: sandboxapi.ErrorDetail{Code: code, Message: msg}})
+	emuhttp.WriteJSON(w, status, sandboxapi.ErrorBody{Error: sandboxapi.ErrorDetail{Code: code, Message: msg}})
 }
 
 // writeForbidden answers a refused token as Vercel's API does.
 func writeForbidden(w http.ResponseWriter) {
-	writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]any{
+	emuhttp.WriteJSON(w, http.StatusForbidden, map[string]any{"error": map[string]any{
 		"code": "forbidden", "message": "Not authorized", "invalidToken": true}})
 }
 
 // decode reads the JSON body into v; an empty body leaves v as it is.
 func decode(c *call, v any) bool {
-	body, err := io.ReadAll(io.LimitReader(c.r.Body, 8<<20))
-	if err == nil && len(strings.TrimSpace(string(body))) > 0 {
-		err = json.Unmarshal(body, v)
-	}
-	if err != nil {
+	if err := emuhttp.ReadJSON(c.r, v); err != nil {
 		writeError(c.w, http.StatusBadRequest, "bad_request", "Invalid request body: "+err.Error())
 		return false
 	}
@@ -364,7 +353,7 @@ func (e *Emulator) answerBoot(c *call, sb *sandbox, s *session, resumed bool) {
 	e.mu.Lock()
 	out := e.both(sb, resumed)
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // allow takes vcpus from project's allocation rate, or answers 429.
@@ -388,7 +377,7 @@ func (e *Emulator) get(c *call) {
 	if !resume || running(st) {
 		out := e.both(sb, false)
 		e.mu.Unlock()
-		writeJSON(c.w, http.StatusOK, out)
+		emuhttp.WriteJSON(c.w, http.StatusOK, out)
 		return
 	}
 	prev := sb.session
@@ -417,7 +406,7 @@ func (e *Emulator) get(c *call) {
 	if running(sb.session.status) { // another resume won
 		out := e.both(sb, false)
 		e.mu.Unlock()
-		writeJSON(c.w, http.StatusOK, out)
+		emuhttp.WriteJSON(c.w, http.StatusOK, out)
 		return
 	}
 	s := e.newSession(sb, sb.source)
@@ -463,7 +452,7 @@ func (e *Emulator) update(c *call) {
 	}
 	sb.updatedAt = now()
 	out.Sandbox = e.sandboxView(sb)
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // remove is DELETE /v2/sandboxes/{name}: its session stops, its container
@@ -490,7 +479,7 @@ func (e *Emulator) remove(c *call) {
 	if err := e.removeContainer(ctx, sb); err != nil {
 		e.log.Warn("remove_failed", zap.String("sandbox", sb.name), zap.Error(err))
 	}
-	writeJSON(c.w, http.StatusOK, sandboxapi.UpdateSandboxResponse{Sandbox: out})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.UpdateSandboxResponse{Sandbox: out})
 }
 
 // list is GET /v2/sandboxes?project=&tags=k:v&namePrefix=&sortOrder=&limit=&cursor=.
@@ -513,7 +502,7 @@ func (e *Emulator) list(c *call) {
 		views = append(views, e.sandboxView(sb))
 	}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, sandboxapi.SandboxList{Sandboxes: views, Pagination: sandboxapi.Pagination{Count: len(views), Next: next}})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.SandboxList{Sandboxes: views, Pagination: sandboxapi.Pagination{Count: len(views), Next: next}})
 }
 
 // hasTags reports whether tags holds every key:value filter.
@@ -576,7 +565,7 @@ func (e *Emulator) listSessions(c *call) {
 		views = append(views, e.sessionView(s))
 	}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, map[string]any{"sessions": views, "pagination": sandboxapi.Pagination{Count: len(views), Next: next}})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]any{"sessions": views, "pagination": sandboxapi.Pagination{Count: len(views), Next: next}})
 }
 
 // getSession is GET /v2/sandboxes/sessions/{sid}.
@@ -584,7 +573,7 @@ func (e *Emulator) getSession(c *call) {
 	e.mu.Lock()
 	out := sandboxapi.SessionAndRoutes{Session: e.sessionView(c.s), Routes: e.routesView(c.sb)}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // stop is POST .../stop: a running session is stopping when this answers
@@ -601,7 +590,7 @@ func (e *Emulator) stop(c *call) {
 		out.Sandbox = &v
 	}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // extend is POST .../extend-timeout {"duration": ms}: up to the plan's
@@ -628,7 +617,7 @@ func (e *Emulator) extend(c *call) {
 	s.timeout += in.Duration
 	s.updatedAt = now()
 	e.armTimer(s)
-	writeJSON(c.w, http.StatusOK, sandboxapi.SessionResponse{Session: e.sessionView(s)})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.SessionResponse{Session: e.sessionView(s)})
 }
 
 // snapshot is POST .../snapshot {"expiration"?}: answered once the
@@ -650,7 +639,7 @@ func (e *Emulator) snapshot(c *call) {
 	e.mu.Lock()
 	out := sandboxapi.CreateSnapshotResponse{Snapshot: snapshotView(sn), Session: e.sessionView(c.s)}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // listSnapshots is GET /v2/sandboxes/snapshots?project=&name=: the
@@ -674,7 +663,7 @@ func (e *Emulator) listSnapshots(c *call) {
 	for _, sn := range page {
 		views = append(views, snapshotView(sn))
 	}
-	writeJSON(c.w, http.StatusOK, sandboxapi.SnapshotList{Snapshots: views, Pagination: sandboxapi.Pagination{Count: len(views), Next: next}})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.SnapshotList{Snapshots: views, Pagination: sandboxapi.Pagination{Count: len(views), Next: next}})
 }
 
 // getSnapshot is GET /v2/sandboxes/snapshots/{id}.
@@ -682,7 +671,7 @@ func (e *Emulator) getSnapshot(c *call) {
 	e.mu.Lock()
 	out := sandboxapi.SnapshotResponse{Snapshot: snapshotView(c.sn)}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // deleteSnapshot is DELETE /v2/sandboxes/snapshots/{id}: it is marked
@@ -692,7 +681,7 @@ func (e *Emulator) deleteSnapshot(c *call) {
 	c.sn.status, c.sn.updatedAt = sandboxapi.SnapshotDeleted, now()
 	out := sandboxapi.SnapshotResponse{Snapshot: snapshotView(c.sn)}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // runCommand is POST .../cmd: detached, answered at once; with wait, an
@@ -713,7 +702,7 @@ func (e *Emulator) runCommand(c *call) {
 		return
 	}
 	if !in.Wait {
-		writeJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: cmd.view()})
+		emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: cmd.view()})
 		return
 	}
 	e.streamCommand(c, cmd, in.Logs)
@@ -774,7 +763,7 @@ func (e *Emulator) getCommand(c *call) {
 			return
 		}
 	}
-	writeJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: c.cmd.view()})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: c.cmd.view()})
 }
 
 // commandLogs is GET .../cmd/{cid}/logs: the command's output as NDJSON
@@ -802,7 +791,7 @@ func (e *Emulator) kill(c *call) {
 		writeError(c.w, http.StatusInternalServerError, "internal_server_error", err.Error())
 		return
 	}
-	writeJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: c.cmd.view()})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: c.cmd.view()})
 }
 
 // ndjson writes one JSON value per line, flushing each.

@@ -12,14 +12,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agcluster/caddy-agcluster/internal/apirecord"
-	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
+	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
 )
 
 // LabelEmulator is the Docker label on everything an emulator creates
@@ -97,14 +99,13 @@ type Emulator struct {
 	log    *zap.Logger
 	ncpu   int
 
-	api, proxy       *http.Server
-	apiURL, proxyURL string
-	limiter          *limiter
-	proxyTransport   *http.Transport
-	events           *dockerwatch.Watcher
-	closed           chan struct{}
-	closeOnce        sync.Once
-	pending          sync.WaitGroup // goroutines that outlive a call
+	servers        *emuhttp.Servers
+	limiter        *limiter
+	proxyTransport *http.Transport
+	events         *dockerwatch.Watcher
+	closed         chan struct{}
+	closeOnce      sync.Once
+	pending        sync.WaitGroup // goroutines that outlive a call
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox // by project + "/" + name
@@ -189,21 +190,11 @@ func (e *Emulator) connect(ctx context.Context) error {
 
 // listen starts the two HTTP servers.
 func (e *Emulator) listen() error {
-	apiLn, err := net.Listen("tcp", cmp.Or(e.opts.APIAddr, "127.0.0.1:0"))
+	srv, err := emuhttp.Listen(e.opts.APIAddr, e.rec.Handler(withRequestID(e.routes())), e.opts.ProxyAddr, http.HandlerFunc(e.serveProxy))
 	if err != nil {
-		return fmt.Errorf("vercelemu: listen for the api: %w", err)
+		return fmt.Errorf("vercelemu: %w", err)
 	}
-	proxyLn, err := net.Listen("tcp", cmp.Or(e.opts.ProxyAddr, "127.0.0.1:0"))
-	if err != nil {
-		_ = apiLn.Close()
-		return fmt.Errorf("vercelemu: listen for the proxy: %w", err)
-	}
-	e.api = &http.Server{Handler: e.rec.Handler(withRequestID(e.routes())), ReadHeaderTimeout: 10 * time.Second}
-	e.proxy = &http.Server{Handler: http.HandlerFunc(e.serveProxy), ReadHeaderTimeout: 10 * time.Second}
-	e.apiURL = "http://" + apiLn.Addr().String()
-	e.proxyURL = "http://" + proxyLn.Addr().String()
-	go func() { _ = e.api.Serve(apiLn) }()
-	go func() { _ = e.proxy.Serve(proxyLn) }()
+	e.servers = srv
 	return nil
 }
 
@@ -212,11 +203,11 @@ func (e *Emulator) ID() string { return e.id }
 
 // APIURL is the API's base URL, the stand-in for https://vercel.com/api
 // (paths /v2/... and /v3/... below it).
-func (e *Emulator) APIURL() string { return e.apiURL }
+func (e *Emulator) APIURL() string { return e.servers.APIURL }
 
 // ProxyURL is the route proxy's base URL. A route's URL is ProxyURL plus
 // "/<subdomain>", the stand-in for https://<subdomain>.vercel.run.
-func (e *Emulator) ProxyURL() string { return e.proxyURL }
+func (e *Emulator) ProxyURL() string { return e.servers.ProxyURL }
 
 // Close stops the servers and the session timers and removes every
 // container and snapshot image the emulator made.
@@ -233,11 +224,7 @@ func (e *Emulator) Close() error {
 			}
 		}
 		e.mu.Unlock()
-		for _, s := range []*http.Server{e.api, e.proxy} {
-			if s != nil {
-				_ = s.Close()
-			}
-		}
+		e.servers.Close()
 		e.pending.Wait()
 		e.events.Stop()
 		err = errors.Join(e.removeContainers(ctx), e.removeImages(ctx))

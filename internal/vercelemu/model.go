@@ -130,7 +130,7 @@ func (e *Emulator) routesView(sb *sandbox) []sandboxapi.Route {
 	out := make([]sandboxapi.Route, 0, len(sb.ports))
 	for _, p := range sb.ports {
 		sub := sb.subdomains[p]
-		out = append(out, sandboxapi.Route{URL: e.proxyURL + "/" + sub, Subdomain: sub, Port: p})
+		out = append(out, sandboxapi.Route{URL: e.servers.ProxyURL + "/" + sub, Subdomain: sub, Port: p})
 	}
 	return out
 }
