@@ -1,6 +1,7 @@
-// Package caddytest runs the Caddyfile tests every provider's guest
-// module has: a table of blocks and the JSON configuration (or the error)
-// each gives, and loading the module the way the app does.
+// Package caddytest runs the configuration tests every provider's guest
+// module has: a table of Caddyfile blocks and the JSON configuration (or
+// the error) each gives, loading the module the way the app does, and a
+// table of option changes and the errors their check gives.
 package caddytest
 
 import (
@@ -59,4 +60,46 @@ func LoadModule[T any](t *testing.T, id, input string) T {
 	m, ok := unm.(T)
 	require.True(t, ok, "%T", unm)
 	return m
+}
+
+// secret is the API key the option cases put in env: no error may
+// repeat it.
+const secret = "sk-ant-x"
+
+// OptionsCase is a change to valid options and the parts of the error
+// their check must give (none: they stay valid).
+type OptionsCase[O any] struct {
+	// Name names the subtest.
+	Name string
+	// Change changes a copy of the valid options.
+	Change func(o *O)
+	// WantErr are parts of the error; empty for valid options.
+	WantErr []string
+}
+
+// Validate runs each case as a subtest on a copy of valid: check (the
+// options' normalize) must accept it, or fail with every part of WantErr
+// and without the secret "sk-ant-x", and then newFn (the provider's New)
+// must fail too, returning nil.
+func Validate[O, P any](t *testing.T, valid O, check func(O) error, newFn func(O) (P, error), cases []OptionsCase[O]) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			o := valid
+			tc.Change(&o)
+			err := check(o)
+			if tc.WantErr == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			for _, w := range tc.WantErr {
+				assert.Contains(t, err.Error(), w)
+			}
+			assert.NotContains(t, err.Error(), secret, "no secret in the error")
+			p, err := newFn(o)
+			require.Error(t, err)
+			assert.Nil(t, p)
+		})
+	}
 }
