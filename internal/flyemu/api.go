@@ -18,6 +18,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/internal/apirecord"
 	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 )
 
@@ -173,7 +174,7 @@ func (e *Emulator) create(c *call) {
 	}
 	now := time.Now().UTC()
 	m := &machine{
-		id: randomHex(7), app: c.app, name: in.Name, region: cmp.Or(in.Region, e.opts.Region),
+		id: randhex.String(7), app: c.app, name: in.Name, region: cmp.Or(in.Region, e.opts.Region),
 		instanceID: instanceID(), config: normalizeConfig(in.Config), imageRef: ref,
 		createdAt: now, updatedAt: now, state: stateCreated,
 	}
@@ -182,7 +183,7 @@ func (e *Emulator) create(c *call) {
 	}
 	m.events = []*fly.MachineEvent{{Type: "launch", Status: stateCreated, Source: "user", Timestamp: now.UnixMilli()}}
 	if in.LeaseTTL > 0 {
-		m.lease = &lease{nonce: randomHex(6), owner: e.owner(), expires: now.Add(time.Duration(in.LeaseTTL) * time.Second)}
+		m.lease = &lease{nonce: randhex.String(6), owner: e.owner(), expires: now.Add(time.Duration(in.LeaseTTL) * time.Second)}
 	}
 	e.mu.Lock()
 	e.machines[m.id] = m
@@ -232,7 +233,7 @@ func normalizeConfig(in *fly.MachineConfig) *fly.MachineConfig {
 
 // instanceID makes a ULID-like instance id (26 upper-case characters).
 func instanceID() string {
-	return strings.ToUpper("01" + randomHex(12))
+	return strings.ToUpper("01" + randhex.String(12))
 }
 
 // owner is the lease owner reported for the emulator's token.
@@ -584,7 +585,7 @@ func (e *Emulator) postLease(c *call) {
 		writeError(c.w, http.StatusConflict, "lease not found or expired for nonce "+nonce)
 		return
 	case nonce == "":
-		l = &lease{nonce: randomHex(6), owner: e.owner()}
+		l = &lease{nonce: randhex.String(6), owner: e.owner()}
 		c.m.lease = l
 	}
 	l.expires = now.Add(time.Duration(ttl) * time.Second)

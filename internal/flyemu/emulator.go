@@ -3,7 +3,6 @@ package flyemu
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +20,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/internal/apirecord"
 	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
 	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 )
 
 // LabelEmulator is the Docker label on everything an emulator creates; its
@@ -98,7 +98,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 	}
 	e := &Emulator{
 		opts:     opts,
-		id:       randomHex(6),
+		id:       randhex.String(6),
 		cli:      opts.Docker,
 		log:      opts.Logger,
 		limiter:  newLimiter(opts.RateLimits),
@@ -275,13 +275,7 @@ const bodyKeep = 8 << 20
 // withRequestID sets Fly-Request-Id on every API answer, as Fly does.
 func (e *Emulator) withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Fly-Request-Id", randomHex(10)+"-"+e.opts.Region)
+		w.Header().Set("Fly-Request-Id", randhex.String(10)+"-"+e.opts.Region)
 		next.ServeHTTP(w, r)
 	})
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

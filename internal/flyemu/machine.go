@@ -18,6 +18,8 @@ import (
 	"github.com/docker/docker/api/types/network"
 	fly "github.com/superfly/fly-go"
 	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 )
 
 // Fly's machine states (https://fly.io/docs/machines/machine-states/).
@@ -181,7 +183,7 @@ func restartPolicy(r *fly.MachineRestart) container.RestartPolicy {
 // createContainer makes a fresh container for m from its image.
 func (e *Emulator) createContainer(ctx context.Context, m *machine) (string, error) {
 	cfg, host, netCfg := e.containerConfig(m)
-	name := "flyemu-" + e.id + "-" + m.id + "-" + randomHex(2)
+	name := "flyemu-" + e.id + "-" + m.id + "-" + randhex.String(2)
 	created, err := e.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, name)
 	if err != nil {
 		return "", fmt.Errorf("flyemu: create container for %s: %w", m.id, err)

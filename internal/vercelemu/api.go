@@ -18,6 +18,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/internal/apirecord"
 	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
@@ -290,7 +291,7 @@ func (e *Emulator) create(c *call) {
 		vcpus: vcpus, timeout: timeout, env: maps.Clone(in.Env), tags: maps.Clone(in.Tags), ports: slices.Clone(in.Ports),
 		subdomains: subdomainsFor(in.Ports), createdAt: t, updatedAt: t, source: source}
 	if sb.name == "" {
-		sb.name = "sbx-" + randomHex(8)
+		sb.name = "sbx-" + randhex.String(8)
 	}
 	e.mu.Lock()
 	if e.lookupSandbox(sb.project, sb.name) != nil {

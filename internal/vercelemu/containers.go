@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -74,7 +75,7 @@ func (e *Emulator) bootContainer(ctx context.Context, sb *sandbox) error {
 	fresh := id == ""
 	if fresh {
 		cfg, host, netCfg := e.containerConfig(sb, img)
-		created, err := e.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, "vercelemu-"+e.id+"-"+sb.name+"-"+randomHex(2))
+		created, err := e.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, "vercelemu-"+e.id+"-"+sb.name+"-"+randhex.String(2))
 		if err != nil {
 			return fmt.Errorf("create container for %s: %w", sb.name, err)
 		}

@@ -3,8 +3,6 @@ package vercelemu
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +20,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/internal/apirecord"
 	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
 	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 )
 
 // LabelEmulator is the Docker label on everything an emulator creates
@@ -124,7 +123,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 	}
 	e := &Emulator{
 		opts:      opts,
-		id:        randomHex(6),
+		id:        randhex.String(6),
 		cli:       opts.Docker,
 		log:       opts.Logger,
 		limiter:   newLimiter(opts.RateLimits),
@@ -303,15 +302,9 @@ const bodyKeep = 64 << 10
 // withRequestID sets X-Vercel-Id on every API answer, as Vercel does.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Vercel-Id", Region+"::"+randomHex(10))
+		w.Header().Set("X-Vercel-Id", Region+"::"+randhex.String(10))
 		next.ServeHTTP(w, r)
 	})
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // spawn runs fn in a goroutine that Close waits for, unless the emulator

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -22,7 +23,7 @@ import (
 // 410 (Vercel's SANDBOX_STOPPED), a port nothing listens on 502.
 func (e *Emulator) serveProxy(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Server", "Vercel")
-	w.Header().Set("X-Vercel-Id", Region+"::"+randomHex(10))
+	w.Header().Set("X-Vercel-Id", Region+"::"+randhex.String(10))
 	sub, rest := e.subdomain(r)
 	target, name, status, msg := e.routeTarget(sub)
 	if status != 0 {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -46,8 +47,8 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		return nil, err
 	}
 
-	token := randomHex(32)
-	vols := volumes{workspace: "agcluster-ws-" + randomHex(6), state: "agcluster-state-" + randomHex(6)}
+	token := randhex.String(32)
+	vols := volumes{workspace: "agcluster-ws-" + randhex.String(6), state: "agcluster-state-" + randhex.String(6)}
 	name := containerName(cmp.Or(spec.SessionID, "pool-"+spec.Pool))
 	labels := p.labels(spec, vols)
 
@@ -448,7 +449,7 @@ func containerName(sessionID string) string {
 	if s == "" {
 		s = "session"
 	}
-	return "agcluster-" + s + "-" + randomHex(2)
+	return "agcluster-" + s + "-" + randhex.String(2)
 }
 
 func parseTime(s string, def time.Time) time.Time {

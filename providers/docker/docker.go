@@ -14,8 +14,6 @@ package docker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -325,13 +323,6 @@ func isOwnLabel(k string) bool {
 		return true
 	}
 	return false
-}
-
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
-	return hex.EncodeToString(b)
 }
 
 // shortID abbreviates a container id for error messages (logs carry the

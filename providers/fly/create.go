@@ -17,6 +17,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -43,9 +44,9 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	token := randomHex(32)
+	token := randhex.String(32)
 	input := fly.LaunchMachineInput{
-		Name:   "agcluster-" + randomHex(6),
+		Name:   "agcluster-" + randhex.String(6),
 		Region: p.opts.Region,
 		Config: p.machineConfig(spec, token, cfgJSON),
 	}

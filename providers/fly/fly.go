@@ -19,8 +19,6 @@ package fly
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -333,13 +331,6 @@ func (p *Provider) Ping(ctx context.Context) error {
 		return p.apiError("ping", "", err)
 	}
 	return nil
-}
-
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
-	return hex.EncodeToString(b)
 }
 
 // Interface guards.

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -38,7 +39,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 
 	name := p.instanceName(spec)
 	m := p.metaFor(name, spec.Identity(p.Name()))
-	token := randomHex(32)
+	token := randhex.String(32)
 	podSpec := p.podSpec(spec, name, cfgJSON)
 	began := time.Now()
 	p.creating.Mark(name)

@@ -35,7 +35,6 @@ package kubernetes
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -55,6 +54,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -478,7 +478,7 @@ func (p *Provider) Close() error {
 // gets a random name instead.
 func (p *Provider) instanceName(spec providers.Spec) string {
 	if spec.SessionID == "" {
-		return "agent-pool-" + randomHex(6)
+		return "agent-pool-" + randhex.String(6)
 	}
 	sum := sha256.Sum256([]byte(p.Name() + "\x00" + spec.SessionID))
 	readable := dnsPart(spec.SessionID, 30)
@@ -513,13 +513,6 @@ func sessionHash(sessionID string) string {
 	}
 	sum := sha256.Sum256([]byte(sessionID))
 	return hex.EncodeToString(sum[:])[:32]
-}
-
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
-	return hex.EncodeToString(b)
 }
 
 // markEnded records that this Provider deletes the pod with this UID,

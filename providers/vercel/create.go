@@ -12,6 +12,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
@@ -33,7 +34,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	began := time.Now()
-	name := "agc-" + randomHex(8)
+	name := "agc-" + randhex.String(8)
 	p.creating.Mark(name)
 	defer p.creating.Forget(name)
 	sb, err := p.createSandbox(ctx, name, spec, cfgJSON)

@@ -35,9 +35,7 @@ package vercel
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -329,13 +327,6 @@ func (p *Provider) Ping(ctx context.Context) error {
 		return p.apiError("ping", "", err)
 	}
 	return nil
-}
-
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
-	return hex.EncodeToString(b)
 }
 
 // Interface guards.
