@@ -153,19 +153,12 @@ func TestConformance(t *testing.T) {
 	second := opts
 	second.Name = "second"
 	providertest.Run(t, newProvider(t, opts), providertest.Options{
-		NewSpec: providertest.NewSpec,
-		Reopen:  func(t *testing.T) providers.Provider { return newProvider(t, opts) },
-		Other:   newProvider(t, second),
-		Kill:    func(ctx context.Context, id string) error { return cli.ContainerKill(ctx, id, "KILL") },
-		Stored:  func(ctx context.Context, id string) (string, error) { return stored(ctx, cli, id) },
-		ModelRequests: func(ctx context.Context) ([]string, error) {
-			reqs, err := mock.Requests(ctx)
-			bodies := make([]string, len(reqs))
-			for i, r := range reqs {
-				bodies[i] = string(r.Body)
-			}
-			return bodies, err
-		},
+		NewSpec:       providertest.NewSpec,
+		Reopen:        func(t *testing.T) providers.Provider { return newProvider(t, opts) },
+		Other:         newProvider(t, second),
+		Kill:          func(ctx context.Context, id string) error { return cli.ContainerKill(ctx, id, "KILL") },
+		Stored:        func(ctx context.Context, id string) (string, error) { return stored(ctx, cli, id) },
+		ModelRequests: mock.Bodies,
 	})
 }
 

@@ -84,15 +84,6 @@ func (e *emulated) stored(context.Context, string) (string, error) {
 	return out.String(), nil
 }
 
-func (e *emulated) modelRequests(ctx context.Context) ([]string, error) {
-	reqs, err := e.mock.Requests(ctx)
-	bodies := make([]string, len(reqs))
-	for i, r := range reqs {
-		bodies[i] = string(r.Body)
-	}
-	return bodies, err
-}
-
 // TestConformance runs the providers' conformance suite on the Fly
 // provider against the emulator, reaching agents through its proxy.
 func TestConformance(t *testing.T) {
@@ -106,7 +97,7 @@ func TestConformance(t *testing.T) {
 		Other:         newProvider(t, other),
 		Kill:          e.emu.Crash,
 		Stored:        e.stored,
-		ModelRequests: e.modelRequests,
+		ModelRequests: e.mock.Bodies,
 	})
 }
 

@@ -98,7 +98,7 @@ func TestConformance(t *testing.T) {
 				Other:         newProvider(t, other),
 				Kill:          c.kill,
 				Stored:        c.stored,
-				ModelRequests: c.modelRequests,
+				ModelRequests: func(context.Context) ([]string, error) { return anthropictest.Bodies(c.mock.Requests()), nil },
 			})
 			c.assertNothingLeft(t)
 		})
@@ -140,15 +140,6 @@ func (c *cluster) stored(ctx context.Context, id string) (string, error) {
 	}
 	fmt.Fprintf(&b, "claim labels: %v\nclaim annotations: %v\n", claim.Labels, claim.Annotations)
 	return b.String(), nil
-}
-
-func (c *cluster) modelRequests(context.Context) ([]string, error) {
-	reqs := c.mock.Requests()
-	bodies := make([]string, len(reqs))
-	for i, r := range reqs {
-		bodies[i] = string(r.Body)
-	}
-	return bodies, nil
 }
 
 // assertNothingLeft waits until no pod, claim or Secret of agcluster is

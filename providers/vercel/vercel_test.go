@@ -92,15 +92,6 @@ func (e *emulated) stored(context.Context, string) (string, error) {
 	return out.String(), nil
 }
 
-func (e *emulated) modelRequests(ctx context.Context) ([]string, error) {
-	reqs, err := e.mock.Requests(ctx)
-	bodies := make([]string, len(reqs))
-	for i, r := range reqs {
-		bodies[i] = string(r.Body)
-	}
-	return bodies, err
-}
-
 // TestConformance runs the providers' conformance suite on the Vercel
 // provider against the emulator: it prepares the agent snapshot on its
 // first create, and reaches agents through their routes.
@@ -115,7 +106,7 @@ func TestConformance(t *testing.T) {
 		Other:         newProvider(t, other, nil),
 		Kill:          e.emu.Crash,
 		Stored:        e.stored,
-		ModelRequests: e.modelRequests,
+		ModelRequests: e.mock.Bodies,
 	})
 	for name, status := range e.emu.Sandboxes() {
 		assert.True(t, strings.HasPrefix(name, "agcluster-snapshot-"), "sandbox %s (%s) left", name, status)
@@ -335,7 +326,7 @@ func TestTimeLimit(t *testing.T) {
 	woken, err := p.Wake(ctx, inst.ID)
 	require.NoError(t, err)
 	assert.Equal(t, "Noted.", turn(t, woken, "Which word? marker-after-expiry"))
-	reqs, err := e.modelRequests(ctx)
+	reqs, err := e.mock.Bodies(ctx)
 	require.NoError(t, err)
 	last := reqs[len(reqs)-1]
 	assert.Contains(t, last, "marker-after-expiry")
