@@ -31,8 +31,8 @@ func TestCheckEnv(t *testing.T) {
 	}
 }
 
-func TestSleepSet(t *testing.T) {
-	var s SleepSet
+func TestIDSet(t *testing.T) {
+	var s IDSet
 	assert.False(t, s.Has("a"), "the zero value is empty")
 	s.Mark("a")
 	assert.True(t, s.Has("a"))
@@ -40,4 +40,14 @@ func TestSleepSet(t *testing.T) {
 	s.Forget("a")
 	assert.False(t, s.Has("a"))
 	s.Forget("never marked")
+}
+
+func TestGoneSet(t *testing.T) {
+	var s GoneSet
+	assert.False(t, s.Has("a"), "the zero value is empty")
+	s.Mark("a")
+	s.Mark("b")
+	assert.True(t, s.Has("a"))
+	assert.True(t, s.Has("b"))
+	assert.False(t, s.Has("c"))
 }

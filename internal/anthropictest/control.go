@@ -135,6 +135,13 @@ func (rm *Remote) Requests(ctx context.Context) ([]RecordedRequest, error) {
 	return reqs, nil
 }
 
+// Bodies returns the bodies of the requests the mock recorded, as text,
+// in order.
+func (rm *Remote) Bodies(ctx context.Context) ([]string, error) {
+	reqs, err := rm.Requests(ctx)
+	return Bodies(reqs), err
+}
+
 // Reset makes the mock forget its recorded requests and restore every
 // step's uses.
 func (rm *Remote) Reset(ctx context.Context) error {

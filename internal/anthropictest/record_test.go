@@ -273,3 +273,9 @@ func TestRealRecording(t *testing.T) {
 	assert.Contains(t, got.LastUserText(), "say hi")
 	assert.False(t, got.HasToolResult())
 }
+
+func TestBodies(t *testing.T) {
+	reqs := []anthropictest.RecordedRequest{{Body: []byte(`{"a":1}`)}, {}, {Body: []byte("x")}}
+	assert.Equal(t, []string{`{"a":1}`, "", "x"}, anthropictest.Bodies(reqs))
+	assert.Empty(t, anthropictest.Bodies(nil))
+}

@@ -223,3 +223,12 @@ func (r RecordedRequest) AllText() string {
 	}
 	return s
 }
+
+// Bodies returns the requests' bodies as text, in order.
+func Bodies(reqs []RecordedRequest) []string {
+	out := make([]string, len(reqs))
+	for i, r := range reqs {
+		out[i] = string(r.Body)
+	}
+	return out
+}

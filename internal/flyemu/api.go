@@ -1,11 +1,10 @@
 package flyemu
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -16,6 +15,11 @@ import (
 	"github.com/superfly/fly-go/flaps"
 	"github.com/superfly/fly-go/tokens"
 	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
+	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 )
 
 // route scopes: what a rate-limit bucket is keyed by.
@@ -76,9 +80,7 @@ type call struct {
 // the rate limit, in that order (a bad token gets 401 before anything).
 func (e *Emulator) handle(mux *http.ServeMux, pattern string, scope int, get bool, h func(*call)) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if route, ok := r.Context().Value(routeKey{}).(*string); ok {
-			*route = pattern
-		}
+		apirecord.SetRoute(r, pattern)
 		if !e.authorized(r) {
 			writeError(w, http.StatusUnauthorized, "unauthorized")
 			return
@@ -103,7 +105,7 @@ func (e *Emulator) handle(mux *http.ServeMux, pattern string, scope int, get boo
 		}
 		if ok, wait := e.limiter.allow(key, get); !ok {
 			// Fly answers 429 with Retry-After (seconds).
-			w.Header().Set("Retry-After", strconv.Itoa(retryAfter(wait)))
+			w.Header().Set("Retry-After", strconv.Itoa(ratebucket.RetryAfter(wait)))
 			writeError(w, http.StatusTooManyRequests, "rate limit exceeded")
 			return
 		}
@@ -123,25 +125,14 @@ func (e *Emulator) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare([]byte(tok), []byte(e.opts.Token)) == 1
 }
 
-// writeJSON answers v with status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 // writeError answers Fly's error body {"error": msg}.
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	emuhttp.WriteJSON(w, status, map[string]string{"error": msg})
 }
 
 // decode reads the JSON body into v; an empty body leaves v as it is.
 func decode(c *call, v any) bool {
-	body, err := io.ReadAll(c.r.Body)
-	if err == nil && len(strings.TrimSpace(string(body))) > 0 {
-		err = json.Unmarshal(body, v)
-	}
-	if err != nil {
+	if err := emuhttp.ReadJSON(c.r, v); err != nil {
 		writeError(c.w, http.StatusBadRequest, "invalid request body: "+err.Error())
 		return false
 	}
@@ -150,7 +141,7 @@ func decode(c *call, v any) bool {
 
 // getApp is GET /v1/apps/{app}.
 func (e *Emulator) getApp(c *call) {
-	writeJSON(c.w, http.StatusOK, map[string]any{"name": c.app, "status": "deployed",
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]any{"name": c.app, "status": "deployed",
 		"organization": map[string]string{"name": "emulated", "slug": "personal"}})
 }
 
@@ -183,7 +174,7 @@ func (e *Emulator) create(c *call) {
 	}
 	now := time.Now().UTC()
 	m := &machine{
-		id: randomHex(7), app: c.app, name: in.Name, region: orDefault(in.Region, e.opts.Region),
+		id: randhex.String(7), app: c.app, name: in.Name, region: cmp.Or(in.Region, e.opts.Region),
 		instanceID: instanceID(), config: normalizeConfig(in.Config), imageRef: ref,
 		createdAt: now, updatedAt: now, state: stateCreated,
 	}
@@ -192,7 +183,7 @@ func (e *Emulator) create(c *call) {
 	}
 	m.events = []*fly.MachineEvent{{Type: "launch", Status: stateCreated, Source: "user", Timestamp: now.UnixMilli()}}
 	if in.LeaseTTL > 0 {
-		m.lease = &lease{nonce: randomHex(6), owner: e.owner(), expires: now.Add(time.Duration(in.LeaseTTL) * time.Second)}
+		m.lease = &lease{nonce: randhex.String(6), owner: e.owner(), expires: now.Add(time.Duration(in.LeaseTTL) * time.Second)}
 	}
 	e.mu.Lock()
 	e.machines[m.id] = m
@@ -207,7 +198,7 @@ func (e *Emulator) create(c *call) {
 	if !in.SkipLaunch {
 		e.launch(m, stateStarting)
 	}
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // unsupported names what a config asks for that the emulator cannot do.
@@ -232,9 +223,9 @@ func normalizeConfig(in *fly.MachineConfig) *fly.MachineConfig {
 	g := fly.MachineGuest{CPUKind: "shared", CPUs: 1, MemoryMB: 256}
 	if in.Guest != nil {
 		g = *in.Guest
-		g.CPUKind = orDefault(g.CPUKind, "shared")
-		g.CPUs = orDefault(g.CPUs, 1)
-		g.MemoryMB = orDefault(g.MemoryMB, 256*g.CPUs)
+		g.CPUKind = cmp.Or(g.CPUKind, "shared")
+		g.CPUs = cmp.Or(g.CPUs, 1)
+		g.MemoryMB = cmp.Or(g.MemoryMB, 256*g.CPUs)
 	}
 	c.Guest = &g
 	return &c
@@ -242,7 +233,7 @@ func normalizeConfig(in *fly.MachineConfig) *fly.MachineConfig {
 
 // instanceID makes a ULID-like instance id (26 upper-case characters).
 func instanceID() string {
-	return strings.ToUpper("01" + randomHex(12))
+	return strings.ToUpper("01" + randhex.String(12))
 }
 
 // owner is the lease owner reported for the emulator's token.
@@ -254,7 +245,7 @@ func (e *Emulator) get(c *call) {
 	out := e.view(c.m)
 	e.mu.Unlock()
 	out.Checks = e.checkStatuses(c.r.Context(), out)
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // list is GET .../machines with Fly's filters: include_deleted, region,
@@ -276,7 +267,7 @@ func (e *Emulator) list(c *call) {
 	}
 	e.mu.Unlock()
 	slices.SortFunc(out, func(a, b *fly.Machine) int { return strings.Compare(a.CreatedAt+a.ID, b.CreatedAt+b.ID) })
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // matches tells whether m passes a list's filters. Callers hold e.mu.
@@ -336,7 +327,7 @@ func (e *Emulator) start(c *call) {
 		writeError(c.w, http.StatusPreconditionFailed, fmt.Sprintf("failed_precondition: unable to start machine from current state: '%s'", prev))
 		return
 	}
-	writeJSON(c.w, http.StatusOK, fly.MachineStartResponse{PreviousState: prev})
+	emuhttp.WriteJSON(c.w, http.StatusOK, fly.MachineStartResponse{PreviousState: prev})
 }
 
 // stop is POST .../stop with {signal, timeout}.
@@ -345,7 +336,7 @@ func (e *Emulator) stop(c *call) {
 	if !decode(c, &in) {
 		return
 	}
-	timeout := orDefault(in.Timeout.Duration, 5*time.Second)
+	timeout := cmp.Or(in.Timeout.Duration, 5*time.Second)
 	if c.m.config.StopConfig != nil && in.Timeout.Duration == 0 && c.m.config.StopConfig.Timeout != nil {
 		timeout = c.m.config.StopConfig.Timeout.Duration
 	}
@@ -370,7 +361,7 @@ func (e *Emulator) stop(c *call) {
 		writeError(c.w, http.StatusPreconditionFailed, fmt.Sprintf("failed_precondition: unable to stop machine from current state: '%s'", c.m.state))
 		return
 	}
-	writeJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 // suspend is POST .../suspend: `docker pause` keeps the processes and
@@ -395,7 +386,7 @@ func (e *Emulator) suspend(c *call) {
 		}
 		e.finish(m, stateSuspending, stateSuspended, event("suspend", "suspended", "flyd"))
 	})
-	writeJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 // resume unpauses a suspended machine. Callers hold e.mu.
@@ -437,7 +428,7 @@ func (e *Emulator) destroy(c *call) {
 		}
 		e.finish(m, stateDestroying, stateDestroyed, event("destroy", "destroyed", "flyd"))
 	})
-	writeJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 // update is POST .../{id} (flaps Update): a new config and instance id;
@@ -475,7 +466,7 @@ func (e *Emulator) update(c *call) {
 			}
 		})
 	}
-	writeJSON(c.w, http.StatusOK, e.view(m))
+	emuhttp.WriteJSON(c.w, http.StatusOK, e.view(m))
 }
 
 // waitStates are the states /wait accepts.
@@ -512,7 +503,7 @@ func (e *Emulator) wait(c *call) {
 		st, ch := c.m.state, e.changed
 		e.mu.Unlock()
 		if slices.Contains(states, st) {
-			writeJSON(c.w, http.StatusOK, map[string]any{"ok": true, "state": st})
+			emuhttp.WriteJSON(c.w, http.StatusOK, map[string]any{"ok": true, "state": st})
 			return
 		}
 		if st == stateDestroyed {
@@ -562,7 +553,7 @@ func (e *Emulator) findLease(c *call) {
 		writeError(c.w, http.StatusNotFound, "lease not found")
 		return
 	}
-	writeJSON(c.w, http.StatusOK, leaseBody(c.m.lease, c.m.instanceID))
+	emuhttp.WriteJSON(c.w, http.StatusOK, leaseBody(c.m.lease, c.m.instanceID))
 }
 
 // postLease is POST .../lease?ttl=<seconds> (default 30): without a nonce
@@ -594,11 +585,11 @@ func (e *Emulator) postLease(c *call) {
 		writeError(c.w, http.StatusConflict, "lease not found or expired for nonce "+nonce)
 		return
 	case nonce == "":
-		l = &lease{nonce: randomHex(6), owner: e.owner()}
+		l = &lease{nonce: randhex.String(6), owner: e.owner()}
 		c.m.lease = l
 	}
 	l.expires = now.Add(time.Duration(ttl) * time.Second)
-	writeJSON(c.w, http.StatusOK, leaseBody(l, c.m.instanceID))
+	emuhttp.WriteJSON(c.w, http.StatusOK, leaseBody(l, c.m.instanceID))
 }
 
 // releaseLease is DELETE .../lease with the nonce header; releasing a
@@ -613,7 +604,7 @@ func (e *Emulator) releaseLease(c *call) {
 		return
 	}
 	c.m.lease = nil
-	writeJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
 }
 
 // getMetadata is GET .../metadata.
@@ -624,7 +615,7 @@ func (e *Emulator) getMetadata(c *call) {
 	for k, v := range c.m.config.Metadata {
 		out[k] = v
 	}
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // setMetadata is POST .../metadata/{key} with {"value": ...}.

@@ -1,16 +1,12 @@
 package flyemu
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +16,11 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
+	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 )
 
 // LabelEmulator is the Docker label on everything an emulator creates; its
@@ -75,21 +76,18 @@ type Emulator struct {
 	log    *zap.Logger
 	ncpu   int
 
-	api, proxy         *http.Server
-	apiURL, proxyURL   string
-	limiter            *limiter
-	proxyTransport     *http.Transport
-	stopEvents         context.CancelFunc
-	eventsDone, closed chan struct{}
-	closeOnce          sync.Once
-	pending            sync.WaitGroup // async machine operations
+	servers        *emuhttp.Servers
+	limiter        *limiter
+	proxyTransport *http.Transport
+	events         *dockerwatch.Watcher
+	closed         chan struct{}
+	closeOnce      sync.Once
+	pending        sync.WaitGroup // async machine operations
 
 	mu       sync.Mutex
 	machines map[string]*machine // by id
 	changed  chan struct{}       // closed and replaced on every state change
-	requests []Request
-	calls    map[string]int
-	proxied  map[string]int
+	rec      *apirecord.Recorder
 }
 
 // New starts an emulator: the Machines API and the proxy listen until
@@ -100,14 +98,13 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 	}
 	e := &Emulator{
 		opts:     opts,
-		id:       randomHex(6),
+		id:       randhex.String(6),
 		cli:      opts.Docker,
 		log:      opts.Logger,
 		limiter:  newLimiter(opts.RateLimits),
 		machines: map[string]*machine{},
 		changed:  make(chan struct{}),
-		calls:    map[string]int{},
-		proxied:  map[string]int{},
+		rec:      apirecord.New(bodyKeep),
 		closed:   make(chan struct{}),
 	}
 	if e.log == nil {
@@ -124,7 +121,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		DisableKeepAlives: false,
 		IdleConnTimeout:   30 * time.Second,
 	}
-	e.watchEvents()
+	e.events = dockerwatch.Containers(e.cli, LabelEmulator+"="+e.id, e.log, e.onContainerEvent)
 	if err := e.listen(); err != nil {
 		_ = e.Close()
 		return nil, err
@@ -191,21 +188,11 @@ func (e *Emulator) Network() string { return e.opts.Network }
 
 // listen starts the two HTTP servers.
 func (e *Emulator) listen() error {
-	apiLn, err := net.Listen("tcp", orDefault(e.opts.APIAddr, "127.0.0.1:0"))
+	srv, err := emuhttp.Listen(e.opts.APIAddr, e.rec.Handler(e.withRequestID(e.routes())), e.opts.ProxyAddr, http.HandlerFunc(e.serveProxy))
 	if err != nil {
-		return fmt.Errorf("flyemu: listen for the api: %w", err)
+		return fmt.Errorf("flyemu: %w", err)
 	}
-	proxyLn, err := net.Listen("tcp", orDefault(e.opts.ProxyAddr, "127.0.0.1:0"))
-	if err != nil {
-		_ = apiLn.Close()
-		return fmt.Errorf("flyemu: listen for the proxy: %w", err)
-	}
-	e.api = &http.Server{Handler: e.record(e.routes()), ReadHeaderTimeout: 10 * time.Second}
-	e.proxy = &http.Server{Handler: http.HandlerFunc(e.serveProxy), ReadHeaderTimeout: 10 * time.Second}
-	e.apiURL = "http://" + apiLn.Addr().String()
-	e.proxyURL = "http://" + proxyLn.Addr().String()
-	go func() { _ = e.api.Serve(apiLn) }()
-	go func() { _ = e.proxy.Serve(proxyLn) }()
+	e.servers = srv
 	return nil
 }
 
@@ -214,10 +201,10 @@ func (e *Emulator) ID() string { return e.id }
 
 // APIURL is the Machines API's base URL, without /v1 (what
 // FLY_FLAPS_BASE_URL takes), e.g. "http://127.0.0.1:40123".
-func (e *Emulator) APIURL() string { return e.apiURL }
+func (e *Emulator) APIURL() string { return e.servers.APIURL }
 
 // ProxyURL is the proxy's base URL, the stand-in for https://<app>.fly.dev.
-func (e *Emulator) ProxyURL() string { return e.proxyURL }
+func (e *Emulator) ProxyURL() string { return e.servers.ProxyURL }
 
 // Close stops the servers and removes every container the emulator made.
 func (e *Emulator) Close() error {
@@ -226,16 +213,9 @@ func (e *Emulator) Close() error {
 		close(e.closed)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		for _, s := range []*http.Server{e.api, e.proxy} {
-			if s != nil {
-				_ = s.Close()
-			}
-		}
+		e.servers.Close()
 		e.pending.Wait() // they end early: e.closed cancels their context
-		if e.stopEvents != nil {
-			e.stopEvents()
-			<-e.eventsDone
-		}
+		e.events.Stop()
 		err = e.removeAll(ctx)
 		if e.ownNet {
 			if nerr := e.cli.NetworkRemove(ctx, e.opts.Network); nerr != nil && !cerrdefs.IsNotFound(nerr) {
@@ -266,135 +246,36 @@ func (e *Emulator) removeAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Request is one Machines API request as the emulator received it.
-type Request struct {
-	// Time is when it arrived.
-	Time time.Time
-	// Method and URI are the request line (URI with its query).
-	Method, URI string
-	// Route is the matched route, e.g. "POST /v1/apps/{app}/machines/{id}/stop",
-	// or "" when none matched.
-	Route string
-	// Header holds every header as sent (Authorization included).
-	Header http.Header
-	// Body is the request body.
-	Body []byte
-	// Status is the HTTP status answered.
-	Status int
-}
+// Request is one Machines API request as the emulator received it; its
+// Route is the matched route, e.g. "POST /v1/apps/{app}/machines/{id}/stop".
+type Request = apirecord.Request
 
 // Requests returns every Machines API request received so far.
-func (e *Emulator) Requests() []Request {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.requests)
-}
+func (e *Emulator) Requests() []Request { return e.rec.Requests() }
 
 // Calls counts the Machines API requests received per route (see
 // [Request.Route]; "" counts requests no route matched), whatever their
 // answer, 401s and 429s included.
-func (e *Emulator) Calls() map[string]int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make(map[string]int, len(e.calls))
-	for k, v := range e.calls {
-		out[k] = v
-	}
-	return out
-}
+func (e *Emulator) Calls() map[string]int { return e.rec.Calls() }
 
 // TotalCalls is the number of Machines API requests received.
-func (e *Emulator) TotalCalls() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.requests)
-}
+func (e *Emulator) TotalCalls() int { return e.rec.TotalCalls() }
 
 // ProxiedRequests counts the proxy's requests per machine id they were
 // routed to.
-func (e *Emulator) ProxiedRequests() map[string]int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make(map[string]int, len(e.proxied))
-	for k, v := range e.proxied {
-		out[k] = v
-	}
-	return out
-}
+func (e *Emulator) ProxiedRequests() map[string]int { return e.rec.ProxiedRequests() }
 
 // ResetCalls forgets the requests and counts recorded so far.
-func (e *Emulator) ResetCalls() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.requests = nil
-	e.calls = map[string]int{}
-	e.proxied = map[string]int{}
-}
+func (e *Emulator) ResetCalls() { e.rec.Reset() }
 
-type routeKey struct{}
+// bodyKeep is how much of a request body the log keeps (all of a JSON
+// body).
+const bodyKeep = 8 << 20
 
-// record logs every API request with its route and status.
-func (e *Emulator) record(next http.Handler) http.Handler {
+// withRequestID sets Fly-Request-Id on every API answer, as Fly does.
+func (e *Emulator) withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 8<<20))
-		_ = r.Body.Close()
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		route := new(string)
-		r = r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
-		sw := &statusWriter{ResponseWriter: w}
-		w.Header().Set("Fly-Request-Id", randomHex(10)+"-"+e.opts.Region)
-		next.ServeHTTP(sw, r)
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		e.requests = append(e.requests, Request{Time: time.Now(), Method: r.Method, URI: r.URL.RequestURI(),
-			Route: *route, Header: r.Header.Clone(), Body: body, Status: sw.status()})
-		e.calls[*route]++
+		w.Header().Set("Fly-Request-Id", randhex.String(10)+"-"+e.opts.Region)
+		next.ServeHTTP(w, r)
 	})
-}
-
-// statusWriter remembers the status a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (s *statusWriter) status() int {
-	if s.code == 0 {
-		return http.StatusOK
-	}
-	return s.code
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }

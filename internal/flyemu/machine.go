@@ -1,6 +1,7 @@
 package flyemu
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,10 +15,11 @@ import (
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	fly "github.com/superfly/fly-go"
 	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 )
 
 // Fly's machine states (https://fly.io/docs/machines/machine-states/).
@@ -174,14 +176,14 @@ func restartPolicy(r *fly.MachineRestart) container.RestartPolicy {
 	case fly.MachineRestartPolicyAlways:
 		return container.RestartPolicy{Name: container.RestartPolicyAlways}
 	default:
-		return container.RestartPolicy{Name: container.RestartPolicyOnFailure, MaximumRetryCount: orDefault(r.MaxRetries, 10)}
+		return container.RestartPolicy{Name: container.RestartPolicyOnFailure, MaximumRetryCount: cmp.Or(r.MaxRetries, 10)}
 	}
 }
 
 // createContainer makes a fresh container for m from its image.
 func (e *Emulator) createContainer(ctx context.Context, m *machine) (string, error) {
 	cfg, host, netCfg := e.containerConfig(m)
-	name := "flyemu-" + e.id + "-" + m.id + "-" + randomHex(2)
+	name := "flyemu-" + e.id + "-" + m.id + "-" + randhex.String(2)
 	created, err := e.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, name)
 	if err != nil {
 		return "", fmt.Errorf("flyemu: create container for %s: %w", m.id, err)
@@ -213,7 +215,7 @@ func (e *Emulator) startContainer(ctx context.Context, m *machine) error {
 	}
 	ip := ""
 	if ep := info.NetworkSettings.Networks[e.opts.Network]; ep != nil {
-		ip = orDefault(ep.GlobalIPv6Address, ep.IPAddress)
+		ip = cmp.Or(ep.GlobalIPv6Address, ep.IPAddress)
 	}
 	e.mu.Lock()
 	m.privateIP = ip
@@ -283,7 +285,7 @@ func (e *Emulator) stopContainer(ctx context.Context, m *machine, signal string,
 		}
 	}
 	secs := int(timeout.Seconds())
-	if err := e.cli.ContainerStop(ctx, id, container.StopOptions{Signal: orDefault(signal, "SIGINT"), Timeout: &secs}); err != nil {
+	if err := e.cli.ContainerStop(ctx, id, container.StopOptions{Signal: cmp.Or(signal, "SIGINT"), Timeout: &secs}); err != nil {
 		return fmt.Errorf("flyemu: stop container of %s: %w", m.id, err)
 	}
 	return nil
@@ -294,32 +296,6 @@ func (e *Emulator) containerIDOf(m *machine) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return m.container
-}
-
-// watchEvents follows the engine's container events to notice machines
-// that die or vanish without an API call.
-func (e *Emulator) watchEvents() {
-	ctx, cancel := context.WithCancel(context.Background())
-	e.stopEvents = cancel
-	e.eventsDone = make(chan struct{})
-	msgs, errs := e.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", string(events.ContainerEventType)),
-		filters.Arg("label", LabelEmulator+"="+e.id),
-	)})
-	go func() {
-		defer close(e.eventsDone)
-		for {
-			select {
-			case msg := <-msgs:
-				e.onContainerEvent(msg)
-			case err := <-errs:
-				if ctx.Err() == nil {
-					e.log.Error("docker_events_ended", zap.Error(err))
-				}
-				return
-			}
-		}
-	}()
 }
 
 // onContainerEvent applies a container's death or removal to its machine

@@ -13,6 +13,8 @@ import (
 
 	fly "github.com/superfly/fly-go"
 	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 )
 
 // ForceInstanceHeader is the request header Fly's proxy routes by: the id
@@ -26,7 +28,7 @@ const ForceInstanceHeader = "Fly-Force-Instance-Id"
 // unless its service has autostart, which starts it first, as Fly's proxy
 // does.
 func (e *Emulator) serveProxy(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Fly-Request-Id", randomHex(10)+"-"+e.opts.Region)
+	w.Header().Set("Fly-Request-Id", randhex.String(10)+"-"+e.opts.Region)
 	w.Header().Set("Server", "Fly/flyemu")
 	w.Header().Add("Via", "1.1 fly.io")
 	m, status, msg := e.route(r)
@@ -39,8 +41,8 @@ func (e *Emulator) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Lock()
 	ip, port := m.privateIP, servicePort(m.config)
-	e.proxied[m.id]++
 	e.mu.Unlock()
+	e.rec.Proxied(m.id)
 	if port == 0 {
 		http.Error(w, "machine has no service to route to", http.StatusServiceUnavailable)
 		return

@@ -1,11 +1,9 @@
 package flyemu
 
 import (
-	"math"
-	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
+	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 )
 
 // Limit is a token bucket: PerSecond requests a second, Burst at once.
@@ -40,8 +38,7 @@ var (
 // limiter keeps one bucket per (route, machine or app).
 type limiter struct {
 	limits  RateLimits
-	mu      sync.Mutex
-	buckets map[string]*rate.Limiter
+	buckets ratebucket.Buckets
 }
 
 func newLimiter(l RateLimits) *limiter {
@@ -51,7 +48,7 @@ func newLimiter(l RateLimits) *limiter {
 	if l.Get == (Limit{}) {
 		l.Get = defaultGet
 	}
-	return &limiter{limits: l, buckets: map[string]*rate.Limiter{}}
+	return &limiter{limits: l}
 }
 
 // allow takes a token from key's bucket; when none is left it returns
@@ -64,24 +61,5 @@ func (l *limiter) allow(key string, get bool) (bool, time.Duration) {
 	if get {
 		lim = l.limits.Get
 	}
-	l.mu.Lock()
-	b, ok := l.buckets[key]
-	if !ok {
-		b = rate.NewLimiter(rate.Limit(lim.PerSecond), max(lim.Burst, 1))
-		l.buckets[key] = b
-	}
-	l.mu.Unlock()
-	now := time.Now()
-	r := b.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
-	}
-	return true, 0
-}
-
-// retryAfter is the Retry-After header value for d: whole seconds, at
-// least 1.
-func retryAfter(d time.Duration) int {
-	return max(1, int(math.Ceil(d.Seconds())))
+	return l.buckets.Take(key, 1, lim.PerSecond, lim.Burst)
 }

@@ -9,8 +9,6 @@ package testenv
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -24,6 +22,8 @@ import (
 
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 )
 
 // ClaudeVersion is the pinned Claude Code CLI version (see Makefile).
@@ -153,11 +153,7 @@ func TestNetwork(t testing.TB, cli *client.Client) string {
 }
 
 // RandomHex returns n random bytes as hex.
-func RandomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func RandomHex(n int) string { return randhex.String(n) }
 
 // FreeAddr returns a free 127.0.0.1:port address.
 func FreeAddr(t testing.TB) string {

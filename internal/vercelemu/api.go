@@ -1,11 +1,11 @@
 package vercelemu
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"regexp"
@@ -16,6 +16,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
+	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -92,9 +96,7 @@ type call struct {
 // gets 403 before anything).
 func (e *Emulator) handle(mux *http.ServeMux, pattern string, h func(*call)) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if route, ok := r.Context().Value(routeKey{}).(*string); ok {
-			*route = pattern
-		}
+		apirecord.SetRoute(r, pattern)
 		if !e.authorized(r) {
 			writeForbidden(w)
 			return
@@ -129,31 +131,20 @@ func (e *Emulator) authorized(r *http.Request) bool {
 	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(tok), []byte(e.opts.Token)) == 1
 }
 
-// writeJSON answers v with status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 // writeError answers the API's error body {"error": {"code", "message"}}.
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, sandboxapi.ErrorBody{Error: sandboxapi.ErrorDetail{Code: code, Message: msg}})
+	emuhttp.WriteJSON(w, status, sandboxapi.ErrorBody{Error: sandboxapi.ErrorDetail{Code: code, Message: msg}})
 }
 
 // writeForbidden answers a refused token as Vercel's API does.
 func writeForbidden(w http.ResponseWriter) {
-	writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]any{
+	emuhttp.WriteJSON(w, http.StatusForbidden, map[string]any{"error": map[string]any{
 		"code": "forbidden", "message": "Not authorized", "invalidToken": true}})
 }
 
 // decode reads the JSON body into v; an empty body leaves v as it is.
 func decode(c *call, v any) bool {
-	body, err := io.ReadAll(io.LimitReader(c.r.Body, 8<<20))
-	if err == nil && len(strings.TrimSpace(string(body))) > 0 {
-		err = json.Unmarshal(body, v)
-	}
-	if err != nil {
+	if err := emuhttp.ReadJSON(c.r, v); err != nil {
 		writeError(c.w, http.StatusBadRequest, "bad_request", "Invalid request body: "+err.Error())
 		return false
 	}
@@ -275,7 +266,7 @@ func (e *Emulator) create(c *call) {
 	if in.Resources != nil && in.Resources.VCPUs != 0 {
 		vcpus = in.Resources.VCPUs
 	}
-	timeout := orDefault(in.Timeout, DefaultTimeout.Milliseconds())
+	timeout := cmp.Or(in.Timeout, DefaultTimeout.Milliseconds())
 	if msg := e.checkCreate(in, vcpus, timeout); msg != "" {
 		writeError(c.w, http.StatusBadRequest, "bad_request", msg)
 		return
@@ -300,7 +291,7 @@ func (e *Emulator) create(c *call) {
 		vcpus: vcpus, timeout: timeout, env: maps.Clone(in.Env), tags: maps.Clone(in.Tags), ports: slices.Clone(in.Ports),
 		subdomains: subdomainsFor(in.Ports), createdAt: t, updatedAt: t, source: source}
 	if sb.name == "" {
-		sb.name = "sbx-" + randomHex(8)
+		sb.name = "sbx-" + randhex.String(8)
 	}
 	e.mu.Lock()
 	if e.lookupSandbox(sb.project, sb.name) != nil {
@@ -363,14 +354,14 @@ func (e *Emulator) answerBoot(c *call, sb *sandbox, s *session, resumed bool) {
 	e.mu.Lock()
 	out := e.both(sb, resumed)
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // allow takes vcpus from project's allocation rate, or answers 429.
 func (e *Emulator) allow(c *call, project string, vcpus int) bool {
 	ok, wait := e.limiter.allow(project, vcpus)
 	if !ok {
-		c.w.Header().Set("Retry-After", strconv.Itoa(retryAfter(wait)))
+		c.w.Header().Set("Retry-After", strconv.Itoa(ratebucket.RetryAfter(wait)))
 		writeError(c.w, http.StatusTooManyRequests, "too_many_requests", "vCPU allocation rate limit exceeded")
 	}
 	return ok
@@ -387,7 +378,7 @@ func (e *Emulator) get(c *call) {
 	if !resume || running(st) {
 		out := e.both(sb, false)
 		e.mu.Unlock()
-		writeJSON(c.w, http.StatusOK, out)
+		emuhttp.WriteJSON(c.w, http.StatusOK, out)
 		return
 	}
 	prev := sb.session
@@ -416,7 +407,7 @@ func (e *Emulator) get(c *call) {
 	if running(sb.session.status) { // another resume won
 		out := e.both(sb, false)
 		e.mu.Unlock()
-		writeJSON(c.w, http.StatusOK, out)
+		emuhttp.WriteJSON(c.w, http.StatusOK, out)
 		return
 	}
 	s := e.newSession(sb, sb.source)
@@ -462,7 +453,7 @@ func (e *Emulator) update(c *call) {
 	}
 	sb.updatedAt = now()
 	out.Sandbox = e.sandboxView(sb)
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // remove is DELETE /v2/sandboxes/{name}: its session stops, its container
@@ -489,7 +480,7 @@ func (e *Emulator) remove(c *call) {
 	if err := e.removeContainer(ctx, sb); err != nil {
 		e.log.Warn("remove_failed", zap.String("sandbox", sb.name), zap.Error(err))
 	}
-	writeJSON(c.w, http.StatusOK, sandboxapi.UpdateSandboxResponse{Sandbox: out})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.UpdateSandboxResponse{Sandbox: out})
 }
 
 // list is GET /v2/sandboxes?project=&tags=k:v&namePrefix=&sortOrder=&limit=&cursor=.
@@ -512,7 +503,7 @@ func (e *Emulator) list(c *call) {
 		views = append(views, e.sandboxView(sb))
 	}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, sandboxapi.SandboxList{Sandboxes: views, Pagination: sandboxapi.Pagination{Count: len(views), Next: next}})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.SandboxList{Sandboxes: views, Pagination: sandboxapi.Pagination{Count: len(views), Next: next}})
 }
 
 // hasTags reports whether tags holds every key:value filter.
@@ -575,7 +566,7 @@ func (e *Emulator) listSessions(c *call) {
 		views = append(views, e.sessionView(s))
 	}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, map[string]any{"sessions": views, "pagination": sandboxapi.Pagination{Count: len(views), Next: next}})
+	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]any{"sessions": views, "pagination": sandboxapi.Pagination{Count: len(views), Next: next}})
 }
 
 // getSession is GET /v2/sandboxes/sessions/{sid}.
@@ -583,7 +574,7 @@ func (e *Emulator) getSession(c *call) {
 	e.mu.Lock()
 	out := sandboxapi.SessionAndRoutes{Session: e.sessionView(c.s), Routes: e.routesView(c.sb)}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // stop is POST .../stop: a running session is stopping when this answers
@@ -600,7 +591,7 @@ func (e *Emulator) stop(c *call) {
 		out.Sandbox = &v
 	}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // extend is POST .../extend-timeout {"duration": ms}: up to the plan's
@@ -627,7 +618,7 @@ func (e *Emulator) extend(c *call) {
 	s.timeout += in.Duration
 	s.updatedAt = now()
 	e.armTimer(s)
-	writeJSON(c.w, http.StatusOK, sandboxapi.SessionResponse{Session: e.sessionView(s)})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.SessionResponse{Session: e.sessionView(s)})
 }
 
 // snapshot is POST .../snapshot {"expiration"?}: answered once the
@@ -649,7 +640,7 @@ func (e *Emulator) snapshot(c *call) {
 	e.mu.Lock()
 	out := sandboxapi.CreateSnapshotResponse{Snapshot: snapshotView(sn), Session: e.sessionView(c.s)}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // listSnapshots is GET /v2/sandboxes/snapshots?project=&name=: the
@@ -673,7 +664,7 @@ func (e *Emulator) listSnapshots(c *call) {
 	for _, sn := range page {
 		views = append(views, snapshotView(sn))
 	}
-	writeJSON(c.w, http.StatusOK, sandboxapi.SnapshotList{Snapshots: views, Pagination: sandboxapi.Pagination{Count: len(views), Next: next}})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.SnapshotList{Snapshots: views, Pagination: sandboxapi.Pagination{Count: len(views), Next: next}})
 }
 
 // getSnapshot is GET /v2/sandboxes/snapshots/{id}.
@@ -681,7 +672,7 @@ func (e *Emulator) getSnapshot(c *call) {
 	e.mu.Lock()
 	out := sandboxapi.SnapshotResponse{Snapshot: snapshotView(c.sn)}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // deleteSnapshot is DELETE /v2/sandboxes/snapshots/{id}: it is marked
@@ -691,7 +682,7 @@ func (e *Emulator) deleteSnapshot(c *call) {
 	c.sn.status, c.sn.updatedAt = sandboxapi.SnapshotDeleted, now()
 	out := sandboxapi.SnapshotResponse{Snapshot: snapshotView(c.sn)}
 	e.mu.Unlock()
-	writeJSON(c.w, http.StatusOK, out)
+	emuhttp.WriteJSON(c.w, http.StatusOK, out)
 }
 
 // runCommand is POST .../cmd: detached, answered at once; with wait, an
@@ -712,7 +703,7 @@ func (e *Emulator) runCommand(c *call) {
 		return
 	}
 	if !in.Wait {
-		writeJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: cmd.view()})
+		emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: cmd.view()})
 		return
 	}
 	e.streamCommand(c, cmd, in.Logs)
@@ -773,7 +764,7 @@ func (e *Emulator) getCommand(c *call) {
 			return
 		}
 	}
-	writeJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: c.cmd.view()})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: c.cmd.view()})
 }
 
 // commandLogs is GET .../cmd/{cid}/logs: the command's output as NDJSON
@@ -801,7 +792,7 @@ func (e *Emulator) kill(c *call) {
 		writeError(c.w, http.StatusInternalServerError, "internal_server_error", err.Error())
 		return
 	}
-	writeJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: c.cmd.view()})
+	emuhttp.WriteJSON(c.w, http.StatusOK, sandboxapi.CommandResponse{Command: c.cmd.view()})
 }
 
 // ndjson writes one JSON value per line, flushing each.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -151,7 +152,7 @@ func (e *Emulator) startCommand(ctx context.Context, s *session, r sandboxapi.Co
 	if r.Sudo {
 		user = "root"
 	}
-	c := &command{id: "cmd_" + randomHex(12), name: r.Command, args: slices.Clone(r.Args), cwd: cwd, s: s,
+	c := &command{id: "cmd_" + randhex.String(12), name: r.Command, args: slices.Clone(r.Args), cwd: cwd, s: s,
 		container: cid, startedAt: now(), done: make(chan struct{}), updated: make(chan struct{})}
 	if c.args == nil {
 		c.args = []string{}

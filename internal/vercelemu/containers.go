@@ -13,11 +13,10 @@ import (
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/pkg/stdcopy"
-	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -76,7 +75,7 @@ func (e *Emulator) bootContainer(ctx context.Context, sb *sandbox) error {
 	fresh := id == ""
 	if fresh {
 		cfg, host, netCfg := e.containerConfig(sb, img)
-		created, err := e.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, "vercelemu-"+e.id+"-"+sb.name+"-"+randomHex(2))
+		created, err := e.cli.ContainerCreate(ctx, cfg, host, netCfg, nil, "vercelemu-"+e.id+"-"+sb.name+"-"+randhex.String(2))
 		if err != nil {
 			return fmt.Errorf("create container for %s: %w", sb.name, err)
 		}
@@ -244,32 +243,6 @@ func (e *Emulator) commit(ctx context.Context, sb *sandbox, snapID string) (stri
 		return "", 0, fmt.Errorf("inspect snapshot image: %w", err)
 	}
 	return ref, info.Size, nil
-}
-
-// watchEvents follows the engine's container events to notice sandboxes
-// whose container dies or vanishes without an API call.
-func (e *Emulator) watchEvents() {
-	ctx, cancel := context.WithCancel(context.Background())
-	e.stopEvents = cancel
-	e.eventsDone = make(chan struct{})
-	msgs, errs := e.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", string(events.ContainerEventType)),
-		filters.Arg("label", LabelEmulator+"="+e.id),
-	)})
-	go func() {
-		defer close(e.eventsDone)
-		for {
-			select {
-			case msg := <-msgs:
-				e.onContainerEvent(msg)
-			case err := <-errs:
-				if ctx.Err() == nil {
-					e.log.Error("docker_events_ended", zap.Error(err))
-				}
-				return
-			}
-		}
-	}()
 }
 
 // onContainerEvent fails the running session of a sandbox whose container

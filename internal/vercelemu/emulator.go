@@ -1,15 +1,12 @@
 package vercelemu
 
 import (
+	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -19,6 +16,11 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/internal/apirecord"
+	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
+	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 )
 
 // LabelEmulator is the Docker label on everything an emulator creates
@@ -96,15 +98,13 @@ type Emulator struct {
 	log    *zap.Logger
 	ncpu   int
 
-	api, proxy       *http.Server
-	apiURL, proxyURL string
-	limiter          *limiter
-	proxyTransport   *http.Transport
-	stopEvents       context.CancelFunc
-	eventsDone       chan struct{}
-	closed           chan struct{}
-	closeOnce        sync.Once
-	pending          sync.WaitGroup // goroutines that outlive a call
+	servers        *emuhttp.Servers
+	limiter        *limiter
+	proxyTransport *http.Transport
+	events         *dockerwatch.Watcher
+	closed         chan struct{}
+	closeOnce      sync.Once
+	pending        sync.WaitGroup // goroutines that outlive a call
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox // by project + "/" + name
@@ -112,9 +112,7 @@ type Emulator struct {
 	snapshots map[string]*snapshot
 	commands  map[string]*command
 	changed   chan struct{} // closed and replaced on every session status change
-	requests  []Request
-	calls     map[string]int
-	proxied   map[string]int
+	rec       *apirecord.Recorder
 	throttle  int // the next throttle API requests answer 429
 }
 
@@ -125,7 +123,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 	}
 	e := &Emulator{
 		opts:      opts,
-		id:        randomHex(6),
+		id:        randhex.String(6),
 		cli:       opts.Docker,
 		log:       opts.Logger,
 		limiter:   newLimiter(opts.RateLimits),
@@ -134,16 +132,15 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		snapshots: map[string]*snapshot{},
 		commands:  map[string]*command{},
 		changed:   make(chan struct{}),
-		calls:     map[string]int{},
-		proxied:   map[string]int{},
+		rec:       apirecord.New(bodyKeep),
 		closed:    make(chan struct{}),
 	}
 	if e.log == nil {
 		e.log = zap.NewNop()
 	}
-	e.opts.Image = orDefault(e.opts.Image, "agcluster/base:bookworm")
-	e.opts.Network = orDefault(e.opts.Network, "bridge")
-	e.opts.MaxTimeout = orDefault(e.opts.MaxTimeout, DefaultMaxTimeout)
+	e.opts.Image = cmp.Or(e.opts.Image, "agcluster/base:bookworm")
+	e.opts.Network = cmp.Or(e.opts.Network, "bridge")
+	e.opts.MaxTimeout = cmp.Or(e.opts.MaxTimeout, DefaultMaxTimeout)
 	if err := e.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -151,7 +148,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		DialContext:     (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		IdleConnTimeout: 30 * time.Second,
 	}
-	e.watchEvents()
+	e.events = dockerwatch.Containers(e.cli, LabelEmulator+"="+e.id, e.log, e.onContainerEvent)
 	if err := e.listen(); err != nil {
 		_ = e.Close()
 		return nil, err
@@ -192,21 +189,11 @@ func (e *Emulator) connect(ctx context.Context) error {
 
 // listen starts the two HTTP servers.
 func (e *Emulator) listen() error {
-	apiLn, err := net.Listen("tcp", orDefault(e.opts.APIAddr, "127.0.0.1:0"))
+	srv, err := emuhttp.Listen(e.opts.APIAddr, e.rec.Handler(withRequestID(e.routes())), e.opts.ProxyAddr, http.HandlerFunc(e.serveProxy))
 	if err != nil {
-		return fmt.Errorf("vercelemu: listen for the api: %w", err)
+		return fmt.Errorf("vercelemu: %w", err)
 	}
-	proxyLn, err := net.Listen("tcp", orDefault(e.opts.ProxyAddr, "127.0.0.1:0"))
-	if err != nil {
-		_ = apiLn.Close()
-		return fmt.Errorf("vercelemu: listen for the proxy: %w", err)
-	}
-	e.api = &http.Server{Handler: e.record(e.routes()), ReadHeaderTimeout: 10 * time.Second}
-	e.proxy = &http.Server{Handler: http.HandlerFunc(e.serveProxy), ReadHeaderTimeout: 10 * time.Second}
-	e.apiURL = "http://" + apiLn.Addr().String()
-	e.proxyURL = "http://" + proxyLn.Addr().String()
-	go func() { _ = e.api.Serve(apiLn) }()
-	go func() { _ = e.proxy.Serve(proxyLn) }()
+	e.servers = srv
 	return nil
 }
 
@@ -215,11 +202,11 @@ func (e *Emulator) ID() string { return e.id }
 
 // APIURL is the API's base URL, the stand-in for https://vercel.com/api
 // (paths /v2/... and /v3/... below it).
-func (e *Emulator) APIURL() string { return e.apiURL }
+func (e *Emulator) APIURL() string { return e.servers.APIURL }
 
 // ProxyURL is the route proxy's base URL. A route's URL is ProxyURL plus
 // "/<subdomain>", the stand-in for https://<subdomain>.vercel.run.
-func (e *Emulator) ProxyURL() string { return e.proxyURL }
+func (e *Emulator) ProxyURL() string { return e.servers.ProxyURL }
 
 // Close stops the servers and the session timers and removes every
 // container and snapshot image the emulator made.
@@ -236,16 +223,9 @@ func (e *Emulator) Close() error {
 			}
 		}
 		e.mu.Unlock()
-		for _, s := range []*http.Server{e.api, e.proxy} {
-			if s != nil {
-				_ = s.Close()
-			}
-		}
+		e.servers.Close()
 		e.pending.Wait()
-		if e.stopEvents != nil {
-			e.stopEvents()
-			<-e.eventsDone
-		}
+		e.events.Stop()
 		err = errors.Join(e.removeContainers(ctx), e.removeImages(ctx))
 		e.proxyTransport.CloseIdleConnections()
 		if e.ownCli {
@@ -290,64 +270,23 @@ func (e *Emulator) removeImages(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Request is one API request as the emulator received it.
-type Request struct {
-	// Time is when it arrived.
-	Time time.Time
-	// Method and URI are the request line (URI with its query).
-	Method, URI string
-	// Route is the matched route, e.g. "POST /v3/sandboxes", or "" when
-	// none matched.
-	Route string
-	// Header holds every header as sent (Authorization included).
-	Header http.Header
-	// Body is the request body: all of a JSON body, the first 64 KiB of
-	// an upload.
-	Body []byte
-	// BodySize is the body's full size in bytes.
-	BodySize int64
-	// Status is the HTTP status answered.
-	Status int
-}
+// Request is one API request as the emulator received it; its Route is
+// the matched route, e.g. "POST /v3/sandboxes", and its Body all of a JSON
+// body, the first 64 KiB of an upload.
+type Request = apirecord.Request
 
 // Requests returns every API request received so far.
-func (e *Emulator) Requests() []Request {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.requests)
-}
+func (e *Emulator) Requests() []Request { return e.rec.Requests() }
 
 // Calls counts the API requests received per route (see [Request.Route];
 // "" counts requests no route matched), whatever their answer.
-func (e *Emulator) Calls() map[string]int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make(map[string]int, len(e.calls))
-	for k, v := range e.calls {
-		out[k] = v
-	}
-	return out
-}
+func (e *Emulator) Calls() map[string]int { return e.rec.Calls() }
 
 // ProxiedRequests counts the route proxy's requests per sandbox name.
-func (e *Emulator) ProxiedRequests() map[string]int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make(map[string]int, len(e.proxied))
-	for k, v := range e.proxied {
-		out[k] = v
-	}
-	return out
-}
+func (e *Emulator) ProxiedRequests() map[string]int { return e.rec.ProxiedRequests() }
 
 // ResetCalls forgets the requests and counts recorded so far.
-func (e *Emulator) ResetCalls() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.requests = nil
-	e.calls = map[string]int{}
-	e.proxied = map[string]int{}
-}
+func (e *Emulator) ResetCalls() { e.rec.Reset() }
 
 // Throttle makes the next n API requests answer 429 with Retry-After: 1,
 // as a rate limit would.
@@ -357,94 +296,15 @@ func (e *Emulator) Throttle(n int) {
 	e.throttle = n
 }
 
-type routeKey struct{}
-
 // bodyKeep is how much of a request body the log keeps.
 const bodyKeep = 64 << 10
 
-// record logs every API request with its route, status and (the start
-// of) its body, read as the handler reads it.
-func (e *Emulator) record(next http.Handler) http.Handler {
+// withRequestID sets X-Vercel-Id on every API answer, as Vercel does.
+func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		capture := &captureBody{r: r.Body}
-		r.Body = capture
-		route := new(string)
-		r = r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
-		sw := &statusWriter{ResponseWriter: w}
-		w.Header().Set("X-Vercel-Id", Region+"::"+randomHex(10))
-		next.ServeHTTP(sw, r)
-		_, _ = io.Copy(io.Discard, io.LimitReader(capture, 1<<20)) // what the handler did not read
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		e.requests = append(e.requests, Request{Time: time.Now(), Method: r.Method, URI: r.URL.RequestURI(),
-			Route: *route, Header: r.Header.Clone(), Body: capture.kept, BodySize: capture.n, Status: sw.status()})
-		e.calls[*route]++
+		w.Header().Set("X-Vercel-Id", Region+"::"+randhex.String(10))
+		next.ServeHTTP(w, r)
 	})
-}
-
-// captureBody keeps the first bodyKeep bytes read through it.
-type captureBody struct {
-	r    io.ReadCloser
-	kept []byte
-	n    int64
-}
-
-func (c *captureBody) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	if room := bodyKeep - len(c.kept); room > 0 {
-		c.kept = append(c.kept, p[:min(n, room)]...)
-	}
-	return n, err
-}
-
-func (c *captureBody) Close() error { return c.r.Close() }
-
-// statusWriter remembers the status a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (s *statusWriter) status() int {
-	if s.code == 0 {
-		return http.StatusOK
-	}
-	return s.code
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // spawn runs fn in a goroutine that Close waits for, unless the emulator

@@ -8,6 +8,7 @@ import (
 
 	"github.com/docker/docker/pkg/stdcopy"
 
+	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -47,7 +48,7 @@ func (e *Emulator) writeFiles(c *call) {
 		writeError(c.w, http.StatusBadRequest, "bad_request", "Writing the files failed: "+strings.TrimSpace(res.stderr))
 		return
 	}
-	writeJSON(c.w, http.StatusOK, struct{}{})
+	emuhttp.WriteJSON(c.w, http.StatusOK, struct{}{})
 }
 
 // readFile is POST .../fs/read {"path", "cwd"}: the file's bytes as
@@ -96,5 +97,5 @@ func (e *Emulator) mkdir(c *call) {
 		writeError(c.w, http.StatusBadRequest, "bad_request", "mkdir failed: "+strings.TrimSpace(res.stderr))
 		return
 	}
-	writeJSON(c.w, http.StatusOK, struct{}{})
+	emuhttp.WriteJSON(c.w, http.StatusOK, struct{}{})
 }

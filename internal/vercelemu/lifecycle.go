@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -141,7 +142,7 @@ func (e *Emulator) snapshotSession(ctx context.Context, s *session, expiration *
 	e.setStatus(s, sandboxapi.StatusSnapshotting)
 	e.mu.Unlock()
 
-	id := "snap_" + randomHex(12)
+	id := "snap_" + randhex.String(12)
 	ref, size, err := e.commit(ctx, sb, id)
 	e.mu.Lock()
 	defer e.mu.Unlock()

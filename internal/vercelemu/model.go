@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -130,7 +131,7 @@ func (e *Emulator) routesView(sb *sandbox) []sandboxapi.Route {
 	out := make([]sandboxapi.Route, 0, len(sb.ports))
 	for _, p := range sb.ports {
 		sub := sb.subdomains[p]
-		out = append(out, sandboxapi.Route{URL: e.proxyURL + "/" + sub, Subdomain: sub, Port: p})
+		out = append(out, sandboxapi.Route{URL: e.servers.ProxyURL + "/" + sub, Subdomain: sub, Port: p})
 	}
 	return out
 }
@@ -152,7 +153,7 @@ func (e *Emulator) both(sb *sandbox, resumed bool) sandboxapi.SandboxAndSession 
 // newSession makes sb's next session, pending. Callers hold e.mu.
 func (e *Emulator) newSession(sb *sandbox, source string) *session {
 	t := now()
-	s := &session{id: "sbx_" + randomHex(12), sb: sb, status: sandboxapi.StatusPending, timeout: sb.timeout,
+	s := &session{id: "sbx_" + randhex.String(12), sb: sb, status: sandboxapi.StatusPending, timeout: sb.timeout,
 		requestedAt: t, createdAt: t, updatedAt: t, sourceSnapshot: source}
 	e.sessions[s.id] = s
 	sb.session = s
@@ -164,7 +165,7 @@ func (e *Emulator) newSession(sb *sandbox, source string) *session {
 func subdomainsFor(ports []int) map[int]string {
 	out := map[int]string{}
 	for _, p := range ports {
-		out[p] = "sb-" + randomHex(8) + "-" + strconv.Itoa(p)
+		out[p] = "sb-" + randhex.String(8) + "-" + strconv.Itoa(p)
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -22,16 +23,14 @@ import (
 // 410 (Vercel's SANDBOX_STOPPED), a port nothing listens on 502.
 func (e *Emulator) serveProxy(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Server", "Vercel")
-	w.Header().Set("X-Vercel-Id", Region+"::"+randomHex(10))
+	w.Header().Set("X-Vercel-Id", Region+"::"+randhex.String(10))
 	sub, rest := e.subdomain(r)
 	target, name, status, msg := e.routeTarget(sub)
 	if status != 0 {
 		http.Error(w, msg, status)
 		return
 	}
-	e.mu.Lock()
-	e.proxied[name]++
-	e.mu.Unlock()
+	e.rec.Proxied(name)
 	// Without full duplex, net/http's HTTP/1 server closes the request body
 	// once the response starts, racing the transport still copying it.
 	_ = http.NewResponseController(w).EnableFullDuplex()

@@ -1,11 +1,10 @@
 package vercelemu
 
 import (
-	"math"
-	"sync"
+	"cmp"
 	"time"
 
-	"golang.org/x/time/rate"
+	"github.com/agcluster/caddy-agcluster/internal/ratebucket"
 )
 
 // RateLimits are the limits the emulator applies to the vCPUs that
@@ -24,14 +23,13 @@ type RateLimits struct {
 // limiter keeps one bucket per project.
 type limiter struct {
 	limits  RateLimits
-	mu      sync.Mutex
-	buckets map[string]*rate.Limiter
+	buckets ratebucket.Buckets
 }
 
 func newLimiter(l RateLimits) *limiter {
-	l.VCPUsPerMinute = orDefault(l.VCPUsPerMinute, 200)
-	l.Burst = orDefault(l.Burst, 200)
-	return &limiter{limits: l, buckets: map[string]*rate.Limiter{}}
+	l.VCPUsPerMinute = cmp.Or(l.VCPUsPerMinute, 200)
+	l.Burst = cmp.Or(l.Burst, 200)
+	return &limiter{limits: l}
 }
 
 // allow takes n vCPUs from project's bucket; when they are not there it
@@ -40,26 +38,5 @@ func (l *limiter) allow(project string, n int) (bool, time.Duration) {
 	if l.limits.Off {
 		return true, 0
 	}
-	l.mu.Lock()
-	b, ok := l.buckets[project]
-	if !ok {
-		b = rate.NewLimiter(rate.Limit(l.limits.VCPUsPerMinute/60), max(l.limits.Burst, 1))
-		l.buckets[project] = b
-	}
-	l.mu.Unlock()
-	now := time.Now()
-	r := b.ReserveN(now, n)
-	if !r.OK() {
-		return false, time.Minute
-	}
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
-	}
-	return true, 0
-}
-
-// retryAfter is the Retry-After value for d: whole seconds, at least 1.
-func retryAfter(d time.Duration) int {
-	return max(1, int(math.Ceil(d.Seconds())))
+	return l.buckets.Take(project, n, l.limits.VCPUsPerMinute/60, l.limits.Burst)
 }

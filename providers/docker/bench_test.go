@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agcluster/caddy-agcluster/providers/docker"
+	"github.com/agcluster/caddy-agcluster/providers/providertest"
 )
 
 // BenchmarkCreateReady measures Create until the agent answers ready;
@@ -29,7 +30,7 @@ func BenchmarkCreateReady(b *testing.B) {
 	var total []float64
 
 	for b.Loop() {
-		spec := newSpec()
+		spec := providertest.NewSpec()
 		start := time.Now()
 		inst, err := p.Create(context.Background(), spec)
 		elapsed := time.Since(start)

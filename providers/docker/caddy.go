@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"maps"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/internal/caddyargs"
 	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/providers/guestmod"
 )
 
 func init() {
@@ -36,15 +36,7 @@ func (Module) CaddyModule() caddy.ModuleInfo {
 // Provision replaces placeholders ({env.X}, {file.X}) in env values and
 // host. It does not contact the engine.
 func (m *Module) Provision(caddy.Context) error {
-	repl := caddy.NewReplacer()
-	if m.Env != nil {
-		env := maps.Clone(m.Env)
-		for k, v := range env {
-			env[k] = repl.ReplaceAll(v, "")
-		}
-		m.Env = env
-	}
-	m.Host = repl.ReplaceAll(m.Host, "")
+	guestmod.ReplacePlaceholders(&m.Env, &m.Host)
 	return nil
 }
 
@@ -60,11 +52,7 @@ func (m *Module) Validate() error {
 func (m *Module) NewProvider(name string, logger *zap.Logger) (providers.Provider, error) {
 	opts := m.Options
 	opts.Name = name
-	p, err := New(opts, logger)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
+	return guestmod.Provider(New(opts, logger))
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. Syntax:

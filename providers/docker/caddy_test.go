@@ -6,71 +6,48 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/internal/caddytest"
 )
 
 func TestModuleCaddyfile(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		input    string
-		wantJSON string
-		wantErr  string
-	}{
-		{name: "bare", input: "docker", wantJSON: `{}`},
-		{name: "empty block", input: "docker {\n}", wantJSON: `{}`},
+	caddytest.Unmarshal(t, func() *Module { return new(Module) }, []caddytest.Case{
+		{Name: "bare", Input: "docker", WantJSON: `{}`},
+		{Name: "empty block", Input: "docker {\n}", WantJSON: `{}`},
 		{
-			name: "every subdirective",
-			input: "docker {\n image x:1\n memory 512m\n cpus 0.5\n pids 64\n env A b\n env C d\n reach_by_container_ip\n network n\n" +
+			Name: "every subdirective",
+			Input: "docker {\n image x:1\n memory 512m\n cpus 0.5\n pids 64\n env A b\n env C d\n reach_by_container_ip\n network n\n" +
 				" isolated_network iso\n ready_timeout 2s\n label team x\n host unix:///run/d.sock\n publish_host 0.0.0.0\n tmp_size 64m\n home_size 32m\n}",
-			wantJSON: `{"image":"x:1","memory_bytes":536870912,"nano_cpus":500000000,"pids":64,"env":{"A":"b","C":"d"},
+			WantJSON: `{"image":"x:1","memory_bytes":536870912,"nano_cpus":500000000,"pids":64,"env":{"A":"b","C":"d"},
 				"reach_by_container_ip":true,"network":"n","isolated_network":"iso","ready_timeout":2000000000,"extra_labels":{"team":"x"},
 				"host":"unix:///run/d.sock","publish_host":"0.0.0.0","tmp_size":"64m","home_size":"32m"}`,
 		},
-		{name: "isolated network none", input: "docker {\n isolated_network none\n}", wantJSON: `{"isolated_network":"none"}`},
-		{name: "ready timeout in days", input: "docker {\n ready_timeout 1d\n}", wantJSON: `{"ready_timeout":86400000000000}`},
-		{name: "argument on the kind", input: "docker extra", wantErr: "wrong argument count"},
-		{name: "unknown subdirective", input: "docker {\n gpus 1\n}", wantErr: `unknown docker provider subdirective "gpus"`},
-		{name: "bad memory", input: "docker {\n memory lots\n}", wantErr: `memory "lots": want a size`},
-		{name: "zero memory", input: "docker {\n memory 0\n}", wantErr: `memory "0"`},
-		{name: "bad cpus", input: "docker {\n cpus -1\n}", wantErr: `cpus "-1": want a positive number`},
-		{name: "bad pids", input: "docker {\n pids 1.5\n}", wantErr: `pids "1.5": want a positive whole number`},
-		{name: "bad ready timeout", input: "docker {\n ready_timeout soon\n}", wantErr: `ready_timeout "soon": want a duration`},
-		{name: "zero ready timeout", input: "docker {\n ready_timeout 0s\n}", wantErr: `ready_timeout "0s"`},
-		{name: "duplicate env", input: "docker {\n env A 1\n env A 2\n}", wantErr: "env A already specified"},
-		{name: "duplicate label", input: "docker {\n label k 1\n label k 2\n}", wantErr: "label k already specified"},
-		{name: "duplicate option", input: "docker {\n image a\n image b\n}", wantErr: "image already specified"},
-		{name: "image without value", input: "docker {\n image\n}", wantErr: "wrong argument count"},
-		{name: "image with two values", input: "docker {\n image a b\n}", wantErr: "wrong argument count"},
-		{name: "env without value", input: "docker {\n env A\n}", wantErr: "wrong argument count"},
-		{name: "flag with a value", input: "docker {\n reach_by_container_ip yes\n}", wantErr: "wrong argument count"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var m Module
-			err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
-			if tc.wantErr != "" {
-				require.Error(t, err)
-				assert.Contains(t, err.Error(), tc.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			got, err := json.Marshal(m)
-			require.NoError(t, err)
-			assert.JSONEq(t, tc.wantJSON, string(got))
-		})
-	}
+		{Name: "isolated network none", Input: "docker {\n isolated_network none\n}", WantJSON: `{"isolated_network":"none"}`},
+		{Name: "ready timeout in days", Input: "docker {\n ready_timeout 1d\n}", WantJSON: `{"ready_timeout":86400000000000}`},
+		{Name: "argument on the kind", Input: "docker extra", WantErr: "wrong argument count"},
+		{Name: "unknown subdirective", Input: "docker {\n gpus 1\n}", WantErr: `unknown docker provider subdirective "gpus"`},
+		{Name: "bad memory", Input: "docker {\n memory lots\n}", WantErr: `memory "lots": want a size`},
+		{Name: "zero memory", Input: "docker {\n memory 0\n}", WantErr: `memory "0"`},
+		{Name: "bad cpus", Input: "docker {\n cpus -1\n}", WantErr: `cpus "-1": want a positive number`},
+		{Name: "bad pids", Input: "docker {\n pids 1.5\n}", WantErr: `pids "1.5": want a positive whole number`},
+		{Name: "bad ready timeout", Input: "docker {\n ready_timeout soon\n}", WantErr: `ready_timeout "soon": want a duration`},
+		{Name: "zero ready timeout", Input: "docker {\n ready_timeout 0s\n}", WantErr: `ready_timeout "0s"`},
+		{Name: "duplicate env", Input: "docker {\n env A 1\n env A 2\n}", WantErr: "env A already specified"},
+		{Name: "duplicate label", Input: "docker {\n label k 1\n label k 2\n}", WantErr: "label k already specified"},
+		{Name: "duplicate option", Input: "docker {\n image a\n image b\n}", WantErr: "image already specified"},
+		{Name: "image without value", Input: "docker {\n image\n}", WantErr: "wrong argument count"},
+		{Name: "image with two values", Input: "docker {\n image a b\n}", WantErr: "wrong argument count"},
+		{Name: "env without value", Input: "docker {\n env A\n}", WantErr: "wrong argument count"},
+		{Name: "flag with a value", Input: "docker {\n reach_by_container_ip yes\n}", WantErr: "wrong argument count"},
+	})
 }
 
 // TestModuleLoadsLikeTheApp: the app hands the registered module a
 // dispenser positioned at the kind token.
 func TestModuleLoadsLikeTheApp(t *testing.T) {
-	d := caddyfile.NewTestDispenser("docker {\n image x:1\n}")
-	require.True(t, d.Next())
-	unm, err := caddyfile.UnmarshalModule(d, "agcluster.providers.docker")
-	require.NoError(t, err)
-	m, ok := unm.(*Module)
-	require.True(t, ok, "%T", unm)
+	m := caddytest.LoadModule[*Module](t, "agcluster.providers.docker", "docker {\n image x:1\n}")
 	assert.Equal(t, "x:1", m.Image)
 }
 

@@ -1,8 +1,8 @@
 package docker
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +24,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -33,33 +34,22 @@ const logTail = 30
 // Create runs an agent container for spec and returns once its /health
 // answers ready. On any failure the container and its volumes are removed.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
-	if err := ctx.Err(); err != nil {
+	cfgJSON, err := providers.CheckCreate(ctx, spec)
+	if err != nil {
 		return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
 	}
-	if err := providers.CheckEnv(spec.Env); err != nil {
-		return nil, fmt.Errorf("docker: create agent for session %q: env: %w", spec.SessionID, err)
-	}
-	cfgJSON := []byte("{}")
-	if spec.Config != nil {
-		if err := spec.Config.Validate(); err != nil {
-			return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
-		}
-		if cfgJSON, err = json.Marshal(spec.Config); err != nil {
-			return nil, fmt.Errorf("docker: create agent for session %q: encode config: %w", spec.SessionID, err)
-		}
-	}
-	image := orDefault(spec.Image, p.opts.Image)
+	image := cmp.Or(spec.Image, p.opts.Image)
 	if err := p.ensureImage(ctx, image); err != nil {
 		return nil, err
 	}
-	spec.Limits.NanoCPUs = p.clampCPUs(ctx, orDefault(spec.Limits.NanoCPUs, p.opts.NanoCPUs))
+	spec.Limits.NanoCPUs = p.clampCPUs(ctx, cmp.Or(spec.Limits.NanoCPUs, p.opts.NanoCPUs))
 	if err := p.ensureIsolatedNetwork(ctx); err != nil {
 		return nil, err
 	}
 
-	token := randomHex(32)
-	vols := volumes{workspace: "agcluster-ws-" + randomHex(6), state: "agcluster-state-" + randomHex(6)}
-	name := containerName(orDefault(spec.SessionID, "pool-"+spec.Pool))
+	token := randhex.String(32)
+	vols := volumes{workspace: "agcluster-ws-" + randhex.String(6), state: "agcluster-state-" + randhex.String(6)}
+	name := containerName(cmp.Or(spec.SessionID, "pool-"+spec.Pool))
 	labels := p.labels(spec, vols)
 
 	began := time.Now()
@@ -90,8 +80,8 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		return nil, p.wrap(fmt.Sprintf("create container %s", name), err)
 	}
 	id = created.ID
-	p.track(id, true)
-	defer p.track(id, false)
+	p.creating.Mark(id)
+	defer p.creating.Forget(id)
 	createdAt := time.Now()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("docker: create agent for session %q: %w", spec.SessionID, err)
@@ -181,8 +171,8 @@ func (p *Provider) containerConfig(spec providers.Spec, image, token string, cfg
 	}
 	envList = append(envList, agent.EnvConfig+"="+string(cfgJSON), agent.EnvToken+"="+token, agent.EnvStateDir+"="+stateDir)
 
-	memory := orDefault(spec.Limits.MemoryBytes, p.opts.MemoryBytes)
-	pids := orDefault(spec.Limits.Pids, p.opts.Pids)
+	memory := cmp.Or(spec.Limits.MemoryBytes, p.opts.MemoryBytes)
+	pids := cmp.Or(spec.Limits.Pids, p.opts.Pids)
 	cfg := &container.Config{
 		Image:        image,
 		Env:          envList,
@@ -206,7 +196,7 @@ func (p *Provider) containerConfig(spec providers.Spec, image, token string, cfg
 		Resources: container.Resources{
 			Memory:     memory,
 			MemorySwap: memory,
-			NanoCPUs:   orDefault(spec.Limits.NanoCPUs, p.opts.NanoCPUs),
+			NanoCPUs:   cmp.Or(spec.Limits.NanoCPUs, p.opts.NanoCPUs),
 			PidsLimit:  &pids,
 		},
 	}
@@ -327,18 +317,6 @@ func (p *Provider) forgetImage(image string) {
 
 func imageMissing(image string, err error) error {
 	return fmt.Errorf("docker: image %q not found; build it with make image (%w): %w", image, providers.ErrImageMissing, err)
-}
-
-// track records containers this Provider is still creating (or
-// re-creating), so List does not report them.
-func (p *Provider) track(id string, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.inFlight[id] = struct{}{}
-	} else {
-		delete(p.inFlight, id)
-	}
 }
 
 // agentURL is where the control plane reaches the agent in info.
@@ -471,16 +449,7 @@ func containerName(sessionID string) string {
 	if s == "" {
 		s = "session"
 	}
-	return "agcluster-" + s + "-" + randomHex(2)
-}
-
-// orDefault returns v unless it is the zero value, then def.
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
+	return "agcluster-" + s + "-" + randhex.String(2)
 }
 
 func parseTime(s string, def time.Time) time.Time {

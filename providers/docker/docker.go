@@ -14,8 +14,6 @@ package docker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -177,8 +175,8 @@ type Provider struct {
 	images   map[string]struct{} // images known to exist (positive results only)
 	ncpu     int                 // the engine host's CPU count, once known
 	netReady bool                // IsolatedNetwork exists
-	inFlight map[string]struct{} // containers being created by this Provider
-	sleeping providers.SleepSet  // containers this Provider stopped with Sleep and has not woken
+	creating providers.IDSet     // containers being created by this Provider
+	sleeping providers.IDSet     // containers this Provider stopped with Sleep and has not woken
 }
 
 var sizeRE = regexp.MustCompile(`^[1-9][0-9]*[kmgKMG]?$`)
@@ -204,11 +202,10 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		return nil, fmt.Errorf("docker: client for %q: %w", opts.Host, err)
 	}
 	return &Provider{
-		opts:     opts,
-		cli:      cli,
-		logger:   logger,
-		images:   map[string]struct{}{},
-		inFlight: map[string]struct{}{},
+		opts:   opts,
+		cli:    cli,
+		logger: logger,
+		images: map[string]struct{}{},
 	}, nil
 }
 
@@ -326,13 +323,6 @@ func isOwnLabel(k string) bool {
 		return true
 	}
 	return false
-}
-
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
-	return hex.EncodeToString(b)
 }
 
 // shortID abbreviates a container id for error messages (logs carry the

@@ -2,8 +2,6 @@ package docker_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -27,10 +25,7 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
@@ -128,47 +123,18 @@ func withMockRemote(t testing.TB, cli *client.Client, opts docker.Options) (dock
 }
 
 func newProvider(t testing.TB, opts docker.Options) *docker.Provider {
-	t.Helper()
-	p, err := docker.New(opts, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
-	return p
-}
-
-func newSpec() providers.Spec {
-	owner := sha256.Sum256([]byte("owner-" + testenv.RandomHex(4)))
-	return providers.Spec{
-		SessionID:    "test-" + testenv.RandomHex(6),
-		Owner:        hex.EncodeToString(owner[:]),
-		ConfigID:     "default",
-		Conversation: "conv-" + testenv.RandomHex(4),
-		Config:       &agent.Config{ID: "default", AllowedTools: []string{"Read"}},
-	}
-}
-
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
+	return providertest.NewProvider(t, docker.New, opts, nil)
 }
 
 // create makes an instance destroyed when the test ends.
 func create(t testing.TB, p *docker.Provider, spec providers.Spec) *providers.Instance {
-	t.Helper()
-	inst, err := p.Create(ctxT(t, 2*time.Minute), spec)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if err := p.Destroy(context.Background(), inst.ID); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return inst
+	return providertest.CreateWithin(t, p, spec, 2*time.Minute)
 }
 
 // assertNothingLeft checks that no container or volume of the session exists.
 func assertNothingLeft(t testing.TB, cli *client.Client, sessionID string) {
 	t.Helper()
-	ctx := ctxT(t, 30*time.Second)
+	ctx := providertest.Context(t, 30*time.Second)
 	f := filters.NewArgs(filters.Arg("label", docker.LabelSession+"="+sessionID), filters.Arg("label", runLabel+"="+runID))
 	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	require.NoError(t, err)
@@ -187,19 +153,12 @@ func TestConformance(t *testing.T) {
 	second := opts
 	second.Name = "second"
 	providertest.Run(t, newProvider(t, opts), providertest.Options{
-		NewSpec: newSpec,
-		Reopen:  func(t *testing.T) providers.Provider { return newProvider(t, opts) },
-		Other:   newProvider(t, second),
-		Kill:    func(ctx context.Context, id string) error { return cli.ContainerKill(ctx, id, "KILL") },
-		Stored:  func(ctx context.Context, id string) (string, error) { return stored(ctx, cli, id) },
-		ModelRequests: func(ctx context.Context) ([]string, error) {
-			reqs, err := mock.Requests(ctx)
-			bodies := make([]string, len(reqs))
-			for i, r := range reqs {
-				bodies[i] = string(r.Body)
-			}
-			return bodies, err
-		},
+		NewSpec:       providertest.NewSpec,
+		Reopen:        func(t *testing.T) providers.Provider { return newProvider(t, opts) },
+		Other:         newProvider(t, second),
+		Kill:          func(ctx context.Context, id string) error { return cli.ContainerKill(ctx, id, "KILL") },
+		Stored:        func(ctx context.Context, id string) (string, error) { return stored(ctx, cli, id) },
+		ModelRequests: mock.Bodies,
 	})
 }
 
@@ -248,10 +207,10 @@ func TestHardening(t *testing.T) {
 		{"spec limits", providers.Limits{MemoryBytes: 512 << 20, NanoCPUs: 5e8, Pids: 128}, providers.Limits{MemoryBytes: 512 << 20, NanoCPUs: 5e8, Pids: 128}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			spec := newSpec()
+			spec := providertest.NewSpec()
 			spec.Limits = tc.limits
 			inst := create(t, p, spec)
-			ctx := ctxT(t, time.Minute)
+			ctx := providertest.Context(t, time.Minute)
 			info, err := cli.ContainerInspect(ctx, inst.ID)
 			require.NoError(t, err)
 			hc, cfg := info.HostConfig, info.Config
@@ -344,7 +303,7 @@ func TestHardening(t *testing.T) {
 
 func put(t testing.TB, inst *providers.Instance, path, body string) int {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPut, inst.URL+path, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(providertest.Context(t, 30*time.Second), http.MethodPut, inst.URL+path, strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+inst.Token)
 	resp, err := http.DefaultClient.Do(req)
@@ -360,15 +319,15 @@ func TestReachByContainerIP(t *testing.T) {
 	opts.Network = testenv.TestNetwork(t, cli)
 	opts.ReachByContainerIP = true
 	p := newProvider(t, opts)
-	inst := create(t, p, newSpec())
+	inst := create(t, p, providertest.NewSpec())
 
-	info, err := cli.ContainerInspect(ctxT(t, time.Minute), inst.ID)
+	info, err := cli.ContainerInspect(providertest.Context(t, time.Minute), inst.ID)
 	require.NoError(t, err)
 	ip := info.NetworkSettings.Networks[opts.Network].IPAddress
 	assert.Equal(t, "http://"+net.JoinHostPort(ip, "8080"), inst.URL)
 	assert.Empty(t, info.HostConfig.PortBindings, "nothing published")
 
-	list, err := p.List(ctxT(t, time.Minute))
+	list, err := p.List(providertest.Context(t, time.Minute))
 	require.NoError(t, err)
 	i := slices.IndexFunc(list, func(i *providers.Instance) bool { return i.ID == inst.ID })
 	require.GreaterOrEqual(t, i, 0)
@@ -380,9 +339,9 @@ func TestCreateRefusesAPIKeys(t *testing.T) {
 	p := newProvider(t, baseOptions())
 	for _, name := range []string{"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"} {
 		t.Run(name, func(t *testing.T) {
-			spec := newSpec()
+			spec := providertest.NewSpec()
 			spec.Env = map[string]string{name: "sk-ant-secret", "OTHER": "x"}
-			inst, err := p.Create(ctxT(t, time.Minute), spec)
+			inst, err := p.Create(providertest.Context(t, time.Minute), spec)
 			require.Error(t, err)
 			assert.Nil(t, inst)
 			assert.Contains(t, err.Error(), name+" is refused")
@@ -414,9 +373,9 @@ func TestImageMissing(t *testing.T) {
 			opts := baseOptions()
 			tc.opts(&opts)
 			p := newProvider(t, opts)
-			spec := newSpec()
+			spec := providertest.NewSpec()
 			tc.spec(&spec)
-			inst, err := p.Create(ctxT(t, time.Minute), spec)
+			inst, err := p.Create(providertest.Context(t, time.Minute), spec)
 			require.ErrorIs(t, err, providers.ErrImageMissing)
 			assert.Nil(t, inst)
 			assert.Contains(t, err.Error(), fmt.Sprintf("image %q not found; build it with make image", image))
@@ -432,11 +391,11 @@ func TestEngineUnreachable(t *testing.T) {
 			opts := baseOptions()
 			opts.Host = host
 			p := newProvider(t, opts)
-			ctx := ctxT(t, 20*time.Second)
+			ctx := providertest.Context(t, 20*time.Second)
 			start := time.Now()
 
 			assert.ErrorIs(t, p.Ping(ctx), providers.ErrUnavailable)
-			inst, err := p.Create(ctx, newSpec())
+			inst, err := p.Create(ctx, providertest.NewSpec())
 			assert.ErrorIs(t, err, providers.ErrUnavailable)
 			assert.Nil(t, inst)
 			assert.Contains(t, err.Error(), "docker: engine unreachable at "+host)
@@ -471,9 +430,9 @@ func TestNotReady(t *testing.T) {
 		opts.Image = testenv.MockImage()
 		opts.ReadyTimeout = caddy.Duration(3 * time.Second)
 		p := newProvider(t, opts)
-		spec := newSpec()
+		spec := providertest.NewSpec()
 		start := time.Now()
-		inst, err := p.Create(ctxT(t, time.Minute), spec)
+		inst, err := p.Create(providertest.Context(t, time.Minute), spec)
 		took := time.Since(start)
 		t.Logf("error: %v", err)
 		require.ErrorIs(t, err, providers.ErrNotReady)
@@ -489,10 +448,10 @@ func TestNotReady(t *testing.T) {
 		// A bad setting makes the agent exit: Create reports it at once,
 		// with the agent's own explanation, instead of waiting out the timeout.
 		p := newProvider(t, baseOptions())
-		spec := newSpec()
+		spec := providertest.NewSpec()
 		spec.Env = map[string]string{"AGENT_TURN_TIMEOUT": "bogus"}
 		start := time.Now()
-		inst, err := p.Create(ctxT(t, 2*time.Minute), spec)
+		inst, err := p.Create(providertest.Context(t, 2*time.Minute), spec)
 		t.Logf("error: %v", err)
 		require.ErrorIs(t, err, providers.ErrNotReady)
 		assert.Nil(t, inst)
@@ -519,7 +478,7 @@ func TestCreateCancelledHalfWay(t *testing.T) {
 	}{{5 * time.Millisecond, p}, {30 * time.Millisecond, p}, {300 * time.Millisecond, p}, {time.Second, neverReady}} {
 		after, p := tc.after, tc.p
 		t.Run(after.String(), func(t *testing.T) {
-			spec := newSpec()
+			spec := providertest.NewSpec()
 			ctx, cancel := context.WithTimeout(context.Background(), after)
 			defer cancel()
 			inst, err := p.Create(ctx, spec)
@@ -539,10 +498,10 @@ func TestCreateCancelledHalfWay(t *testing.T) {
 func TestEventsAndStopped(t *testing.T) {
 	cli := engine(t)
 	p := newProvider(t, baseOptions())
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := providertest.Context(t, 2*time.Minute)
 	events, errs := p.Events(ctx)
 
-	inst := create(t, p, newSpec())
+	inst := create(t, p, providertest.NewSpec())
 	require.NoError(t, cli.ContainerKill(ctx, inst.ID, "KILL"))
 
 	timeout := time.After(30 * time.Second)
@@ -583,11 +542,11 @@ func TestListAfterRestart(t *testing.T) {
 	engine(t)
 	opts := baseOptions()
 	before := newProvider(t, opts)
-	inst := create(t, before, newSpec())
+	inst := create(t, before, providertest.NewSpec())
 	require.NoError(t, before.Close())
 
 	after := newProvider(t, opts) // a new control plane process
-	list, err := after.List(ctxT(t, time.Minute))
+	list, err := after.List(providertest.Context(t, time.Minute))
 	require.NoError(t, err)
 	i := slices.IndexFunc(list, func(i *providers.Instance) bool { return i.ID == inst.ID })
 	require.GreaterOrEqual(t, i, 0, "the agent is found again")
@@ -598,17 +557,17 @@ func TestListAfterRestart(t *testing.T) {
 	assert.Equal(t, inst.Owner, got.Owner)
 	assert.Equal(t, inst.ConfigID, got.ConfigID)
 	assert.WithinDuration(t, inst.CreatedAt, got.CreatedAt, time.Second)
-	_, err = (&agentclient.Client{BaseURL: got.URL, Token: got.Token}).Stats(ctxT(t, 30*time.Second))
+	_, err = (&agentclient.Client{BaseURL: got.URL, Token: got.Token}).Stats(providertest.Context(t, 30*time.Second))
 	assert.NoError(t, err, "the recovered URL and token work")
 
 	other := opts
 	other.ExtraLabels = map[string]string{runLabel: "another-run"}
-	list, err = newProvider(t, other).List(ctxT(t, time.Minute))
+	list, err = newProvider(t, other).List(providertest.Context(t, time.Minute))
 	require.NoError(t, err)
 	assert.False(t, slices.ContainsFunc(list, func(i *providers.Instance) bool { return i.ID == inst.ID }),
 		"a provider with other extra labels does not see it")
 
-	require.NoError(t, after.Destroy(ctxT(t, time.Minute), inst.ID))
+	require.NoError(t, after.Destroy(providertest.Context(t, time.Minute), inst.ID))
 }
 
 func TestDestroyRefusesForeignContainers(t *testing.T) {
@@ -618,10 +577,10 @@ func TestDestroyRefusesForeignContainers(t *testing.T) {
 	id := testenv.RunContainer(t, cli, "agcluster-test-foreign-"+testenv.RandomHex(4),
 		&container.Config{Image: testenv.MockImage(), Labels: map[string]string{"agcluster.test": "true"}},
 		&container.HostConfig{}, nil)
-	err := p.Destroy(ctxT(t, time.Minute), id)
+	err := p.Destroy(providertest.Context(t, time.Minute), id)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `not an agent container of provider "docker"`)
-	_, err = cli.ContainerInspect(ctxT(t, time.Minute), id)
+	_, err = cli.ContainerInspect(providertest.Context(t, time.Minute), id)
 	assert.NoError(t, err, "the foreign container is untouched")
 }
 
@@ -631,11 +590,11 @@ func TestDestroyRefusesForeignContainers(t *testing.T) {
 func TestAgentsCannotReachEachOther(t *testing.T) {
 	cli := engine(t)
 	p := newProvider(t, baseOptions())
-	ctx := ctxT(t, 2*time.Minute)
-	a, err := p.Create(ctx, newSpec())
+	ctx := providertest.Context(t, 2*time.Minute)
+	a, err := p.Create(ctx, providertest.NewSpec())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Destroy(context.Background(), a.ID) })
-	b, err := p.Create(ctx, newSpec())
+	b, err := p.Create(ctx, providertest.NewSpec())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Destroy(context.Background(), b.ID) })
 

@@ -72,7 +72,7 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 	}
 	out := make([]*providers.Instance, 0, len(summaries))
 	for _, s := range summaries {
-		if s.State == container.StateRemoving || p.creating(s.ID) {
+		if s.State == container.StateRemoving || p.creating.Has(s.ID) {
 			continue
 		}
 		info, err := p.cli.ContainerInspect(ctx, s.ID)
@@ -93,14 +93,6 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 		out = append(out, inst)
 	}
 	return out, nil
-}
-
-// creating reports whether this Provider is creating the container now.
-func (p *Provider) creating(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.inFlight[id]
-	return ok
 }
 
 // instance rebuilds an Instance from a container's labels, environment and

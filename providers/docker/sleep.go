@@ -91,8 +91,8 @@ func (p *Provider) recreate(ctx context.Context, info container.InspectResponse,
 	if err != nil {
 		return "", p.wrap(fmt.Sprintf("sleep %s: re-create as %s with the session's labels", shortID(info.ID), name), err)
 	}
-	p.track(created.ID, true)
-	defer p.track(created.ID, false)
+	p.creating.Mark(created.ID)
+	defer p.creating.Forget(created.ID)
 	if err := p.cli.ContainerRemove(ctx, info.ID, container.RemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		// Keep the old container (it has the volumes' data in use); drop
 		// the new one.

@@ -16,6 +16,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
 	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/providers/docker"
+	"github.com/agcluster/caddy-agcluster/providers/providertest"
 )
 
 // TestSleepRebindsPoolAgent: a warm-pool agent bound to a session is
@@ -25,8 +26,8 @@ import (
 func TestSleepRebindsPoolAgent(t *testing.T) {
 	cli := engine(t)
 	p := newProvider(t, baseOptions())
-	ctx := ctxT(t, 2*time.Minute)
-	spec := newSpec()
+	ctx := providertest.Context(t, 2*time.Minute)
+	spec := providertest.NewSpec()
 	spec.SessionID, spec.Owner, spec.Conversation, spec.Pool = "", "", "", "default@test"
 	pooled := create(t, p, spec)
 	assert.Equal(t, http.StatusCreated, put(t, pooled, "/files/pooled.txt", "from the pool"))
@@ -34,7 +35,7 @@ func TestSleepRebindsPoolAgent(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "default@test", before.Config.Labels[docker.LabelPool])
 
-	owner := newSpec()
+	owner := providertest.NewSpec()
 	bound := *pooled
 	bound.SessionID, bound.Owner, bound.Conversation = owner.SessionID, owner.Owner, owner.Conversation
 	asleep, err := p.Sleep(ctx, &bound)
@@ -94,9 +95,9 @@ func TestSleepRebindsPoolAgent(t *testing.T) {
 func TestSleepIsGraceful(t *testing.T) {
 	cli := engine(t)
 	p := newProvider(t, baseOptions())
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := providertest.Context(t, 2*time.Minute)
 	events, errs := p.Events(ctx)
-	inst := create(t, p, newSpec())
+	inst := create(t, p, providertest.NewSpec())
 
 	asleep, err := p.Sleep(ctx, inst)
 	require.NoError(t, err)
@@ -132,8 +133,8 @@ func TestWakeGone(t *testing.T) {
 	p := newProvider(t, baseOptions())
 
 	t.Run("container removed behind the provider's back", func(t *testing.T) {
-		ctx := ctxT(t, 2*time.Minute)
-		inst := create(t, p, newSpec())
+		ctx := providertest.Context(t, 2*time.Minute)
+		inst := create(t, p, providertest.NewSpec())
 		asleep, err := p.Sleep(ctx, inst)
 		require.NoError(t, err)
 		info, err := cli.ContainerInspect(ctx, asleep.ID)
@@ -153,7 +154,7 @@ func TestWakeGone(t *testing.T) {
 	t.Run("volume missing", func(t *testing.T) {
 		// An engine whose volumes were wiped: a stopped agent container
 		// naming a state volume that does not exist.
-		ctx := ctxT(t, 2*time.Minute)
+		ctx := providertest.Context(t, 2*time.Minute)
 		labels := map[string]string{
 			docker.LabelManaged: "true", docker.LabelProvider: "docker", docker.LabelSession: "gone-" + testenv.RandomHex(4),
 			docker.LabelVolume: testenv.Volume(t, cli), docker.LabelStateVolume: "agcluster-state-missing-" + testenv.RandomHex(4),
@@ -181,15 +182,15 @@ func TestWakeGone(t *testing.T) {
 // destroy, sleep or wake each other's.
 func TestTwoProvidersOnOneEngine(t *testing.T) {
 	cli := engine(t)
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := providertest.Context(t, 2*time.Minute)
 	first := newProvider(t, baseOptions())
 	secondOpts := baseOptions()
 	secondOpts.Name = "second"
 	second := newProvider(t, secondOpts)
 	require.Equal(t, "second", second.Name())
 
-	a := create(t, first, newSpec())
-	b := create(t, second, newSpec())
+	a := create(t, first, providertest.NewSpec())
+	b := create(t, second, providertest.NewSpec())
 	assert.Equal(t, "docker", a.Provider)
 	assert.Equal(t, "second", b.Provider)
 	for id, want := range map[string]string{a.ID: "docker", b.ID: "second"} {

@@ -1,7 +1,6 @@
 package fly
 
 import (
-	"maps"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/internal/caddyargs"
 	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/providers/guestmod"
 )
 
 func init() {
@@ -35,17 +35,7 @@ func (Module) CaddyModule() caddy.ModuleInfo {
 // Provision replaces placeholders ({env.X}, {file.X}) in the app, token,
 // image, URLs, region and env values. It does not contact Fly.
 func (m *Module) Provision(caddy.Context) error {
-	repl := caddy.NewReplacer()
-	for _, s := range []*string{&m.App, &m.Token, &m.Image, &m.APIURL, &m.PublicURL, &m.Region} {
-		*s = repl.ReplaceAll(*s, "")
-	}
-	if m.Env != nil {
-		env := maps.Clone(m.Env)
-		for k, v := range env {
-			env[k] = repl.ReplaceAll(v, "")
-		}
-		m.Env = env
-	}
+	guestmod.ReplacePlaceholders(&m.Env, &m.App, &m.Token, &m.Image, &m.APIURL, &m.PublicURL, &m.Region)
 	return nil
 }
 
@@ -61,11 +51,7 @@ func (m *Module) Validate() error {
 func (m *Module) NewProvider(name string, logger *zap.Logger) (providers.Provider, error) {
 	opts := m.Options
 	opts.Name = name
-	p, err := New(opts, logger)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
+	return guestmod.Provider(New(opts, logger))
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. Syntax:

@@ -1,71 +1,47 @@
 package fly
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/internal/caddytest"
 )
 
 func TestModuleCaddyfile(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		input    string
-		wantJSON string
-		wantErr  string
-	}{
-		{name: "bare", input: "fly", wantJSON: `{}`},
+	caddytest.Unmarshal(t, func() *Module { return new(Module) }, []caddytest.Case{
+		{Name: "bare", Input: "fly", WantJSON: `{}`},
 		{
-			name: "the issue's block",
-			input: "fly {\n app agents\n token {env.FLY_API_TOKEN}\n image registry.fly.io/agents:v1\n api_url https://api.machines.dev\n" +
+			Name: "the issue's block",
+			Input: "fly {\n app agents\n token {env.FLY_API_TOKEN}\n image registry.fly.io/agents:v1\n api_url https://api.machines.dev\n" +
 				" region ams\n public_url https://agents.fly.dev\n private\n cpu_kind performance\n cpus 2\n memory 2g\n env A b\n env C d\n}",
-			wantJSON: `{"app":"agents","token":"{env.FLY_API_TOKEN}","image":"registry.fly.io/agents:v1","api_url":"https://api.machines.dev",
+			WantJSON: `{"app":"agents","token":"{env.FLY_API_TOKEN}","image":"registry.fly.io/agents:v1","api_url":"https://api.machines.dev",
 				"region":"ams","public_url":"https://agents.fly.dev","private":true,"cpu_kind":"performance","cpus":2,"memory_mb":2048,
 				"env":{"A":"b","C":"d"}}`,
 		},
-		{name: "memory in megabytes", input: "fly {\n memory 512m\n}", wantJSON: `{"memory_mb":512}`},
-		{name: "timeouts", input: "fly {\n ready_timeout 2m\n poll_interval 500ms\n}", wantJSON: `{"ready_timeout":120000000000,"poll_interval":500000000}`},
-		{name: "argument on the kind", input: "fly extra", wantErr: "wrong argument count"},
-		{name: "unknown subdirective", input: "fly {\n gpus 1\n}", wantErr: `unknown fly provider subdirective "gpus"`},
-		{name: "memory not in 256m steps", input: "fly {\n memory 300m\n}", wantErr: `memory "300m": want a size in steps of 256m`},
-		{name: "bad memory", input: "fly {\n memory lots\n}", wantErr: `memory "lots"`},
-		{name: "fractional cpus", input: "fly {\n cpus 0.5\n}", wantErr: `cpus "0.5": want a positive whole number`},
-		{name: "zero cpus", input: "fly {\n cpus 0\n}", wantErr: `cpus "0"`},
-		{name: "bad poll interval", input: "fly {\n poll_interval often\n}", wantErr: `poll_interval "often": want a duration`},
-		{name: "zero ready timeout", input: "fly {\n ready_timeout 0s\n}", wantErr: `ready_timeout "0s"`},
-		{name: "duplicate option", input: "fly {\n app a\n app b\n}", wantErr: "app already specified"},
-		{name: "duplicate env", input: "fly {\n env A 1\n env A 2\n}", wantErr: "env A already specified"},
-		{name: "token without value", input: "fly {\n token\n}", wantErr: "wrong argument count"},
-		{name: "private with a value", input: "fly {\n private yes\n}", wantErr: "wrong argument count"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var m Module
-			err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
-			if tc.wantErr != "" {
-				require.Error(t, err)
-				assert.Contains(t, err.Error(), tc.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			got, err := json.Marshal(m)
-			require.NoError(t, err)
-			assert.JSONEq(t, tc.wantJSON, string(got))
-		})
-	}
+		{Name: "memory in megabytes", Input: "fly {\n memory 512m\n}", WantJSON: `{"memory_mb":512}`},
+		{Name: "timeouts", Input: "fly {\n ready_timeout 2m\n poll_interval 500ms\n}", WantJSON: `{"ready_timeout":120000000000,"poll_interval":500000000}`},
+		{Name: "argument on the kind", Input: "fly extra", WantErr: "wrong argument count"},
+		{Name: "unknown subdirective", Input: "fly {\n gpus 1\n}", WantErr: `unknown fly provider subdirective "gpus"`},
+		{Name: "memory not in 256m steps", Input: "fly {\n memory 300m\n}", WantErr: `memory "300m": want a size in steps of 256m`},
+		{Name: "bad memory", Input: "fly {\n memory lots\n}", WantErr: `memory "lots"`},
+		{Name: "fractional cpus", Input: "fly {\n cpus 0.5\n}", WantErr: `cpus "0.5": want a positive whole number`},
+		{Name: "zero cpus", Input: "fly {\n cpus 0\n}", WantErr: `cpus "0"`},
+		{Name: "bad poll interval", Input: "fly {\n poll_interval often\n}", WantErr: `poll_interval "often": want a duration`},
+		{Name: "zero ready timeout", Input: "fly {\n ready_timeout 0s\n}", WantErr: `ready_timeout "0s"`},
+		{Name: "duplicate option", Input: "fly {\n app a\n app b\n}", WantErr: "app already specified"},
+		{Name: "duplicate env", Input: "fly {\n env A 1\n env A 2\n}", WantErr: "env A already specified"},
+		{Name: "token without value", Input: "fly {\n token\n}", WantErr: "wrong argument count"},
+		{Name: "private with a value", Input: "fly {\n private yes\n}", WantErr: "wrong argument count"},
+	})
 }
 
 // TestModuleLoadsLikeTheApp: the app hands the registered module a
 // dispenser positioned at the kind token.
 func TestModuleLoadsLikeTheApp(t *testing.T) {
-	d := caddyfile.NewTestDispenser("fly {\n app agents\n}")
-	require.True(t, d.Next())
-	unm, err := caddyfile.UnmarshalModule(d, "agcluster.providers.fly")
-	require.NoError(t, err)
-	m, ok := unm.(*Module)
-	require.True(t, ok, "%T", unm)
+	m := caddytest.LoadModule[*Module](t, "agcluster.providers.fly", "fly {\n app agents\n}")
 	assert.Equal(t, "agents", m.App)
 }
 
@@ -99,38 +75,18 @@ func TestModuleProvisionAndValidate(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	valid := Options{App: "agents", Token: "t", Image: "i"}
-	for _, tc := range []struct {
-		name    string
-		change  func(o *Options)
-		wantErr []string
-	}{
-		{"valid", func(*Options) {}, nil},
-		{"private needs no public url", func(o *Options) { o.Private, o.PublicURL = true, "" }, nil},
-		{"nothing set", func(o *Options) { *o = Options{} }, []string{"app is required", "token is required", "image is required"}},
-		{"bad app name", func(o *Options) { o.App = "My App" }, []string{`app "My App"`}},
-		{"api key in env", func(o *Options) { o.Env = map[string]string{"ANTHROPIC_API_KEY": "sk-ant-x"} }, []string{"ANTHROPIC_API_KEY is refused"}},
-		{"reserved env", func(o *Options) { o.Env = map[string]string{"AGENT_TOKEN": "x"} }, []string{"AGENT_TOKEN is set by the provider"}},
-		{"bad cpu kind", func(o *Options) { o.CPUKind = "gpu" }, []string{`cpu_kind "gpu"`}},
-		{"memory off the 256 MiB grid", func(o *Options) { o.MemoryMB = 1000 }, []string{"multiple of 256"}},
-		{"bad public url", func(o *Options) { o.PublicURL = "agents.fly.dev" }, []string{"public_url"}},
-		{"bad api url", func(o *Options) { o.APIURL = "ftp://x" }, []string{"api_url"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			o := valid
-			tc.change(&o)
-			_, err := o.normalize()
-			if tc.wantErr == nil {
-				require.NoError(t, err)
-				return
-			}
-			require.Error(t, err)
-			for _, w := range tc.wantErr {
-				assert.Contains(t, err.Error(), w)
-			}
-			assert.NotContains(t, err.Error(), "sk-ant-x", "no secret in the error")
-			p, err := New(o, nil)
-			require.Error(t, err)
-			assert.Nil(t, p)
-		})
-	}
+	check := func(o Options) error { _, err := o.normalize(); return err }
+	newProvider := func(o Options) (*Provider, error) { return New(o, nil) }
+	caddytest.Validate(t, valid, check, newProvider, []caddytest.OptionsCase[Options]{
+		{Name: "valid", Change: func(*Options) {}},
+		{Name: "private needs no public url", Change: func(o *Options) { o.Private, o.PublicURL = true, "" }},
+		{Name: "nothing set", Change: func(o *Options) { *o = Options{} }, WantErr: []string{"app is required", "token is required", "image is required"}},
+		{Name: "bad app name", Change: func(o *Options) { o.App = "My App" }, WantErr: []string{`app "My App"`}},
+		{Name: "api key in env", Change: func(o *Options) { o.Env = map[string]string{"ANTHROPIC_API_KEY": "sk-ant-x"} }, WantErr: []string{"ANTHROPIC_API_KEY is refused"}},
+		{Name: "reserved env", Change: func(o *Options) { o.Env = map[string]string{"AGENT_TOKEN": "x"} }, WantErr: []string{"AGENT_TOKEN is set by the provider"}},
+		{Name: "bad cpu kind", Change: func(o *Options) { o.CPUKind = "gpu" }, WantErr: []string{`cpu_kind "gpu"`}},
+		{Name: "memory off the 256 MiB grid", Change: func(o *Options) { o.MemoryMB = 1000 }, WantErr: []string{"multiple of 256"}},
+		{Name: "bad public url", Change: func(o *Options) { o.PublicURL = "agents.fly.dev" }, WantErr: []string{"public_url"}},
+		{Name: "bad api url", Change: func(o *Options) { o.APIURL = "ftp://x" }, WantErr: []string{"api_url"}},
+	})
 }

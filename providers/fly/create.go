@@ -1,8 +1,8 @@
 package fly
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -39,24 +40,13 @@ const (
 // destroyed.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
 	what := fmt.Sprintf("fly: create agent for session %q", spec.SessionID)
-	if err := ctx.Err(); err != nil {
+	cfgJSON, err := providers.CheckCreate(ctx, spec)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	if err := providers.CheckEnv(spec.Env); err != nil {
-		return nil, fmt.Errorf("%s: env: %w", what, err)
-	}
-	cfgJSON := []byte("{}")
-	if spec.Config != nil {
-		if err := spec.Config.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		if cfgJSON, err = json.Marshal(spec.Config); err != nil {
-			return nil, fmt.Errorf("%s: encode config: %w", what, err)
-		}
-	}
-	token := randomHex(32)
+	token := randhex.String(32)
 	input := fly.LaunchMachineInput{
-		Name:   "agcluster-" + randomHex(6),
+		Name:   "agcluster-" + randhex.String(6),
 		Region: p.opts.Region,
 		Config: p.machineConfig(spec, token, cfgJSON),
 	}
@@ -70,8 +60,8 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err != nil {
 		return nil, p.apiError("create", "", err)
 	}
-	p.track(m.ID, true)
-	defer p.track(m.ID, false)
+	p.creating.Mark(m.ID)
+	defer p.creating.Forget(m.ID)
 	defer func() {
 		if err != nil {
 			p.cleanup(ctx, m.ID)
@@ -95,7 +85,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err := p.waitReady(readyCtx, inst); err != nil {
 		return nil, fmt.Errorf("%s: machine %s: %w", what, m.ID, err)
 	}
-	p.noteRunning(inst)
+	p.poller.NoteRunning(inst) // a death before the next poll is still seen as one
 	p.logger.Info("agent machine created",
 		zap.String("instance_id", m.ID),
 		zap.String("session_id", spec.SessionID),
@@ -131,7 +121,7 @@ func (p *Provider) machineConfig(spec providers.Spec, token string, cfgJSON []by
 	autostop, autostart := fly.MachineAutostopOff, false
 	signal := "SIGTERM"
 	return &fly.MachineConfig{
-		Image:    orDefault(spec.Image, p.opts.Image),
+		Image:    cmp.Or(spec.Image, p.opts.Image),
 		Env:      env,
 		Guest:    p.guest(spec.Limits),
 		Metadata: p.metadata(spec),
@@ -255,31 +245,11 @@ func (p *Provider) waitReady(ctx context.Context, inst *providers.Instance) erro
 func (p *Provider) cleanup(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupBudget)
 	defer cancel()
-	p.markGone(id)
+	p.gone.Mark(id)
 	err := p.api.Destroy(ctx, p.opts.App, fly.RemoveMachineInput{ID: id, Kill: true}, "")
 	if err != nil && !isNotFound(err) {
 		p.logger.Warn("could not destroy a machine after a failed create", zap.String("instance_id", id), zap.Error(err))
 	}
-}
-
-// track records Machines this Provider is still creating, so List does
-// not report them.
-func (p *Provider) track(id string, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.inFlight[id] = struct{}{}
-	} else {
-		delete(p.inFlight, id)
-	}
-}
-
-// creating reports whether this Provider is creating the Machine now.
-func (p *Provider) creating(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.inFlight[id]
-	return ok
 }
 
 // agentURL is where the control plane reaches the Machine's agent.
@@ -293,14 +263,6 @@ func (p *Provider) agentURL(m *fly.Machine) (string, http.Header, error) {
 	h := http.Header{}
 	h.Set(forceInstanceHeader, m.ID)
 	return p.opts.PublicURL, h, nil
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // errNoToken marks a Machine whose config carries no agent token.

@@ -19,23 +19,22 @@ package fly
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	fly "github.com/superfly/fly-go"
 	"github.com/superfly/fly-go/flaps"
 	"github.com/superfly/fly-go/tokens"
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/providers/statepoll"
 )
 
 // Metadata keys set on every agent Machine. They are the Docker provider's
@@ -182,11 +181,10 @@ type Provider struct {
 	public *url.URL        // parsed PublicURL (nil with Private)
 	logger *zap.Logger
 
-	mu       sync.Mutex
-	inFlight map[string]struct{}  // Machines this Provider is creating
-	sleeping providers.SleepSet   // Machines this Provider put to sleep and has not woken
-	gone     map[string]time.Time // Machines this Provider destroyed, and when
-	watchers map[*watch]struct{}  // live Events subscriptions
+	creating providers.IDSet                 // Machines this Provider is creating
+	sleeping providers.IDSet                 // Machines this Provider put to sleep and has not woken
+	gone     providers.GoneSet               // Machines this Provider destroyed in the last hour
+	poller   *statepoll.Poller[*fly.Machine] // Events' subscriptions
 }
 
 // New checks opts, applies defaults and creates the flaps client. It does
@@ -211,14 +209,12 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		return nil, fmt.Errorf("fly: machines api client: %w", err)
 	}
 	p := &Provider{
-		opts:     opts,
-		api:      api,
-		conns:    conns,
-		logger:   logger,
-		inFlight: map[string]struct{}{},
-		gone:     map[string]time.Time{},
-		watchers: map[*watch]struct{}{},
+		opts:   opts,
+		api:    api,
+		conns:  conns,
+		logger: logger,
 	}
+	p.poller = p.newPoller()
 	if !opts.Private {
 		p.public, _ = url.Parse(opts.PublicURL) // checked by normalize
 	}
@@ -335,13 +331,6 @@ func (p *Provider) Ping(ctx context.Context) error {
 		return p.apiError("ping", "", err)
 	}
 	return nil
-}
-
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
-	return hex.EncodeToString(b)
 }
 
 // Interface guards.

@@ -2,8 +2,6 @@ package fly_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strings"
@@ -16,7 +14,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
 	"github.com/agcluster/caddy-agcluster/internal/flyemu"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
@@ -74,22 +71,7 @@ func (e *emulated) options() fly.Options {
 }
 
 func newProvider(t testing.TB, opts fly.Options) *fly.Provider {
-	t.Helper()
-	p, err := fly.New(opts, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
-	return p
-}
-
-func newSpec() providers.Spec {
-	owner := sha256.Sum256([]byte("owner-" + testenv.RandomHex(4)))
-	return providers.Spec{
-		SessionID:    "test-" + testenv.RandomHex(6),
-		Owner:        hex.EncodeToString(owner[:]),
-		ConfigID:     "default",
-		Conversation: "conv-" + testenv.RandomHex(4),
-		Config:       &agent.Config{ID: "default", AllowedTools: []string{"Read"}},
-	}
+	return providertest.NewProvider(t, fly.New, opts, nil)
 }
 
 // stored is everything the Machines API received: every request's
@@ -102,15 +84,6 @@ func (e *emulated) stored(context.Context, string) (string, error) {
 	return out.String(), nil
 }
 
-func (e *emulated) modelRequests(ctx context.Context) ([]string, error) {
-	reqs, err := e.mock.Requests(ctx)
-	bodies := make([]string, len(reqs))
-	for i, r := range reqs {
-		bodies[i] = string(r.Body)
-	}
-	return bodies, err
-}
-
 // TestConformance runs the providers' conformance suite on the Fly
 // provider against the emulator, reaching agents through its proxy.
 func TestConformance(t *testing.T) {
@@ -119,12 +92,12 @@ func TestConformance(t *testing.T) {
 	other := opts
 	other.Name = "fly-other"
 	providertest.Run(t, newProvider(t, opts), providertest.Options{
-		NewSpec:       newSpec,
+		NewSpec:       providertest.NewSpec,
 		Reopen:        func(t *testing.T) providers.Provider { return newProvider(t, opts) },
 		Other:         newProvider(t, other),
 		Kill:          e.emu.Crash,
 		Stored:        e.stored,
-		ModelRequests: e.modelRequests,
+		ModelRequests: e.mock.Bodies,
 	})
 }
 
@@ -137,7 +110,7 @@ func TestPrivate(t *testing.T) {
 	p := newProvider(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	inst, err := p.Create(ctx, newSpec())
+	inst, err := p.Create(ctx, providertest.NewSpec())
 	if inst != nil {
 		t.Cleanup(func() { assert.NoError(t, p.Destroy(context.Background(), inst.ID)) })
 	}
@@ -155,7 +128,7 @@ func TestPublicRoute(t *testing.T) {
 	p := newProvider(t, e.options())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	inst, err := p.Create(ctx, newSpec())
+	inst, err := p.Create(ctx, providertest.NewSpec())
 	if inst != nil {
 		t.Cleanup(func() { assert.NoError(t, p.Destroy(context.Background(), inst.ID)) })
 	}
@@ -189,7 +162,7 @@ func TestAPIErrors(t *testing.T) {
 			p := newProvider(t, opts)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			inst, err := p.Create(ctx, newSpec())
+			inst, err := p.Create(ctx, providertest.NewSpec())
 			assert.Nil(t, inst)
 			require.Error(t, err)
 			assert.ErrorIs(t, err, tc.is)
@@ -213,7 +186,7 @@ func TestRateLimitsAbsorbed(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			inst, err := p.Create(ctx, newSpec())
+			inst, err := p.Create(ctx, providertest.NewSpec())
 			if inst != nil {
 				t.Cleanup(func() { assert.NoError(t, p.Destroy(context.Background(), inst.ID)) })
 			}
@@ -242,7 +215,7 @@ func TestDestroyedBehindBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	events, errs := p.Events(ctx)
-	inst, err := p.Create(ctx, newSpec())
+	inst, err := p.Create(ctx, providertest.NewSpec())
 	if inst != nil {
 		t.Cleanup(func() { assert.NoError(t, p.Destroy(context.Background(), inst.ID)) })
 	}

@@ -86,7 +86,7 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 	}
 	out := make([]*providers.Instance, 0, len(ms))
 	for _, m := range ms {
-		if p.creating(m.ID) {
+		if p.creating.Has(m.ID) {
 			continue
 		}
 		inst, err := p.instance(m)
@@ -144,7 +144,7 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	p.markGone(id)
+	p.gone.Mark(id)
 	p.sleeping.Forget(id)
 	err = p.withLease(ctx, "destroy", id, func(nonce string) error {
 		return p.api.Destroy(ctx, p.opts.App, fly.RemoveMachineInput{ID: id, Kill: true}, nonce)
@@ -198,27 +198,4 @@ func (p *Provider) releaseLease(ctx context.Context, op, id, nonce string) {
 	if err := p.api.ReleaseLease(ctx, p.opts.App, id, nonce); err != nil && !isNotFound(err) {
 		p.logger.Warn("could not release a machine lease", zap.String("instance_id", id), zap.String("op", op), zap.Error(err))
 	}
-}
-
-// markGone records a Machine this Provider destroyed, so the watcher does
-// not report its disappearance as a death. Entries older than an hour are
-// dropped.
-func (p *Provider) markGone(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	for k, at := range p.gone {
-		if now.Sub(at) > time.Hour {
-			delete(p.gone, k)
-		}
-	}
-	p.gone[id] = now
-}
-
-// destroyed reports whether this Provider destroyed the Machine.
-func (p *Provider) destroyed(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.gone[id]
-	return ok
 }

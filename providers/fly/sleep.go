@@ -174,7 +174,7 @@ func (p *Provider) Wake(ctx context.Context, id string) (*providers.Instance, er
 	if err := p.waitReady(readyCtx, inst); err != nil {
 		return nil, fmt.Errorf("fly: wake machine %s: %w", id, err)
 	}
-	p.noteRunning(inst)
+	p.poller.NoteRunning(inst) // a death before the next poll is still seen as one
 	p.logger.Info("agent machine awake",
 		zap.String("instance_id", id),
 		zap.String("session_id", inst.SessionID),

@@ -19,6 +19,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
 	"github.com/agcluster/caddy-agcluster/providers"
 	k8s "github.com/agcluster/caddy-agcluster/providers/kubernetes"
+	"github.com/agcluster/caddy-agcluster/providers/providertest"
 )
 
 // TestPodSecurityOnCluster: the objects as the API server keeps them
@@ -30,7 +31,7 @@ func TestPodSecurityOnCluster(t *testing.T) {
 	p := newProvider(t, c.options(k8s.ReachPodIP))
 	spec := newSpec()
 	inst := create(t, p, spec)
-	ctx := ctxT(t, time.Minute)
+	ctx := providertest.Context(t, time.Minute)
 	pod, err := c.admin.CoreV1().Pods(c.ns).Get(ctx, inst.ID, metav1.GetOptions{})
 	require.NoError(t, err)
 	claim, err := c.admin.CoreV1().PersistentVolumeClaims(c.ns).Get(ctx, inst.ID, metav1.GetOptions{})
@@ -100,7 +101,7 @@ func TestSecondCreateFails(t *testing.T) {
 	p := newProvider(t, c.options(k8s.ReachPodIP))
 	spec := newSpec()
 	first := create(t, p, spec)
-	ctx := ctxT(t, 3*time.Minute)
+	ctx := providertest.Context(t, 3*time.Minute)
 	again, err := p.Create(ctx, spec)
 	assert.Nil(t, again)
 	require.Error(t, err)
@@ -134,7 +135,7 @@ func TestImageMissingFailsFast(t *testing.T) {
 			opts.Image, opts.ImagePullPolicy = "agcluster.invalid/no-such-agent:missing", tc.policy
 			p := newProvider(t, opts)
 			began := time.Now()
-			inst, err := p.Create(ctxT(t, 3*time.Minute), newSpec())
+			inst, err := p.Create(providertest.Context(t, 3*time.Minute), newSpec())
 			assert.Nil(t, inst)
 			require.Error(t, err)
 			assert.ErrorIs(t, err, providers.ErrImageMissing)
@@ -154,7 +155,7 @@ func TestUnschedulable(t *testing.T) {
 	opts.NodeSelector = map[string]string{"agcluster.dev/no-such-node": "true"}
 	opts.ReadyTimeout = caddy.Duration(5 * time.Second)
 	p := newProvider(t, opts)
-	inst, err := p.Create(ctxT(t, time.Minute), newSpec())
+	inst, err := p.Create(providertest.Context(t, time.Minute), newSpec())
 	assert.Nil(t, inst)
 	require.Error(t, err)
 	assert.ErrorIs(t, err, providers.ErrNotReady)
@@ -168,7 +169,7 @@ func TestUnschedulable(t *testing.T) {
 // once and (for the first two) from Ping; nothing is left behind.
 func TestConfigurationErrors(t *testing.T) {
 	c := newCluster(t)
-	ctx := ctxT(t, 3*time.Minute)
+	ctx := providertest.Context(t, 3*time.Minute)
 	_, err := c.admin.CoreV1().ServiceAccounts(c.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "nobody"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	for _, tc := range []struct {
@@ -214,7 +215,7 @@ func TestPortForward(t *testing.T) {
 	c := newCluster(t)
 	p := newProvider(t, c.options(k8s.ReachPortForward))
 	inst := create(t, p, newSpec())
-	ctx := ctxT(t, 3*time.Minute)
+	ctx := providertest.Context(t, 3*time.Minute)
 	assert.True(t, strings.HasPrefix(inst.URL, "http://127.0.0.1:"), inst.URL)
 	_, err := inst.Client().Stats(ctx)
 	require.NoError(t, err)
@@ -243,7 +244,7 @@ func TestNetworkPolicy(t *testing.T) {
 	opts.NetworkPolicy = &k8s.NetworkPolicy{FromPods: map[string]string{"app.kubernetes.io/name": "agcluster-caddy"}}
 	p := newProvider(t, opts)
 	inst := create(t, p, newSpec())
-	ctx := ctxT(t, time.Minute)
+	ctx := providertest.Context(t, time.Minute)
 	np, err := c.admin.NetworkingV1().NetworkPolicies(c.ns).Get(ctx, "agcluster-agents-kubernetes", metav1.GetOptions{})
 	require.NoError(t, err)
 	pod, err := c.admin.CoreV1().Pods(c.ns).Get(ctx, inst.ID, metav1.GetOptions{})
@@ -274,14 +275,14 @@ func TestTimings(t *testing.T) {
 				inst := create(t, p, newSpec())
 				creates = append(creates, time.Since(began))
 				began = time.Now()
-				asleep, err := p.Sleep(ctxT(t, time.Minute), inst)
+				asleep, err := p.Sleep(providertest.Context(t, time.Minute), inst)
 				require.NoError(t, err)
 				sleeps = append(sleeps, time.Since(began))
 				began = time.Now()
-				woken, err := p.Wake(ctxT(t, 3*time.Minute), asleep.ID)
+				woken, err := p.Wake(providertest.Context(t, 3*time.Minute), asleep.ID)
 				require.NoError(t, err)
 				wakes = append(wakes, time.Since(began))
-				_, err = woken.Client().Stats(ctxT(t, time.Minute))
+				_, err = woken.Client().Stats(providertest.Context(t, time.Minute))
 				require.NoError(t, err)
 			}
 			t.Logf("%s: create to ready %.0f ms, sleep %.0f ms, wake to ready %.0f ms (medians of 3; all: %v %v %v)",

@@ -1,84 +1,60 @@
 package kubernetes
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agcluster/caddy-agcluster/internal/caddytest"
 )
 
 func TestModuleCaddyfile(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		input    string
-		wantJSON string
-		wantErr  string
-	}{
-		{name: "bare", input: "kubernetes", wantJSON: `{}`},
+	caddytest.Unmarshal(t, func() *Module { return new(Module) }, []caddytest.Case{
+		{Name: "bare", Input: "kubernetes", WantJSON: `{}`},
 		{
-			name: "the issue's block",
-			input: "kubernetes {\n kubeconfig /etc/agcluster/kubeconfig\n context prod\n namespace agents\n image registry.example.com/agent:v1\n" +
+			Name: "the issue's block",
+			Input: "kubernetes {\n kubeconfig /etc/agcluster/kubeconfig\n context prod\n namespace agents\n image registry.example.com/agent:v1\n" +
 				" image_pull_policy IfNotPresent\n image_pull_secret regcred\n image_pull_secret other\n runtime_class gvisor\n storage_class fast\n" +
 				" workspace_size 5Gi\n reach port_forward\n cpus 2\n memory 2Gi\n node_selector pool agents\n node_selector zone a\n" +
 				" env A b\n env C d\n ready_timeout 3m\n}",
-			wantJSON: `{"kubeconfig":"/etc/agcluster/kubeconfig","context":"prod","namespace":"agents","image":"registry.example.com/agent:v1",
+			WantJSON: `{"kubeconfig":"/etc/agcluster/kubeconfig","context":"prod","namespace":"agents","image":"registry.example.com/agent:v1",
 				"image_pull_policy":"IfNotPresent","image_pull_secrets":["regcred","other"],"runtime_class":"gvisor","storage_class":"fast",
 				"workspace_size":"5Gi","reach":"port_forward","cpus":"2","memory":"2Gi","node_selector":{"pool":"agents","zone":"a"},
 				"env":{"A":"b","C":"d"},"ready_timeout":180000000000}`,
 		},
 		{
-			name:     "network policy by pods",
-			input:    "kubernetes {\n network_policy {\n  from_pods app=caddy tier=edge\n  from_namespace gateway\n }\n}",
-			wantJSON: `{"network_policy":{"from_pods":{"app":"caddy","tier":"edge"},"from_namespace":"gateway"}}`,
+			Name:     "network policy by pods",
+			Input:    "kubernetes {\n network_policy {\n  from_pods app=caddy tier=edge\n  from_namespace gateway\n }\n}",
+			WantJSON: `{"network_policy":{"from_pods":{"app":"caddy","tier":"edge"},"from_namespace":"gateway"}}`,
 		},
 		{
-			name:     "network policy by addresses",
-			input:    "kubernetes {\n network_policy {\n  from_cidr 10.0.0.0/24 10.1.0.0/24\n  from_cidr 192.168.1.5/32\n }\n}",
-			wantJSON: `{"network_policy":{"from_cidrs":["10.0.0.0/24","10.1.0.0/24","192.168.1.5/32"]}}`,
+			Name:     "network policy by addresses",
+			Input:    "kubernetes {\n network_policy {\n  from_cidr 10.0.0.0/24 10.1.0.0/24\n  from_cidr 192.168.1.5/32\n }\n}",
+			WantJSON: `{"network_policy":{"from_cidrs":["10.0.0.0/24","10.1.0.0/24","192.168.1.5/32"]}}`,
 		},
-		{name: "argument on the kind", input: "kubernetes extra", wantErr: "wrong argument count"},
-		{name: "unknown subdirective", input: "kubernetes {\n gpus 1\n}", wantErr: `unknown kubernetes provider subdirective "gpus"`},
-		{name: "duplicate option", input: "kubernetes {\n image a\n image b\n}", wantErr: "image already specified"},
-		{name: "duplicate env", input: "kubernetes {\n env A 1\n env A 2\n}", wantErr: "env A already specified"},
-		{name: "duplicate node selector", input: "kubernetes {\n node_selector a 1\n node_selector a 2\n}", wantErr: "node_selector a already specified"},
-		{name: "image without value", input: "kubernetes {\n image\n}", wantErr: "wrong argument count"},
-		{name: "reach with two values", input: "kubernetes {\n reach pod_ip port_forward\n}", wantErr: "wrong argument count"},
-		{name: "zero ready timeout", input: "kubernetes {\n ready_timeout 0s\n}", wantErr: `ready_timeout "0s"`},
-		{name: "network policy with an argument", input: "kubernetes {\n network_policy on\n}", wantErr: "wrong argument count"},
-		{name: "from_pods without =", input: "kubernetes {\n network_policy {\n  from_pods caddy\n }\n}", wantErr: `from_pods "caddy": want <key>=<value>`},
-		{name: "from_pods empty", input: "kubernetes {\n network_policy {\n  from_pods\n }\n}", wantErr: "wrong argument count"},
-		{name: "unknown network policy subdirective", input: "kubernetes {\n network_policy {\n  egress none\n }\n}", wantErr: `unknown network_policy subdirective "egress"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var m Module
-			err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
-			if tc.wantErr != "" {
-				require.Error(t, err)
-				assert.Contains(t, err.Error(), tc.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			got, err := json.Marshal(m)
-			require.NoError(t, err)
-			assert.JSONEq(t, tc.wantJSON, string(got))
-		})
-	}
+		{Name: "argument on the kind", Input: "kubernetes extra", WantErr: "wrong argument count"},
+		{Name: "unknown subdirective", Input: "kubernetes {\n gpus 1\n}", WantErr: `unknown kubernetes provider subdirective "gpus"`},
+		{Name: "duplicate option", Input: "kubernetes {\n image a\n image b\n}", WantErr: "image already specified"},
+		{Name: "duplicate env", Input: "kubernetes {\n env A 1\n env A 2\n}", WantErr: "env A already specified"},
+		{Name: "duplicate node selector", Input: "kubernetes {\n node_selector a 1\n node_selector a 2\n}", WantErr: "node_selector a already specified"},
+		{Name: "image without value", Input: "kubernetes {\n image\n}", WantErr: "wrong argument count"},
+		{Name: "reach with two values", Input: "kubernetes {\n reach pod_ip port_forward\n}", WantErr: "wrong argument count"},
+		{Name: "zero ready timeout", Input: "kubernetes {\n ready_timeout 0s\n}", WantErr: `ready_timeout "0s"`},
+		{Name: "network policy with an argument", Input: "kubernetes {\n network_policy on\n}", WantErr: "wrong argument count"},
+		{Name: "from_pods without =", Input: "kubernetes {\n network_policy {\n  from_pods caddy\n }\n}", WantErr: `from_pods "caddy": want <key>=<value>`},
+		{Name: "from_pods empty", Input: "kubernetes {\n network_policy {\n  from_pods\n }\n}", WantErr: "wrong argument count"},
+		{Name: "unknown network policy subdirective", Input: "kubernetes {\n network_policy {\n  egress none\n }\n}", WantErr: `unknown network_policy subdirective "egress"`},
+	})
 }
 
 // TestModuleLoadsLikeTheApp: the app hands the registered module a
 // dispenser positioned at the kind token.
 func TestModuleLoadsLikeTheApp(t *testing.T) {
-	d := caddyfile.NewTestDispenser("kubernetes {\n image agent:v1\n}")
-	require.True(t, d.Next())
-	unm, err := caddyfile.UnmarshalModule(d, "agcluster.providers.kubernetes")
-	require.NoError(t, err)
-	m, ok := unm.(*Module)
-	require.True(t, ok, "%T", unm)
+	m := caddytest.LoadModule[*Module](t, "agcluster.providers.kubernetes", "kubernetes {\n image agent:v1\n}")
 	assert.Equal(t, "agent:v1", m.Image)
 }
 
@@ -156,52 +132,32 @@ func TestKubeconfigContext(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	valid := Options{Image: "agent:v1"}
-	for _, tc := range []struct {
-		name    string
-		change  func(o *Options)
-		wantErr []string
-	}{
-		{"valid", func(*Options) {}, nil},
-		{"every option", func(o *Options) {
+	check := func(o Options) error { _, err := o.normalize(); return err }
+	newProvider := func(o Options) (*Provider, error) { return New(o, nil) }
+	caddytest.Validate(t, valid, check, newProvider, []caddytest.OptionsCase[Options]{
+		{Name: "valid", Change: func(*Options) {}},
+		{Name: "every option", Change: func(o *Options) {
 			*o = Options{Name: "k8s.gpu_1", Namespace: "agents", Image: "agent:v1", ImagePullPolicy: "Never", ImagePullSecrets: []string{"regcred"},
 				RuntimeClass: "gvisor", StorageClass: "fast-ssd", WorkspaceSize: "10Gi", Reach: ReachPodIP, CPUs: "500m", Memory: "512Mi",
 				NodeSelector: map[string]string{"kubernetes.io/arch": "amd64"}, NetworkPolicy: &NetworkPolicy{FromPods: map[string]string{"app": "caddy"}, FromNamespace: "edge"}}
-		}, nil},
-		{"nothing set", func(o *Options) { *o = Options{} }, []string{"image is required"}},
-		{"name not a label value", func(o *Options) { o.Name = "my provider" }, []string{`provider name "my provider"`}},
-		{"bad namespace", func(o *Options) { o.Namespace = "Agents" }, []string{`namespace "Agents"`}},
-		{"bad pull policy", func(o *Options) { o.ImagePullPolicy = "Sometimes" }, []string{`image_pull_policy "Sometimes"`}},
-		{"bad reach", func(o *Options) { o.Reach = "ingress" }, []string{`reach "ingress"`}},
-		{"bad sizes", func(o *Options) { o.WorkspaceSize, o.CPUs, o.Memory = "lots", "-1", "0" },
-			[]string{`workspace_size "lots"`, `cpus "-1"`, `memory "0"`}},
-		{"bad storage class", func(o *Options) { o.StorageClass = "Fast_SSD" }, []string{`name "Fast_SSD"`}},
-		{"bad node selector", func(o *Options) { o.NodeSelector = map[string]string{"zone": "a b"} }, []string{"node_selector zone=a b"}},
-		{"api key in env", func(o *Options) { o.Env = map[string]string{"ANTHROPIC_API_KEY": "sk-ant-x"} }, []string{"ANTHROPIC_API_KEY is refused"}},
-		{"reserved env", func(o *Options) { o.Env = map[string]string{"AGENT_STATE_DIR": "/x"} }, []string{"AGENT_STATE_DIR is set by the provider"}},
-		{"empty network policy", func(o *Options) { o.NetworkPolicy = &NetworkPolicy{} }, []string{"name the gateway's pods"}},
-		{"network policy namespace without pods", func(o *Options) {
+		}},
+		{Name: "nothing set", Change: func(o *Options) { *o = Options{} }, WantErr: []string{"image is required"}},
+		{Name: "name not a label value", Change: func(o *Options) { o.Name = "my provider" }, WantErr: []string{`provider name "my provider"`}},
+		{Name: "bad namespace", Change: func(o *Options) { o.Namespace = "Agents" }, WantErr: []string{`namespace "Agents"`}},
+		{Name: "bad pull policy", Change: func(o *Options) { o.ImagePullPolicy = "Sometimes" }, WantErr: []string{`image_pull_policy "Sometimes"`}},
+		{Name: "bad reach", Change: func(o *Options) { o.Reach = "ingress" }, WantErr: []string{`reach "ingress"`}},
+		{Name: "bad sizes", Change: func(o *Options) { o.WorkspaceSize, o.CPUs, o.Memory = "lots", "-1", "0" },
+			WantErr: []string{`workspace_size "lots"`, `cpus "-1"`, `memory "0"`}},
+		{Name: "bad storage class", Change: func(o *Options) { o.StorageClass = "Fast_SSD" }, WantErr: []string{`name "Fast_SSD"`}},
+		{Name: "bad node selector", Change: func(o *Options) { o.NodeSelector = map[string]string{"zone": "a b"} }, WantErr: []string{"node_selector zone=a b"}},
+		{Name: "api key in env", Change: func(o *Options) { o.Env = map[string]string{"ANTHROPIC_API_KEY": "sk-ant-x"} }, WantErr: []string{"ANTHROPIC_API_KEY is refused"}},
+		{Name: "reserved env", Change: func(o *Options) { o.Env = map[string]string{"AGENT_STATE_DIR": "/x"} }, WantErr: []string{"AGENT_STATE_DIR is set by the provider"}},
+		{Name: "empty network policy", Change: func(o *Options) { o.NetworkPolicy = &NetworkPolicy{} }, WantErr: []string{"name the gateway's pods"}},
+		{Name: "network policy namespace without pods", Change: func(o *Options) {
 			o.NetworkPolicy = &NetworkPolicy{FromNamespace: "edge", FromCIDRs: []string{"10.0.0.0/8"}}
 		},
-			[]string{"from_namespace needs from_pods"}},
-		{"bad cidr", func(o *Options) { o.NetworkPolicy = &NetworkPolicy{FromCIDRs: []string{"10.0.0.300/8"}} }, []string{`from_cidr "10.0.0.300/8"`}},
-		{"negative ready timeout", func(o *Options) { o.ReadyTimeout = -1 }, []string{"ready_timeout must not be negative"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			o := valid
-			tc.change(&o)
-			_, err := o.normalize()
-			if tc.wantErr == nil {
-				require.NoError(t, err)
-				return
-			}
-			require.Error(t, err)
-			for _, w := range tc.wantErr {
-				assert.Contains(t, err.Error(), w)
-			}
-			assert.NotContains(t, err.Error(), "sk-ant-x", "no secret in the error")
-			p, err := New(o, nil)
-			require.Error(t, err)
-			assert.Nil(t, p)
-		})
-	}
+			WantErr: []string{"from_namespace needs from_pods"}},
+		{Name: "bad cidr", Change: func(o *Options) { o.NetworkPolicy = &NetworkPolicy{FromCIDRs: []string{"10.0.0.300/8"}} }, WantErr: []string{`from_cidr "10.0.0.300/8"`}},
+		{Name: "negative ready timeout", Change: func(o *Options) { o.ReadyTimeout = -1 }, WantErr: []string{"ready_timeout must not be negative"}},
+	})
 }

@@ -2,8 +2,6 @@ package kubernetes_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -11,14 +9,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
 	"github.com/agcluster/caddy-agcluster/internal/kubetest"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
@@ -70,41 +65,18 @@ func (c *cluster) options(reach string) k8s.Options {
 }
 
 func newProvider(t testing.TB, opts k8s.Options) *k8s.Provider {
-	t.Helper()
-	p, err := k8s.New(opts, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
-	return p
+	return providertest.NewProvider(t, k8s.New, opts, nil)
 }
 
 func newSpec() providers.Spec {
-	owner := sha256.Sum256([]byte("owner-" + testenv.RandomHex(4)))
-	return providers.Spec{
-		SessionID:    "sess_" + testenv.RandomHex(8),
-		Owner:        hex.EncodeToString(owner[:]),
-		ConfigID:     "default",
-		Conversation: "conv-" + testenv.RandomHex(4),
-		Config:       &agent.Config{ID: "default", AllowedTools: []string{"Read"}},
-	}
-}
-
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
+	spec := providertest.NewSpec()
+	spec.SessionID = "sess_" + testenv.RandomHex(8)
+	return spec
 }
 
 // create makes an instance destroyed when the test ends.
 func create(t testing.TB, p *k8s.Provider, spec providers.Spec) *providers.Instance {
-	t.Helper()
-	inst, err := p.Create(ctxT(t, 3*time.Minute), spec)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if err := p.Destroy(context.Background(), inst.ID); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return inst
+	return providertest.CreateWithin(t, p, spec, 3*time.Minute)
 }
 
 // TestConformance runs the providers' conformance suite on the local
@@ -126,7 +98,7 @@ func TestConformance(t *testing.T) {
 				Other:         newProvider(t, other),
 				Kill:          c.kill,
 				Stored:        c.stored,
-				ModelRequests: c.modelRequests,
+				ModelRequests: func(context.Context) ([]string, error) { return anthropictest.Bodies(c.mock.Requests()), nil },
 			})
 			c.assertNothingLeft(t)
 		})
@@ -170,15 +142,6 @@ func (c *cluster) stored(ctx context.Context, id string) (string, error) {
 	return b.String(), nil
 }
 
-func (c *cluster) modelRequests(context.Context) ([]string, error) {
-	reqs := c.mock.Requests()
-	bodies := make([]string, len(reqs))
-	for i, r := range reqs {
-		bodies[i] = string(r.Body)
-	}
-	return bodies, nil
-}
-
 // assertNothingLeft waits until no pod, claim or Secret of agcluster is
 // left in the namespace (claims go once their pod has), and no volume of
 // the test's storage class is bound.
@@ -187,7 +150,7 @@ func (c *cluster) assertNothingLeft(t *testing.T) {
 	sel := metav1.ListOptions{LabelSelector: k8s.LabelManaged + "=true"}
 	var left []string
 	testenv.Eventually(t, time.Minute, func() bool {
-		ctx := ctxT(t, 30*time.Second)
+		ctx := providertest.Context(t, 30*time.Second)
 		left = nil
 		pods, err := c.admin.CoreV1().Pods(c.ns).List(ctx, sel)
 		require.NoError(t, err)

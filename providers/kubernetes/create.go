@@ -2,7 +2,6 @@ package kubernetes
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -29,20 +29,9 @@ import (
 // providers.ErrImageMissing rather than at the ready timeout.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
 	what := fmt.Sprintf("kubernetes: create agent for session %q", spec.SessionID)
-	if err := ctx.Err(); err != nil {
+	cfgJSON, err := providers.CheckCreate(ctx, spec)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if err := providers.CheckEnv(spec.Env); err != nil {
-		return nil, fmt.Errorf("%s: env: %w", what, err)
-	}
-	cfgJSON := []byte("{}")
-	if spec.Config != nil {
-		if err := spec.Config.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		if cfgJSON, err = json.Marshal(spec.Config); err != nil {
-			return nil, fmt.Errorf("%s: encode config: %w", what, err)
-		}
 	}
 	if err := p.ensureNetworkPolicy(ctx); err != nil {
 		return nil, err
@@ -50,11 +39,11 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 
 	name := p.instanceName(spec)
 	m := p.metaFor(name, spec.Identity(p.Name()))
-	token := randomHex(32)
+	token := randhex.String(32)
 	podSpec := p.podSpec(spec, name, cfgJSON)
 	began := time.Now()
-	p.track(name, true)
-	defer p.track(name, false)
+	p.creating.Mark(name)
+	defer p.creating.Forget(name)
 
 	var made made
 	defer func() {

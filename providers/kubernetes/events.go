@@ -116,7 +116,7 @@ func podOf(obj any) *corev1.Pod {
 // a death (an OOM kill first when the container was killed for memory).
 // Pods this Provider is creating are left to Create.
 func (p *Provider) eventsFor(old, cur *corev1.Pod) []providers.Event {
-	if old == nil || podEnded(old) || (cur != nil && !podEnded(cur)) || p.creating(old.Name) {
+	if old == nil || podEnded(old) || (cur != nil && !podEnded(cur)) || p.creating.Has(old.Name) {
 		return nil
 	}
 	last := old

@@ -35,7 +35,6 @@ package kubernetes
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -55,6 +54,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -256,7 +256,7 @@ type Provider struct {
 	logger *zap.Logger
 
 	mu       sync.Mutex
-	inFlight map[string]struct{}    // instances this Provider is creating
+	creating providers.IDSet        // instances this Provider is creating
 	ended    map[types.UID]endedPod // pods this Provider deleted, why and when
 	policyOK bool                   // the NetworkPolicy is in place
 }
@@ -310,12 +310,11 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		return nil, fmt.Errorf("kubernetes: client for %s: %w", cfg.Host, err)
 	}
 	return &Provider{
-		opts:     opts,
-		cfg:      cfg,
-		cs:       cs,
-		logger:   logger,
-		inFlight: map[string]struct{}{},
-		ended:    map[types.UID]endedPod{},
+		opts:   opts,
+		cfg:    cfg,
+		cs:     cs,
+		logger: logger,
+		ended:  map[types.UID]endedPod{},
 	}, nil
 }
 
@@ -479,7 +478,7 @@ func (p *Provider) Close() error {
 // gets a random name instead.
 func (p *Provider) instanceName(spec providers.Spec) string {
 	if spec.SessionID == "" {
-		return "agent-pool-" + randomHex(6)
+		return "agent-pool-" + randhex.String(6)
 	}
 	sum := sha256.Sum256([]byte(p.Name() + "\x00" + spec.SessionID))
 	readable := dnsPart(spec.SessionID, 30)
@@ -514,32 +513,6 @@ func sessionHash(sessionID string) string {
 	}
 	sum := sha256.Sum256([]byte(sessionID))
 	return hex.EncodeToString(sum[:])[:32]
-}
-
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
-	return hex.EncodeToString(b)
-}
-
-// track records instances this Provider is creating (on) or done with.
-func (p *Provider) track(name string, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.inFlight[name] = struct{}{}
-	} else {
-		delete(p.inFlight, name)
-	}
-}
-
-// creating reports whether this Provider is creating the instance now.
-func (p *Provider) creating(name string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.inFlight[name]
-	return ok
 }
 
 // markEnded records that this Provider deletes the pod with this UID,

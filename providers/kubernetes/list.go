@@ -144,7 +144,7 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 	out := make([]*providers.Instance, 0, len(claims.Items))
 	for i := range claims.Items {
 		claim := &claims.Items[i]
-		if claim.DeletionTimestamp != nil || p.creating(claim.Name) || !p.owns(claim.Labels) {
+		if claim.DeletionTimestamp != nil || p.creating.Has(claim.Name) || !p.owns(claim.Labels) {
 			continue
 		}
 		token := tokens[claim.Name]

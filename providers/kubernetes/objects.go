@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -136,7 +137,7 @@ func (p *Provider) podSpec(spec providers.Spec, name string, cfgJSON []byte) cor
 		},
 		Containers: []corev1.Container{{
 			Name:            containerName,
-			Image:           orDefault(spec.Image, p.opts.Image),
+			Image:           cmp.Or(spec.Image, p.opts.Image),
 			ImagePullPolicy: corev1.PullPolicy(p.opts.ImagePullPolicy),
 			Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: agentPort, Protocol: corev1.ProtocolTCP}},
 			Env:             p.env(spec, name, cfgJSON),
@@ -279,13 +280,4 @@ func (p *Provider) networkPolicy() *networkingv1.NetworkPolicy {
 // selectorLabels select this provider's objects.
 func (p *Provider) selectorLabels() map[string]string {
 	return map[string]string{LabelManaged: "true", LabelProvider: p.Name()}
-}
-
-// orDefault returns v unless it is the zero value, then def.
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }

@@ -127,7 +127,7 @@ func TestEventsFor(t *testing.T) {
 		})
 	}
 
-	p.track("agent-x", true)
+	p.creating.Mark("agent-x")
 	assert.Empty(t, p.eventsFor(alive("a"), nil), "a pod still being created is left to Create")
 }
 

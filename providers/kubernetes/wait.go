@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -84,7 +85,7 @@ func podStarted(pod *corev1.Pod, defaultImage string) (bool, error) {
 			switch {
 			case slices.Contains(imageReasons, w.Reason):
 				return false, fmt.Errorf("image %q cannot be pulled (%s: %s): push it to a registry the nodes can pull from, or check image_pull_policy and image_pull_secrets (%w)",
-					orDefault(cs.Image, defaultImage), w.Reason, w.Message, providers.ErrImageMissing)
+					cmp.Or(cs.Image, defaultImage), w.Reason, w.Message, providers.ErrImageMissing)
 			case slices.Contains(configReasons, w.Reason):
 				return false, fmt.Errorf("container cannot start (%s: %s) (%w)", w.Reason, w.Message, providers.ErrNotReady)
 			}

@@ -9,17 +9,15 @@ package memory
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -63,13 +61,13 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (*providers.
 		return nil, fmt.Errorf("memory: create: %w", err)
 	}
 	a := &memAgent{inst: providers.Instance{
-		ID:           "mem-" + randomHex(8),
+		ID:           "mem-" + randhex.String(8),
 		Provider:     p.name,
 		SessionID:    spec.SessionID,
 		Owner:        spec.Owner,
 		Conversation: spec.Conversation,
 		ConfigID:     spec.ConfigID,
-		Token:        randomHex(16),
+		Token:        randhex.String(16),
 		CreatedAt:    time.Now(),
 		Pool:         spec.Pool,
 	}}
@@ -299,12 +297,6 @@ func (a *memAgent) serve(w http.ResponseWriter, r *http.Request) {
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return strings.ToLower(hex.EncodeToString(b))
 }
 
 // Interface guards.

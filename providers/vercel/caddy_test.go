@@ -1,78 +1,53 @@
 package vercel
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agcluster/caddy-agcluster/internal/caddytest"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
 func TestModuleCaddyfile(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		input    string
-		wantJSON string
-		wantErr  string
-	}{
-		{name: "bare", input: "vercel", wantJSON: `{}`},
+	caddytest.Unmarshal(t, func() *Module { return new(Module) }, []caddytest.Case{
+		{Name: "bare", Input: "vercel", WantJSON: `{}`},
 		{
-			name: "the issue's block, preparing the snapshot",
-			input: "vercel {\n token {env.VERCEL_TOKEN}\n project_id prj_1\n team_id team_1\n api_url https://vercel.com/api\n" +
+			Name: "the issue's block, preparing the snapshot",
+			Input: "vercel {\n token {env.VERCEL_TOKEN}\n project_id prj_1\n team_id team_1\n api_url https://vercel.com/api\n" +
 				" agent_binary /opt/agcluster/agcluster-agent\n claude_binary /opt/agcluster/claude\n vcpus 4\n timeout 30m\n" +
 				" env A b\n env C d\n}",
-			wantJSON: `{"token":"{env.VERCEL_TOKEN}","project_id":"prj_1","team_id":"team_1","api_url":"https://vercel.com/api",
+			WantJSON: `{"token":"{env.VERCEL_TOKEN}","project_id":"prj_1","team_id":"team_1","api_url":"https://vercel.com/api",
 				"agent_binary":"/opt/agcluster/agcluster-agent","claude_binary":"/opt/agcluster/claude","vcpus":4,
 				"timeout":1800000000000,"env":{"A":"b","C":"d"}}`,
 		},
-		{name: "a prepared snapshot", input: "vercel {\n snapshot snap_abc\n}", wantJSON: `{"snapshot":"snap_abc"}`},
-		{name: "the CLI from npm", input: "vercel {\n claude_version 2.1.328\n}", wantJSON: `{"claude_version":"2.1.328"}`},
+		{Name: "a prepared snapshot", Input: "vercel {\n snapshot snap_abc\n}", WantJSON: `{"snapshot":"snap_abc"}`},
+		{Name: "the CLI from npm", Input: "vercel {\n claude_version 2.1.328\n}", WantJSON: `{"claude_version":"2.1.328"}`},
 		{
-			name:     "extras",
-			input:    "vercel {\n agent_secret {env.SECRET}\n ready_timeout 3m\n poll_interval 2s\n}",
-			wantJSON: `{"agent_secret":"{env.SECRET}","ready_timeout":180000000000,"poll_interval":2000000000}`,
+			Name:     "extras",
+			Input:    "vercel {\n agent_secret {env.SECRET}\n ready_timeout 3m\n poll_interval 2s\n}",
+			WantJSON: `{"agent_secret":"{env.SECRET}","ready_timeout":180000000000,"poll_interval":2000000000}`,
 		},
-		{name: "argument on the kind", input: "vercel extra", wantErr: "wrong argument count"},
-		{name: "unknown subdirective", input: "vercel {\n region iad1\n}", wantErr: `unknown vercel provider subdirective "region"`},
-		{name: "too many vcpus", input: "vercel {\n vcpus 16\n}", wantErr: `vcpus "16": want a whole number from 1 to 8`},
-		{name: "fractional vcpus", input: "vercel {\n vcpus 0.5\n}", wantErr: `vcpus "0.5"`},
-		{name: "bad timeout", input: "vercel {\n timeout forever\n}", wantErr: `timeout "forever": want a duration`},
-		{name: "zero timeout", input: "vercel {\n timeout 0s\n}", wantErr: `timeout "0s"`},
-		{name: "duplicate option", input: "vercel {\n project_id a\n project_id b\n}", wantErr: "project_id already specified"},
-		{name: "duplicate env", input: "vercel {\n env A 1\n env A 2\n}", wantErr: "env A already specified"},
-		{name: "token without value", input: "vercel {\n token\n}", wantErr: "wrong argument count"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var m Module
-			err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
-			if tc.wantErr != "" {
-				require.Error(t, err)
-				assert.Contains(t, err.Error(), tc.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			got, err := json.Marshal(m)
-			require.NoError(t, err)
-			assert.JSONEq(t, tc.wantJSON, string(got))
-		})
-	}
+		{Name: "argument on the kind", Input: "vercel extra", WantErr: "wrong argument count"},
+		{Name: "unknown subdirective", Input: "vercel {\n region iad1\n}", WantErr: `unknown vercel provider subdirective "region"`},
+		{Name: "too many vcpus", Input: "vercel {\n vcpus 16\n}", WantErr: `vcpus "16": want a whole number from 1 to 8`},
+		{Name: "fractional vcpus", Input: "vercel {\n vcpus 0.5\n}", WantErr: `vcpus "0.5"`},
+		{Name: "bad timeout", Input: "vercel {\n timeout forever\n}", WantErr: `timeout "forever": want a duration`},
+		{Name: "zero timeout", Input: "vercel {\n timeout 0s\n}", WantErr: `timeout "0s"`},
+		{Name: "duplicate option", Input: "vercel {\n project_id a\n project_id b\n}", WantErr: "project_id already specified"},
+		{Name: "duplicate env", Input: "vercel {\n env A 1\n env A 2\n}", WantErr: "env A already specified"},
+		{Name: "token without value", Input: "vercel {\n token\n}", WantErr: "wrong argument count"},
+	})
 }
 
 // TestModuleLoadsLikeTheApp: the app hands the registered module a
 // dispenser positioned at the kind token.
 func TestModuleLoadsLikeTheApp(t *testing.T) {
-	d := caddyfile.NewTestDispenser("vercel {\n project_id prj_1\n}")
-	require.True(t, d.Next())
-	unm, err := caddyfile.UnmarshalModule(d, "agcluster.providers.vercel")
-	require.NoError(t, err)
-	m, ok := unm.(*Module)
-	require.True(t, ok, "%T", unm)
+	m := caddytest.LoadModule[*Module](t, "agcluster.providers.vercel", "vercel {\n project_id prj_1\n}")
 	assert.Equal(t, "prj_1", m.ProjectID)
 }
 
@@ -107,43 +82,23 @@ func TestModuleProvisionAndValidate(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	valid := Options{Token: "t", ProjectID: "prj", AgentBinary: "/a", ClaudeBinary: "/c"}
-	for _, tc := range []struct {
-		name    string
-		change  func(o *Options)
-		wantErr []string
-	}{
-		{"valid", func(*Options) {}, nil},
-		{"a snapshot instead of binaries", func(o *Options) { o.Snapshot, o.AgentBinary, o.ClaudeBinary = "snap_1", "", "" }, nil},
-		{"the CLI from npm", func(o *Options) { o.ClaudeBinary, o.ClaudeVersion = "", "2.1.328" }, nil},
-		{"nothing set", func(o *Options) { *o = Options{} },
-			[]string{"token is required", "project_id is required", "agent_binary is required", "claude_binary or claude_version is required"}},
-		{"both CLI sources", func(o *Options) { o.ClaudeVersion = "2.1.328" }, []string{"claude_binary and claude_version: give one"}},
-		{"a snapshot and binaries", func(o *Options) { o.Snapshot = "snap_1" }, []string{"snapshot is prepared already"}},
-		{"api key in env", func(o *Options) { o.Env = map[string]string{"ANTHROPIC_API_KEY": "sk-ant-x"} }, []string{"ANTHROPIC_API_KEY is refused"}},
-		{"reserved env", func(o *Options) { o.Env = map[string]string{"AGENT_TOKEN": "x"} }, []string{"AGENT_TOKEN is set by the provider"}},
-		{"too many vcpus", func(o *Options) { o.VCPUs = 9 }, []string{"vcpus 9"}},
-		{"timeout too short", func(o *Options) { o.Timeout = caddy.Duration(time.Second) }, []string{"timeout 1s: want at least 10s"}},
-		{"short agent secret", func(o *Options) { o.AgentSecret = "short" }, []string{"agent_secret: want at least 32 characters"}},
-		{"bad api url", func(o *Options) { o.APIURL = "ftp://x" }, []string{"api_url"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			o := valid
-			tc.change(&o)
-			_, err := o.normalize()
-			if tc.wantErr == nil {
-				require.NoError(t, err)
-				return
-			}
-			require.Error(t, err)
-			for _, w := range tc.wantErr {
-				assert.Contains(t, err.Error(), w)
-			}
-			assert.NotContains(t, err.Error(), "sk-ant-x", "no secret in the error")
-			p, err := New(o, nil)
-			require.Error(t, err)
-			assert.Nil(t, p)
-		})
-	}
+	check := func(o Options) error { _, err := o.normalize(); return err }
+	newProvider := func(o Options) (*Provider, error) { return New(o, nil) }
+	caddytest.Validate(t, valid, check, newProvider, []caddytest.OptionsCase[Options]{
+		{Name: "valid", Change: func(*Options) {}},
+		{Name: "a snapshot instead of binaries", Change: func(o *Options) { o.Snapshot, o.AgentBinary, o.ClaudeBinary = "snap_1", "", "" }},
+		{Name: "the CLI from npm", Change: func(o *Options) { o.ClaudeBinary, o.ClaudeVersion = "", "2.1.328" }},
+		{Name: "nothing set", Change: func(o *Options) { *o = Options{} },
+			WantErr: []string{"token is required", "project_id is required", "agent_binary is required", "claude_binary or claude_version is required"}},
+		{Name: "both CLI sources", Change: func(o *Options) { o.ClaudeVersion = "2.1.328" }, WantErr: []string{"claude_binary and claude_version: give one"}},
+		{Name: "a snapshot and binaries", Change: func(o *Options) { o.Snapshot = "snap_1" }, WantErr: []string{"snapshot is prepared already"}},
+		{Name: "api key in env", Change: func(o *Options) { o.Env = map[string]string{"ANTHROPIC_API_KEY": "sk-ant-x"} }, WantErr: []string{"ANTHROPIC_API_KEY is refused"}},
+		{Name: "reserved env", Change: func(o *Options) { o.Env = map[string]string{"AGENT_TOKEN": "x"} }, WantErr: []string{"AGENT_TOKEN is set by the provider"}},
+		{Name: "too many vcpus", Change: func(o *Options) { o.VCPUs = 9 }, WantErr: []string{"vcpus 9"}},
+		{Name: "timeout too short", Change: func(o *Options) { o.Timeout = caddy.Duration(time.Second) }, WantErr: []string{"timeout 1s: want at least 10s"}},
+		{Name: "short agent secret", Change: func(o *Options) { o.AgentSecret = "short" }, WantErr: []string{"agent_secret: want at least 32 characters"}},
+		{Name: "bad api url", Change: func(o *Options) { o.APIURL = "ftp://x" }, WantErr: []string{"api_url"}},
+	})
 }
 
 // TestAgentTokens: a sandbox's token is derived from the secret (by

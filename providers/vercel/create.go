@@ -2,7 +2,6 @@ package vercel
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
@@ -29,25 +29,14 @@ const startScript = `mkdir -p "$AGENT_WORKSPACE" "$AGENT_STATE_DIR" "$HOME" && c
 // sandbox is deleted.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
 	what := fmt.Sprintf("vercel: create agent for session %q", spec.SessionID)
-	if err := ctx.Err(); err != nil {
+	cfgJSON, err := providers.CheckCreate(ctx, spec)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	if err := providers.CheckEnv(spec.Env); err != nil {
-		return nil, fmt.Errorf("%s: env: %w", what, err)
-	}
-	cfgJSON := []byte("{}")
-	if spec.Config != nil {
-		if err := spec.Config.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		if cfgJSON, err = json.Marshal(spec.Config); err != nil {
-			return nil, fmt.Errorf("%s: encode config: %w", what, err)
-		}
-	}
 	began := time.Now()
-	name := "agc-" + randomHex(8)
-	p.track(name, true)
-	defer p.track(name, false)
+	name := "agc-" + randhex.String(8)
+	p.creating.Mark(name)
+	defer p.creating.Forget(name)
 	sb, err := p.createSandbox(ctx, name, spec, cfgJSON)
 	if err != nil {
 		return nil, err
@@ -206,26 +195,6 @@ func (p *Provider) cleanup(ctx context.Context, name string) {
 	if err := p.api.DeleteSandbox(ctx, p.opts.ProjectID, name); err != nil && !sandboxapi.IsNotFound(err) {
 		p.logger.Warn("could not delete a sandbox after a failed create", zap.String("instance_id", name), zap.Error(err))
 	}
-}
-
-// track records sandboxes this Provider is still creating, so List and
-// Events leave them out.
-func (p *Provider) track(name string, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.inFlight[name] = struct{}{}
-	} else {
-		delete(p.inFlight, name)
-	}
-}
-
-// creating reports whether this Provider is creating the sandbox now.
-func (p *Provider) creating(name string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.inFlight[name]
-	return ok
 }
 
 // agentRoute is the URL of the agent's port among routes.

@@ -2,35 +2,14 @@ package vercel
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/providers/statepoll"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
-
-// maxPollFailures is how many polls in a row may fail (after the 429
-// retries) before Events reports the stream as failed.
-const maxPollFailures = 3
-
-// killedExitCode is reported for a sandbox deleted behind the gateway's
-// back: like a kill, nothing of it is left.
-const killedExitCode = 137
-
-// seen is what a watch last saw of a sandbox.
-type seen struct {
-	running bool
-	session string
-}
-
-// watch is one Events subscription: the sandboxes it knows and their last
-// seen state.
-type watch struct {
-	mu    sync.Mutex
-	known map[string]seen
-}
 
 // Events reports what happens to this provider's agent sandboxes by
 // listing their statuses every PollInterval (Vercel has no event stream).
@@ -46,100 +25,43 @@ type watch struct {
 // reached) and both channels are closed; they are closed too when ctx
 // ends.
 func (p *Provider) Events(ctx context.Context) (<-chan providers.Event, <-chan error) {
-	out := make(chan providers.Event)
-	outErr := make(chan error, 1)
-	w := &watch{known: map[string]seen{}}
-	sbs, err := p.listOwn(ctx)
-	if err != nil {
-		outErr <- err
-		close(out)
-		close(outErr)
-		return out, outErr
-	}
-	w.diff(p, sbs) // the starting point: no events
-	p.addWatch(w, true)
-	go func() {
-		defer close(out)
-		defer close(outErr)
-		defer p.addWatch(w, false)
-		p.poll(ctx, w, out, outErr)
-	}()
-	return out, outErr
+	return p.poller.Events(ctx)
 }
 
-// poll lists the sandboxes every PollInterval and sends what changed,
-// until ctx ends or polls keep failing.
-func (p *Provider) poll(ctx context.Context, w *watch, out chan<- providers.Event, outErr chan<- error) {
-	ticker := time.NewTicker(time.Duration(p.opts.PollInterval))
-	defer ticker.Stop()
-	failures := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-		sbs, err := p.listOwn(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if failures++; failures >= maxPollFailures {
-				outErr <- err
-				return
-			}
-			p.logger.Debug("sandbox status poll failed", zap.Int("failures", failures), zap.Error(err))
-			continue
-		}
-		failures = 0
-		for _, ev := range w.diff(p, sbs) {
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return
-			}
-		}
+// newPoller is the sandbox status poller behind Events.
+func (p *Provider) newPoller() *statepoll.Poller[sandboxapi.Sandbox] {
+	return &statepoll.Poller[sandboxapi.Sandbox]{
+		Interval: time.Duration(p.opts.PollInterval),
+		List:     p.listOwn,
+		Observe: func(sb sandboxapi.Sandbox) statepoll.Observed {
+			return statepoll.Observed{ID: sb.Name, Running: running(sb.Status), SessionID: sb.Tags[TagSession]}
+		},
+		Skip:     p.creating.Has,
+		Stopped:  p.stopEvent,
+		Vanished: p.vanished,
+		Logger:   p.logger,
+		FailMsg:  "sandbox status poll failed",
 	}
 }
 
-// diff records the sandboxes' states and returns the events their changes
-// since the last poll make.
-func (w *watch) diff(p *Provider, sbs []sandboxapi.Sandbox) []providers.Event {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	now := time.Now()
-	var evs []providers.Event
-	present := make(map[string]bool, len(sbs))
-	for _, sb := range sbs {
-		if p.creating(sb.Name) {
-			continue
-		}
-		present[sb.Name] = true
-		cur := seen{running: running(sb.Status), session: sb.Tags[TagSession]}
-		prev, ok := w.known[sb.Name]
-		w.known[sb.Name] = cur
-		if cur.running || !ok || !prev.running {
-			continue
-		}
-		p.stopped(sb.Name)
-		ev := providers.Event{InstanceID: sb.Name, SessionID: cur.session, Reason: p.stopReason(sb), Time: now}
-		if ev.Reason != providers.ReasonDied {
-			p.logger.Info("agent sandbox stopped", zap.String("instance_id", sb.Name), zap.String("reason", string(ev.Reason)))
-		}
-		evs = append(evs, ev)
+// stopEvent completes the event of a sandbox that stopped (see
+// stopReason); the keeper lets it be.
+func (p *Provider) stopEvent(sb sandboxapi.Sandbox, ev *providers.Event) {
+	p.stopped(sb.Name)
+	ev.Reason = p.stopReason(sb)
+	if ev.Reason != providers.ReasonDied {
+		p.logger.Info("agent sandbox stopped", zap.String("instance_id", sb.Name), zap.String("reason", string(ev.Reason)))
 	}
-	for name, prev := range w.known {
-		if present[name] {
-			continue
-		}
-		delete(w.known, name)
-		if p.destroyed(name) || p.creating(name) {
-			continue
-		}
-		p.stopped(name)
-		evs = append(evs, providers.Event{InstanceID: name, SessionID: prev.session, Reason: providers.ReasonDied, ExitCode: killedExitCode, Time: now})
+}
+
+// vanished says whether a sandbox no longer listed died: not when this
+// Provider deleted it or is creating it. The keeper lets it be.
+func (p *Provider) vanished(name string) bool {
+	if p.gone.Has(name) || p.creating.Has(name) {
+		return false
 	}
-	return evs
+	p.stopped(name)
+	return true
 }
 
 // expirySlack is how close to its timeout a stop must be to count as the
@@ -160,22 +82,4 @@ func (p *Provider) stopReason(sb sandboxapi.Sandbox) providers.EventReason {
 		return providers.ReasonExpired
 	}
 	return providers.ReasonDied
-}
-
-// see records that a sandbox runs now (created or woken by this Provider).
-func (w *watch) see(inst *providers.Instance) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.known[inst.ID] = seen{running: true, session: inst.SessionID}
-}
-
-// addWatch adds (on) or removes a live subscription.
-func (p *Provider) addWatch(w *watch, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.watchers[w] = struct{}{}
-	} else {
-		delete(p.watchers, w)
-	}
 }

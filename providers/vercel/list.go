@@ -69,7 +69,7 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 	}
 	out := make([]*providers.Instance, 0, len(sbs))
 	for _, sb := range sbs {
-		if p.creating(sb.Name) {
+		if p.creating.Has(sb.Name) {
 			continue
 		}
 		inst, err := p.listed(ctx, sb)
@@ -166,27 +166,12 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 }
 
 // markGone records a sandbox this Provider deleted, so the watcher does
-// not report its disappearance as a death. Entries older than an hour are
-// dropped.
+// not report its disappearance as a death, and forgets its route.
 func (p *Provider) markGone(name string) {
+	p.gone.Mark(name)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := time.Now()
-	for k, at := range p.gone {
-		if now.Sub(at) > time.Hour {
-			delete(p.gone, k)
-		}
-	}
-	p.gone[name] = now
 	delete(p.routes, name)
-}
-
-// destroyed reports whether this Provider deleted the sandbox.
-func (p *Provider) destroyed(name string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.gone[name]
-	return ok
 }
 
 // noteRunning records that inst's sandbox runs, with its session expiring at
@@ -196,15 +181,9 @@ func (p *Provider) destroyed(name string) bool {
 func (p *Provider) noteRunning(inst *providers.Instance, expires time.Time, turns int64) {
 	p.mu.Lock()
 	p.routes[inst.ID] = inst.URL
-	ws := make([]*watch, 0, len(p.watchers))
-	for w := range p.watchers {
-		ws = append(ws, w)
-	}
 	p.mu.Unlock()
 	p.keeper.add(inst, expires, turns)
-	for _, w := range ws {
-		w.see(inst)
-	}
+	p.poller.NoteRunning(inst)
 }
 
 // stopped records that sandbox name no longer runs (asleep, stopped,

@@ -33,10 +33,9 @@
 package vercel
 
 import (
+	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -48,6 +47,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/providers/statepoll"
 	"github.com/agcluster/caddy-agcluster/providers/vercel/sandboxapi"
 )
 
@@ -186,11 +186,11 @@ type Provider struct {
 	keeper *keeper
 
 	mu       sync.Mutex
-	inFlight map[string]struct{}  // sandboxes this Provider is creating
-	sleeping providers.SleepSet   // sandboxes this Provider stopped and has not woken
-	gone     map[string]time.Time // sandboxes this Provider deleted, and when
-	watchers map[*watch]struct{}  // live Events subscriptions
-	routes   map[string]string    // agent route URL by sandbox name
+	creating providers.IDSet                       // sandboxes this Provider is creating
+	sleeping providers.IDSet                       // sandboxes this Provider stopped and has not woken
+	gone     providers.GoneSet                     // sandboxes this Provider deleted in the last hour
+	poller   *statepoll.Poller[sandboxapi.Sandbox] // Events' subscriptions
+	routes   map[string]string                     // agent route URL by sandbox name
 }
 
 // New checks opts, applies defaults and creates the API client. It does
@@ -210,28 +210,26 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		return nil, fmt.Errorf("vercel: %w", err)
 	}
 	p := &Provider{
-		opts:     opts,
-		api:      api,
-		secret:   agentSecret(opts),
-		logger:   logger,
-		inFlight: map[string]struct{}{},
-		gone:     map[string]time.Time{},
-		watchers: map[*watch]struct{}{},
-		routes:   map[string]string{},
+		opts:   opts,
+		api:    api,
+		secret: agentSecret(opts),
+		logger: logger,
+		routes: map[string]string{},
 	}
 	p.prep.p = p
+	p.poller = p.newPoller()
 	p.keeper = startKeeper(p)
 	return p, nil
 }
 
 // normalize applies defaults to zero-valued fields and checks the result.
 func (opts Options) normalize() (Options, error) {
-	opts.Name = orDefault(opts.Name, DefaultName)
-	opts.APIURL = strings.TrimRight(orDefault(opts.APIURL, sandboxapi.DefaultBaseURL), "/")
-	opts.VCPUs = orDefault(opts.VCPUs, DefaultVCPUs)
-	opts.Timeout = orDefault(opts.Timeout, caddy.Duration(DefaultTimeout))
-	opts.ReadyTimeout = orDefault(opts.ReadyTimeout, caddy.Duration(DefaultReadyTimeout))
-	opts.PollInterval = orDefault(opts.PollInterval, caddy.Duration(DefaultPollInterval))
+	opts.Name = cmp.Or(opts.Name, DefaultName)
+	opts.APIURL = strings.TrimRight(cmp.Or(opts.APIURL, sandboxapi.DefaultBaseURL), "/")
+	opts.VCPUs = cmp.Or(opts.VCPUs, DefaultVCPUs)
+	opts.Timeout = cmp.Or(opts.Timeout, caddy.Duration(DefaultTimeout))
+	opts.ReadyTimeout = cmp.Or(opts.ReadyTimeout, caddy.Duration(DefaultReadyTimeout))
+	opts.PollInterval = cmp.Or(opts.PollInterval, caddy.Duration(DefaultPollInterval))
 	if err := opts.check(); err != nil {
 		return opts, fmt.Errorf("vercel: options: %w", err)
 	}
@@ -329,21 +327,6 @@ func (p *Provider) Ping(ctx context.Context) error {
 		return p.apiError("ping", "", err)
 	}
 	return nil
-}
-
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
-	return hex.EncodeToString(b)
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Interface guards.

@@ -2,8 +2,6 @@ package vercel_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strings"
@@ -81,25 +79,7 @@ func (e *emulated) options() vercel.Options {
 }
 
 func newProvider(t testing.TB, opts vercel.Options, logger *zap.Logger) *vercel.Provider {
-	t.Helper()
-	if logger == nil {
-		logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	}
-	p, err := vercel.New(opts, logger)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
-	return p
-}
-
-func newSpec() providers.Spec {
-	owner := sha256.Sum256([]byte("owner-" + testenv.RandomHex(4)))
-	return providers.Spec{
-		SessionID:    "test-" + testenv.RandomHex(6),
-		Owner:        hex.EncodeToString(owner[:]),
-		ConfigID:     "default",
-		Conversation: "conv-" + testenv.RandomHex(4),
-		Config:       &agent.Config{ID: "default", AllowedTools: []string{"Read"}},
-	}
+	return providertest.NewProvider(t, vercel.New, opts, logger)
 }
 
 // stored is everything the Sandbox API received: every request's headers
@@ -112,15 +92,6 @@ func (e *emulated) stored(context.Context, string) (string, error) {
 	return out.String(), nil
 }
 
-func (e *emulated) modelRequests(ctx context.Context) ([]string, error) {
-	reqs, err := e.mock.Requests(ctx)
-	bodies := make([]string, len(reqs))
-	for i, r := range reqs {
-		bodies[i] = string(r.Body)
-	}
-	return bodies, err
-}
-
 // TestConformance runs the providers' conformance suite on the Vercel
 // provider against the emulator: it prepares the agent snapshot on its
 // first create, and reaches agents through their routes.
@@ -130,12 +101,12 @@ func TestConformance(t *testing.T) {
 	other := opts
 	other.Name = "vercel-other"
 	providertest.Run(t, newProvider(t, opts, nil), providertest.Options{
-		NewSpec:       newSpec,
+		NewSpec:       providertest.NewSpec,
 		Reopen:        func(t *testing.T) providers.Provider { return newProvider(t, opts, nil) },
 		Other:         newProvider(t, other, nil),
 		Kill:          e.emu.Crash,
 		Stored:        e.stored,
-		ModelRequests: e.modelRequests,
+		ModelRequests: e.mock.Bodies,
 	})
 	for name, status := range e.emu.Sandboxes() {
 		assert.True(t, strings.HasPrefix(name, "agcluster-snapshot-"), "sandbox %s (%s) left", name, status)
@@ -144,25 +115,13 @@ func TestConformance(t *testing.T) {
 
 // create makes an agent and destroys it when the test ends.
 func create(t *testing.T, p providers.Provider, spec providers.Spec) *providers.Instance {
-	t.Helper()
-	inst, err := p.Create(callCtx(t, 5*time.Minute), spec)
-	if inst != nil {
-		t.Cleanup(func() { assert.NoError(t, p.Destroy(context.Background(), inst.ID)) })
-	}
-	require.NoError(t, err)
-	return inst
-}
-
-func callCtx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
+	return providertest.CreateWithin(t, p, spec, 5*time.Minute)
 }
 
 // turn runs one turn on inst and returns its answer.
 func turn(t *testing.T, inst *providers.Instance, prompt string) string {
 	t.Helper()
-	stream, err := inst.Client().Query(callCtx(t, 3*time.Minute), prompt, "sk-ant-api03-vercel-test-"+testenv.RandomHex(6))
+	stream, err := inst.Client().Query(providertest.Context(t, 3*time.Minute), prompt, "sk-ant-api03-vercel-test-"+testenv.RandomHex(6))
 	require.NoError(t, err)
 	defer stream.Close()
 	var answer strings.Builder
@@ -200,7 +159,7 @@ func TestSnapshotPreparedOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	insts := make([]*providers.Instance, 3)
 	for i := range insts {
-		wg.Go(func() { insts[i] = create(t, p, newSpec()) })
+		wg.Go(func() { insts[i] = create(t, p, providertest.NewSpec()) })
 	}
 	wg.Wait()
 	calls := e.emu.Calls()
@@ -215,16 +174,16 @@ func TestSnapshotPreparedOnce(t *testing.T) {
 
 	api, err := sandboxapi.New(sandboxapi.Options{BaseURL: e.emu.APIURL(), Token: token, TeamID: team})
 	require.NoError(t, err)
-	sb, err := api.GetSandbox(callCtx(t, time.Minute), project, insts[0].ID, false)
+	sb, err := api.GetSandbox(providertest.Context(t, time.Minute), project, insts[0].ID, false)
 	require.NoError(t, err)
-	res, err := api.RunCommandWait(callCtx(t, time.Minute), sb.Session.ID, sandboxapi.CommandRequest{Command: "sh",
+	res, err := api.RunCommandWait(providertest.Context(t, time.Minute), sb.Session.ID, sandboxapi.CommandRequest{Command: "sh",
 		Args: []string{"-c", "stat -c %U /usr/local/bin/claude /usr/local/bin/agcluster-agent; test -w /usr/local/bin/claude || echo read-only"}})
 	require.NoError(t, err)
 	assert.Equal(t, "root\nroot\nread-only\n", res.Stdout, "the agent's user cannot change the binaries")
 
 	t.Run("a second gateway reuses it", func(t *testing.T) {
 		logger, logs := observed(t)
-		create(t, newProvider(t, e.options(), logger), newSpec())
+		create(t, newProvider(t, e.options(), logger), providertest.NewSpec())
 		assert.Equal(t, 1, e.emu.Calls()[vercelemu.RouteSnapshot], "no new snapshot")
 		assert.Equal(t, 1, e.emu.Calls()[vercelemu.RouteWrite], "no new upload")
 		found := logs.FilterMessage("vercel agent snapshot found").All()
@@ -235,15 +194,15 @@ func TestSnapshotPreparedOnce(t *testing.T) {
 	t.Run("a provider given the snapshot uses it", func(t *testing.T) {
 		opts := e.options()
 		opts.AgentBinary, opts.ClaudeBinary, opts.Snapshot = "", "", snapID
-		inst := create(t, newProvider(t, opts, nil), newSpec())
+		inst := create(t, newProvider(t, opts, nil), providertest.NewSpec())
 		assert.Equal(t, "ready", health(t, inst))
 		assert.Equal(t, 1, e.emu.Calls()[vercelemu.RouteSnapshot])
 	})
 
 	t.Run("a snapshot gone is prepared again", func(t *testing.T) {
-		_, err := api.DeleteSnapshot(callCtx(t, time.Minute), snapID)
+		_, err := api.DeleteSnapshot(providertest.Context(t, time.Minute), snapID)
 		require.NoError(t, err)
-		create(t, p, newSpec())
+		create(t, p, providertest.NewSpec())
 		assert.Equal(t, 2, e.emu.Calls()[vercelemu.RouteSnapshot], "a new snapshot")
 		assert.Len(t, e.emu.Snapshots(), 1)
 		assert.NotEqual(t, []string{snapID}, e.emu.Snapshots())
@@ -253,7 +212,7 @@ func TestSnapshotPreparedOnce(t *testing.T) {
 // health is the agent's /health status.
 func health(t *testing.T, inst *providers.Instance) string {
 	t.Helper()
-	h, _, err := inst.Client().Health(callCtx(t, time.Minute))
+	h, _, err := inst.Client().Health(providertest.Context(t, time.Minute))
 	require.NoError(t, err)
 	return h.Status
 }
@@ -281,8 +240,8 @@ func TestAPIErrors(t *testing.T) {
 			opts := e.options()
 			tc.change(&opts)
 			p := newProvider(t, opts, nil)
-			ctx := callCtx(t, 2*time.Minute)
-			inst, err := p.Create(ctx, newSpec())
+			ctx := providertest.Context(t, 2*time.Minute)
+			inst, err := p.Create(ctx, providertest.NewSpec())
 			assert.Nil(t, inst)
 			require.Error(t, err)
 			assert.ErrorIs(t, err, tc.is)
@@ -303,7 +262,7 @@ func TestRateLimitsAbsorbed(t *testing.T) {
 	p := newProvider(t, e.options(), nil)
 	var wg sync.WaitGroup
 	for range 4 {
-		wg.Go(func() { create(t, p, newSpec()) })
+		wg.Go(func() { create(t, p, providertest.NewSpec()) })
 	}
 	wg.Wait()
 	limited := 0
@@ -326,9 +285,9 @@ func TestTimeLimit(t *testing.T) {
 	opts := e.options()
 	opts.Timeout = caddy.Duration(15 * time.Second)
 	p := newProvider(t, opts, nil)
-	ctx := callCtx(t, 5*time.Minute)
+	ctx := providertest.Context(t, 5*time.Minute)
 	events, errs := p.Events(ctx)
-	inst := create(t, p, newSpec())
+	inst := create(t, p, providertest.NewSpec())
 	require.NoError(t, e.mock.SetScript(ctx, anthropictest.Script{
 		Steps: []anthropictest.Step{{Match: anthropictest.Match{LastUserTextContains: "slowly"},
 			Response: anthropictest.Response{Text: "Done, slowly.", FirstByteDelayMS: 25_000}}},
@@ -367,7 +326,7 @@ func TestTimeLimit(t *testing.T) {
 	woken, err := p.Wake(ctx, inst.ID)
 	require.NoError(t, err)
 	assert.Equal(t, "Noted.", turn(t, woken, "Which word? marker-after-expiry"))
-	reqs, err := e.modelRequests(ctx)
+	reqs, err := e.mock.Bodies(ctx)
 	require.NoError(t, err)
 	last := reqs[len(reqs)-1]
 	assert.Contains(t, last, "marker-after-expiry")
