@@ -379,7 +379,7 @@ func (e *Emulator) suspend(c *call) {
 	e.setState(c.m, stateSuspending, event("suspend", "suspending", "user"))
 	m := c.m
 	e.async(m, func(ctx ctxT) {
-		if err := e.cli.ContainerPause(ctx, e.containerIDOf(m)); err != nil {
+		if err := e.pause(ctx, e.containerIDOf(m)); err != nil {
 			e.log.Warn("machine_suspend_failed", zapMachine(m), zapErr(err))
 			e.finish(m, stateSuspending, stateStarted, nil)
 			return
@@ -387,6 +387,25 @@ func (e *Emulator) suspend(c *call) {
 		e.finish(m, stateSuspending, stateSuspended, event("suspend", "suspended", "flyd"))
 	})
 	emuhttp.WriteJSON(c.w, http.StatusOK, map[string]bool{"ok": true})
+}
+
+// pause freezes a machine's container. The cgroup freezer gives up when
+// a process does not stop in time (runc: "unable to freeze"), which a
+// loaded host makes likely; like a snapshot that is simply taken again,
+// the freeze is retried a few times before the suspend fails.
+func (e *Emulator) pause(ctx ctxT, id string) error {
+	var err error
+	for range 5 {
+		if err = e.cli.ContainerPause(ctx, id); err == nil || !strings.Contains(err.Error(), "freeze") {
+			return err
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
+	return err
 }
 
 // resume unpauses a suspended machine. Callers hold e.mu.

@@ -423,7 +423,9 @@ func TestCrash(t *testing.T) {
 // foreign team (403), an unknown project (404), and rate limits (429 with
 // Retry-After, which the client waits out).
 func TestErrors(t *testing.T) {
-	e := setup(t, func(o *vercelemu.Options) { o.RateLimits = vercelemu.RateLimits{VCPUsPerMinute: 60, Burst: 2} })
+	// One vCPU back every 15 s: the second create below comes well within
+	// that, however slow the first one is under load.
+	e := setup(t, func(o *vercelemu.Options) { o.RateLimits = vercelemu.RateLimits{VCPUsPerMinute: 4, Burst: 2} })
 	ctx := ctxT(t, 3*time.Minute)
 
 	_, err := newClient(t, e.emu, "wrong-token").ListSandboxes(ctx, sandboxapi.ListSandboxesRequest{ProjectID: project})
@@ -446,8 +448,8 @@ func TestErrors(t *testing.T) {
 	require.NoError(t, err, "the client waits out the 429s")
 	assert.Equal(t, []int{429, 429, 200}, statuses(e.emu.Requests()[len(e.emu.Requests())-3:]))
 
-	// Two vCPUs of burst, one a second: the second 1-vCPU sandbox after a
-	// 2-vCPU one waits about a second.
+	// Two vCPUs of burst: the second 1-vCPU sandbox after a 2-vCPU one is
+	// refused until a vCPU is back, and the client waits for it.
 	e.emu.ResetCalls()
 	e.create(t, sandboxapi.CreateSandboxRequest{Resources: &sandboxapi.Resources{VCPUs: 2}})
 	e.create(t, sandboxapi.CreateSandboxRequest{Resources: &sandboxapi.Resources{VCPUs: 1}})
