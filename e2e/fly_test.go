@@ -119,14 +119,7 @@ func TestFly(t *testing.T) {
 	keys := []string{alice.key}
 
 	t.Run("answers streamed and whole", func(t *testing.T) {
-		for _, stream := range []bool{true, false} {
-			text := fmt.Sprintf("Answered on Fly (stream %v).", stream)
-			f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: text, ChunkChars: 4}})
-			got, sum := completeChat(t, g.client(alice.key), user("Hello, Fly."), stream, conv(fmt.Sprintf("c-fly-%v", stream)))
-			assert.Equal(t, text, sum.Content)
-			assert.Equal(t, "stop", sum.FinishReason)
-			assert.Positive(t, got.Usage.CompletionTokens)
-		}
+		assertAnswers(t, f.env, g, alice.key, "Fly")
 		assert.Len(t, f.emu.Machines(), 2, "one machine per conversation")
 	})
 
@@ -240,54 +233,19 @@ func TestFly(t *testing.T) {
 	})
 }
 
-// TestFlySleepWakeAndRestart: an idle conversation's machine is suspended
-// and stays so across a Caddy restart; the next message wakes the same
-// machine with its files and context. A second restart with the machine
-// running continues the conversation on it too.
+// TestFlySleepWakeAndRestart: runSleepWakeAndRestart on Fly: asleep is a
+// suspended Machine, woken by the resume.
 func TestFlySleepWakeAndRestart(t *testing.T) {
 	f := setupFly(t)
-	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
-	c := &conversation{t: t, key: "sk-ant-test-fly-sleep", id: "c-fly-sleep"}
-
-	first := f.gateway(t, flyOptions{}, gatewayOptions{keep: true, idle: "2s", extraApp: "retention 0"})
-	c.say(first, "The secret fruit is a quince.")
-	put := api{t, first, c.key}.do(http.MethodPut, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", strings.NewReader("quince notes\n"), "text/plain")
-	require.Equal(t, http.StatusCreated, put.status, string(put.body))
-	machine := f.machineOf(c, first)
-	testenv.Eventually(t, time.Minute, func() bool { return f.emu.State(machine) == "suspended" },
-		"the idle conversation's machine was not suspended")
-	assert.Equal(t, "sleeping", c.session(first).Status)
-
-	first.stop(t)
-	second := f.gateway(t, flyOptions{}, gatewayOptions{keep: true, extraApp: "retention 0"})
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(second.adminSessions(t)) == 1 },
-		"the restarted gateway did not rediscover the sleeping conversation")
-	assert.Equal(t, "sleeping", c.session(second).Status)
-	assert.Equal(t, "suspended", f.emu.State(machine), "rediscovery does not wake it")
-
-	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "The fruit is a quince."}})
-	assert.Equal(t, "The fruit is a quince.", c.say(second, "Which fruit?"), "no note: nothing was lost")
-	last := f.lastCLIRequest(t)
-	assert.Contains(t, last.AllText(), "The secret fruit is a quince.", "the woken agent kept its context")
-	assert.Equal(t, "Which fruit?", last.LastUserText(), "the client's history was not re-sent as a seed")
-	assert.Equal(t, machine, f.machineOf(c, second), "the same machine woke")
-	assert.Equal(t, "started", f.emu.State(machine))
-	get := api{t, second, c.key}.do(http.MethodGet, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", nil, "")
-	require.Equal(t, http.StatusOK, get.status)
-	assert.Equal(t, "quince notes\n", string(get.body), "the workspace survived")
-
-	// Caddy restarts while the machine runs: the conversation goes on there.
-	second.stop(t)
-	assert.Equal(t, "started", f.emu.State(machine), "shutdown keep leaves the machine running")
-	third := f.gateway(t, flyOptions{}, gatewayOptions{})
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(third.adminSessions(t)) == 1 },
-		"the restarted gateway did not rediscover the running conversation")
-	f.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Yes, a quince."}})
-	assert.Equal(t, "Yes, a quince.", c.say(third, "Still a quince?"))
-	assert.Contains(t, f.lastCLIRequest(t).AllText(), "Which fruit?")
-	assert.Equal(t, machine, f.machineOf(c, third))
+	state := func(want string) func(*testing.T, string) bool {
+		return func(_ *testing.T, id string) bool { return f.emu.State(id) == want }
+	}
+	runSleepWakeAndRestart(t, f.env, sleepScenario{
+		start:  func(t *testing.T, o gatewayOptions) *gateway { return f.gateway(t, flyOptions{}, o) },
+		asleep: state("suspended"),
+		awake:  state("started"),
+	}, &conversation{t: t, key: "sk-ant-test-fly-sleep", id: "c-fly-sleep"})
 	assert.Len(t, f.emu.Machines(), 1)
-	assert.Equal(t, int64(3), c.session(third).Turns)
 }
 
 // TestFlyPrivate: with private, Caddy reaches agents at their private

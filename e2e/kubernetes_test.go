@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/assert"
@@ -160,14 +160,7 @@ func TestKubernetes(t *testing.T) {
 	keys := []string{alice.key}
 
 	t.Run("answers streamed and whole", func(t *testing.T) {
-		for _, stream := range []bool{true, false} {
-			text := fmt.Sprintf("Answered on Kubernetes (stream %v).", stream)
-			k.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: text, ChunkChars: 4}})
-			got, sum := completeChat(t, g.client(alice.key), user("Hello, cluster."), stream, conv(fmt.Sprintf("c-kube-%v", stream)))
-			assert.Equal(t, text, sum.Content)
-			assert.Equal(t, "stop", sum.FinishReason)
-			assert.Positive(t, got.Usage.CompletionTokens)
-		}
+		assertAnswers(t, k.env, g, alice.key, "Kubernetes")
 		assert.Equal(t, 2, k.pods(t), "one pod per conversation")
 	})
 
@@ -283,53 +276,23 @@ func TestKubernetes(t *testing.T) {
 	})
 }
 
-// TestKubernetesSleepWakeAndRestart: reach pod_ip. An idle conversation's
-// pod is deleted and its claim kept, asleep across a Caddy restart; the
-// next message starts a new pod on the claim with the files and the
-// context. A second restart with the pod running continues there.
+// TestKubernetesSleepWakeAndRestart: runSleepWakeAndRestart on the
+// cluster (reach pod_ip): asleep is no pod and the claim kept; the wake is
+// a new pod of the same name on the claim; the restart with the pod
+// running keeps that very pod.
 func TestKubernetesSleepWakeAndRestart(t *testing.T) {
 	k := setupKube(t)
-	k.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
-	c := &conversation{t: t, key: "sk-ant-test-kube-sleep", id: "c-kube-sleep"}
-
-	first := k.gateway(t, "pod_ip", gatewayOptions{keep: true, idle: "2s", extraApp: "retention 0"})
-	c.say(first, "The secret fruit is a quince.")
-	put := api{t, first, c.key}.do(http.MethodPut, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", strings.NewReader("quince notes\n"), "text/plain")
-	require.Equal(t, http.StatusCreated, put.status, string(put.body))
-	name := c.session(first).AgentID
-	testenv.Eventually(t, 2*time.Minute, func() bool { return c.session(first).Status == "sleeping" && k.pod(t, name) == nil },
-		"the idle conversation's pod was not deleted")
-	assert.Contains(t, k.objects(t), "claim/"+name, "the claim is kept")
-
-	first.stop(t)
-	second := k.gateway(t, "pod_ip", gatewayOptions{keep: true, extraApp: "retention 0"})
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(second.adminSessions(t)) == 1 },
-		"the restarted gateway did not rediscover the sleeping conversation")
-	assert.Equal(t, "sleeping", c.session(second).Status)
-	assert.Nil(t, k.pod(t, name), "rediscovery does not wake it")
-
-	k.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "The fruit is a quince."}})
-	assert.Equal(t, "The fruit is a quince.", c.say(second, "Which fruit?"), "no note: nothing was lost")
-	last := k.lastCLIRequest(t)
-	assert.Contains(t, last.AllText(), "The secret fruit is a quince.", "the woken agent resumed its CLI session from the claim")
-	assert.Equal(t, "Which fruit?", last.LastUserText(), "the client's history was not re-sent as a seed")
-	assert.Equal(t, name, c.session(second).AgentID)
-	require.NotNil(t, k.pod(t, name), "a new pod of the same name")
-	get := api{t, second, c.key}.do(http.MethodGet, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", nil, "")
-	require.Equal(t, http.StatusOK, get.status)
-	assert.Equal(t, "quince notes\n", string(get.body), "the workspace survived")
-
-	second.stop(t)
-	running := k.pod(t, name)
-	require.NotNil(t, running, "shutdown keep leaves the pod running")
-	third := k.gateway(t, "pod_ip", gatewayOptions{})
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(third.adminSessions(t)) == 1 },
-		"the restarted gateway did not rediscover the running conversation")
-	k.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Yes, a quince."}})
-	assert.Equal(t, "Yes, a quince.", c.say(third, "Still a quince?"))
-	assert.Contains(t, k.lastCLIRequest(t).AllText(), "Which fruit?")
-	now := k.pod(t, name)
-	require.NotNil(t, now)
-	assert.Equal(t, running.UID, now.UID, "the same pod")
-	assert.Equal(t, int64(3), c.session(third).Turns)
+	runSleepWakeAndRestart(t, k.env, sleepScenario{
+		start: func(t *testing.T, o gatewayOptions) *gateway { return k.gateway(t, "pod_ip", o) },
+		asleep: func(t *testing.T, name string) bool {
+			return k.pod(t, name) == nil && slices.Contains(k.objects(t), "claim/"+name)
+		},
+		awake: func(t *testing.T, name string) bool { return k.pod(t, name) != nil },
+		incarnation: func(t *testing.T, name string) string {
+			if p := k.pod(t, name); p != nil {
+				return string(p.UID)
+			}
+			return ""
+		},
+	}, &conversation{t: t, key: "sk-ant-test-kube-sleep", id: "c-kube-sleep"})
 }

@@ -143,14 +143,7 @@ func TestVercel(t *testing.T) {
 	keys := []string{alice.key}
 
 	t.Run("answers streamed and whole", func(t *testing.T) {
-		for _, stream := range []bool{true, false} {
-			text := fmt.Sprintf("Answered on Vercel (stream %v).", stream)
-			v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: text, ChunkChars: 4}})
-			got, sum := completeChat(t, g.client(alice.key), user("Hello, Vercel."), stream, conv(fmt.Sprintf("c-vercel-%v", stream)))
-			assert.Equal(t, text, sum.Content)
-			assert.Equal(t, "stop", sum.FinishReason)
-			assert.Positive(t, got.Usage.CompletionTokens)
-		}
+		assertAnswers(t, v.env, g, alice.key, "Vercel")
 		assert.Len(t, v.agents(), 2, "one sandbox per conversation")
 		assert.Equal(t, 1, v.emu.Calls()[vercelemu.RouteSnapshot], "the agent snapshot was prepared once")
 		assert.Contains(t, g.logs.String(), "preparing the vercel agent snapshot", "the preparation is in Caddy's log")
@@ -231,58 +224,22 @@ func TestVercel(t *testing.T) {
 	assert.Empty(t, v.agents(), "Caddy's shutdown deletes its sandboxes")
 }
 
-// TestVercelSleepWakeAndRestart: an idle conversation's sandbox is stopped
-// and stays so across a Caddy restart; the next message resumes the same
-// sandbox with its files and context. A second restart with the sandbox
-// running continues the conversation in it. Every gateway reuses the one
-// agent snapshot.
+// TestVercelSleepWakeAndRestart: runSleepWakeAndRestart on Vercel: asleep
+// is a stopped (persistent) sandbox, woken by a resume and a new agent
+// command; three gateways share one agent snapshot and one upload.
 func TestVercelSleepWakeAndRestart(t *testing.T) {
 	v := setupVercel(t)
-	v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
-	c := &conversation{t: t, key: "sk-ant-test-vercel-sleep", id: "c-vercel-sleep"}
-
-	first := v.gateway(t, vercelOptions{}, gatewayOptions{keep: true, idle: "2s", extraApp: "retention 0"})
-	c.say(first, "The secret fruit is a quince.")
-	put := api{t, first, c.key}.do(http.MethodPut, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", strings.NewReader("quince notes\n"), "text/plain")
-	require.Equal(t, http.StatusCreated, put.status, string(put.body))
-	sandbox := v.sandboxOf(c, first)
-	testenv.Eventually(t, time.Minute, func() bool { return c.session(first).Status == "sleeping" },
-		"the idle conversation did not go to sleep")
-	assert.Equal(t, "stopped", v.emu.Status(sandbox), "its sandbox is stopped")
-
-	first.stop(t)
-	second := v.gateway(t, vercelOptions{}, gatewayOptions{keep: true, extraApp: "retention 0"})
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(second.adminSessions(t)) == 1 },
-		"the restarted gateway did not rediscover the sleeping conversation")
-	assert.Equal(t, "sleeping", c.session(second).Status)
-	assert.Equal(t, "stopped", v.emu.Status(sandbox), "rediscovery does not wake it")
-
-	v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "The fruit is a quince."}})
-	assert.Equal(t, "The fruit is a quince.", c.say(second, "Which fruit?"), "no note: nothing was lost")
-	last := v.lastCLIRequest(t)
-	assert.Contains(t, last.AllText(), "The secret fruit is a quince.", "the woken agent kept its context")
-	assert.Equal(t, "Which fruit?", last.LastUserText(), "the client's history was not re-sent as a seed")
-	assert.Equal(t, sandbox, v.sandboxOf(c, second), "the same sandbox woke")
-	assert.Equal(t, "running", v.emu.Status(sandbox))
-	get := api{t, second, c.key}.do(http.MethodGet, "/api/agents/sessions/"+c.sessionID+"/files/notes.txt", nil, "")
-	require.Equal(t, http.StatusOK, get.status)
-	assert.Equal(t, "quince notes\n", string(get.body), "the workspace survived")
-
-	// Caddy restarts while the sandbox runs: the conversation goes on there.
-	second.stop(t)
-	assert.Equal(t, "running", v.emu.Status(sandbox), "shutdown keep leaves the sandbox running")
-	third := v.gateway(t, vercelOptions{}, gatewayOptions{})
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(third.adminSessions(t)) == 1 },
-		"the restarted gateway did not rediscover the running conversation")
-	v.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Yes, a quince."}})
-	assert.Equal(t, "Yes, a quince.", c.say(third, "Still a quince?"))
-	assert.Contains(t, v.lastCLIRequest(t).AllText(), "Which fruit?")
-	assert.Equal(t, sandbox, v.sandboxOf(c, third))
+	status := func(want string) func(*testing.T, string) bool {
+		return func(_ *testing.T, name string) bool { return v.emu.Status(name) == want }
+	}
+	third := runSleepWakeAndRestart(t, v.env, sleepScenario{
+		start:  func(t *testing.T, o gatewayOptions) *gateway { return v.gateway(t, vercelOptions{}, o) },
+		asleep: status("stopped"),
+		awake:  status("running"),
+	}, &conversation{t: t, key: "sk-ant-test-vercel-sleep", id: "c-vercel-sleep"})
 	assert.Len(t, v.agents(), 1)
-	assert.Equal(t, int64(3), c.session(third).Turns)
 	assert.Equal(t, 1, v.emu.Calls()[vercelemu.RouteSnapshot], "three gateways, one agent snapshot")
 	assert.Equal(t, 1, v.emu.Calls()[vercelemu.RouteWrite], "the binaries were uploaded once")
-
 	third.stop(t)
 	v.waitNoAgents(t)
 }
