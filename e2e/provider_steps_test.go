@@ -31,6 +31,26 @@ func assertAnswers(t *testing.T, e *env, g *gateway, key, platform string) {
 	}
 }
 
+// bashTurn runs a turn in which the model has Bash run "seq 1 3" then
+// command, and answers "Counted."; it returns the answer, which must end so
+// and show the real output.
+func bashTurn(t *testing.T, e *env, g *gateway, c *conversation, command string) string {
+	t.Helper()
+	e.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
+		Match: anthropictest.Match{LastUserTextContains: "count to three"},
+		Response: anthropictest.Response{Blocks: []anthropictest.Block{
+			anthropictest.ToolUse("Bash", map[string]string{"command": "seq 1 3 | tr '\\n' ' '; " + command, "description": "count"}),
+		}},
+	}, {
+		Match:    anthropictest.Match{HasToolResult: ptr(true)},
+		Response: anthropictest.Response{Text: "Counted."},
+	}}})
+	content := c.say(g, "Please count to three.")
+	assert.Contains(t, content, "1 2 3 ", "the command's real output is in the answer")
+	assert.True(t, strings.HasSuffix(strings.TrimSpace(content), "Counted."), content)
+	return content
+}
+
 // sleepScenario is a platform's part in runSleepWakeAndRestart.
 type sleepScenario struct {
 	// start starts a gateway with the platform's provider block.

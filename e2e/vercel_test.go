@@ -150,18 +150,8 @@ func TestVercel(t *testing.T) {
 	})
 
 	t.Run("a Bash turn runs in the sandbox", func(t *testing.T) {
-		v.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
-			Match: anthropictest.Match{LastUserTextContains: "count to three"},
-			Response: anthropictest.Response{Blocks: []anthropictest.Block{
-				anthropictest.ToolUse("Bash", map[string]string{"command": "seq 1 3 | tr '\\n' ' '; echo in-$(pwd)", "description": "count"}),
-			}},
-		}, {
-			Match:    anthropictest.Match{HasToolResult: ptr(true)},
-			Response: anthropictest.Response{Text: "Counted."},
-		}}})
-		content := alice.say(g, "Please count to three.")
-		assert.Contains(t, content, "1 2 3 in-/vercel/sandbox/workspace", "the command's real output, run in the sandbox's workspace")
-		assert.True(t, strings.HasSuffix(strings.TrimSpace(content), "Counted."), content)
+		content := bashTurn(t, v.env, g, alice, "echo in-$(pwd)")
+		assert.Contains(t, content, "1 2 3 in-/vercel/sandbox/workspace", "run in the sandbox's workspace")
 		assert.Equal(t, "running", v.emu.Status(v.sandboxOf(alice, g)))
 	})
 
