@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/assert"
@@ -46,7 +47,10 @@ func prepareKube(t testing.TB, e *env) *kubeEnv {
 	target := strings.TrimPrefix(e.mock.BaseURL, "http://")
 	k.mockURL = "http://" + testenv.Forward(t, kubetest.HostAddr()+":0", target)
 	t.Cleanup(func() {
-		assert.Empty(t, k.objects(t), "objects left in the namespace after the gateways shut down")
+		// Deleted objects go once the kubelet has stopped their pod (a claim
+		// in use keeps its protection finalizer until then).
+		testenv.Eventually(t, time.Minute, func() bool { return len(k.objects(t)) == 0 },
+			"objects left in the namespace after the gateways shut down: %v", k.objects(t))
 	})
 	return k
 }
