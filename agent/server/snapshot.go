@@ -73,6 +73,10 @@ type RestoreOptions struct {
 	MaxBytes int64
 	// Logger receives the outcome; nil discards it.
 	Logger *zap.Logger
+	// OnRestored, if set, is called once the snapshot is restored, before
+	// the restore is acknowledged and Done is closed (e.g. to hold requests
+	// until the agent's API takes over).
+	OnRestored func()
 }
 
 // RestoreGate is the agent's HTTP API while it waits for its disk
@@ -147,6 +151,9 @@ func (g *RestoreGate) restore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.opened = true
+	if g.opts.OnRestored != nil {
+		g.opts.OnRestored()
+	}
 	g.opts.Logger.Info("snapshot restored", zap.Int("entries", st.Entries), zap.Int64("bytes", st.Bytes), zap.Int("skipped", st.Skipped))
 	writeJSON(w, http.StatusOK, map[string]any{"restored": st})
 	close(g.done)

@@ -276,6 +276,8 @@ func run() error {
 func awaitRestore(ctx context.Context, s *settings, ws, stateFiles *workspace.Workspace, handler *swapHandler, errc <-chan error, logger *zap.Logger) error {
 	gate, err := server.NewRestoreGate(server.RestoreOptions{
 		Token: s.token, Workspace: ws, StateDir: stateFiles, Logger: logger.Named("restore"),
+		// Requests from now on wait for the API instead of the gate's 503.
+		OnRestored: handler.hold,
 	})
 	if err != nil {
 		return err
@@ -312,15 +314,46 @@ func openState(dir string, logger *zap.Logger) (*statefile.Store, error) {
 }
 
 // swapHandler serves with the handler set last: the restore gate, then
-// the agent's API, on one listener.
+// the agent's API, on one listener. Between hold and the next set,
+// requests wait for the next handler.
 type swapHandler struct {
-	h atomic.Pointer[http.Handler]
+	h    atomic.Pointer[http.Handler]
+	mu   sync.Mutex
+	wait chan struct{} // closed by set; nil when nothing is held
 }
 
-func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
+// set makes h the handler and releases held requests.
+func (s *swapHandler) set(h http.Handler) {
+	s.h.Store(&h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wait != nil {
+		close(s.wait)
+		s.wait = nil
+	}
+}
+
+// hold makes requests wait for the next set.
+func (s *swapHandler) hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wait == nil {
+		s.wait = make(chan struct{})
+	}
+}
 
 // ServeHTTP serves r with the current handler (503 before any is set).
 func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	wait := s.wait
+	s.mu.Unlock()
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	h := s.h.Load()
 	if h == nil {
 		w.Header().Set(agent.HeaderServer, "1")
