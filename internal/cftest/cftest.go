@@ -21,11 +21,13 @@ package cftest
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -283,6 +285,52 @@ func (w *Worker) ContainerOf(ctx context.Context, objectID string) (*container.S
 		}
 	}
 	return nil, nil
+}
+
+// ObjectID is the id of the Durable Object of agent id of provider (what
+// its container is named after), as the Worker reports it.
+func (w *Worker) ObjectID(ctx context.Context, provider, id string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		w.URL+"/v1/agents/"+url.PathEscape(id)+"?provider="+url.QueryEscape(provider), nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+w.Secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var rec struct {
+		ObjectID string `json:"object_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("agent %s: HTTP %d: %v", id, resp.StatusCode, err)
+	}
+	return rec.ObjectID, nil
+}
+
+// AgentContainer returns the container of agent id of provider, or nil
+// when it has none.
+func (w *Worker) AgentContainer(ctx context.Context, provider, id string) (*container.Summary, error) {
+	obj, err := w.ObjectID(ctx, provider, id)
+	if err != nil {
+		return nil, err
+	}
+	return w.ContainerOf(ctx, obj)
+}
+
+// Kill kills the container of agent id of provider behind the Worker's
+// back (SIGKILL, as a crash would), as providertest.Options.Kill wants.
+func (w *Worker) Kill(ctx context.Context, provider, id string) error {
+	c, err := w.AgentContainer(ctx, provider, id)
+	if err != nil {
+		return err
+	}
+	if c == nil {
+		return fmt.Errorf("agent %s has no container", id)
+	}
+	return w.docker.ContainerKill(ctx, c.ID, "KILL")
 }
 
 // Stored returns, as text, everything wrangler keeps on disk for the

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -38,6 +39,16 @@ import (
 //   - host.docker.internal resolving to the host's address on the network;
 //   - the label agcluster.cftest=<run>, by which leftovers are found.
 //
+// A container's start is acknowledged once its exposed ports accept
+// connections (at most startWait), and its inspection waits for that too:
+// workerd checks the port right after it asks for the start (inspecting
+// the container for its published port, while the start is under way),
+// and its first connection to a published port whose container does not
+// listen yet goes through docker-proxy, which accepts it and closes it
+// when the container refuses; workerd's relay of that connection then
+// never ends, and the @cloudflare/containers start check waits its full
+// 5 s timeout (PING_TIMEOUT_MS) before it tries again.
+//
 // Everything else (the image, the environment, the restart policy, and every
 // other call: start, stop, kill, wait, inspect, remove) is the runtime's own.
 type dockerProxy struct {
@@ -47,12 +58,16 @@ type dockerProxy struct {
 	run     string // the label value
 	docker  *client.Client
 	srv     *http.Server
+
+	mu       sync.Mutex
+	starting map[string]chan struct{} // containers being started, by name; closed when acknowledged
 }
 
 // startDockerProxy listens on a unix socket in dir and relays to the
 // engine cli talks to.
 func startDockerProxy(cli *client.Client, dir, network, host, run string) (*dockerProxy, error) {
-	p := &dockerProxy{socket: filepath.Join(dir, "docker.sock"), network: network, host: host, run: run, docker: cli}
+	p := &dockerProxy{socket: filepath.Join(dir, "docker.sock"), network: network, host: host, run: run, docker: cli,
+		starting: map[string]chan struct{}{}}
 	target, err := client.ParseHostURL(cli.DaemonHost())
 	if err != nil {
 		return nil, fmt.Errorf("docker host %q: %w", cli.DaemonHost(), err)
@@ -60,7 +75,7 @@ func startDockerProxy(cli *client.Client, dir, network, host, run string) (*dock
 	transport := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		if target.Scheme == "unix" {
-			return d.DialContext(ctx, "unix", target.Path)
+			return d.DialContext(ctx, "unix", target.Host)
 		}
 		return d.DialContext(ctx, "tcp", target.Host)
 	}}
@@ -82,6 +97,15 @@ func startDockerProxy(cli *client.Client, dir, network, host, run string) (*dock
 				http.Error(w, `{"message":"cftest docker proxy: `+err.Error()+`"}`, http.StatusBadRequest)
 				return
 			}
+		}
+		if name, ok := containerOf(r, http.MethodPost, "/start"); ok {
+			done := p.startBegins(name)
+			defer done()
+			rp.ServeHTTP(&listenWaiter{ResponseWriter: w, wait: func() { p.awaitListening(r.Context(), name) }}, r)
+			return
+		}
+		if name, ok := containerOf(r, http.MethodGet, "/json"); ok {
+			p.awaitStart(r.Context(), name)
 		}
 		rp.ServeHTTP(w, r)
 	}), ReadHeaderTimeout: 10 * time.Second}
@@ -159,4 +183,94 @@ func (p *dockerProxy) exposed(ctx context.Context, image string) ([]string, erro
 		}
 	}
 	return ports, nil
+}
+
+// startWait bounds how long a start waits for the container's ports.
+const startWait = 10 * time.Second
+
+// startBegins records that container name is being started; the
+// function it returns records that the start is answered.
+func (p *dockerProxy) startBegins(name string) func() {
+	ch := make(chan struct{})
+	p.mu.Lock()
+	p.starting[name] = ch
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		if p.starting[name] == ch {
+			delete(p.starting, name)
+		}
+		p.mu.Unlock()
+		close(ch)
+	}
+}
+
+// awaitStart waits until a start of container name under way is answered
+// (at most startWait).
+func (p *dockerProxy) awaitStart(ctx context.Context, name string) {
+	p.mu.Lock()
+	ch := p.starting[name]
+	p.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-time.After(startWait):
+	}
+}
+
+// containerOf returns the container of a request (method, path ending in
+// suffix) to /containers/{name}<suffix>.
+func containerOf(r *http.Request, method, suffix string) (string, bool) {
+	if r.Method != method || !strings.HasSuffix(r.URL.Path, suffix) {
+		return "", false
+	}
+	parts := strings.Split(strings.TrimSuffix(r.URL.Path, suffix), "/")
+	if len(parts) < 2 || parts[len(parts)-2] != "containers" {
+		return "", false
+	}
+	name, err := url.PathUnescape(parts[len(parts)-1])
+	return name, err == nil
+}
+
+// listenWaiter delays a successful start's answer until wait returns.
+type listenWaiter struct {
+	http.ResponseWriter
+	wait func()
+}
+
+// WriteHeader waits before a 204 (started) goes out.
+func (l *listenWaiter) WriteHeader(status int) {
+	if status == http.StatusNoContent {
+		l.wait()
+	}
+	l.ResponseWriter.WriteHeader(status)
+}
+
+// awaitListening waits until every exposed port of container name accepts
+// connections at its address on the network, or startWait passes.
+func (p *dockerProxy) awaitListening(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(ctx, startWait)
+	defer cancel()
+	info, err := p.docker.ContainerInspect(ctx, name)
+	if err != nil || info.NetworkSettings == nil || info.NetworkSettings.Networks[p.network] == nil {
+		return
+	}
+	ip := info.NetworkSettings.Networks[p.network].IPAddress
+	for port := range info.Config.ExposedPorts {
+		addr := net.JoinHostPort(ip, port.Port())
+		for ctx.Err() == nil {
+			c, err := (&net.Dialer{Timeout: 200 * time.Millisecond}).DialContext(ctx, "tcp", addr)
+			if err == nil {
+				_ = c.Close()
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
 }

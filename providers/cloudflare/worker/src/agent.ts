@@ -172,8 +172,15 @@ export class AgentContainer extends Container<Env> {
 	/** remove destroys the container, the snapshot and the metadata. */
 	private async remove(provider: string): Promise<Response> {
 		const m = await this.own(provider);
+		const dead = !this.ctx.container.running;
 		await this.forget(m);
 		console.log(`agent ${m.id} destroyed`);
+		if (dead) {
+			// A container that died is left on the local engine until the
+			// object goes (wrangler dev; on Cloudflare nothing is left): reset
+			// the object once this answer is out, which removes it.
+			this.ctx.waitUntil(scheduler.wait(10).then(() => this.ctx.abort("the agent is destroyed")));
+		}
 		return new Response(null, { status: 204 });
 	}
 
