@@ -65,6 +65,16 @@ export class AgentContainer extends Container<Env> {
 	// Snapshots are taken one at a time, in order.
 	private snapshots: Promise<unknown> = Promise.resolve();
 
+	/** box is the object's container (the runtime gives every object of
+	 * a class with a container one). */
+	private get box(): NonNullable<DurableObjectState["container"]> {
+		const c = this.ctx.container;
+		if (!c) {
+			throw new HTTPError(500, "no_container", "this Durable Object has no container: check wrangler.jsonc");
+		}
+		return c;
+	}
+
 	/** fetch serves /v1/agents/{id}[/...]: the Worker checked the secret and the id. */
 	override async fetch(req: Request): Promise<Response> {
 		try {
@@ -139,7 +149,7 @@ export class AgentContainer extends Container<Env> {
 			m = { ...m, ...body.binding, pool: "" };
 			await this.ctx.storage.put("meta", m);
 		}
-		if (this.ctx.container.running) {
+		if (this.box.running) {
 			const token = body.token || this.token;
 			if (!token) {
 				throw new HTTPError(400, "no_token", "the agent's token is needed to save its disk");
@@ -159,7 +169,7 @@ export class AgentContainer extends Container<Env> {
 		if (!body.token) {
 			throw new BadRequest("token is required");
 		}
-		if (this.ctx.container.running) {
+		if (this.box.running) {
 			this.token = body.token;
 			return json(200, this.record(m, "running"));
 		}
@@ -172,7 +182,7 @@ export class AgentContainer extends Container<Env> {
 	/** remove destroys the container, the snapshot and the metadata. */
 	private async remove(provider: string): Promise<Response> {
 		const m = await this.own(provider);
-		const dead = !this.ctx.container.running;
+		const dead = !this.box.running;
 		await this.forget(m);
 		console.log(`agent ${m.id} destroyed`);
 		if (dead) {
@@ -244,13 +254,13 @@ export class AgentContainer extends Container<Env> {
 
 	/** removeContainer destroys the container and returns once it is gone. */
 	private async removeContainer(): Promise<void> {
-		if (!this.ctx.container.running) {
+		if (!this.box.running) {
 			return;
 		}
 		// The runtime learns that the container is gone from its monitor:
 		// wait for it, so that a wake right after sees it stopped.
-		const exited = this.ctx.container.monitor().catch(() => undefined);
-		await this.ctx.container.destroy();
+		const exited = this.box.monitor().catch(() => undefined);
+		await this.box.destroy();
 		await exited;
 	}
 
@@ -263,7 +273,7 @@ export class AgentContainer extends Container<Env> {
 
 	/** saveSnapshot stores the agent's GET /snapshot in R2. */
 	private async saveSnapshot(token: string): Promise<void> {
-		if (!this.ctx.container.running) {
+		if (!this.box.running) {
 			return;
 		}
 		const res = await this.agentFetch("/snapshot", { headers: { Authorization: `Bearer ${token}` } });
@@ -287,7 +297,7 @@ export class AgentContainer extends Container<Env> {
 		if (!(await this.meta())) {
 			return error(404, "not_found", "no such agent");
 		}
-		if (!this.ctx.container.running) {
+		if (!this.box.running) {
 			return error(503, "agent_stopped", "the agent's container is not running (asleep or stopped): wake it first");
 		}
 		const token = bearer(req.headers.get("Authorization"));
@@ -360,7 +370,7 @@ export class AgentContainer extends Container<Env> {
 
 	/** agentFetch sends a request to the agent server in the container. */
 	private agentFetch(path: string, init: RequestInit): Promise<Response> {
-		return this.ctx.container.getTcpPort(AGENT_PORT).fetch("http://agent" + path, init);
+		return this.box.getTcpPort(AGENT_PORT).fetch("http://agent" + path, init);
 	}
 
 	// ---- the Container's hooks ----
@@ -428,7 +438,7 @@ export class AgentContainer extends Container<Env> {
 			config_id: m.config_id,
 			pool: m.pool,
 			created_at: m.created_at,
-			state: state ?? (this.ctx.container.running ? "running" : "stopped"),
+			state: state ?? (this.box.running ? "running" : "stopped"),
 			snapshot: m.snapshot,
 			object_id: this.ctx.id.toString(),
 		};
