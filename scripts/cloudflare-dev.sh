@@ -114,11 +114,16 @@ WRAPPER
 	chmod +x "$DOCKER_BIN"
 fi
 
+# The runtime's inspector listens too (default 9229): another free port, so
+# that several Workers can run at once.
+INSPECTOR_PORT="$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
+
 echo "cloudflare-dev: starting wrangler dev on 127.0.0.1:$PORT (state in $STATE)" >&2
 (
 	cd "$WORK"
 	exec env WRANGLER_SEND_METRICS=false WRANGLER_DOCKER_BIN="$DOCKER_BIN" CI=1 \
 		"$WORK/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$PORT" \
+		--inspector-port "$INSPECTOR_PORT" \
 		--show-interactive-dev-session=false --persist-to "$STATE" --log-level log
 ) >"$LOG" 2>&1 &
 WRANGLER_PID=$!

@@ -92,7 +92,11 @@ func Start(t testing.TB) *Worker {
 	cli := testenv.Docker(t)
 	testenv.RequireImage(t, cli, testenv.AgentImage())
 	agentBin := testenv.GoBinary(t, "./agent/cmd/agcluster-agent")
-	startOnce.Do(func() { started, startErr = start(agentBin) })
+	startOnce.Do(func() {
+		if started, startErr = start(agentBin); startErr != nil {
+			started = nil // start stopped what it made
+		}
+	})
 	if startErr != nil {
 		t.Fatalf("the Cloudflare Worker is not available: %v", startErr)
 	}
