@@ -119,6 +119,7 @@ fi
 INSPECTOR_PORT="$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
 
 echo "cloudflare-dev: starting wrangler dev on 127.0.0.1:$PORT (state in $STATE)" >&2
+: >"$LOG"
 (
 	cd "$WORK"
 	exec env WRANGLER_SEND_METRICS=false WRANGLER_DOCKER_BIN="$DOCKER_BIN" CI=1 \
