@@ -40,7 +40,12 @@ type cfEnv struct {
 // down) no agent container may be left.
 func setupCloudflare(t testing.TB) *cfEnv {
 	t.Helper()
-	e := setup(t)
+	return prepareCloudflare(t, setup(t))
+}
+
+// prepareCloudflare puts the Worker beside e; see setupCloudflare.
+func prepareCloudflare(t testing.TB, e *env) *cfEnv {
+	t.Helper()
 	w := cftest.Start(t)
 	target := strings.TrimPrefix(e.mock.BaseURL, "http://")
 	c := &cfEnv{env: e, worker: w, mockURL: "http://" + testenv.Forward(t, w.HostAddr+":0", target)}
