@@ -49,19 +49,20 @@ func send(t *testing.T, method, url string, header map[string]string, body strin
 // own (no Agcluster-Agent header); nothing is created without it.
 func TestWorkerRefusesWithoutTheSecret(t *testing.T) {
 	w := startWorker(t)
-	p := newProvider(t, w.options("cloudflare"))
+	name := "cloudflare-auth" // the list holds this test's agents only
+	p := newProvider(t, w.options(name))
 	inst, err := p.Create(context.Background(), newSpec())
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, p.Destroy(context.Background(), inst.ID)) })
 	agentURL := w.URL + "/v1/agents/" + inst.ID
 	routes := []struct{ method, url, body string }{
 		{http.MethodGet, w.URL + "/v1/ping", ""},
-		{http.MethodGet, w.URL + "/v1/agents?provider=cloudflare", ""},
-		{http.MethodPut, w.URL + "/v1/agents/sess_intruder", `{"provider":"cloudflare","token":"t"}`},
-		{http.MethodGet, agentURL + "?provider=cloudflare", ""},
-		{http.MethodPost, agentURL + "/sleep", `{"provider":"cloudflare"}`},
-		{http.MethodPost, agentURL + "/wake", `{"provider":"cloudflare","token":"t"}`},
-		{http.MethodDelete, agentURL + "?provider=cloudflare", ""},
+		{http.MethodGet, w.URL + "/v1/agents?provider=" + name, ""},
+		{http.MethodPut, w.URL + "/v1/agents/sess_intruder", `{"provider":"` + name + `","token":"t"}`},
+		{http.MethodGet, agentURL + "?provider=" + name, ""},
+		{http.MethodPost, agentURL + "/sleep", `{"provider":"` + name + `"}`},
+		{http.MethodPost, agentURL + "/wake", `{"provider":"` + name + `","token":"t"}`},
+		{http.MethodDelete, agentURL + "?provider=" + name, ""},
 		{http.MethodGet, agentURL + "/agent/stats", ""},
 	}
 	credentials := []struct {
@@ -85,6 +86,7 @@ func TestWorkerRefusesWithoutTheSecret(t *testing.T) {
 	list, err := p.List(context.Background())
 	require.NoError(t, err)
 	require.Len(t, list, 1, "nothing was created, slept, woken or destroyed")
+	assert.Equal(t, inst.ID, list[0].ID)
 	assert.Equal(t, providers.StateRunning, list[0].State)
 
 	t.Run("the secret of the API does not open the relay", func(t *testing.T) {
@@ -92,7 +94,7 @@ func TestWorkerRefusesWithoutTheSecret(t *testing.T) {
 		assert.Equal(t, http.StatusUnauthorized, got.status)
 	})
 	t.Run("a provider with a wrong secret is told so", func(t *testing.T) {
-		o := w.options("cloudflare")
+		o := w.options(name)
 		o.Secret = "not-the-worker-secret"
 		bad := newProvider(t, o)
 		err := bad.Ping(context.Background())
