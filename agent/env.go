@@ -34,4 +34,11 @@ const (
 	// restarted agent resumes its conversation from there. Unset or empty: nothing
 	// survives a restart of the agent process.
 	EnvStateDir = "AGENT_STATE_DIR"
+	// EnvRestore, when "1", makes the agent wait, before it opens its
+	// state and starts the CLI, until the control plane restores its disk
+	// with PUT /snapshot (a snapshot made by GET /snapshot, or an empty
+	// body for none): for platforms whose containers start with an empty
+	// disk every time, such as Cloudflare Containers. /health says
+	// "restoring" meanwhile.
+	EnvRestore = "AGENT_RESTORE"
 )

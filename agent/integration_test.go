@@ -85,6 +85,14 @@ func newAgentDirs(t *testing.T) agentDirs {
 // startProcessStackOn runs the agent binary as a local process with the real
 // claude binary on dirs, against mock, and waits until it is ready.
 func startProcessStackOn(t *testing.T, mock *anthropictest.Server, dirs agentDirs, extraEnv ...string) *stack {
+	s := launchProcessStack(t, mock, dirs, extraEnv...)
+	s.waitReady(t)
+	return s
+}
+
+// launchProcessStack starts the agent process of startProcessStackOn
+// without waiting for it.
+func launchProcessStack(t *testing.T, mock *anthropictest.Server, dirs agentDirs, extraEnv ...string) *stack {
 	bin := testenv.GoBinary(t, "./agent/cmd/agcluster-agent")
 	claude := testenv.ClaudeBin(t)
 	ws, home, outside := dirs.workspace, dirs.home, dirs.outside
@@ -136,7 +144,6 @@ func startProcessStackOn(t *testing.T, mock *anthropictest.Server, dirs agentDir
 		require.Positive(t, st.Claude.PID)
 		require.NoError(t, syscall.Kill(st.Claude.PID, syscall.SIGKILL))
 	}
-	s.waitReady(t)
 	return s
 }
 

@@ -76,7 +76,8 @@ func (p providerTTFTs) add(t *table, label string, base *providerTTFTs) {
 // (benchProviderTTFTs), Docker first; counts the Machines API calls a
 // conversation costs on Fly (the emulator, with Fly's rate limits on);
 // starts 30 conversations at once on Docker and on the local Kubernetes
-// cluster; and times the preparation of the Vercel agent snapshot.
+// cluster; times the preparation of the Vercel agent snapshot; and runs
+// Cloudflare's Worker under wrangler dev.
 func benchProviders(b *testing.B, e *env, runs int, t *table) {
 	const idle = "2s" // long enough for the follow-up, short for the bench
 	sleepy := gatewayOptions{idle: idle, extraApp: "retention 0"}
@@ -107,6 +108,21 @@ func benchProviders(b *testing.B, e *env, runs int, t *table) {
 	vercel.add(t, "Vercel (emulator)", &docker)
 	t.add("Vercel (emulator): preparing the agent snapshot (once per gateway generation)",
 		vg.logDurations(b, "vercel agent snapshot ready", "prepare_duration", nil), "")
+
+	benchCloudflare(b, e, runs, sleepy, &docker, t)
+}
+
+// benchCloudflare runs the workload on Cloudflare Containers: the Worker
+// under wrangler dev (workerd, Durable Objects, R2 on disk), its containers
+// on the same engine; every agent request goes through the Worker, a sleep
+// saves the disk to R2 and removes the container, a wake starts a new one
+// and restores it.
+func benchCloudflare(b *testing.B, e *env, runs int, o gatewayOptions, docker *providerTTFTs, t *table) {
+	c := prepareCloudflare(b, e)
+	cg := c.gateway(b, cfOptions{}, o)
+	cf := benchProviderTTFTs(b, e, cg, runs, func() { c.waitNoContainers(b) })
+	cg.stop(b)
+	cf.add(t, "Cloudflare (wrangler dev)", docker)
 }
 
 // burstSize is how many conversations benchBurst starts at once.

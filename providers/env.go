@@ -14,7 +14,7 @@ import (
 var ForbiddenEnv = []string{"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"}
 
 // ReservedEnv are the agent's variables a provider sets itself.
-var ReservedEnv = []string{agent.EnvToken, agent.EnvConfig, agent.EnvAddr, agent.EnvWorkspace, agent.EnvStateDir}
+var ReservedEnv = []string{agent.EnvToken, agent.EnvConfig, agent.EnvAddr, agent.EnvWorkspace, agent.EnvStateDir, agent.EnvRestore}
 
 // CheckEnv refuses, in an operator's or a spec's extra environment,
 // credentials (ForbiddenEnv), the provider's own variables (ReservedEnv)

@@ -20,7 +20,7 @@ CGO_ENABLED=0 XCADDY_SKIP_CLEANUP=0 "$XCADDY" build "$CADDY_VERSION" \
 	--with "github.com/agcluster/caddy-agcluster@v0.0.0=$(pwd)"
 # The build is only good if Caddy knows our modules.
 modules="$("$OUTPUT" list-modules)"
-for id in agcluster agcluster.providers.docker agcluster.providers.fly agcluster.providers.kubernetes agcluster.providers.vercel http.handlers.agcluster admin.api.agcluster; do
+for id in agcluster agcluster.providers.docker agcluster.providers.fly agcluster.providers.kubernetes agcluster.providers.vercel agcluster.providers.cloudflare http.handlers.agcluster admin.api.agcluster; do
 	if ! grep -qx "$id" <<<"$modules"; then
 		echo "xcaddy/build.sh: $OUTPUT lacks module $id" >&2
 		exit 1

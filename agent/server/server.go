@@ -69,6 +69,9 @@ type Options struct {
 	// saved binding is in force from the start, and PUT /binding saves it
 	// before it answers.
 	State *statefile.Store
+	// StateDir is the agent's state directory (AGENT_STATE_DIR), which GET
+	// /snapshot includes; nil: the snapshot holds the workspace only.
+	StateDir *workspace.Workspace
 }
 
 // Server is the agent's HTTP API.
@@ -120,6 +123,7 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("GET /files/{path...}", s.auth(s.readFile))
 	s.mux.Handle("PUT /files/{path...}", s.auth(s.writeFile))
 	s.mux.Handle("GET /archive", s.auth(s.archive))
+	s.mux.Handle("GET /snapshot", s.auth(s.snapshot))
 	s.mux.Handle("GET /binding", s.auth(s.getBinding))
 	s.mux.Handle("PUT /binding", s.auth(s.putBinding))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -134,10 +138,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-func (s *Server) auth(h http.HandlerFunc) http.Handler {
+func (s *Server) auth(h http.HandlerFunc) http.Handler { return requireToken(s.token, h) }
+
+// requireToken answers 401 to requests without the bearer token and
+// passes the others to h.
+func requireToken(token []byte, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), s.token) != 1 {
+		if !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="agcluster-agent"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
 			return

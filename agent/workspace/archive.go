@@ -28,16 +28,7 @@ func (w *Workspace) Archive(ctx context.Context, sub string, out io.Writer) erro
 	}
 	gz := gzip.NewWriter(out)
 	tw := tar.NewWriter(gz)
-	err := w.walk(sub, func(rel string, fi fs.FileInfo, target string) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return w.archiveEntry(ctx, tw, rel, fi, target)
-	})
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return ctxErr
-		}
+	if err := w.archiveTo(ctx, tw, sub, ""); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {
@@ -45,6 +36,33 @@ func (w *Workspace) Archive(ctx context.Context, sub string, out io.Writer) erro
 	}
 	if err := gz.Close(); err != nil {
 		return fmt.Errorf("workspace: archive: %w", err)
+	}
+	return nil
+}
+
+// ArchiveTo writes the entries Archive would write for the whole
+// workspace into tw, each name prefixed with prefix (e.g. "workspace/"),
+// without closing tw: several directories can share one archive.
+func (w *Workspace) ArchiveTo(ctx context.Context, tw *tar.Writer, prefix string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return w.archiveTo(ctx, tw, "", prefix)
+}
+
+// archiveTo writes the entries below sub into tw, named prefix+rel.
+func (w *Workspace) archiveTo(ctx context.Context, tw *tar.Writer, sub, prefix string) error {
+	err := w.walk(sub, func(rel string, fi fs.FileInfo, target string) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return w.archiveEntry(ctx, tw, prefix, rel, fi, target)
+	})
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return err
 	}
 	return nil
 }
@@ -65,10 +83,10 @@ func tarMode(m fs.FileMode) int64 {
 	return mode
 }
 
-// archiveEntry writes the tar entry for rel.
-func (w *Workspace) archiveEntry(ctx context.Context, tw *tar.Writer, rel string, fi fs.FileInfo, target string) error {
+// archiveEntry writes the tar entry for rel, named prefix+rel.
+func (w *Workspace) archiveEntry(ctx context.Context, tw *tar.Writer, prefix, rel string, fi fs.FileInfo, target string) error {
 	hdr := &tar.Header{
-		Name:    rel,
+		Name:    prefix + rel,
 		Mode:    tarMode(fi.Mode()),
 		ModTime: fi.ModTime().Truncate(1e9),
 	}

@@ -40,15 +40,10 @@ func (w *Workspace) Write(p string, r io.Reader, limit int64, overwrite bool) (i
 	if err := w.checkWriteTarget(p, name, overwrite); err != nil {
 		return 0, err
 	}
-	dir := path.Dir(name)
-	if dir != "." {
-		if err := w.root.MkdirAll(dir, dirPerm); err != nil {
-			if errors.Is(stripHostPath(err), syscall.ENOTDIR) || errors.Is(stripHostPath(err), fs.ErrExist) {
-				return 0, pathErr(p, ErrExists, "an element of the parent path exists and is not a directory")
-			}
-			return 0, mapErr(p, "create parent directories", err)
-		}
+	if err := w.ensureParent(p, name); err != nil {
+		return 0, err
 	}
+	dir := path.Dir(name)
 
 	tmp, f, err := w.createTemp(dir)
 	if err != nil {

@@ -5,6 +5,8 @@
 package all
 
 import (
+	// The Cloudflare Containers provider: agcluster.providers.cloudflare.
+	_ "github.com/agcluster/caddy-agcluster/providers/cloudflare"
 	// The Docker provider: agcluster.providers.docker.
 	_ "github.com/agcluster/caddy-agcluster/providers/docker"
 	// The Fly Machines provider: agcluster.providers.fly.

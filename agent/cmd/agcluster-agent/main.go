@@ -21,6 +21,11 @@
 //	                     files of branches it left in <dir>/branches), so an agent whose
 //	                     container is stopped and started again resumes its conversation
 //	                     (GET /health says "resumed": true). Unset: nothing survives a restart.
+//	AGENT_RESTORE        "1": wait, before opening the state directory and starting the CLI,
+//	                     until the control plane restores the disk with PUT /snapshot (a
+//	                     snapshot from GET /snapshot, or an empty body); for platforms whose
+//	                     containers start with an empty disk (Cloudflare). /health says
+//	                     "restoring" meanwhile.
 //	CLAUDE_BIN           the claude executable (default: claude on PATH)
 //	ANTHROPIC_BASE_URL   the Anthropic API (default https://api.anthropic.com)
 //	ANTHROPIC_API_KEY    optional key for queries that bring none
@@ -34,6 +39,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,6 +47,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,6 +92,7 @@ type settings struct {
 	defaultKey   string
 	warmUp       bool
 	stateDir     string
+	restore      bool // wait for PUT /snapshot before starting
 }
 
 func readSettings() (*settings, error) {
@@ -96,6 +105,7 @@ func readSettings() (*settings, error) {
 		defaultKey:   os.Getenv("ANTHROPIC_API_KEY"),
 		warmUp:       os.Getenv(agent.EnvWarmUp) == "1",
 		stateDir:     os.Getenv(agent.EnvStateDir),
+		restore:      os.Getenv(agent.EnvRestore) == "1",
 		turnTimeout:  30 * time.Minute,
 		toolTimeout:  10 * time.Minute,
 		maxFileBytes: 100 << 20,
@@ -164,20 +174,44 @@ func run() error {
 		return fmt.Errorf("%s: %w", agent.EnvWorkspace, err)
 	}
 	defer ws.Close()
-
-	var state *statefile.Store // nil without a state directory: nothing is kept
+	var stateFiles *workspace.Workspace // the state directory, for snapshots
 	if s.stateDir != "" {
-		if state, err = statefile.Open(s.stateDir); err != nil {
-			if !errors.Is(err, statefile.ErrCorrupt) {
-				return fmt.Errorf("%s: %w", agent.EnvStateDir, err)
-			}
-			logger.Warn("saved agent state ignored; starting a fresh conversation", zap.Error(err))
+		if stateFiles, err = workspace.Open(s.stateDir); err != nil {
+			return fmt.Errorf("%s: %w", agent.EnvStateDir, err)
 		}
-		if saved := state.Get(); saved.HasSession {
-			logger.Info("resuming the saved conversation", zap.String("session_id", saved.SessionID), zap.Int64("turns", saved.Turns))
+		defer stateFiles.Close()
+	}
+
+	// One listener and server for the whole life of the agent: the restore
+	// gate answers first (when asked for), then the API.
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	handler := &swapHandler{}
+	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- httpSrv.Serve(ln) }()
+	// The server stops first (letting requests end), then what it uses.
+	shutdown := sync.OnceFunc(func() {
+		logger.Info("shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = httpSrv.Shutdown(shutdownCtx)
+	})
+	defer shutdown()
+	if s.restore {
+		if err := awaitRestore(ctx, s, ws, stateFiles, handler, errc, logger); err != nil || ctx.Err() != nil {
+			return err
 		}
 	}
 
+	state, err := openState(s.stateDir, logger)
+	if err != nil {
+		return err
+	}
 	var runner *claude.Runner
 	proxy, err := keyproxy.New(s.upstream, func(status int) {
 		if runner != nil {
@@ -219,16 +253,12 @@ func run() error {
 		MaxFileBytes:  s.maxFileBytes,
 		Logger:        logger.Named("http"),
 		State:         state,
+		StateDir:      stateFiles,
 	})
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Addr: s.addr, Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.ListenAndServe() }()
+	handler.set(srv)
 	logger.Info("agent listening", zap.String("addr", s.addr), zap.String("workspace", s.workspace),
 		zap.String("config_id", s.config.ID))
 	select {
@@ -236,11 +266,101 @@ func run() error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = httpSrv.Shutdown(shutdownCtx)
+	shutdown()
 	return nil
+}
+
+// awaitRestore serves the restore gate until the control plane has
+// restored the disk (PUT /snapshot), the agent is asked to stop (ctx), or
+// the server fails.
+func awaitRestore(ctx context.Context, s *settings, ws, stateFiles *workspace.Workspace, handler *swapHandler, errc <-chan error, logger *zap.Logger) error {
+	gate, err := server.NewRestoreGate(server.RestoreOptions{
+		Token: s.token, Workspace: ws, StateDir: stateFiles, Logger: logger.Named("restore"),
+		// Requests from now on wait for the API instead of the gate's 503.
+		OnRestored: handler.hold,
+	})
+	if err != nil {
+		return err
+	}
+	handler.set(gate)
+	logger.Info("agent waiting for its snapshot", zap.String("addr", s.addr))
+	select {
+	case <-gate.Done():
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// openState opens the agent's saved state in dir (nil without one: nothing
+// is kept). A corrupt state is ignored: the conversation starts afresh.
+func openState(dir string, logger *zap.Logger) (*statefile.Store, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	state, err := statefile.Open(dir)
+	if err != nil {
+		if !errors.Is(err, statefile.ErrCorrupt) {
+			return nil, fmt.Errorf("%s: %w", agent.EnvStateDir, err)
+		}
+		logger.Warn("saved agent state ignored; starting a fresh conversation", zap.Error(err))
+	}
+	if saved := state.Get(); saved.HasSession {
+		logger.Info("resuming the saved conversation", zap.String("session_id", saved.SessionID), zap.Int64("turns", saved.Turns))
+	}
+	return state, nil
+}
+
+// swapHandler serves with the handler set last: the restore gate, then
+// the agent's API, on one listener. Between hold and the next set,
+// requests wait for the next handler.
+type swapHandler struct {
+	h    atomic.Pointer[http.Handler]
+	mu   sync.Mutex
+	wait chan struct{} // closed by set; nil when nothing is held
+}
+
+// set makes h the handler and releases held requests.
+func (s *swapHandler) set(h http.Handler) {
+	s.h.Store(&h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wait != nil {
+		close(s.wait)
+		s.wait = nil
+	}
+}
+
+// hold makes requests wait for the next set.
+func (s *swapHandler) hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wait == nil {
+		s.wait = make(chan struct{})
+	}
+}
+
+// ServeHTTP serves r with the current handler (503 before any is set).
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	wait := s.wait
+	s.mu.Unlock()
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	h := s.h.Load()
+	if h == nil {
+		w.Header().Set(agent.HeaderServer, "1")
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
+	}
+	(*h).ServeHTTP(w, r)
 }
 
 // droppedEnv are variables of the agent that the CLI must not see: its

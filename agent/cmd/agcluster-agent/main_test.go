@@ -1,8 +1,11 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/synctest"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -44,4 +47,33 @@ func TestClaudeEnvConfigDir(t *testing.T) {
 			assert.Equal(t, tt.want, got)
 		})
 	}
+}
+
+// TestSwapHandlerHold: between hold and the next set, requests wait and
+// are then served by the new handler; before any set the answer is 503.
+func TestSwapHandlerHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var h swapHandler
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/health", nil))
+		assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+		assert.Equal(t, "1", rec.Header().Get(agent.HeaderServer))
+
+		h.set(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+		h.hold()
+		served := make(chan int, 1)
+		go func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/stats", nil))
+			served <- rec.Code
+		}()
+		synctest.Wait() // the request is blocked, or done
+		select {
+		case code := <-served:
+			t.Fatalf("a held request was served (%d) before the next handler was set", code)
+		default:
+		}
+		h.set(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) }))
+		assert.Equal(t, http.StatusAccepted, <-served, "served by the handler set after the hold")
+	})
 }
