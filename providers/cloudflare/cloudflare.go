@@ -109,7 +109,7 @@ type Provider struct {
 
 	mu       sync.Mutex
 	inFlight map[string]struct{}  // agents this Provider is creating
-	sleeping providers.SleepSet   // agents this Provider put to sleep and has not woken
+	sleeping providers.IDSet      // agents this Provider put to sleep and has not woken
 	gone     map[string]time.Time // agents this Provider destroyed, and when
 	watchers map[*watch]struct{}  // live Events subscriptions
 }
