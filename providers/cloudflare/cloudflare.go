@@ -39,13 +39,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/providers/statepoll"
 )
 
 // Defaults applied to zero-valued [Options] fields.
@@ -107,11 +107,10 @@ type Provider struct {
 	tokens []byte // what agent tokens are derived from
 	logger *zap.Logger
 
-	mu       sync.Mutex
-	inFlight map[string]struct{}  // agents this Provider is creating
-	sleeping providers.IDSet      // agents this Provider put to sleep and has not woken
-	gone     map[string]time.Time // agents this Provider destroyed, and when
-	watchers map[*watch]struct{}  // live Events subscriptions
+	creating providers.IDSet           // agents this Provider is creating
+	sleeping providers.IDSet           // agents this Provider put to sleep and has not woken
+	gone     providers.GoneSet         // agents this Provider destroyed
+	poller   *statepoll.Poller[record] // Events' subscriptions
 }
 
 // New checks opts, applies defaults and makes the Worker's client. It does
@@ -126,15 +125,14 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256([]byte("agcluster cloudflare agent tokens\x00" + opts.Secret))
-	return &Provider{
-		opts:     opts,
-		api:      newAPI(opts.WorkerURL, opts.Secret, logger),
-		tokens:   sum[:],
-		logger:   logger,
-		inFlight: map[string]struct{}{},
-		gone:     map[string]time.Time{},
-		watchers: map[*watch]struct{}{},
-	}, nil
+	p := &Provider{
+		opts:   opts,
+		api:    newAPI(opts.WorkerURL, opts.Secret, logger),
+		tokens: sum[:],
+		logger: logger,
+	}
+	p.poller = p.newPoller()
+	return p, nil
 }
 
 // normalize applies defaults to zero-valued fields and checks the result.

@@ -56,8 +56,8 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	maps.Copy(env, spec.Env)
 
 	began := time.Now()
-	p.track(id, true)
-	defer p.track(id, false)
+	p.creating.Mark(id)
+	defer p.creating.Forget(id)
 	readyCtx, cancel := context.WithTimeout(ctx, time.Duration(p.opts.ReadyTimeout))
 	defer cancel()
 	var rec record
@@ -81,7 +81,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	if err := p.waitReady(readyCtx, inst); err != nil {
 		return nil, fmt.Errorf("%s: agent %s: %w", what, id, err)
 	}
-	p.noteRunning(inst)
+	p.poller.NoteRunning(inst)
 	p.logger.Info("agent container created",
 		zap.String("instance_id", id),
 		zap.String("session_id", spec.SessionID),
@@ -106,7 +106,7 @@ func (p *Provider) waitReady(ctx context.Context, inst *providers.Instance) erro
 func (p *Provider) cleanup(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupBudget)
 	defer cancel()
-	p.markGone(id)
+	p.gone.Mark(id)
 	if err := p.api.do(ctx, http.MethodDelete, agentPath(id, "?provider="+url.QueryEscape(p.Name())), nil, nil); err != nil {
 		if status, _ := codeOf(err); status != http.StatusNotFound {
 			p.logger.Warn("could not destroy an agent after a failed create", zap.String("instance_id", id), zap.Error(err))
@@ -118,7 +118,7 @@ func (p *Provider) cleanup(ctx context.Context, id string) {
 // snapshot and its metadata. An agent that no longer exists is not an
 // error; one of another provider is refused.
 func (p *Provider) Destroy(ctx context.Context, id string) error {
-	p.markGone(id)
+	p.gone.Mark(id)
 	p.sleeping.Forget(id)
 	err := p.api.do(ctx, http.MethodDelete, agentPath(id, "?provider="+url.QueryEscape(p.Name())), nil, nil)
 	if status, _ := codeOf(err); status == http.StatusNotFound {
@@ -142,7 +142,7 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 	}
 	out := make([]*providers.Instance, 0, len(recs))
 	for _, r := range recs {
-		if p.creating(r.ID) {
+		if p.creating.Has(r.ID) {
 			continue
 		}
 		out = append(out, p.instance(r))
@@ -182,49 +182,6 @@ func (p *Provider) instance(r record) *providers.Instance {
 		inst.Header = http.Header{HeaderWorkerAuth: {"Bearer " + p.opts.Secret}}
 	}
 	return inst
-}
-
-// track records agents this Provider is still creating, so List and
-// Events leave them out.
-func (p *Provider) track(id string, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.inFlight[id] = struct{}{}
-	} else {
-		delete(p.inFlight, id)
-	}
-}
-
-// creating reports whether this Provider is creating the agent now.
-func (p *Provider) creating(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.inFlight[id]
-	return ok
-}
-
-// markGone records an agent this Provider destroyed, so the watcher does
-// not report its disappearance as a death. Entries older than an hour are
-// dropped.
-func (p *Provider) markGone(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	for k, at := range p.gone {
-		if now.Sub(at) > time.Hour {
-			delete(p.gone, k)
-		}
-	}
-	p.gone[id] = now
-}
-
-// destroyed reports whether this Provider destroyed the agent.
-func (p *Provider) destroyed(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.gone[id]
-	return ok
 }
 
 // errNotRunning marks a woken agent the Worker does not report running.

@@ -61,7 +61,7 @@ func (p *Provider) Wake(ctx context.Context, id string) (*providers.Instance, er
 	if err := p.waitReady(readyCtx, inst); err != nil {
 		return nil, fmt.Errorf("cloudflare: wake agent %s: %w", id, err)
 	}
-	p.noteRunning(inst)
+	p.poller.NoteRunning(inst)
 	p.logger.Info("agent container awake",
 		zap.String("instance_id", id),
 		zap.String("session_id", inst.SessionID),
