@@ -99,8 +99,15 @@ func (c *cfEnv) waitNoContainers(t testing.TB) {
 func (c *cfEnv) containerOf(conv *conversation) string {
 	conv.t.Helper()
 	require.NotEmpty(conv.t, conv.sessionID)
-	ct, err := c.worker.AgentContainer(context.Background(), cfProvider, conv.sessionID)
-	require.NoError(conv.t, err)
+	return c.agentContainer(conv.t, conv.sessionID)
+}
+
+// agentContainer is the id of the container of the agent with id (empty
+// when it has none).
+func (c *cfEnv) agentContainer(t *testing.T, id string) string {
+	t.Helper()
+	ct, err := c.worker.AgentContainer(context.Background(), cfProvider, id)
+	require.NoError(t, err)
 	if ct == nil {
 		return ""
 	}
@@ -119,30 +126,13 @@ func TestCloudflare(t *testing.T) {
 	keys := []string{alice.key}
 
 	t.Run("answers streamed and whole", func(t *testing.T) {
-		for _, stream := range []bool{true, false} {
-			text := fmt.Sprintf("Answered on Cloudflare (stream %v).", stream)
-			c.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: text, ChunkChars: 4}})
-			got, sum := completeChat(t, g.client(alice.key), user("Hello, Cloudflare."), stream, conv(fmt.Sprintf("c-cf-%v", stream)))
-			assert.Equal(t, text, sum.Content)
-			assert.Equal(t, "stop", sum.FinishReason)
-			assert.Positive(t, got.Usage.CompletionTokens)
-		}
+		assertAnswers(t, c.env, g, alice.key, "Cloudflare")
 		assert.Len(t, c.containers(t), 2, "one container per conversation")
 	})
 
 	t.Run("a Bash turn runs in the container", func(t *testing.T) {
-		c.script(t, anthropictest.Script{Steps: []anthropictest.Step{{
-			Match: anthropictest.Match{LastUserTextContains: "count to three"},
-			Response: anthropictest.Response{Blocks: []anthropictest.Block{
-				anthropictest.ToolUse("Bash", map[string]string{"command": "seq 1 3 | tr '\\n' ' '; echo in-$(pwd) as-$(id -un)", "description": "count"}),
-			}},
-		}, {
-			Match:    anthropictest.Match{HasToolResult: ptr(true)},
-			Response: anthropictest.Response{Text: "Counted."},
-		}}})
-		content := alice.say(g, "Please count to three.")
-		assert.Contains(t, content, "1 2 3 in-/workspace as-agent", "the command's real output, run in the container's workspace")
-		assert.True(t, strings.HasSuffix(strings.TrimSpace(content), "Counted."), content)
+		content := bashTurn(t, c.env, g, alice, "echo in-$(pwd) as-$(id -un)")
+		assert.Contains(t, content, "1 2 3 in-/workspace as-agent", "run in the container's workspace")
 		assert.NotEmpty(t, c.containerOf(alice), "the agent's container runs")
 		assert.Equal(t, alice.sessionID, alice.session(g).AgentID, "the agent's Durable Object is named by the session id")
 	})
@@ -220,60 +210,21 @@ func TestCloudflareWrongSecret(t *testing.T) {
 	assert.Contains(t, c.worker.Logs(), "401 Unauthorized", "the Worker refused it")
 }
 
-// TestCloudflareSleepWakeAndRestart: an idle conversation's agent sleeps
-// (its disk saved to R2, its container removed: a Cloudflare container's
-// disk does not outlive it) and stays asleep across a Caddy restart; the
-// next message starts a new container with the disk restored from R2: the
-// files and the CLI's context are back. A second restart with the
-// container running continues the conversation in it.
+// TestCloudflareSleepWakeAndRestart: runSleepWakeAndRestart on
+// Cloudflare: asleep, the agent has no container (the Worker saved its disk
+// to R2 and stopped it); a wake starts a new container with the disk
+// restored; the restart with the container running keeps that one.
 func TestCloudflareSleepWakeAndRestart(t *testing.T) {
 	c := setupCloudflare(t)
-	c.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Noted."}})
-	conv := &conversation{t: t, key: "sk-ant-test-cf-sleep", id: "c-cf-sleep"}
-
-	first := c.gateway(t, cfOptions{}, gatewayOptions{keep: true, idle: "2s", extraApp: "retention 0"})
-	conv.say(first, "The secret fruit is a quince.")
-	put := api{t, first, conv.key}.do(http.MethodPut, "/api/agents/sessions/"+conv.sessionID+"/files/notes.txt", strings.NewReader("quince notes\n"), "text/plain")
-	require.Equal(t, http.StatusCreated, put.status, string(put.body))
-	before := c.containerOf(conv)
-	require.NotEmpty(t, before)
-	testenv.Eventually(t, time.Minute, func() bool { return conv.session(first).Status == "sleeping" },
-		"the idle conversation did not go to sleep")
-	assert.Empty(t, c.containerOf(conv), "asleep, the agent has no container")
+	runSleepWakeAndRestart(t, c.env, sleepScenario{
+		start:       func(t *testing.T, o gatewayOptions) *gateway { return c.gateway(t, cfOptions{}, o) },
+		asleep:      func(t *testing.T, id string) bool { return c.agentContainer(t, id) == "" },
+		awake:       func(t *testing.T, id string) bool { return c.agentContainer(t, id) != "" },
+		incarnation: c.agentContainer,
+	}, &conversation{t: t, key: "sk-ant-test-cf-sleep", id: "c-cf-sleep"})
+	assert.Len(t, c.containers(t), 1)
 	stored, err := c.worker.Stored()
 	require.NoError(t, err)
 	assert.Contains(t, stored, "workspace/notes.txt", "the workspace is in R2")
 	assert.Contains(t, stored, "The secret fruit is a quince.", "and the CLI's session")
-
-	first.stop(t)
-	second := c.gateway(t, cfOptions{}, gatewayOptions{keep: true, extraApp: "retention 0"})
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(second.adminSessions(t)) == 1 },
-		"the restarted gateway did not rediscover the sleeping conversation")
-	assert.Equal(t, "sleeping", conv.session(second).Status)
-	assert.Empty(t, c.containers(t), "rediscovery does not wake it")
-
-	c.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "The fruit is a quince."}})
-	assert.Equal(t, "The fruit is a quince.", conv.say(second, "Which fruit?"), "no note: nothing was lost")
-	last := c.lastCLIRequest(t)
-	assert.Contains(t, last.AllText(), "The secret fruit is a quince.", "the woken agent kept its context")
-	assert.Equal(t, "Which fruit?", last.LastUserText(), "the client's history was not re-sent as a seed")
-	woken := c.containerOf(conv)
-	assert.NotEmpty(t, woken)
-	assert.NotEqual(t, before, woken, "a new container, its disk restored from R2")
-	get := api{t, second, conv.key}.do(http.MethodGet, "/api/agents/sessions/"+conv.sessionID+"/files/notes.txt", nil, "")
-	require.Equal(t, http.StatusOK, get.status)
-	assert.Equal(t, "quince notes\n", string(get.body), "the workspace survived")
-
-	// Caddy restarts while the container runs: the conversation goes on there.
-	second.stop(t)
-	assert.Equal(t, woken, c.containerOf(conv), "shutdown keep leaves the container running")
-	third := c.gateway(t, cfOptions{}, gatewayOptions{})
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(third.adminSessions(t)) == 1 },
-		"the restarted gateway did not rediscover the running conversation")
-	c.script(t, anthropictest.Script{Default: &anthropictest.Response{Text: "Yes, a quince."}})
-	assert.Equal(t, "Yes, a quince.", conv.say(third, "Still a quince?"))
-	assert.Contains(t, c.lastCLIRequest(t).AllText(), "Which fruit?")
-	assert.Equal(t, woken, c.containerOf(conv), "the same container")
-	assert.Len(t, c.containers(t), 1)
-	assert.Equal(t, int64(3), conv.session(third).Turns)
 }
