@@ -208,6 +208,9 @@ func TestKubernetes(t *testing.T) {
 		lost := k.pod(t, name)
 		require.NotNil(t, lost)
 		require.NoError(t, k.kube.Admin.CoreV1().Pods(k.kube.Namespace).Delete(context.Background(), name, metav1.DeleteOptions{}))
+		// The kubelet stops a deleted pod gracefully (it answers until then):
+		// the next message is sent once it is gone.
+		testenv.Eventually(t, time.Minute, func() bool { return k.pod(t, name) == nil }, "the deleted pod did not go")
 
 		content := carol.send(g, chatRequest([]openai.ChatCompletionMessageParamUnion{
 			openai.UserMessage("Remember the number 4711."),
