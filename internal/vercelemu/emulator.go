@@ -19,6 +19,7 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/internal/apirecord"
 	"github.com/agcluster/caddy-agcluster/internal/dockerwatch"
+	"github.com/agcluster/caddy-agcluster/internal/emuengine"
 	"github.com/agcluster/caddy-agcluster/internal/emuhttp"
 	"github.com/agcluster/caddy-agcluster/internal/randhex"
 )
@@ -169,18 +170,11 @@ func (o Options) validate() error {
 // connect makes the Docker client (unless given) and checks the engine,
 // the base image and the network.
 func (e *Emulator) connect(ctx context.Context) error {
-	if e.cli == nil {
-		cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-		if err != nil {
-			return fmt.Errorf("vercelemu: docker client: %w", err)
-		}
-		e.cli, e.ownCli = cli, true
-	}
-	info, err := e.cli.Info(ctx)
+	eng, err := emuengine.Connect(ctx, "vercelemu", e.cli)
 	if err != nil {
-		return fmt.Errorf("vercelemu: docker engine: %w", err)
+		return err
 	}
-	e.ncpu = max(info.NCPU, 1)
+	e.cli, e.ownCli, e.ncpu = eng.Client, eng.Own, eng.NCPU
 	if _, err := e.cli.ImageInspect(ctx, e.opts.Image); err != nil {
 		return fmt.Errorf("vercelemu: base image %q (build it with make base-image): %w", e.opts.Image, err)
 	}
