@@ -11,6 +11,8 @@ package agent
 
 import (
 	"encoding/json"
+	"maps"
+	"slices"
 )
 
 // EventType names the kind of an [Event].
@@ -332,6 +334,35 @@ type Stats struct {
 	// start, on the first), in percent of one CPU, for the whole container
 	// when cgroup figures are readable, else for the agent and the CLI.
 	CPUPercent float64 `json:"cpu_percent"`
+	// IdleSeconds is how long ago the agent was last used: the end of its
+	// latest turn (or its start, before any), 0 while a turn runs. Gateways
+	// sharing the agent ask it before putting it to sleep: any of them may
+	// have used it last.
+	IdleSeconds float64 `json:"idle_seconds"`
+}
+
+// Transcript is the body of GET and PUT /transcript: the gateways' record
+// of the conversation, kept with the agent (and across its sleeps) so that
+// any gateway serving the conversation finds it. The agent stores it and
+// never reads it.
+type Transcript struct {
+	// Tip is the fingerprint of the transcript the client sends back after
+	// the latest turn ("" before the first).
+	Tip string `json:"tip,omitempty"`
+	// Turns maps the fingerprint after each finished turn to the agent's
+	// id for that turn (agent.Result.TurnID): the points a request can
+	// branch from.
+	Turns map[string]string `json:"turns,omitempty"`
+	// SentHistory tells that the client sends the conversation's history
+	// with its messages.
+	SentHistory bool `json:"sent_history,omitempty"`
+	// Names are the client conversation ids bound to the conversation
+	// after it was made (a client that sent its id from the second message
+	// on).
+	Names []string `json:"names,omitempty"`
+	// Pending are the ids of the client tool calls the agent's turn waits
+	// for.
+	Pending []string `json:"pending,omitempty"`
 }
 
 // ProcessStats is one process's resource use.
@@ -377,4 +408,16 @@ type ErrorDetail struct {
 	Code string `json:"code"`
 	// Message is a human-readable explanation.
 	Message string `json:"message"`
+}
+
+// Clone returns a deep copy of t.
+func (t *Transcript) Clone() *Transcript {
+	if t == nil {
+		return nil
+	}
+	c := *t
+	c.Turns = maps.Clone(t.Turns)
+	c.Names = slices.Clone(t.Names)
+	c.Pending = slices.Clone(t.Pending)
+	return &c
 }

@@ -191,7 +191,7 @@ func (h *Handler) authed(next func(http.ResponseWriter, *http.Request, Caller)) 
 // owned identifies the caller and finds the session, which must be theirs.
 func (h *Handler) owned(next func(http.ResponseWriter, *http.Request, Caller, *session.Session)) http.HandlerFunc {
 	return h.authed(func(w http.ResponseWriter, r *http.Request, c Caller) {
-		s, err := h.opts.Manager.Get(c.Owner, r.PathValue("id"))
+		s, err := h.opts.Manager.Find(r.Context(), c.Owner, r.PathValue("id"))
 		if err != nil {
 			notFound(fmt.Sprintf("no session %q", r.PathValue("id"))).Write(w)
 			return
@@ -327,7 +327,8 @@ func SessionRequest(owner string, cfg *agent.Config) (session.Request, *openai.E
 	return req, nil
 }
 
-func (h *Handler) listSessions(w http.ResponseWriter, _ *http.Request, c Caller) {
+func (h *Handler) listSessions(w http.ResponseWriter, r *http.Request, c Caller) {
+	h.opts.Manager.Sync(r.Context())
 	out := []SessionView{}
 	for _, s := range h.opts.Manager.List(c.Owner) {
 		out = append(out, view(s))

@@ -81,6 +81,7 @@ func adminSessions(w http.ResponseWriter, r *http.Request) error {
 	id := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/agcluster/sessions"), "/")
 	switch {
 	case r.Method == http.MethodGet && id == "":
+		m.Sync(r.Context())
 		out := []adminSession{}
 		for _, s := range m.List("") {
 			out = append(out, adminSession{
@@ -92,6 +93,7 @@ func adminSessions(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", "application/json")
 		return json.NewEncoder(w).Encode(out)
 	case r.Method == http.MethodDelete && id != "":
+		m.Sync(r.Context())
 		for _, s := range m.List("") {
 			if s.ID == id {
 				if err := m.Delete(s.Key.Owner, id); err != nil {

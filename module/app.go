@@ -468,7 +468,7 @@ func loadState(logger *zap.Logger) (*state, error) {
 		st := &state{logger: logger, providers: map[string]*liveProvider{}, discovered: map[string]bool{}}
 		st.pool = session.NewPool(session.PoolOptions{Source: st, Providers: st.provider, Logger: logger.Named("warm_pool")})
 		st.manager = session.NewManager(session.Options{
-			Source: st.pool, Providers: st.provider, Logger: logger.Named("session"), OnWake: observeWake,
+			Source: st.pool, Providers: st.provider, AllProviders: st.allProviders, Logger: logger.Named("session"), OnWake: observeWake,
 		})
 		st.lifecycle = &session.Lifecycle{Manager: st.manager, Pool: st.pool, Logger: logger}
 		return st, nil
@@ -545,6 +545,19 @@ func (s *state) provider(name string) (providers.Provider, bool) {
 		return nil, false
 	}
 	return lp.Provider, true
+}
+
+// allProviders lists the configured providers.
+func (s *state) allProviders() []providers.Provider {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]providers.Provider, 0, len(s.providers))
+	for _, lp := range s.providers {
+		if !lp.removed {
+			out = append(out, lp.Provider)
+		}
+	}
+	return out
 }
 
 // Get creates an instance with the provider spec names, or the default

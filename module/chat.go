@@ -64,8 +64,9 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	t := &chatTurn{h: h, w: w, r: r, req: req, key: caller.Key, results: req.ToolResults()}
 	sreq.Prefixes = openai.PrefixFingerprints(t.known())
+	sreq.Opening = openai.OpeningFingerprint(req.Messages)
 	if id := strings.TrimSpace(r.Header.Get("X-Session-ID")); id != "" {
-		if _, err := h.app.Manager().Get(caller.Owner, id); err == nil {
+		if _, err := h.app.Manager().Find(r.Context(), caller.Owner, id); err == nil {
 			// A launched session, continued by its id.
 			sreq.SessionID = id
 		}

@@ -159,6 +159,19 @@ func Fingerprint(msgs []Message) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// OpeningFingerprint is the [Fingerprint] of msgs up to and including the
+// first user message: how a conversation opened, which its later requests
+// send again ("" when msgs has no user message). Gateways sharing a fleet
+// name a conversation sent without an id by it.
+func OpeningFingerprint(msgs []Message) string {
+	for i := range msgs {
+		if msgs[i].Role == RoleUser {
+			return Fingerprint(msgs[:i+1])
+		}
+	}
+	return ""
+}
+
 // PrefixFingerprints returns the fingerprint of every prefix of msgs:
 // element i is [Fingerprint](msgs[:i]), for i from 0 to len(msgs). It
 // hashes each message once: the hash of a prefix is the running hash's

@@ -11,6 +11,11 @@
 //   - [Expirer]: the platform stops agents at a known time, and may let
 //     that time be extended.
 //   - [Pinger]: the backend can be asked whether it is reachable.
+//   - [Finder]: a session's agent can be looked up by its session id
+//     without listing every agent (gateways sharing a fleet look up
+//     conversations they have not seen).
+//   - [Claimer]: a warm-pool agent can be given its session's name, once,
+//     so that two gateways never hand out two agents for one conversation.
 //
 // Each provider lives in its own sub-package, registers its own Caddy
 // guest module agcluster.providers.<kind>, and passes the shared
@@ -24,6 +29,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"time"
@@ -98,8 +104,47 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
+// Finder is a provider that can look up a session's agent directly (by
+// the name it gave it), where [Find] would otherwise list every agent.
+type Finder interface {
+	// Find returns the agent of the session sessionID, running or not; an
+	// error wrapping [ErrGone] when there is none. An agent handed out by
+	// a warm pool is found once [Claimer.Claim] named it.
+	Find(ctx context.Context, sessionID string) (*Instance, error)
+}
+
+// Claimer is a provider that can give a warm-pool agent its session's
+// identity atomically, on the backend's own uniqueness (a container
+// name), so that the session's agent is found by [Finder.Find] and a
+// second claim or creation for the session fails.
+type Claimer interface {
+	// Claim names inst (an unbound warm-pool agent) for spec's session and
+	// returns it as the session's. When the session has an agent already
+	// the error wraps [ErrExists] and inst stays in the pool as it was.
+	Claim(ctx context.Context, inst *Instance, spec Spec) (*Instance, error)
+}
+
+// Find returns the agent of session sessionID from p: through [Finder]
+// when p has it, else by listing p's agents. An error wrapping [ErrGone]
+// means there is none.
+func Find(ctx context.Context, p Provider, sessionID string) (*Instance, error) {
+	if f, ok := p.(Finder); ok {
+		return f.Find(ctx, sessionID)
+	}
+	insts, err := p.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, inst := range insts {
+		if inst.SessionID == sessionID {
+			return inst, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: no agent for session %q: %w", p.Name(), sessionID, ErrGone)
+}
+
 // Capabilities lists the optional interfaces p implements, by name
-// ("sleep", "events", "expiry", "ping"), for status pages.
+// ("sleep", "events", "expiry", "ping", "find", "claim"), for status pages.
 func Capabilities(p Provider) []string {
 	var caps []string
 	if _, ok := p.(Sleeper); ok {
@@ -113,6 +158,12 @@ func Capabilities(p Provider) []string {
 	}
 	if _, ok := p.(Pinger); ok {
 		caps = append(caps, "ping")
+	}
+	if _, ok := p.(Finder); ok {
+		caps = append(caps, "find")
+	}
+	if _, ok := p.(Claimer); ok {
+		caps = append(caps, "claim")
 	}
 	return caps
 }
@@ -273,6 +324,10 @@ var (
 	ErrNotReady = errors.New("agent did not become ready")
 	// ErrGone: the agent, or its workspace, no longer exists.
 	ErrGone = errors.New("agent no longer exists")
+	// ErrExists: the session has an agent already (made by another
+	// gateway sharing the backend, or by an earlier attempt): creating or
+	// claiming one again fails on the backend's uniqueness of names.
+	ErrExists = errors.New("the session has an agent already")
 	// ErrUnsupported: the platform cannot do what was asked (a limit it
 	// cannot apply, an extension it does not offer).
 	ErrUnsupported = errors.New("not supported by this provider")

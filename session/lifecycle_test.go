@@ -186,7 +186,9 @@ func TestLostAgentFoundByTheTurn(t *testing.T) {
 
 	l, answer := turn(t, m, req, "two")
 	assert.True(t, l.Restarted, "the conversation starts over, told so")
-	assert.NotEqual(t, lost.ID, l.Session.ID)
+	assert.NotSame(t, lost, l.Session)
+	assert.Equal(t, lost.ID, l.Session.ID, "the conversation's session id is derived from it")
+	assert.NotEqual(t, lost.Instance().ID, l.Session.Instance().ID)
 	assert.Equal(t, "turn 1: two", answer, "a new agent")
 	assert.Equal(t, 2, mem.Creates())
 }

@@ -81,6 +81,9 @@ type Options struct {
 	// Providers finds a provider by name, for sleeping, waking and
 	// reconciling agents (nil: no agent sleeps; idle ones are destroyed).
 	Providers func(name string) (providers.Provider, bool)
+	// AllProviders lists the configured providers, for Sync (nil: Sync
+	// does nothing).
+	AllProviders func() []providers.Provider
 	// IdleTimeout puts sessions unused this long to sleep, or destroys
 	// them when their provider cannot sleep (0 = never).
 	IdleTimeout time.Duration
@@ -126,6 +129,8 @@ type Session struct {
 	Created time.Time
 	// Warm reports that the session's agent came ready from the warm pool.
 	Warm bool
+
+	needsTranscript bool // found on the backend: its transcript is the agent's to tell
 
 	idleTimeout time.Duration // 0 = the manager's
 	busy        atomic.Bool
@@ -235,16 +240,18 @@ type entry struct {
 type Manager struct {
 	opts Options
 
-	mu           sync.Mutex
-	byKey        map[Key]*entry
-	byID         map[string]*Session
-	byFP         map[string]*Session // owner + "\x00" + a transcript fingerprint of the session
-	pending      int                 // creations in progress
-	waking       int                 // wakes in progress
-	perOwner     map[string]int      // sessions, awake or asleep, and creations in progress
-	ownerPending map[string]int      // creations and wakes in progress
-	died         map[Key]time.Time   // conversations whose agent was lost, until their next session
-	closed       bool
+	mu            sync.Mutex
+	byKey         map[Key]*entry
+	byID          map[string]*Session
+	byFP          map[string]*Session // owner + "\x00" + a transcript fingerprint of the session
+	pending       int                 // creations in progress
+	waking        int                 // wakes in progress
+	perOwner      map[string]int      // sessions, awake or asleep, and creations in progress
+	ownerPending  map[string]int      // creations and wakes in progress
+	ownerCreating map[string]int      // creations in progress
+	died          map[Key]time.Time   // conversations whose agent was lost, until their next session
+	closed        bool
+	synced        time.Time // the latest Sync
 
 	idleTimeout atomic.Int64  // time.Duration; changed by Reconfigure
 	retention   atomic.Int64  // time.Duration; changed by Reconfigure
@@ -266,16 +273,17 @@ func NewManager(opts Options) *Manager {
 		opts.MaxConcurrentCreates = 4
 	}
 	m := &Manager{
-		opts:         opts,
-		byKey:        map[Key]*entry{},
-		byID:         map[string]*Session{},
-		byFP:         map[string]*Session{},
-		perOwner:     map[string]int{},
-		ownerPending: map[string]int{},
-		died:         map[Key]time.Time{},
-		stop:         make(chan struct{}),
-		rearm:        make(chan struct{}, 1),
-		creating:     make(chan struct{}, opts.MaxConcurrentCreates),
+		opts:          opts,
+		byKey:         map[Key]*entry{},
+		byID:          map[string]*Session{},
+		byFP:          map[string]*Session{},
+		perOwner:      map[string]int{},
+		ownerPending:  map[string]int{},
+		ownerCreating: map[string]int{},
+		died:          map[Key]time.Time{},
+		stop:          make(chan struct{}),
+		rearm:         make(chan struct{}, 1),
+		creating:      make(chan struct{}, opts.MaxConcurrentCreates),
 	}
 	m.idleTimeout.Store(int64(opts.IdleTimeout))
 	m.retention.Store(int64(opts.Retention))
@@ -347,10 +355,14 @@ func (m *Manager) Adopt(insts []*providers.Instance) int {
 			// A gateway-made id ("conv_...") means the client named none.
 			clientNamed: !strings.HasPrefix(key.Conversation, generatedConversation),
 		}
+		s.needsTranscript = true
 		s.setInstance(inst, inst.State == providers.StateStopped)
 		s.lastUsed.Store(time.Now().UnixNano())
 		if inst.State != providers.StateStopped {
-			go s.learnTurns(context.Background())
+			go func() {
+				s.learnTurns(context.Background())
+				m.loadTranscript(context.Background(), s)
+			}()
 		}
 		e := &entry{ready: make(chan struct{}), session: s}
 		close(e.ready)
@@ -377,6 +389,11 @@ type Request struct {
 	// transcript matches the longest of them; one with an id new to the
 	// gateway adopts such a session if no client id names it yet.
 	Prefixes []string
+	// Opening is how the conversation opened (openai.OpeningFingerprint of
+	// the request's messages): a request without a conversation id that no
+	// gateway placed by its history is named by it, so that any gateway
+	// finds the conversation again.
+	Opening string
 	// Provider names the provider for a new session's agent.
 	Provider string
 	// ConfigID and Config describe the agent to create if none exists.
@@ -414,8 +431,10 @@ type Lease struct {
 }
 
 // Acquire finds or creates the conversation's session, wakes its agent if
-// it sleeps, and reserves it for one turn. Concurrent first requests for
-// one conversation create a single instance; a request for a session that
+// it sleeps, and reserves it for one turn. A conversation this gateway has
+// not seen is looked up on its provider's backend first (another gateway
+// may serve it); concurrent first requests for one conversation, on this
+// gateway or several, create a single agent. A request for a session that
 // is running a turn (or waking) gets ErrBusy.
 func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 	m.mu.Lock()
@@ -442,53 +461,240 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 			}
 		}
 	}
+	if key.Conversation != "" {
+		if e, ok := m.byKey[key]; ok {
+			m.mu.Unlock()
+			return m.leaseEntry(ctx, e, req)
+		}
+	}
+	m.mu.Unlock()
 	if key.Conversation == "" {
-		key.Conversation = generatedConversation + randomID()
+		return m.acquireUnnamed(ctx, req)
 	}
+	return m.acquireNamed(ctx, key, req)
+}
+
+// leaseEntry waits for e's creation (or lookup) to end and leases its
+// session.
+func (m *Manager) leaseEntry(ctx context.Context, e *entry, req Request) (*Lease, error) {
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if e.err != nil {
+		return nil, e.err
+	}
+	return m.leaseAwake(ctx, e.session, req)
+}
+
+// reserve claims key on this gateway for a lookup or creation that others
+// wait for. It returns nil and the existing entry when key is taken.
+func (m *Manager) reserve(key Key) (mine, existing *entry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if e, ok := m.byKey[key]; ok {
-		m.mu.Unlock()
-		select {
-		case <-e.ready:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if e.err != nil {
-			return nil, e.err
-		}
-		return m.leaseAwake(ctx, e.session, req)
-	}
-	if err := m.checkCreateLimitsLocked(req.Owner); err != nil {
-		m.mu.Unlock()
-		return nil, err
+		return nil, e
 	}
 	e := &entry{ready: make(chan struct{})}
 	m.byKey[key] = e
+	return e, nil
+}
+
+// settle ends the reservation e of key: with s registered under key (and
+// counted in its owner's conversations), or with err for whoever waits on
+// e.
+func (m *Manager) settle(e *entry, key Key, s *Session, err error) *Session {
+	m.mu.Lock()
+	if err != nil {
+		delete(m.byKey, key)
+		e.err = err
+	} else {
+		if known, ok := m.byID[s.ID]; ok {
+			s = known // found meanwhile under another of its ids
+		} else {
+			m.byID[s.ID] = s
+			m.perOwner[s.Key.Owner]++
+			for _, fp := range s.transcriptFingerprints() {
+				m.byFP[s.Key.Owner+"\x00"+fp] = s
+			}
+			if s.Key != key {
+				if se, ok := m.byKey[s.Key]; !ok || se == e {
+					m.byKey[s.Key] = e
+				}
+			}
+		}
+		e.session = s
+	}
+	m.mu.Unlock()
+	close(e.ready)
+	return s
+}
+
+// acquireNamed serves a conversation id this gateway does not know: its
+// agent on the backend (by the id's session name, else, for a client that
+// names its conversation from the second message on, by how it opened),
+// else a new one. A creation that loses a race with another gateway
+// adopts the winner's agent.
+func (m *Manager) acquireNamed(ctx context.Context, key Key, req Request) (*Lease, error) {
+	e, existing := m.reserve(key)
+	if e == nil {
+		return m.leaseEntry(ctx, existing, req)
+	}
+	id := IDFor(key)
+	for attempt := 0; ; attempt++ {
+		s, err := m.findOnBackend(ctx, req.Provider, id, key)
+		if err == nil && s == nil && len(req.Prefixes) > 1 {
+			s, err = m.findByOpening(ctx, key, req)
+		}
+		if err != nil || s != nil {
+			if s = m.settle(e, key, s, err); err != nil {
+				return nil, err
+			}
+			if s.Key != key {
+				m.mu.Lock()
+				s.mu.Lock()
+				s.aliases = append(s.aliases, key)
+				s.clientNamed = true
+				s.mu.Unlock()
+				m.mu.Unlock()
+			}
+			return m.leaseAwake(ctx, s, req)
+		}
+		l, err := m.createReserved(ctx, e, key, id, req)
+		if errors.Is(err, providers.ErrExists) && attempt < 3 {
+			// Another gateway made it meanwhile: adopt it.
+			if e, existing = m.reserve(key); e == nil {
+				return m.leaseEntry(ctx, existing, req)
+			}
+			continue
+		}
+		return l, err
+	}
+}
+
+// acquireUnnamed serves a request without a conversation id that this
+// gateway cannot place by its history: the conversation another gateway
+// serves (found by how it opened), or a new one named by its opening
+// (openingConversation), so that any gateway finds it again.
+func (m *Manager) acquireUnnamed(ctx context.Context, req Request) (*Lease, error) {
+	if req.Opening == "" {
+		return m.acquireNew(ctx, Key{Owner: req.Owner, Conversation: generatedConversation + randomID()}, req)
+	}
+	start := 0
+	if len(req.Prefixes) > 1 {
+		s, n, err := m.probeOpenings(ctx, req.Owner, req, func(s *Session) bool { return s.continues(req.Prefixes) })
+		if err != nil {
+			return nil, err
+		}
+		if s != nil {
+			return m.leaseAwake(ctx, s, req)
+		}
+		start = n
+	}
+	for n := start; n < maxOpenings; n++ {
+		key := Key{Owner: req.Owner, Conversation: openingConversation(req.Opening, n)}
+		l, err := m.acquireNew(ctx, key, req)
+		if errors.Is(err, errTaken) || errors.Is(err, providers.ErrExists) {
+			continue // another conversation opened the same way
+		}
+		return l, err
+	}
+	return m.acquireNew(ctx, Key{Owner: req.Owner, Conversation: generatedConversation + randomID()}, req)
+}
+
+// errTaken: the key is in use on this gateway.
+var errTaken = errors.New("conversation id in use")
+
+// acquireNew creates key's conversation, unless this gateway has it
+// (errTaken) or the backend does (providers.ErrExists).
+func (m *Manager) acquireNew(ctx context.Context, key Key, req Request) (*Lease, error) {
+	e, _ := m.reserve(key)
+	if e == nil {
+		return nil, errTaken
+	}
+	return m.createReserved(ctx, e, key, IDFor(key), req)
+}
+
+// findByOpening finds the conversation a client that now names it (key)
+// opened without an id, on another gateway: the agent whose transcript
+// names key, or continues the request's history and has no client id yet.
+func (m *Manager) findByOpening(ctx context.Context, key Key, req Request) (*Session, error) {
+	if req.Opening == "" {
+		return nil, nil
+	}
+	s, _, err := m.probeOpenings(ctx, key.Owner, req, func(s *Session) bool {
+		return s.named(key.Conversation) || (!s.isClientNamed() && s.continues(req.Prefixes))
+	})
+	return s, err
+}
+
+// probeOpenings looks on the backend at the owner's conversations named
+// by req's opening, in order, for the first that match accepts (woken if
+// asleep, to read its transcript). It returns that session, or nil and the
+// index of the first name no agent has.
+func (m *Manager) probeOpenings(ctx context.Context, owner string, req Request, match func(*Session) bool) (*Session, int, error) {
+	for n := 0; n < maxOpenings; n++ {
+		key := Key{Owner: owner, Conversation: openingConversation(req.Opening, n)}
+		m.mu.Lock()
+		e, local := m.byKey[key]
+		m.mu.Unlock()
+		if local {
+			continue // this gateway's own, and not a match by history
+		}
+		s, err := m.findOnBackend(ctx, req.Provider, IDFor(key), key)
+		if err != nil {
+			return nil, 0, err
+		}
+		if s == nil {
+			return nil, n, nil
+		}
+		if s.Asleep() {
+			if err := m.wakeFound(ctx, s); err != nil {
+				continue
+			}
+			m.loadTranscript(ctx, s)
+		}
+		if !match(s) {
+			continue
+		}
+		if e, _ = m.reserve(key); e == nil {
+			continue
+		}
+		return m.settle(e, key, s, nil), 0, nil
+	}
+	return nil, maxOpenings, nil
+}
+
+// createReserved creates the agent of key (reserved as e on this gateway)
+// as session id and leases it for the first turn.
+func (m *Manager) createReserved(ctx context.Context, e *entry, key Key, id string, req Request) (*Lease, error) {
+	m.mu.Lock()
+	if err := m.checkCreateLimitsLocked(req.Owner); err != nil {
+		m.mu.Unlock()
+		m.settle(e, key, nil, err)
+		return nil, err
+	}
 	m.pending++
-	m.perOwner[req.Owner]++
 	m.ownerPending[req.Owner]++
+	m.ownerCreating[req.Owner]++
 	timeout := m.opts.CreateTimeout
 	m.mu.Unlock()
 
-	s, err := m.create(ctx, key, req, timeout)
+	s, err := m.create(ctx, key, id, req, timeout)
 
 	m.mu.Lock()
 	m.pending--
 	m.decOwnerLocked(m.ownerPending, req.Owner)
-	if err != nil {
-		delete(m.byKey, key)
-		m.decOwnerLocked(m.perOwner, req.Owner)
-		e.err = err
-	} else {
-		e.session = s
-		s.clientNamed = req.Conversation != ""
-		m.byID[s.ID] = s
-	}
+	m.decOwnerLocked(m.ownerCreating, req.Owner)
 	closed := m.closed
 	m.mu.Unlock()
-	close(e.ready)
 	if err != nil {
+		m.settle(e, key, nil, err)
 		return nil, err
 	}
+	s.clientNamed = !strings.HasPrefix(key.Conversation, generatedConversation)
+	m.settle(e, key, s, nil)
 	if closed {
 		m.destroy(s, "shutdown")
 		return nil, ErrClosed
@@ -512,12 +718,17 @@ func (m *Manager) Acquire(ctx context.Context, req Request) (*Lease, error) {
 // over (a new agent, marked Restarted), unless req named the session by id.
 func (m *Manager) leaseAwake(ctx context.Context, s *Session, req Request) (*Lease, error) {
 	l, err := m.lease(ctx, s, false)
-	if err != nil || !s.Asleep() {
+	if err != nil {
 		return l, err
 	}
-	err = m.wake(ctx, s)
+	if !s.Asleep() {
+		l.Woke = m.refresh(ctx, s)
+		return l, nil
+	}
+	err = m.wakeFound(ctx, s)
 	if err == nil {
 		l.Woke = true
+		m.loadTranscript(ctx, s)
 		return l, nil
 	}
 	l.end(false)
@@ -542,7 +753,8 @@ func (m *Manager) lose(s *Session, err error) {
 	m.mu.Unlock()
 	m.opts.Logger.Warn("session agent is gone; the conversation starts over in a new agent",
 		zap.String("session_id", s.ID), zap.String("instance_id", s.Instance().ID), zap.Error(err))
-	go m.destroy(s, "gone")
+	// Before the conversation's next agent is made: it takes the same name.
+	m.destroy(s, "gone")
 }
 
 // Wake wakes the session's agent if it sleeps, for calls that need the
@@ -560,7 +772,7 @@ func (m *Manager) Wake(ctx context.Context, s *Session) error {
 	if !s.Asleep() {
 		return nil
 	}
-	return m.wake(ctx, s)
+	return m.wakeFound(ctx, s)
 }
 
 // wake starts a sleeping session's agent through its provider. The
@@ -718,7 +930,7 @@ func (m *Manager) checkCreateLimitsLocked(owner string) error {
 	if n := m.opts.MaxConversations; n > 0 && len(m.byID)+m.pending >= n {
 		return fmt.Errorf("%w: all %d conversations are in use; delete one or try again later", ErrLimit, n)
 	}
-	if n := m.opts.MaxConversationsPerOwner; n > 0 && m.perOwner[owner] >= n {
+	if n := m.opts.MaxConversationsPerOwner; n > 0 && m.perOwner[owner]+m.ownerCreating[owner] >= n {
 		return fmt.Errorf("%w: you already have %d conversations, the most allowed; delete one to start another", ErrLimit, n)
 	}
 	return m.checkLiveLimitsLocked(owner)
@@ -752,12 +964,11 @@ func (m *Manager) decOwnerLocked(counts map[string]int, owner string) {
 	}
 }
 
-func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time.Duration) (*Session, error) {
+func (m *Manager) create(ctx context.Context, key Key, id string, req Request, timeout time.Duration) (*Session, error) {
 	// A creation may be shared by several requests: it must not fail
 	// because the first requester went away.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	id := "sess_" + randomID()
 	start := time.Now()
 	spec := providers.Spec{
 		Provider:     req.Provider,
@@ -800,8 +1011,8 @@ func (m *Manager) create(ctx context.Context, key Key, req Request, timeout time
 // otherwise creates one when a creation slot is free.
 func (m *Manager) instance(ctx context.Context, spec providers.Spec) (_ *providers.Instance, warm bool, _ error) {
 	if ws, ok := m.opts.Source.(WarmSource); ok {
-		if inst := ws.Take(ctx, spec); inst != nil {
-			return inst, true, nil
+		if inst, err := ws.Take(ctx, spec); inst != nil || err != nil {
+			return inst, true, err
 		}
 	}
 	select {
@@ -925,7 +1136,7 @@ func (l *Lease) call(ctx context.Context, start func(*agentclient.Client) (*agen
 	}
 	l.m.opts.Logger.Warn("session agent unreachable; waking it", zap.String("session_id", s.ID),
 		zap.String("instance_id", s.Instance().ID), zap.Error(err))
-	if werr := l.m.wake(ctx, s); werr != nil {
+	if werr := l.m.wakeFound(ctx, s); werr != nil {
 		if errors.Is(werr, providers.ErrGone) {
 			l.end(false)
 			l.m.lose(s, werr)
@@ -974,7 +1185,6 @@ func (l *Lease) Done(end TurnEnd) {
 	}
 	s := l.Session
 	l.m.mu.Lock()
-	defer l.m.mu.Unlock()
 	s.mu.Lock()
 	if old := s.transcript.tip; old != "" {
 		if _, kept := s.transcript.turns[old]; !kept {
@@ -987,6 +1197,8 @@ func (l *Lease) Done(end TurnEnd) {
 	if _, live := l.m.byID[s.ID]; live && end.Fingerprint != "" {
 		l.m.byFP[s.Key.Owner+"\x00"+end.Fingerprint] = s
 	}
+	l.m.mu.Unlock()
+	l.m.saveTranscript(context.Background(), s)
 }
 
 // PendingCalls are the client tool calls the session's agent waits for.
@@ -1122,10 +1334,7 @@ func (m *Manager) ReapIdle(now time.Time) int {
 		s.mu.Lock()
 		asleep, sleptAt := s.asleep, s.sleptAt
 		s.mu.Unlock()
-		limit := idle
-		if s.idleTimeout > 0 {
-			limit = s.idleTimeout
-		}
+		limit := m.idleLimitOf(s, idle)
 		switch {
 		case asleep && retention > 0 && now.Sub(sleptAt) >= retention:
 		case !asleep && now.Sub(s.LastUsed()) >= limit:
@@ -1164,6 +1373,23 @@ func (m *Manager) ReapIdle(now time.Time) int {
 	return len(expired) + len(sleepers)
 }
 
+// idleLimit is how long s may stay idle before it sleeps.
+func (m *Manager) idleLimit(s *Session) time.Duration {
+	idle := time.Duration(m.idleTimeout.Load())
+	if idle <= 0 {
+		idle = 1<<63 - 1
+	}
+	return m.idleLimitOf(s, idle)
+}
+
+// idleLimitOf is s's own idle timeout, else def.
+func (m *Manager) idleLimitOf(s *Session, def time.Duration) time.Duration {
+	if s.idleTimeout > 0 {
+		return s.idleTimeout
+	}
+	return def
+}
+
 // sleep puts a session's agent to sleep; the caller holds the session
 // (busy) and made s.falling, which sleep frees and closes.
 func (m *Manager) sleep(s *Session) {
@@ -1180,8 +1406,17 @@ func (m *Manager) sleep(s *Session) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if idle, ok := askIdle(ctx, s.Client()); ok && idle < m.idleLimit(s) {
+		// Another gateway used the agent since: it sleeps when it has been
+		// idle long enough for all of them.
+		s.lastUsed.Store(time.Now().Add(-idle).UnixNano())
+		return
+	}
 	start := time.Now()
 	inst, err := sl.Sleep(ctx, s.Instance())
+	if errors.Is(err, providers.ErrGone) && m.relocate(ctx, s) {
+		inst, err = sl.Sleep(ctx, s.Instance()) // re-created by another gateway
+	}
 	if err != nil {
 		m.opts.Logger.Error("session sleep failed; it stays awake", zap.String("session_id", s.ID),
 			zap.String("instance_id", s.Instance().ID), zap.Error(err))

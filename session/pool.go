@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -28,8 +29,10 @@ import (
 type WarmSource interface {
 	Source
 	// Take hands out a ready instance for spec, bound to spec's session,
-	// owner and conversation, or returns nil when none is at hand.
-	Take(ctx context.Context, spec providers.Spec) *providers.Instance
+	// owner and conversation, or returns nil when none is at hand. An
+	// error wrapping providers.ErrExists means the session has an agent
+	// already (another gateway made it).
+	Take(ctx context.Context, spec providers.Spec) (*providers.Instance, error)
 }
 
 // PoolEntry keeps agents of one configuration warm.
@@ -226,20 +229,20 @@ func (p *Pool) Release(ctx context.Context, inst *providers.Instance) error {
 
 // Take hands out the oldest ready agent of spec's entry, bound to spec's
 // session, or nil when the entry is empty or spec matches no entry.
-func (p *Pool) Take(ctx context.Context, spec providers.Spec) *providers.Instance {
+func (p *Pool) Take(ctx context.Context, spec providers.Spec) (*providers.Instance, error) {
 	p.mu.Lock()
 	key, ok := p.byConfig[configKey(spec)]
 	e := p.entries[key]
 	if !ok || e == nil || poolKey(spec, p.opts.Generation) != key {
 		p.mu.Unlock()
-		return nil // another shape than the pool's (own image, limits, MCP env...)
+		return nil, nil // another shape than the pool's (own image, limits, MCP env...)
 	}
 	defer p.wake()
 	for {
 		if len(e.ready) == 0 {
 			e.misses++
 			p.mu.Unlock()
-			return nil
+			return nil, nil
 		}
 		inst := e.ready[0]
 		e.ready = e.ready[1:]
@@ -252,26 +255,67 @@ func (p *Pool) Take(ctx context.Context, spec providers.Spec) *providers.Instanc
 			e.hits++
 			p.lastTake = time.Now()
 			p.mu.Unlock()
-			return bound
+			return bound, nil
 		}
-		p.opts.Logger.Warn("warm agent could not be handed out; destroying it",
-			zap.String("instance_id", inst.ID), zap.String("config_id", spec.ConfigID), zap.Error(err))
-		go p.destroyAll([]*providers.Instance{inst}, "bind failed")
+		switch {
+		case errors.Is(err, providers.ErrExists):
+			// The agent is bound to the session, which has another agent:
+			// this one is of no use to anyone.
+			go p.destroyAll([]*providers.Instance{inst}, "session has an agent already")
+			return nil, err
+		case errors.Is(err, errBoundElsewhere):
+			p.opts.Logger.Info("warm agent was handed out by another gateway", zap.String("instance_id", inst.ID))
+		default:
+			p.opts.Logger.Warn("warm agent could not be handed out; destroying it",
+				zap.String("instance_id", inst.ID), zap.String("config_id", spec.ConfigID), zap.Error(err))
+			go p.destroyAll([]*providers.Instance{inst}, "bind failed")
+		}
 		p.mu.Lock()
 	}
 }
 
-// bind records spec's session in the agent and returns the instance as
-// the session's.
+// errBoundElsewhere: a warm agent was bound to another session (by another
+// gateway sharing the pool's agents).
+var errBoundElsewhere = errors.New("warm agent bound to another session")
+
+// bind records spec's session in the agent (once: the agent refuses a
+// second binding, so two gateways never hand out one agent twice) and,
+// on a provider that can, names the agent for the session (once: so two
+// gateways never hand out two agents for one session). It returns the
+// instance as the session's.
 func (p *Pool) bind(ctx context.Context, inst *providers.Instance, spec providers.Spec) (*providers.Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := inst.Client().Bind(ctx, agent.Binding{SessionID: spec.SessionID, Owner: spec.Owner, Conversation: spec.Conversation}); err != nil {
+		var ae *agentclient.APIError
+		if errors.As(err, &ae) && ae.Code == "already_bound" {
+			return nil, fmt.Errorf("bind agent %s: %w", inst.ID, errBoundElsewhere)
+		}
 		return nil, fmt.Errorf("bind agent %s: %w", inst.ID, err)
 	}
 	out := *inst
 	out.SessionID, out.Owner, out.Conversation = spec.SessionID, spec.Owner, spec.Conversation
+	if c, ok := p.claimer(inst.Provider); ok {
+		claimed, err := c.Claim(ctx, &out, spec)
+		if err != nil {
+			return nil, err
+		}
+		return claimed, nil
+	}
 	return &out, nil
+}
+
+// claimer returns the provider named name as a Claimer.
+func (p *Pool) claimer(name string) (providers.Claimer, bool) {
+	if p.opts.Providers == nil {
+		return nil, false
+	}
+	prov, ok := p.opts.Providers(name)
+	if !ok {
+		return nil, false
+	}
+	c, ok := prov.(providers.Claimer)
+	return c, ok
 }
 
 // Adopt sorts warm-pool instances a previous run left: those handed out

@@ -426,3 +426,30 @@ func (c *Client) Forward(ctx context.Context, method, path string, query url.Val
 	}
 	return resp, nil
 }
+
+// Transcript reads the gateways' record of the conversation (GET
+// /transcript); an agent never given one answers an empty one.
+func (c *Client) Transcript(ctx context.Context) (agent.Transcript, error) {
+	var t agent.Transcript
+	err := c.getJSON(ctx, http.MethodGet, "/transcript", &t)
+	return t, err
+}
+
+// PutTranscript keeps t with the agent (PUT /transcript).
+func (c *Client) PutTranscript(ctx context.Context, t agent.Transcript) error {
+	body, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("encode transcript: %w", err)
+	}
+	req, err := c.newRequest(ctx, http.MethodPut, "/transcript", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}

@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -84,6 +85,11 @@ type Server struct {
 	bindMu  sync.Mutex
 	binding *agent.Binding // set once by PUT /binding
 
+	transcriptMu sync.Mutex
+	transcript   *agent.Transcript // the latest PUT /transcript, also in the state file
+
+	lastUsed atomic.Int64 // unix nanos: the end of the latest turn, or the start
+
 	cpuMu   sync.Mutex
 	cpuAt   time.Time // when cpuLast was read
 	cpuLast float64   // CPU seconds at cpuAt
@@ -113,7 +119,9 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = zap.NewNop()
 	}
 	s := &Server{opts: opts, token: []byte(opts.Token), started: time.Now(), mux: http.NewServeMux()}
-	s.binding = opts.State.Get().Binding
+	saved := opts.State.Get()
+	s.binding, s.transcript = saved.Binding, saved.Transcript
+	s.lastUsed.Store(s.started.UnixNano())
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.Handle("POST /query", s.auth(s.query))
 	s.mux.Handle("POST /tool_results", s.auth(s.toolResults))
@@ -126,6 +134,8 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("GET /snapshot", s.auth(s.snapshot))
 	s.mux.Handle("GET /binding", s.auth(s.getBinding))
 	s.mux.Handle("PUT /binding", s.auth(s.putBinding))
+	s.mux.Handle("GET /transcript", s.auth(s.getTranscript))
+	s.mux.Handle("PUT /transcript", s.auth(s.putTranscript))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -307,6 +317,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, what string, run
 		}
 		return nil
 	})
+	s.lastUsed.Store(time.Now().UnixNano())
 	s.opts.Logger.Info("turn stream ended",
 		zap.String("endpoint", what),
 		zap.String("outcome", string(final.Type)),
@@ -437,6 +448,9 @@ func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
 		Restarts:      s.opts.Runner.Restarts(),
 		Cgroup:        readCgroupStats(),
 	}
+	if !st.Busy {
+		st.IdleSeconds = time.Since(time.Unix(0, s.lastUsed.Load())).Seconds()
+	}
 	if pid := s.opts.Runner.PID(); pid > 0 {
 		st.Claude = readProcessStats(pid)
 	}
@@ -537,6 +551,42 @@ func (s *Server) putBinding(w http.ResponseWriter, r *http.Request) {
 		s.opts.Logger.Info("agent bound", zap.String("session_id", b.SessionID))
 	}
 	writeJSON(w, http.StatusOK, agent.BindingState{Bound: true, Binding: s.binding})
+}
+
+// maxTranscriptBytes caps a PUT /transcript body.
+const maxTranscriptBytes = 1 << 20
+
+// putTranscript keeps the gateways' record of the conversation (see
+// agent.Transcript), saved in the state file before it answers so that it
+// outlives a sleep.
+func (s *Server) putTranscript(w http.ResponseWriter, r *http.Request) {
+	var t agent.Transcript
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxTranscriptBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("transcript body must be a JSON transcript of at most %d bytes: %v", maxTranscriptBytes, err))
+		return
+	}
+	s.transcriptMu.Lock()
+	defer s.transcriptMu.Unlock()
+	if err := s.opts.State.Update(func(st *statefile.State) { st.Transcript = &t }); err != nil {
+		s.opts.Logger.Error("transcript not saved", zap.Error(err))
+		writeError(w, http.StatusInternalServerError, "internal", "the transcript could not be saved: "+err.Error())
+		return
+	}
+	s.transcript = &t
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// getTranscript answers the transcript last put (an empty one before).
+func (s *Server) getTranscript(w http.ResponseWriter, _ *http.Request) {
+	s.transcriptMu.Lock()
+	t := s.transcript.Clone()
+	s.transcriptMu.Unlock()
+	if t == nil {
+		t = &agent.Transcript{}
+	}
+	writeJSON(w, http.StatusOK, t)
 }
 
 func (s *Server) getBinding(w http.ResponseWriter, _ *http.Request) {

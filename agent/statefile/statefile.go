@@ -62,6 +62,9 @@ type State struct {
 	// unless the query branches off elsewhere. Empty before the first
 	// turn and when the conversation was started over.
 	Tip string `json:"tip,omitempty"`
+	// Transcript is the gateways' record of the conversation (PUT
+	// /transcript), kept for any gateway that serves it next.
+	Transcript *agent.Transcript `json:"transcript,omitempty"`
 }
 
 // Turn is one turn of the conversation: a user message and the agent's
@@ -131,6 +134,9 @@ func (s State) clone() State {
 	if s.Binding != nil {
 		b := *s.Binding
 		c.Binding = &b
+	}
+	if s.Transcript != nil {
+		c.Transcript = s.Transcript.Clone()
 	}
 	if s.Tree != nil {
 		c.Tree = make([]Turn, len(s.Tree))

@@ -49,7 +49,10 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 
 	token := randhex.String(32)
 	vols := volumes{workspace: "agcluster-ws-" + randhex.String(6), state: "agcluster-state-" + randhex.String(6)}
-	name := containerName(cmp.Or(spec.SessionID, "pool-"+spec.Pool))
+	name := sessionContainerName(p.Name(), spec.SessionID)
+	if spec.Pool != "" {
+		name = poolContainerName(p.Name(), spec.Pool)
+	}
 	labels := p.labels(spec, vols)
 
 	began := time.Now()
@@ -76,6 +79,9 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		if cerrdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "image") {
 			p.forgetImage(image)
 			return nil, imageMissing(image, err)
+		}
+		if cerrdefs.IsConflict(err) {
+			return nil, fmt.Errorf("docker: create container %s: the name is taken: %w", name, providers.ErrExists)
 		}
 		return nil, p.wrap(fmt.Sprintf("create container %s", name), err)
 	}
@@ -430,11 +436,25 @@ func (p *Provider) cleanup(ctx context.Context, id, name string, vols volumes) {
 	}
 }
 
-// containerName is "agcluster-<session>-<random>", the session id reduced
-// to the characters Docker allows and at most 40 of them.
-func containerName(sessionID string) string {
+// sessionContainerName is the container name of a session's agent:
+// "agcluster-<provider>-<session>", the same on every gateway, so the
+// engine's uniqueness of names makes one agent per session however many
+// gateways create it at once, and [Provider.Find] finds it by name.
+func sessionContainerName(provider, sessionID string) string {
+	return "agcluster-" + nameSafe(provider) + "-" + nameSafe(sessionID)
+}
+
+// poolContainerName is "agcluster-<provider>-pool-<entry>-<random>" for an
+// agent made ahead of demand; [Provider.Claim] renames it for its session.
+func poolContainerName(provider, pool string) string {
+	return "agcluster-" + nameSafe(provider) + "-pool-" + nameSafe(pool) + "-" + randhex.String(3)
+}
+
+// nameSafe reduces s to the characters Docker allows in names, at most 40
+// of them ("x" for an empty result).
+func nameSafe(s string) string {
 	var b strings.Builder
-	for _, r := range sessionID {
+	for _, r := range s {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
 			b.WriteRune(r)
@@ -445,11 +465,10 @@ func containerName(sessionID string) string {
 			break
 		}
 	}
-	s := strings.Trim(b.String(), "-_.")
-	if s == "" {
-		s = "session"
+	if out := strings.Trim(b.String(), "-_."); out != "" {
+		return out
 	}
-	return "agcluster-" + s + "-" + randhex.String(2)
+	return "x"
 }
 
 func parseTime(s string, def time.Time) time.Time {

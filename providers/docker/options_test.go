@@ -84,22 +84,24 @@ func TestNewDoesNotContactTheEngine(t *testing.T) {
 
 func TestContainerName(t *testing.T) {
 	valid := regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
-	for _, tc := range []struct{ session, prefix string }{
-		{"abc-123", "agcluster-abc-123-"},
-		{"user@example.com/chat 1", "agcluster-user-example.com-chat-1-"},
-		{"", "agcluster-session-"},
-		{"///", "agcluster-session-"},
-		{"héllo", "agcluster-h-llo-"},
-		{strings.Repeat("x", 100), "agcluster-" + strings.Repeat("x", 40) + "-"},
+	for _, tc := range []struct{ provider, session, want string }{
+		{"docker", "sess_abc-123", "agcluster-docker-sess_abc-123"},
+		{"gpu", "user@example.com/chat 1", "agcluster-gpu-user-example.com-chat-1"},
+		{"docker", "", "agcluster-docker-x"},
+		{"docker", "///", "agcluster-docker-x"},
+		{"docker", "héllo", "agcluster-docker-h-llo"},
+		{"docker", strings.Repeat("x", 100), "agcluster-docker-" + strings.Repeat("x", 40)},
 	} {
 		t.Run(tc.session, func(t *testing.T) {
-			name := containerName(tc.session)
+			name := sessionContainerName(tc.provider, tc.session)
 			assert.True(t, valid.MatchString(name), name)
-			assert.True(t, strings.HasPrefix(name, tc.prefix), "%q has prefix %q", name, tc.prefix)
-			assert.Len(t, name, len(tc.prefix)+4, name)
+			assert.Equal(t, tc.want, name, "the same name on every gateway")
 		})
 	}
-	assert.NotEqual(t, containerName("s"), containerName("s"), "names are randomised")
+	pool := poolContainerName("docker", "default/a")
+	assert.True(t, valid.MatchString(pool), pool)
+	assert.True(t, strings.HasPrefix(pool, "agcluster-docker-pool-default-a-"), pool)
+	assert.NotEqual(t, pool, poolContainerName("docker", "default/a"), "pool names are randomised")
 }
 
 // TestContainerConfig checks the hardened definition without an engine;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -11,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -86,9 +88,23 @@ func (p *Provider) recreate(ctx context.Context, info container.InspectResponse,
 	if mode := info.HostConfig.NetworkMode; mode.IsUserDefined() {
 		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{mode.NetworkName(): {}}}
 	}
-	name := containerName(inst.SessionID)
+	name := sessionContainerName(p.Name(), inst.SessionID)
+	oldName := strings.TrimPrefix(info.Name, "/")
+	if oldName == name {
+		// Claimed: the old container holds the session's name until the
+		// new one takes it.
+		oldName = name + "-replaced-" + randhex.String(3)
+		if err := p.cli.ContainerRename(ctx, info.ID, oldName); err != nil {
+			return "", p.wrap(fmt.Sprintf("sleep %s: rename before re-creating", shortID(info.ID)), err)
+		}
+	}
 	created, err := p.cli.ContainerCreate(ctx, &cfg, info.HostConfig, netCfg, nil, name)
 	if err != nil {
+		if strings.TrimPrefix(info.Name, "/") == name {
+			if rerr := p.cli.ContainerRename(ctx, info.ID, name); rerr != nil {
+				p.logger.Warn("could not give a container its name back", zap.String("instance_id", info.ID), zap.Error(rerr))
+			}
+		}
 		return "", p.wrap(fmt.Sprintf("sleep %s: re-create as %s with the session's labels", shortID(info.ID), name), err)
 	}
 	p.creating.Mark(created.ID)
