@@ -341,6 +341,41 @@ type Stats struct {
 	IdleSeconds float64 `json:"idle_seconds"`
 }
 
+// SleepClaimRequest is the body of POST /sleep_claim.
+type SleepClaimRequest struct {
+	// MinIdleSeconds is how long the agent must have been idle (no turn
+	// running or ended since) for the claim to be granted.
+	MinIdleSeconds float64 `json:"min_idle_seconds"`
+}
+
+// SleepClaim is the answer to POST /sleep_claim (200 either way).
+type SleepClaim struct {
+	// Granted tells that the caller may put the agent to sleep now; new
+	// turns are refused with 409 "sleeping" until the agent stops, the
+	// claim is released (DELETE /sleep_claim), or two minutes pass.
+	Granted bool `json:"granted"`
+	// Reason says why the claim was refused: ClaimBusy, ClaimTaken or
+	// ClaimRecentlyUsed.
+	Reason string `json:"reason,omitempty"`
+	// IdleSeconds is how long the agent has been idle (0 while a turn
+	// runs).
+	IdleSeconds float64 `json:"idle_seconds"`
+}
+
+// Reasons a sleep claim is refused (SleepClaim.Reason).
+const (
+	// ClaimBusy: a turn is running.
+	ClaimBusy = "busy"
+	// ClaimTaken: another gateway holds a claim.
+	ClaimTaken = "claimed"
+	// ClaimRecentlyUsed: the agent was used more recently than asked.
+	ClaimRecentlyUsed = "recently_used"
+)
+
+// CodeSleeping is the error code of a turn refused (409) because a gateway
+// is putting the agent to sleep.
+const CodeSleeping = "sleeping"
+
 // Transcript is the body of GET and PUT /transcript: the gateways' record
 // of the conversation, kept with the agent (and across its sleeps) so that
 // any gateway serving the conversation finds it. The agent stores it and

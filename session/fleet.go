@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/agent"
-	"github.com/agcluster/caddy-agcluster/agent/agentclient"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -253,20 +252,31 @@ func (m *Manager) relocate(ctx context.Context, s *Session) bool {
 	return true
 }
 
-// askIdle asks the session's agent how long it has been idle, since any
-// gateway may have used it last. It reports false when the agent cannot
-// say (then the gateway's own view stands).
-func askIdle(ctx context.Context, c *agentclient.Client) (time.Duration, bool) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// awaitSleep waits until another gateway has put the session's agent to
+// sleep (the agent refused a turn as "sleeping") and marks the session
+// asleep: the caller wakes it next.
+func (m *Manager) awaitSleep(ctx context.Context, s *Session) error {
+	p := m.provider(s.Provider)
+	if p == nil {
+		return fmt.Errorf("session %s: provider %q is not configured: %w", s.ID, s.Provider, providers.ErrUnavailable)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute) // the claim holds two
 	defer cancel()
-	st, err := c.Stats(ctx)
-	if err != nil {
-		return 0, false
+	for {
+		inst, err := providers.Find(ctx, p, s.ID)
+		switch {
+		case errors.Is(err, providers.ErrGone):
+			return nil // the wake finds out
+		case err == nil && inst.State == providers.StateStopped:
+			s.setInstance(inst, true)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("session %s: waiting for another gateway to put its agent to sleep: %w", s.ID, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
-	if st.Busy {
-		return 0, true
-	}
-	return time.Duration(st.IdleSeconds * float64(time.Second)), true
 }
 
 // transcriptFingerprints lists the fingerprints the session answers to.

@@ -822,6 +822,11 @@ func (m *Manager) wake(ctx context.Context, s *Session) error {
 		return fmt.Errorf("wake agent of session %s: %w", s.ID, err)
 	}
 	s.setInstance(inst, false)
+	// A suspended agent resumes with its memory: a sleep claim it held
+	// would refuse turns until it expired.
+	if err := inst.Client().ReleaseSleep(wctx); err != nil {
+		m.opts.Logger.Debug("sleep claim not released after a wake", zap.String("session_id", s.ID), zap.Error(err))
+	}
 	s.learnTurns(wctx)
 	m.opts.Logger.Info("session woke", zap.String("session_id", s.ID),
 		zap.String("instance_id", inst.ID), zap.Duration("wake_duration", took))
@@ -1128,13 +1133,21 @@ func (l *Lease) call(ctx context.Context, start func(*agentclient.Client) (*agen
 	s := l.Session
 	st, err := start(s.Client())
 	var apiErr *agentclient.APIError
-	if err == nil || ctx.Err() != nil || errors.As(err, &apiErr) {
+	sleeping := errors.As(err, &apiErr) && apiErr.Code == agent.CodeSleeping
+	if !sleeping && (err == nil || ctx.Err() != nil || errors.As(err, &apiErr)) {
 		return st, err
+	}
+	if sleeping {
+		// Another gateway is putting the agent to sleep: wait for that,
+		// then wake it.
+		if werr := l.m.awaitSleep(ctx, s); werr != nil {
+			return nil, errors.Join(err, werr)
+		}
 	}
 	if _, serr := l.m.sleeper(s.Provider); serr != nil {
 		return nil, err
 	}
-	l.m.opts.Logger.Warn("session agent unreachable; waking it", zap.String("session_id", s.ID),
+	l.m.opts.Logger.Warn("session agent unreachable or put to sleep; waking it", zap.String("session_id", s.ID),
 		zap.String("instance_id", s.Instance().ID), zap.Error(err))
 	if werr := l.m.wakeFound(ctx, s); werr != nil {
 		if errors.Is(werr, providers.ErrGone) {
@@ -1406,16 +1419,27 @@ func (m *Manager) sleep(s *Session) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if idle, ok := askIdle(ctx, s.Client()); ok && idle < m.idleLimit(s) {
-		// Another gateway used the agent since: it sleeps when it has been
-		// idle long enough for all of them.
-		s.lastUsed.Store(time.Now().Add(-idle).UnixNano())
+	// Gateways sharing the agent ask it: one of them puts it to sleep,
+	// once it has been idle long enough for all of them. An agent that
+	// does not answer is asleep already or stopped: the sleep below is
+	// then what records it.
+	claim, cerr := s.Client().ClaimSleep(ctx, m.idleLimit(s))
+	if cerr == nil && !claim.Granted {
+		s.lastUsed.Store(time.Now().Add(-time.Duration(claim.IdleSeconds * float64(time.Second))).UnixNano())
+		m.opts.Logger.Debug("session not put to sleep: its agent says no", zap.String("session_id", s.ID),
+			zap.String("reason", claim.Reason))
 		return
 	}
 	start := time.Now()
 	inst, err := sl.Sleep(ctx, s.Instance())
 	if errors.Is(err, providers.ErrGone) && m.relocate(ctx, s) {
 		inst, err = sl.Sleep(ctx, s.Instance()) // re-created by another gateway
+	}
+	if err != nil && cerr == nil {
+		if rerr := s.Client().ReleaseSleep(ctx); rerr != nil {
+			m.opts.Logger.Warn("could not release the sleep claim; the agent takes turns again in two minutes",
+				zap.String("session_id", s.ID), zap.Error(rerr))
+		}
 	}
 	if err != nil {
 		m.opts.Logger.Error("session sleep failed; it stays awake", zap.String("session_id", s.ID),

@@ -453,3 +453,43 @@ func (c *Client) PutTranscript(ctx context.Context, t agent.Transcript) error {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.Body.Close()
 }
+
+// ClaimSleep asks the agent for the right to put it to sleep (POST
+// /sleep_claim): granted when no turn runs, it has been idle for at least
+// minIdle and no other gateway holds the claim.
+func (c *Client) ClaimSleep(ctx context.Context, minIdle time.Duration) (agent.SleepClaim, error) {
+	var out agent.SleepClaim
+	body, err := json.Marshal(agent.SleepClaimRequest{MinIdleSeconds: minIdle.Seconds()})
+	if err != nil {
+		return out, fmt.Errorf("encode sleep claim: %w", err)
+	}
+	req, err := c.newRequest(ctx, http.MethodPost, "/sleep_claim", bytes.NewReader(body))
+	if err != nil {
+		return out, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil {
+		return out, fmt.Errorf("agent /sleep_claim: decode: %w", err)
+	}
+	return out, nil
+}
+
+// ReleaseSleep gives up a granted sleep claim (DELETE /sleep_claim): the
+// agent takes turns again.
+func (c *Client) ReleaseSleep(ctx context.Context) error {
+	req, err := c.newRequest(ctx, http.MethodDelete, "/sleep_claim", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}

@@ -89,6 +89,7 @@ type Server struct {
 	transcript   *agent.Transcript // the latest PUT /transcript, also in the state file
 
 	lastUsed atomic.Int64 // unix nanos: the end of the latest turn, or the start
+	claim    sleepClaim   // a gateway's claim to put the agent to sleep
 
 	cpuMu   sync.Mutex
 	cpuAt   time.Time // when cpuLast was read
@@ -134,6 +135,8 @@ func New(opts Options) (*Server, error) {
 	s.mux.Handle("GET /snapshot", s.auth(s.snapshot))
 	s.mux.Handle("GET /binding", s.auth(s.getBinding))
 	s.mux.Handle("PUT /binding", s.auth(s.putBinding))
+	s.mux.Handle("POST /sleep_claim", s.auth(s.claimSleep))
+	s.mux.Handle("DELETE /sleep_claim", s.auth(s.releaseSleep))
 	s.mux.Handle("GET /transcript", s.auth(s.getTranscript))
 	s.mux.Handle("PUT /transcript", s.auth(s.putTranscript))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -224,9 +227,15 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	turn, err := s.opts.Runner.Begin()
-	if err != nil {
-		writeError(w, http.StatusConflict, "busy", "a turn is already running in this agent; wait for it to finish or POST /interrupt")
+	var turn *claude.Turn
+	if !s.beginUnlessSleeping(w, func() bool {
+		var err error
+		if turn, err = s.opts.Runner.Begin(); err != nil {
+			writeError(w, http.StatusConflict, "busy", "a turn is already running in this agent; wait for it to finish or POST /interrupt")
+			return false
+		}
+		return true
+	}) {
 		return
 	}
 	s.opts.SetKey(key)
@@ -449,7 +458,7 @@ func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
 		Cgroup:        readCgroupStats(),
 	}
 	if !st.Busy {
-		st.IdleSeconds = time.Since(time.Unix(0, s.lastUsed.Load())).Seconds()
+		st.IdleSeconds = s.idle(time.Now()).Seconds()
 	}
 	if pid := s.opts.Runner.PID(); pid > 0 {
 		st.Claude = readProcessStats(pid)

@@ -3,7 +3,6 @@ package docker_test
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -51,7 +50,7 @@ func TestSleepRebindsPoolAgent(t *testing.T) {
 	after, err := cli.ContainerInspect(ctx, asleep.ID)
 	require.NoError(t, err)
 	assert.False(t, after.State.Running)
-	assert.True(t, strings.HasPrefix(after.Name, "/agcluster-"+owner.SessionID+"-"), after.Name)
+	assert.Equal(t, "/agcluster-"+p.Name()+"-"+owner.SessionID, after.Name, "named for its session")
 
 	wantLabels := map[string]string{}
 	for k, v := range before.Config.Labels {

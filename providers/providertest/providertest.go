@@ -4,7 +4,8 @@
 // restart), destroying idempotently, refusing a cancelled create, keeping
 // out of another provider's agents, and each optional capability
 // ([providers.Sleeper], [providers.Watcher], [providers.Expirer],
-// [providers.Pinger]).
+// [providers.Pinger], [providers.Finder], [providers.Claimer]), and what
+// gateways sharing one fleet rely on (a session's agent found by its id).
 //
 // Like rclone's fstests, every subtest that needs a capability the
 // provider lacks, or a hook the caller did not give in [Options], skips
@@ -85,6 +86,9 @@ func Run(t *testing.T, p providers.Provider, o Options) {
 	t.Run("a new provider value finds existing agents", s.reopen)
 	t.Run("another provider's agents are out of reach", s.other)
 	t.Run("nothing stored holds the API key", s.noKeyStored)
+	t.Run("a session's agent is found by its session id", s.findBySession)
+	t.Run("a second agent for one session is refused", s.secondCreateRefused)
+	t.Run("a warm agent is claimed for a session once", s.claimOnce)
 
 	t.Run("sleep", func(t *testing.T) {
 		if _, ok := p.(providers.Sleeper); !ok {
