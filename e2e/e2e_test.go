@@ -160,20 +160,7 @@ func (e *env) startGatewayWith(t testing.TB, o gatewayOptions) *gateway {
 	port := addr[strings.LastIndex(addr, ":")+1:]
 	adminAddr := testenv.FreeAddr(t)
 	g := &gateway{url: "http://" + addr, admin: "http://" + adminAddr, runID: o.runID, logs: &testenv.SyncBuffer{}}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "Caddyfile")
-	require.NoError(t, os.WriteFile(cfg, []byte(e.caddyfile(port, adminAddr, g.runID, o)), 0o644))
-	g.cfgPath = cfg
-	g.cmd = exec.Command(caddyBin(t), "run", "--config", cfg, "--adapter", "caddyfile")
-	g.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	g.cmd.Env = append(g.cmd.Env, o.caddyEnv...)
-	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-	require.NoError(t, g.cmd.Start())
-	t.Cleanup(func() {
-		g.stop(t)
-		if t.Failed() {
-			t.Logf("caddy logs:\n%s", g.logs.String())
-		}
+	g.start(t, e.caddyfile(port, adminAddr, g.runID, o), o.caddyEnv, func() {
 		if o.keep {
 			return // the test takes care of what it kept
 		}
@@ -181,6 +168,32 @@ func (e *env) startGatewayWith(t testing.TB, o gatewayOptions) *gateway {
 		assert.Empty(t, e.containers(t, g.runID), "containers left after caddy stopped")
 		assert.Empty(t, e.volumes(t, g.runID), "volumes left after caddy stopped")
 		e.forceRemove(g.runID)
+	})
+	return g
+}
+
+// start runs Caddy with the Caddyfile text (and env added to its
+// environment) and waits until g.url answers /health; when the test ends
+// it stops Caddy and runs after.
+func (g *gateway) start(t testing.TB, caddyfile string, env []string, after func()) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "Caddyfile")
+	require.NoError(t, os.WriteFile(cfg, []byte(caddyfile), 0o644))
+	g.cfgPath = cfg
+	g.cmd = exec.Command(caddyBin(t), "run", "--config", cfg, "--adapter", "caddyfile")
+	g.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	g.cmd.Env = append(g.cmd.Env, env...)
+	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
+	require.NoError(t, g.cmd.Start())
+	t.Cleanup(func() {
+		g.stop(t)
+		if t.Failed() {
+			t.Logf("caddy logs (%s):\n%s", g.url, g.logs.String())
+		}
+		if after != nil {
+			after()
+		}
 	})
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		resp, err := http.Get(g.url + "/health")
@@ -190,7 +203,6 @@ func (e *env) startGatewayWith(t testing.TB, o gatewayOptions) *gateway {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, "caddy never answered /health; logs:\n%s", g.logs.String())
-	return g
 }
 
 func (g *gateway) stop(t testing.TB) {

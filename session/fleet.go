@@ -252,6 +252,23 @@ func (m *Manager) relocate(ctx context.Context, s *Session) bool {
 	return true
 }
 
+// foundAsleep reports whether the backend holds the session's agent
+// stopped (another gateway put it to sleep, or it stopped behind the
+// gateways' backs), and then marks the session asleep.
+func (m *Manager) foundAsleep(ctx context.Context, s *Session) bool {
+	p := m.provider(s.Provider)
+	if p == nil {
+		return false
+	}
+	inst, err := providers.Find(ctx, p, s.ID)
+	if err != nil || inst.State != providers.StateStopped {
+		return false
+	}
+	s.setInstance(inst, true)
+	m.opts.Logger.Info("session found asleep", zap.String("session_id", s.ID), zap.String("instance_id", inst.ID))
+	return true
+}
+
 // awaitSleep waits until another gateway has put the session's agent to
 // sleep (the agent refused a turn as "sleeping") and marks the session
 // asleep: the caller wakes it next.

@@ -1430,6 +1430,9 @@ func (m *Manager) sleep(s *Session) {
 			zap.String("reason", claim.Reason))
 		return
 	}
+	if cerr != nil && m.foundAsleep(ctx, s) {
+		return
+	}
 	start := time.Now()
 	inst, err := sl.Sleep(ctx, s.Instance())
 	if errors.Is(err, providers.ErrGone) && m.relocate(ctx, s) {
