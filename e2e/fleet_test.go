@@ -169,7 +169,9 @@ func TestFleetGatewayKilledMidTurn(t *testing.T) {
 
 	client0 := gs[0].client(c.key)
 	s := client0.Chat.Completions.NewStreaming(ctxFor(t, 2*time.Minute), user("The code word is heron. Tell me a long story."), conv(c.id))
-	require.True(t, s.Next(), "the turn streams: %v", s.Err())
+	for s.Next() && len(s.Current().Choices) > 0 && s.Current().Choices[0].Delta.Content == "" {
+	} // the answer streams: the model is answering the turn
+	require.NoError(t, s.Err())
 	require.NoError(t, gs[0].cmd.Process.Kill())
 	_ = gs[0].cmd.Wait()
 	gs[0].stopped = true

@@ -252,32 +252,39 @@ func (m *Manager) relocate(ctx context.Context, s *Session) bool {
 	return true
 }
 
-// foundAsleep reports whether the backend holds the session's agent
-// stopped (another gateway put it to sleep, or it stopped behind the
-// gateways' backs), and then marks the session asleep.
+// foundAsleep reports whether the session's agent, which did not answer
+// its sleep claim, is stopped or stopping on the backend (another gateway
+// put it to sleep: the agent server exits before its container is
+// stopped); the session is then marked asleep. An agent still running
+// after the stop grace is not: the caller puts it to sleep.
 func (m *Manager) foundAsleep(ctx context.Context, s *Session) bool {
-	p := m.provider(s.Provider)
-	if p == nil {
+	if err := m.awaitStopped(ctx, s, stopGrace); err != nil {
 		return false
 	}
-	inst, err := providers.Find(ctx, p, s.ID)
-	if err != nil || inst.State != providers.StateStopped {
-		return false
-	}
-	s.setInstance(inst, true)
-	m.opts.Logger.Info("session found asleep", zap.String("session_id", s.ID), zap.String("instance_id", inst.ID))
+	m.opts.Logger.Info("session found asleep", zap.String("session_id", s.ID), zap.String("instance_id", s.Instance().ID))
 	return true
 }
+
+// stopGrace is how long a gateway gives an agent that stopped answering to
+// be found stopped (a stop takes up to the platform's grace, 10 s on
+// Docker), before it puts the agent to sleep itself.
+const stopGrace = 15 * time.Second
 
 // awaitSleep waits until another gateway has put the session's agent to
 // sleep (the agent refused a turn as "sleeping") and marks the session
 // asleep: the caller wakes it next.
 func (m *Manager) awaitSleep(ctx context.Context, s *Session) error {
+	return m.awaitStopped(ctx, s, 3*time.Minute) // the claim holds two
+}
+
+// awaitStopped waits up to within until the backend holds the session's
+// agent stopped (or gone), and marks the session asleep.
+func (m *Manager) awaitStopped(ctx context.Context, s *Session, within time.Duration) error {
 	p := m.provider(s.Provider)
 	if p == nil {
 		return fmt.Errorf("session %s: provider %q is not configured: %w", s.ID, s.Provider, providers.ErrUnavailable)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute) // the claim holds two
+	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for {
 		inst, err := providers.Find(ctx, p, s.ID)
@@ -290,7 +297,7 @@ func (m *Manager) awaitSleep(ctx context.Context, s *Session) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("session %s: waiting for another gateway to put its agent to sleep: %w", s.ID, ctx.Err())
+			return fmt.Errorf("session %s: waiting for its agent to stop: %w", s.ID, ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

@@ -1430,7 +1430,8 @@ func (m *Manager) sleep(s *Session) {
 			zap.String("reason", claim.Reason))
 		return
 	}
-	if cerr != nil && m.foundAsleep(ctx, s) {
+	var claimRefused *agentclient.APIError // an agent without sleep claims (an older image)
+	if cerr != nil && !errors.As(cerr, &claimRefused) && m.foundAsleep(ctx, s) {
 		return
 	}
 	start := time.Now()
