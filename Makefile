@@ -2,6 +2,7 @@
 #
 # make build   ./caddy (xcaddy, with this module), agent and mock binaries in bin/
 # make image   the agent image and the mock Anthropic API image
+# make gateway-image  Caddy with the module and the rate limiter, non-root (deploy/gateway)
 # make test    unit and integration tests (needs a Docker engine; builds images)
 # make bench   benchmarks (same needs as test)
 # make run     Caddy with the module on :8080, agents in Docker
@@ -14,19 +15,20 @@ CLAUDE_VERSION ?= 2.1.328
 AGCLUSTER_CACHE ?= $(HOME)/.cache/agcluster
 AGENT_IMAGE   ?= agcluster/agent:latest
 MOCK_IMAGE    ?= agcluster/mock-anthropic:latest
+GATEWAY_IMAGE ?= agcluster/gateway:latest
 # The offline base built by `make base-image`. Set BASE_IMAGE=debian:bookworm-slim
 # where a registry is reachable to skip debootstrap.
 BASE_IMAGE    ?= agcluster/base:bookworm
 TEST_TIMEOUT  ?= 45m
 GOTEST_FLAGS  ?=
 
-export AGCLUSTER_CACHE CLAUDE_VERSION AGENT_IMAGE MOCK_IMAGE
+export AGCLUSTER_CACHE CLAUDE_VERSION AGENT_IMAGE MOCK_IMAGE GATEWAY_IMAGE
 export DOCKER_BUILDKIT=0
 
 CLAUDE_BIN := $(AGCLUSTER_CACHE)/claude-$(CLAUDE_VERSION)/claude
 GO_SOURCES := $(shell find . -name '*.go' -not -path './.build/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: kube kube-down test-engine-restart fuzz all build image agent-image mock-image base-image claude test test-unit bench run lint clean docker
+.PHONY: gateway-image kube kube-down test-engine-restart fuzz all build image agent-image mock-image base-image claude test test-unit bench run lint clean docker
 
 all: build
 
@@ -67,6 +69,16 @@ mock-image: bin/mock-anthropic docker
 	cp bin/mock-anthropic .build/mock-context/
 	docker build -q -f internal/anthropictest/cmd/mock-anthropic/Dockerfile -t $(MOCK_IMAGE) .build/mock-context
 	rm -rf .build/mock-context
+
+# The gateway image: ./caddy (xcaddy/build.sh: the module and caddy-ratelimit)
+# on the agent image's offline base, running as a non-root user with /data
+# and /config as volumes (deploy/gateway/Dockerfile; deploy/compose.yaml
+# runs it next to LibreChat).
+gateway-image: caddy base-image
+	rm -rf .build/gateway-context && mkdir -p .build/gateway-context
+	cp caddy deploy/gateway/Caddyfile .build/gateway-context/
+	docker build -q --build-arg BASE_IMAGE=$(BASE_IMAGE) -f deploy/gateway/Dockerfile -t $(GATEWAY_IMAGE) .build/gateway-context
+	rm -rf .build/gateway-context
 
 # A one-node Kubernetes cluster on this machine (etcd, API server,
 # controller-manager, scheduler, a private containerd, kubelet), with the

@@ -85,6 +85,8 @@ type gatewayOptions struct {
 	runID        string   // label value; a new one when empty
 	provider     string   // a provider block in place of the Docker one
 	caddyEnv     []string // NAME=value pairs added to Caddy's environment
+	global       string   // lines added to the global options block
+	sites        string   // site blocks after the test's own site
 }
 
 // caddyfile is the issue's Caddyfile, on this test's network and port,
@@ -109,6 +111,7 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 	return fmt.Sprintf(`{
 	admin %s
 	metrics
+	%s
 	agcluster {
 		%s
 		idle_timeout %s
@@ -126,7 +129,8 @@ func (e *env) caddyfile(port, adminAddr, runID string, o gatewayOptions) string 
 		%s
 	}
 }
-`, adminAddr, provider, o.idle, cmp.Or(o.maxSessions, "100"), e.mock.BaseURL, shutdown, o.extraApp, port, o.extraSite, o.extraHandler)
+%s
+`, adminAddr, o.global, provider, o.idle, cmp.Or(o.maxSessions, "100"), e.mock.BaseURL, shutdown, o.extraApp, port, o.extraSite, o.extraHandler, o.sites)
 }
 
 func providerLines(o gatewayOptions) string {

@@ -192,17 +192,8 @@ func (h *Handler) models() []openai.Model {
 // identify returns the caller of a management API request: the owner and
 // the key (bearer, then the body's api_key, then the operator's key).
 func (h *Handler) identify(r *http.Request, bodyKey string) (agentsapi.Caller, *openai.Error) {
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl == nil {
-		repl = caddy.NewReplacer()
-	}
-	key := bearerKey(r)
-	if key == "" {
-		key = bodyKey
-	}
-	if key == "" && h.APIKey != "" {
-		key = repl.ReplaceAll(h.APIKey, "")
-	}
+	repl := replacerOf(r)
+	key := requestKey(r, repl, bodyKey, h.APIKey)
 	if key == "" {
 		return agentsapi.Caller{}, openai.MissingAPIKey()
 	}
@@ -326,17 +317,10 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request, req *openai.ChatC
 	openai.WriteCompletion(w, col.Completion())
 }
 
-// owner derives the conversation owner: the configured placeholder, or
-// the key's hash.
+// owner derives the conversation owner (ownerID, which agcluster_owner
+// shares): the configured placeholder, or the key's hash.
 func (h *Handler) owner(repl *caddy.Replacer, key string) (string, *openai.Error) {
-	if h.Owner == "" {
-		return hashHex("key:" + key), nil
-	}
-	v := repl.ReplaceAll(h.Owner, "")
-	if v == "" {
-		return "", openai.Unauthorized("the request is not authenticated: no owner for " + h.Owner)
-	}
-	return hashHex("user:" + v), nil
+	return ownerID(repl, h.Owner, key)
 }
 
 // maxConversationID bounds a conversation id (it becomes a container label).

@@ -128,6 +128,10 @@ func BaseImage() string { return envOr("BASE_IMAGE", "agcluster/base:bookworm") 
 // MockImage is the mock Anthropic API image ($MOCK_IMAGE or agcluster/mock-anthropic:latest).
 func MockImage() string { return envOr("MOCK_IMAGE", "agcluster/mock-anthropic:latest") }
 
+// GatewayImage is the gateway image `make gateway-image` builds ($GATEWAY_IMAGE
+// or agcluster/gateway:latest).
+func GatewayImage() string { return envOr("GATEWAY_IMAGE", "agcluster/gateway:latest") }
+
 // RequireImage fails the test when image is not in the local engine.
 func RequireImage(t testing.TB, cli *client.Client, image string) {
 	t.Helper()
