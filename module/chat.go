@@ -71,6 +71,10 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	t.sreq = sreq
+	if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
+		h.refuse(w, oerr)
+		return
+	}
 	if oerr := t.acquire(); oerr != nil {
 		h.refuse(w, oerr)
 		return
@@ -83,6 +87,9 @@ func (t *chatTurn) acquire() *openai.Error {
 	lease, err := t.h.app.Manager().Acquire(t.r.Context(), t.sreq)
 	if err != nil {
 		return t.h.acquireError(t.r, err)
+	}
+	if oerr := t.h.app.admitConversation(lease, t.sreq.Owner); oerr != nil {
+		return oerr
 	}
 	t.lease = lease
 	t.w.Header().Set("X-Session-ID", lease.Session.ID)
@@ -144,6 +151,8 @@ func (t *chatTurn) run() {
 			end = h.completeTurn(t.w, t.r, st, relayed)
 		}
 	}
+	h.app.record(turnUsage{owner: t.sreq.Owner, config: lease.Session.ConfigID, provider: lease.Session.Provider,
+		result: end.result, held: time.Since(started)})
 	isNew, provider := strconv.FormatBool(lease.New), lease.Session.Provider
 	metrics.turns.WithLabelValues(end.outcome, isNew, t.continues, provider).Inc()
 	metrics.turnSeconds.WithLabelValues(isNew, provider).Observe(time.Since(started).Seconds())
@@ -356,7 +365,8 @@ type turnEnd struct {
 	toolCalls []openai.ToolCall // the client tool calls sent, as the client sends them back
 	outcome   string
 	turnID    string
-	calls     []string // their ids, which the agent's turn waits on
+	calls     []string      // their ids, which the agent's turn waits on
+	result    *agent.Result // the turn's result (usage, cost), when it reported one
 }
 
 // relayedTurn is how a turn's events are relayed: release frees the
@@ -458,10 +468,11 @@ type turnSink struct {
 	release func()
 	sw      *openai.StreamWriter
 	col     *openai.Collector
-	ok      bool     // the turn's result (or its tool calls) was seen
-	turnID  string   // the finished turn's id
-	calls   []string // the client tool calls the turn waits for
-	rid     string   // the request id, once needed
+	ok      bool          // the turn's result (or its tool calls) was seen
+	turnID  string        // the finished turn's id
+	calls   []string      // the client tool calls the turn waits for
+	rid     string        // the request id, once needed
+	result  *agent.Result // the turn's result, with its usage
 }
 
 // requestID is the request's id, the same for every use.
@@ -474,7 +485,7 @@ func (s *turnSink) requestID() string {
 
 // end is the turn's end as the sink saw it.
 func (s *turnSink) end() turnEnd {
-	e := turnEnd{outcome: outcomeError, turnID: s.turnID, calls: s.calls}
+	e := turnEnd{outcome: outcomeError, turnID: s.turnID, calls: s.calls, result: s.result}
 	if s.ok {
 		e.outcome = outcomeOK
 	}
@@ -489,7 +500,7 @@ func (s *turnSink) Write(e agent.Event) error {
 	case agent.EventResult, agent.EventError, agent.EventClientToolCalls:
 		s.ok = e.Type != agent.EventError
 		if e.Result != nil {
-			s.turnID = e.Result.TurnID
+			s.turnID, s.result = e.Result.TurnID, e.Result
 		}
 		for _, c := range e.Calls {
 			s.calls = append(s.calls, c.ID)

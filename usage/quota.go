@@ -110,9 +110,9 @@ func (m *Meter) Check(owner, config string, newConversation bool) (*Refusal, err
 	today := Day(now)
 	var all, ofConfig Totals
 	err := m.Store.Each(Filter{From: today, To: today, Owner: owner}, func(k Key, t Totals) {
-		all.add(t)
+		all.Add(t)
 		if k.Config == config {
-			ofConfig.add(t)
+			ofConfig.Add(t)
 		}
 	})
 	if err != nil {
@@ -165,7 +165,7 @@ func (s *Store) Group(f Filter, by string) ([]Row, error) {
 		if sums[g] == nil {
 			sums[g] = &Totals{}
 		}
-		sums[g].add(t)
+		sums[g].Add(t)
 	})
 	if err != nil {
 		return nil, err

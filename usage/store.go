@@ -55,8 +55,8 @@ func (t Totals) Tokens() int64 {
 	return t.InputTokens + t.OutputTokens + t.CacheReadTokens + t.CacheWriteTokens
 }
 
-// add sums o into t.
-func (t *Totals) add(o Totals) {
+// Add sums o into t.
+func (t *Totals) Add(o Totals) {
 	t.InputTokens += o.InputTokens
 	t.OutputTokens += o.OutputTokens
 	t.CacheReadTokens += o.CacheReadTokens
@@ -147,7 +147,7 @@ func (s *Store) Add(k Key, t Totals) error {
 				return fmt.Errorf("record %q: %w", k.Day, err)
 			}
 		}
-		cur.add(t)
+		cur.Add(t)
 		v, err := json.Marshal(cur)
 		if err != nil {
 			return err
@@ -205,6 +205,6 @@ func (s *Store) Each(f Filter, fn func(Key, Totals)) error {
 // Sum adds up the records f selects.
 func (s *Store) Sum(f Filter) (Totals, error) {
 	var sum Totals
-	err := s.Each(f, func(_ Key, t Totals) { sum.add(t) })
+	err := s.Each(f, func(_ Key, t Totals) { sum.Add(t) })
 	return sum, err
 }
