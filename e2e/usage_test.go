@@ -142,8 +142,7 @@ func TestUsageAcrossRestartAndQuotas(t *testing.T) {
 
 	// The same store under a new Caddy: the usage is still there, and the
 	// quotas are set from it: Alice has one token left today.
-	quotas := fmt.Sprintf("usage_store %s\n\t\towner_quota {\n\t\t\ttokens_per_day %d\n\t\t}\n\t\towner_quota code-assistant {\n\t\t\tconversations 1\n\t\t}",
-		store, first.tokens()+1)
+	quotas := fmt.Sprintf("usage_store %s\n\t\towner_quota {\n\t\t\ttokens_per_day %d\n\t\t}", store, first.tokens()+1)
 	g2 := e.startGatewayWith(t, gatewayOptions{extraApp: quotas})
 	assert.Equal(t, first, g2.usageOf(t, aliceKey, "").Total, "usage survives the restart")
 	everyone := g2.adminUsage(t, "?group_by=owner")
@@ -169,25 +168,29 @@ func TestUsageAcrossRestartAndQuotas(t *testing.T) {
 	bob := g2.client(bobKey)
 	_, err = streamed(t, bob, user("Bob is unaffected."), conv("c-bob-1"))
 	require.NoError(t, err, "another owner is unaffected")
+	assert.Contains(t, g2.metrics(t), `caddy_agcluster_quota_refusals_total{limit="tokens_per_day"} 2`)
+	g2.stop(t)
 
-	// code-assistant's own quota: one conversation per owner per day.
+	// code-assistant's own quota: one conversation per owner per day;
+	// the other configurations have none.
+	g3 := e.startGatewayWith(t, gatewayOptions{extraApp: "usage_store " + store + "\n\t\towner_quota code-assistant {\n\t\t\tconversations 1\n\t\t}"})
+	bob = g3.client(bobKey)
 	ca := user("First code-assistant conversation.")
 	ca.Model = "code-assistant"
 	_, err = streamed(t, bob, ca, conv("c-bob-ca-1"))
 	require.NoError(t, err)
 	_, err = streamed(t, bob, ca, conv("c-bob-ca-1"))
 	require.NoError(t, err, "the conversation already started goes on")
-	before := e.agentCount(t, g2)
+	before := e.agentCount(t, g3)
 	_, err = bob.Chat.Completions.New(ctxFor(t, 2*time.Minute), ca, conv("c-bob-ca-2"))
 	msg = quotaRefusal(t, err, "conversations")
 	assert.Contains(t, msg, `model "code-assistant"`)
-	testenv.Eventually(t, time.Minute, func() bool { return e.agentCount(t, g2) == before },
+	testenv.Eventually(t, time.Minute, func() bool { return e.agentCount(t, g3) == before },
 		"the refused conversation's agent was not removed")
 	_, err = streamed(t, bob, user("Another agent conversation is fine."), conv("c-bob-2"))
 	require.NoError(t, err, "other configurations are not limited by code-assistant's quota")
-	assert.Contains(t, g2.metrics(t), `caddy_agcluster_quota_refusals_total{limit="tokens_per_day"} 2`)
-	assert.Contains(t, g2.metrics(t), `caddy_agcluster_quota_refusals_total{limit="conversations"} 1`)
-	g2.stop(t)
+	assert.Contains(t, g3.metrics(t), `caddy_agcluster_quota_refusals_total{limit="conversations"} 1`)
+	g3.stop(t)
 
 	data, err := os.ReadFile(store)
 	require.NoError(t, err)
