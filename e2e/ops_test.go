@@ -85,18 +85,19 @@ func TestDashboardInChromium(t *testing.T) {
 
 	ctx := browser(t)
 	require.NoError(t, chromedp.Do(ctx,
+		chromedp.EmulateViewport(1280, 800),
 		chromedp.Navigate(g.url+"/ops"),
 		chromedp.WaitVisible(chromedp.CSS(`#conn.live`)),
 		chromedp.WaitVisible(chromedp.CSS(`#usage-config td`)),
 	))
 
-	v := api{t: t, g: g, key: key}.launch(map[string]any{"config_id": "agent"})
+	v := api{t: t, g: g, key: key}.launch(map[string]any{"config_id": "research-agent"})
 	row := `tr[data-session="` + v.SessionID + `"]`
 	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row+` span[data-state="running"]`))),
 		"the launched session appears live")
 	cells, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(row)))
 	require.NoError(t, err)
-	assert.Contains(t, cells, "agent")
+	assert.Contains(t, cells, "research-agent")
 	assert.Contains(t, cells, "docker")
 
 	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row+` span[data-state="sleeping"]`))),

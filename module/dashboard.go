@@ -237,6 +237,9 @@ func (h *Handler) dashboardEvents(w http.ResponseWriter, r *http.Request) {
 		snap := h.dashboardSnapshot(ctx, n%dashboardSlow == 0)
 		if n%dashboardSlow != 0 { // keep the slow figures of the last full look
 			for i := range snap.Sessions {
+				if snap.Sessions[i].Status == session.StatusSleeping {
+					continue // asleep: no figures
+				}
 				if j := slices.IndexFunc(last.Sessions, func(d dashSession) bool { return d.ID == snap.Sessions[i].ID }); j >= 0 {
 					snap.Sessions[i].CPUPercent, snap.Sessions[i].MemoryBytes = last.Sessions[j].CPUPercent, last.Sessions[j].MemoryBytes
 				}
