@@ -8,4 +8,4 @@ if [ ! -x /usr/bin/chromium ]; then
 	apt-get update -qq
 	apt-get install -y -qq chromium >/dev/null
 fi
-/usr/bin/chromium --version
+/usr/bin/chromium --version 2>/dev/null # its wrapper script may warn on stderr
