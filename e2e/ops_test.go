@@ -91,6 +91,29 @@ func TestDashboardInChromium(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#usage-config td`)),
 	))
 
+	// Interrupt: a slow turn shows as busy, and the page's Interrupt
+	// button ends it.
+	e.script(t, anthropictest.Script{Default: &anthropictest.Response{
+		Text: strings.Repeat("slowly ", 40) + "THE-END", ChunkChars: 7, ChunkDelayMS: 250}})
+	var busyID string
+	busyClient := g.client(key)
+	stream := busyClient.Chat.Completions.NewStreaming(ctxFor(t, 2*time.Minute), user("Talk slowly."), conv("c-dash-busy"), sessionInto(&busyID))
+	require.True(t, stream.Next(), "the slow turn started: %v", stream.Err())
+	busyRow := `tr[data-session="` + busyID + `"]`
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.WaitVisible(chromedp.CSS(busyRow+` span[data-state="busy"]`)),
+		chromedp.Click(chromedp.CSS(busyRow+` button[data-action="interrupt"]:not([disabled])`)),
+	), "the running turn shows as busy and is interrupted from the page")
+	var content strings.Builder
+	for stream.Next() {
+		if ch := stream.Current(); len(ch.Choices) > 0 {
+			content.WriteString(ch.Choices[0].Delta.Content)
+		}
+	}
+	assert.NotContains(t, content.String(), "THE-END", "the turn ended early")
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(busyRow+` span[data-state="running"]`))),
+		"the interrupted session is free again")
+
 	v := api{t: t, g: g, key: key}.launch(map[string]any{"config_id": "research-agent"})
 	row := `tr[data-session="` + v.SessionID + `"]`
 	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row+` span[data-state="running"]`))),
