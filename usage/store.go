@@ -34,7 +34,10 @@ type Totals struct {
 	CacheReadTokens int64 `json:"cache_read_tokens"`
 	// CacheWriteTokens are input tokens written to the prompt cache.
 	CacheWriteTokens int64 `json:"cache_write_tokens"`
-	// CostUSD is the cost in US dollars as the Claude Code CLI estimates it.
+	// CostUSD is the cost in US dollars as the Claude Code CLI estimates
+	// it: its result line's model_usage_since_last_result costUSD, summed
+	// over the models (agent.Result.CostUSD); the result's usage object
+	// counts the turn's model calls only, not the session's.
 	CostUSD float64 `json:"cost_usd"`
 	// Turns counts finished turns.
 	Turns int64 `json:"turns"`
