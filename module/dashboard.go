@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/openai"
@@ -41,6 +42,10 @@ const (
 	dashboardTick  = time.Second
 	dashboardSlow  = 5
 	dashboardStats = 2 * time.Second // the longest wait for one agent's figures
+	// dashboardStreamLife ends an event stream after this long; the page's
+	// EventSource reconnects at once. An open page never holds up a
+	// reload's or shutdown's graceful end of the old server for longer.
+	dashboardStreamLife = time.Minute
 )
 
 // dashboardHandles tells whether the request is the dashboard's.
@@ -145,13 +150,21 @@ func findSession(m *session.Manager, id string) *session.Session {
 
 // dashSession is one conversation as the dashboard shows it.
 type dashSession struct {
-	ID       string    `json:"id"`
-	Owner    string    `json:"owner"` // the owner hash's prefix
-	Config   string    `json:"config"`
-	Provider string    `json:"provider"`
-	Status   string    `json:"status"`
-	Turns    int64     `json:"turns"`
-	Created  time.Time `json:"created"`
+	// ID is the session id.
+	ID string `json:"id"`
+	// Owner is the owner hash's first 12 characters.
+	Owner string `json:"owner"`
+	// Config is the configuration id.
+	Config string `json:"config"`
+	// Provider names the provider that runs its agent.
+	Provider string `json:"provider"`
+	// Status is running, busy (a turn runs) or sleeping.
+	Status string `json:"status"`
+	// Turns counts its finished turns.
+	Turns int64 `json:"turns"`
+	// Created is when the session started.
+	Created time.Time `json:"created"`
+	// LastUsed is when its last turn ended; the page counts idle time from it.
 	LastUsed time.Time `json:"last_used"`
 	// CPUPercent and MemoryBytes are the agent's own figures (its
 	// container's cgroup when readable, else its processes'); nil when
@@ -162,11 +175,16 @@ type dashSession struct {
 
 // dashSnapshot is what the dashboard shows.
 type dashSnapshot struct {
-	Sessions  []dashSession       `json:"sessions"`
-	Providers []providerStatus    `json:"providers"`
-	Pool      []session.PoolStats `json:"pool"`
-	ByDay     []usage.Row         `json:"usage_by_day"`
-	ByConfig  []usage.Row         `json:"usage_by_config"`
+	// Sessions are every owner's conversations, oldest first.
+	Sessions []dashSession `json:"sessions"`
+	// Providers are the providers in use and their health.
+	Providers []providerStatus `json:"providers"`
+	// Pool is the warm pool per configuration.
+	Pool []session.PoolStats `json:"pool"`
+	// ByDay is the usage of the last 14 days, by UTC day.
+	ByDay []usage.Row `json:"usage_by_day"`
+	// ByConfig is the usage of the last 14 days, by configuration.
+	ByConfig []usage.Row `json:"usage_by_config"`
 }
 
 // dashboardSnapshot gathers the dashboard's figures; slow adds the
@@ -227,7 +245,11 @@ func (h *Handler) dashboardEvents(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	ctx := r.Context()
+	ctx, cancel := context.WithTimeout(r.Context(), dashboardStreamLife)
+	defer cancel()
+	if _, err := fmt.Fprint(w, "retry: 500\n\n"); err != nil {
+		return
+	}
 	var last dashSnapshot
 	var sent []byte
 	quiet := 0
@@ -268,6 +290,9 @@ func (h *Handler) dashboardEvents(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if caddy.Exiting() { // Caddy waits for open requests before it exits
+			return
 		}
 	}
 }
