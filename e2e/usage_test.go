@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -198,4 +199,33 @@ func TestUsageAcrossRestartAndQuotas(t *testing.T) {
 		assert.False(t, strings.Contains(string(data), secret), "the store holds %q", secret)
 	}
 	assert.Contains(t, string(data), "code-assistant", "the store is the one written (it names configurations)")
+}
+
+// TestQuotaNeverCutsAToolTurn: a turn that waits for the client's function
+// results is already running, so its results are taken even when the
+// owner reached a quota meanwhile; the owner's next turn is refused.
+func TestQuotaNeverCutsAToolTurn(t *testing.T) {
+	e := setup(t)
+	g := e.startGatewayWith(t, gatewayOptions{extraApp: "usage_store " + filepath.Join(t.TempDir(), "usage.db") +
+		"\n\t\towner_quota {\n\t\t\ttokens_per_day 1\n\t\t}"})
+	sc := weatherScript()
+	sc.Default = &anthropictest.Response{Text: "Pushed past the quota.", Usage: meteredUsage}
+	e.script(t, sc)
+	alice := g.client("sk-ant-test-quota-tools")
+
+	params := weatherParams(openai.UserMessage(weatherPrompt))
+	first, sum := completeChat(t, alice, params, false, conv("c-tools"))
+	require.Equal(t, "tool_calls", sum.FinishReason, "%+v", sum)
+	_, err := streamed(t, alice, user("Something else meanwhile."), conv("c-other"))
+	require.NoError(t, err, "under the quota")
+
+	msg := first.Choices[0].Message
+	call := msg.ToolCalls[0]
+	params.Messages = append(params.Messages, msg.ToParam(), openai.ToolMessage(weatherResult(t, call.Function.Arguments), call.ID))
+	_, final := completeChat(t, alice, params, false, conv("c-tools"))
+	assert.Equal(t, "stop", final.FinishReason)
+	assert.True(t, strings.HasSuffix(strings.TrimSpace(final.Content), weatherAnswer), "the waiting turn finished: %q", final.Content)
+
+	_, err = alice.Chat.Completions.New(ctxFor(t, time.Minute), user("And now?"), conv("c-tools"))
+	quotaRefusal(t, err, "tokens_per_day")
 }

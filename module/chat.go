@@ -71,13 +71,25 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	t.sreq = sreq
-	if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
-		h.refuse(w, oerr)
-		return
+	// Quotas are checked before a turn starts. Tool results for the calls
+	// a turn waits on continue that turn, which a quota never cuts off:
+	// whether they do is known once the session is found.
+	if t.results == nil {
+		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
+			h.refuse(w, oerr)
+			return
+		}
 	}
 	if oerr := t.acquire(); oerr != nil {
 		h.refuse(w, oerr)
 		return
+	}
+	if t.results != nil && !t.continuesCalls() {
+		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
+			t.lease.Done(session.TurnEnd{})
+			h.refuse(w, oerr)
+			return
+		}
 	}
 	t.run()
 }
