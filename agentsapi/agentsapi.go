@@ -52,6 +52,17 @@ type Options struct {
 	Providers func(ctx context.Context) any
 	// Identify returns the request's caller; a returned error is written as is.
 	Identify func(r *http.Request, bodyKey string) (Caller, *openai.Error)
+	// Admit, when set, checks the caller's quotas before a turn of the
+	// configuration, or a new conversation of it, starts; a returned error
+	// is written as is.
+	Admit func(c Caller, configID string, newConversation bool) *openai.Error
+	// Record, when set, is told of every launch (result nil,
+	// newConversation true) and every finished turn: its result (nil when
+	// it reported none) and how long the session was held for it.
+	Record func(c Caller, s *session.Session, result *agent.Result, held time.Duration, newConversation bool)
+	// Usage, when set, answers GET /api/agents/usage for the caller
+	// (query: from, to, group_by).
+	Usage func(c Caller, q url.Values) (any, *openai.Error)
 	// MaxUploadBytes caps one uploaded file (default 50 MiB).
 	MaxUploadBytes int64
 	// MaxUploadFiles caps the files of one multipart upload (default 50).
@@ -159,6 +170,8 @@ var routes = []route{
 		handler: func(h *Handler) http.HandlerFunc { return h.owned(h.archive) }},
 	{Method: "GET", Pattern: "/api/agents/sessions/{id}/resources", Summary: "CPU, memory, pids, uptime, turns", Owned: true,
 		handler: func(h *Handler) http.HandlerFunc { return h.owned(h.resources) }},
+	{Method: "GET", Pattern: "/api/agents/usage", Summary: "The caller's usage: tokens, cost and agent time per day, config or provider (?from=&to=&group_by=)",
+		handler: func(h *Handler) http.HandlerFunc { return h.authed(h.usage) }},
 	{Method: "GET", Pattern: "/api/configs", Summary: "List the configuration templates",
 		handler: func(h *Handler) http.HandlerFunc { return h.listConfigs }},
 	{Method: "GET", Pattern: "/api/configs/{id}", Summary: "Get one configuration template",
@@ -294,11 +307,16 @@ func (h *Handler) launch(w http.ResponseWriter, r *http.Request) {
 		serr.Write(w)
 		return
 	}
+	if oerr := h.admit(c, cfg.ID, true); oerr != nil {
+		oerr.Write(w)
+		return
+	}
 	s, err := h.opts.Manager.Launch(r.Context(), sreq)
 	if err != nil {
 		h.sessionError(r, err).Write(w)
 		return
 	}
+	h.record(c, s, nil, 0, true)
 	writeJSON(w, http.StatusCreated, view(s))
 }
 
@@ -379,6 +397,11 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *sess
 		openai.BadRequest(`chat body must be JSON {"prompt": "...", "branch"?: "<turn id>"} with a non-empty prompt`, "prompt").Write(w)
 		return
 	}
+	if oerr := h.admit(c, s.ConfigID, false); oerr != nil {
+		oerr.Write(w)
+		return
+	}
+	started := time.Now()
 	lease, err := h.opts.Manager.Acquire(r.Context(), session.Request{Owner: c.Owner, SessionID: s.ID})
 	if err != nil {
 		h.sessionError(r, err).Write(w)
@@ -395,14 +418,44 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *sess
 		return
 	}
 	defer st.Close()
-	turnID := h.relayTurn(w, r, st, lease.Release)
+	turnID, result := h.relayTurn(w, r, st, lease.Release)
 	lease.Done(session.TurnEnd{TurnID: turnID})
+	h.record(c, s, result, time.Since(started), false)
+}
+
+// admit asks Options.Admit, if set.
+func (h *Handler) admit(c Caller, configID string, newConversation bool) *openai.Error {
+	if h.opts.Admit == nil {
+		return nil
+	}
+	return h.opts.Admit(c, configID, newConversation)
+}
+
+// record tells Options.Record, if set.
+func (h *Handler) record(c Caller, s *session.Session, result *agent.Result, held time.Duration, newConversation bool) {
+	if h.opts.Record != nil {
+		h.opts.Record(c, s, result, held, newConversation)
+	}
+}
+
+// usage serves the caller's usage.
+func (h *Handler) usage(w http.ResponseWriter, r *http.Request, c Caller) {
+	if h.opts.Usage == nil {
+		notFound("usage is not recorded by this gateway").Write(w)
+		return
+	}
+	out, oerr := h.opts.Usage(c, r.URL.Query())
+	if oerr != nil {
+		oerr.Write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // relayTurn relays the turn's events from st to the client as SSE and
-// returns the finished turn's id. release frees the session for the next
-// turn.
-func (h *Handler) relayTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func()) string {
+// returns the finished turn's id and the turn's result (its usage; nil
+// when it reported none). release frees the session for the next turn.
+func (h *Handler) relayTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func()) (string, *agent.Result) {
 	openai.SetStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -411,14 +464,14 @@ func (h *Handler) relayTurn(w http.ResponseWriter, r *http.Request, st relay.Sou
 	err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{KeepAlive: h.opts.KeepAlive})
 	var we *relay.WriteError
 	if err == nil || errors.As(err, &we) || r.Context().Err() != nil {
-		return sink.turnID
+		return sink.turnID, sink.result
 	}
 	rid := sink.requestID()
 	h.opts.Logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
 	if sink.event(agent.Event{Type: agent.EventError, Code: agent.CodeInternal, Message: StreamBroke(rid)}) == nil {
 		_ = sink.Flush()
 	}
-	return sink.turnID
+	return sink.turnID, sink.result
 }
 
 // eventSink writes agent events as SSE, one JSON event per data line, for
@@ -432,7 +485,8 @@ type eventSink struct {
 	r       *http.Request
 	rid     string
 	buf     []byte
-	turnID  string // the finished turn's id, from its result event
+	turnID  string        // the finished turn's id, from its result event
+	result  *agent.Result // the turn's usage, from its result (or error) event
 }
 
 // requestID is the request's id, the same for every use.
@@ -446,6 +500,9 @@ func (s *eventSink) requestID() string {
 func (s *eventSink) Write(e agent.Event) error {
 	if e.Type == agent.EventResult && e.Result != nil {
 		s.turnID = e.Result.TurnID
+	}
+	if (e.Type == agent.EventResult || e.Type == agent.EventError) && e.Result != nil {
+		s.result = e.Result
 	}
 	if e.Type == agent.EventResult || e.Type == agent.EventError {
 		s.release()

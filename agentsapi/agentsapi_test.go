@@ -28,7 +28,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 			assert.NotEmpty(t, op["parameters"], "%s %s declares its path parameters", r.Method, p)
 		}
 	}
-	assert.Len(t, Routes(), 16)
+	assert.Len(t, Routes(), 17)
 }
 
 func TestRefusesTraversalBeforeRouting(t *testing.T) {

@@ -17,7 +17,9 @@ func init() {
 // AdminAPI adds /agcluster/ routes to Caddy's admin endpoint:
 // GET /agcluster/sessions lists every live session (no secrets),
 // DELETE /agcluster/sessions/{id} removes one with its container, and
-// GET /agcluster/pool shows the warm pool per configuration.
+// GET /agcluster/pool shows the warm pool per configuration,
+// GET /agcluster/usage every owner's usage (see usage.go) and
+// GET /agcluster/providers the providers and their health.
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -33,7 +35,9 @@ func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 func (AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/agcluster/sessions", Handler: caddy.AdminHandlerFunc(adminSessions)},
 		{Pattern: "/agcluster/sessions/", Handler: caddy.AdminHandlerFunc(adminSessions)},
-		{Pattern: "/agcluster/pool", Handler: caddy.AdminHandlerFunc(adminPool)}}
+		{Pattern: "/agcluster/pool", Handler: caddy.AdminHandlerFunc(adminPool)},
+		{Pattern: "/agcluster/usage", Handler: caddy.AdminHandlerFunc(adminUsage)},
+		{Pattern: "/agcluster/providers", Handler: caddy.AdminHandlerFunc(adminProviders)}}
 }
 
 func adminPool(w http.ResponseWriter, r *http.Request) error {

@@ -28,6 +28,7 @@ import (
 	"github.com/agcluster/caddy-agcluster/openai"
 	"github.com/agcluster/caddy-agcluster/providers"
 	"github.com/agcluster/caddy-agcluster/session"
+	"github.com/agcluster/caddy-agcluster/usage"
 )
 
 func init() {
@@ -85,7 +86,21 @@ type App struct {
 	// conversation starts without waiting for a container. Default: no
 	// pool.
 	WarmPool *WarmPool `json:"warm_pool,omitempty"`
+	// UsageStore is the file of the usage database (bbolt): every turn's
+	// tokens, cost and time per owner, configuration, provider and UTC
+	// day, kept across restarts. Default: agcluster/usage.db in Caddy's
+	// data directory.
+	UsageStore string `json:"usage_store,omitempty"`
+	// OwnerQuota caps each owner's usage per UTC day over all
+	// configurations; past it, turns are refused with 429
+	// insufficient_quota until UTC midnight. Default: no quota.
+	OwnerQuota *usage.Quota `json:"owner_quota,omitempty"`
+	// ConfigQuotas cap each owner's usage of one configuration (by id)
+	// per UTC day, besides OwnerQuota.
+	ConfigQuotas map[string]*usage.Quota `json:"config_quotas,omitempty"`
 
+	meter     *usage.Meter
+	usagePath string // the store this config holds in usagePool, once started
 	providers map[string]configuredProvider
 	state     *state
 	configs   *configs.Store
@@ -165,6 +180,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.state = st
+	if err := a.provisionUsage(); err != nil {
+		return err
+	}
 	return st.configure(a.providers, a.DefaultProvider, a.managerOptions(), poolOpts, a.Shutdown == "destroy", time.Duration(a.TurnTimeout))
 }
 
@@ -361,6 +379,9 @@ func (a *App) Validate() error {
 // sessions of a previous run, both in the background (Provision, which
 // `caddy validate` also runs, contacts nothing).
 func (a *App) Start() error {
+	if err := a.startUsage(); err != nil {
+		return err
+	}
 	a.state.start()
 	return nil
 }
@@ -371,6 +392,7 @@ func (a *App) Stop() error { return nil }
 // Cleanup releases this config's hold on the shared state; the state goes
 // when the last config using it does.
 func (a *App) Cleanup() error {
+	a.cleanupUsage()
 	if a.state != nil {
 		_, err := statePool.Delete(statePoolKey)
 		a.state = nil

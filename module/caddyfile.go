@@ -3,6 +3,7 @@ package module
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -59,6 +60,13 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    warm_pool_max <n>              # ready agents over all configurations (default: the sum)
 //	    warm_pool_min_free_memory <size>|off  # stop and shrink the pool below this available memory (default 1GiB)
 //	    warm_pool_check_interval <duration>   # health and memory checks of ready agents (default 5s)
+//	    usage_store <path>             # usage database (default agcluster/usage.db in Caddy's data directory)
+//	    owner_quota [<config>] {       # each owner's daily quota (UTC), over all configurations or for one (repeatable)
+//	        tokens_per_day <n>         # input, output, cache read and cache write tokens
+//	        cost_per_day <usd>         # the CLI's cost estimate, e.g. 2.50
+//	        agent_hours_per_day <n>    # agent time held by turns, e.g. 1.5
+//	        conversations <n>          # conversations started per day
+//	    }
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return eachSubdirective(d, func(sub string) error {
@@ -166,6 +174,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.warmPool().CheckInterval = dur
+		case "usage_store":
+			return caddyargs.String(d, &a.UsageStore)
+		case "owner_quota":
+			return a.unmarshalQuota(d)
 		case "shutdown":
 			if !d.AllArgs(&a.Shutdown) {
 				return d.ArgErr()
@@ -233,6 +245,7 @@ func (a *App) warmPool() *WarmPool {
 //	    max_request_body <size>              # default 32MiB
 //	    fetch_images <host...>               # fetch https image URLs from these hosts (*.example.com: subdomains)
 //	    keep_alive <duration>                # silence before a keep-alive comment (default 10s)
+//	    dashboard <path>                     # operator dashboard at this path (protect it with Caddy's auth)
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return eachSubdirective(d, func(sub string) error {
@@ -305,6 +318,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.KeepAlive = dur
+		case "dashboard":
+			if err := caddyargs.String(d, &h.Dashboard); err != nil {
+				return err
+			}
+			if !strings.HasPrefix(h.Dashboard, "/") {
+				return d.Errf("dashboard %q: want a path such as /ops", h.Dashboard)
+			}
 		default:
 			return d.Errf("unknown agcluster subdirective %q", sub)
 		}
@@ -313,7 +333,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 // repeatable are the subdirectives that may be given more than once.
-var repeatable = []string{"warm_pool", "provider"}
+var repeatable = []string{"warm_pool", "provider", "owner_quota"}
 
 // eachSubdirective reads the directive's block (caddyargs.Subdirectives).
 func eachSubdirective(d *caddyfile.Dispenser, fn func(sub string) error) error {

@@ -72,9 +72,25 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	t.sreq = sreq
+	// Quotas are checked before a turn starts. Tool results for the calls
+	// a turn waits on continue that turn, which a quota never cuts off:
+	// whether they do is known once the session is found.
+	if t.results == nil {
+		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
+			h.refuse(w, oerr)
+			return
+		}
+	}
 	if oerr := t.acquire(); oerr != nil {
 		h.refuse(w, oerr)
 		return
+	}
+	if t.results != nil && !t.continuesCalls() {
+		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
+			t.lease.Done(session.TurnEnd{})
+			h.refuse(w, oerr)
+			return
+		}
 	}
 	t.run()
 }
@@ -84,6 +100,9 @@ func (t *chatTurn) acquire() *openai.Error {
 	lease, err := t.h.app.Manager().Acquire(t.r.Context(), t.sreq)
 	if err != nil {
 		return t.h.acquireError(t.r, err)
+	}
+	if oerr := t.h.app.admitConversation(lease, t.sreq.Owner); oerr != nil {
+		return oerr
 	}
 	t.lease = lease
 	t.w.Header().Set("X-Session-ID", lease.Session.ID)
@@ -145,6 +164,8 @@ func (t *chatTurn) run() {
 			end = h.completeTurn(t.w, t.r, st, relayed)
 		}
 	}
+	h.app.record(turnUsage{owner: t.sreq.Owner, config: lease.Session.ConfigID, provider: lease.Session.Provider,
+		result: end.result, held: time.Since(started)})
 	isNew, provider := strconv.FormatBool(lease.New), lease.Session.Provider
 	metrics.turns.WithLabelValues(end.outcome, isNew, t.continues, provider).Inc()
 	metrics.turnSeconds.WithLabelValues(isNew, provider).Observe(time.Since(started).Seconds())
@@ -357,7 +378,8 @@ type turnEnd struct {
 	toolCalls []openai.ToolCall // the client tool calls sent, as the client sends them back
 	outcome   string
 	turnID    string
-	calls     []string // their ids, which the agent's turn waits on
+	calls     []string      // their ids, which the agent's turn waits on
+	result    *agent.Result // the turn's result (usage, cost), when it reported one
 }
 
 // relayedTurn is how a turn's events are relayed: release frees the
@@ -459,10 +481,11 @@ type turnSink struct {
 	release func()
 	sw      *openai.StreamWriter
 	col     *openai.Collector
-	ok      bool     // the turn's result (or its tool calls) was seen
-	turnID  string   // the finished turn's id
-	calls   []string // the client tool calls the turn waits for
-	rid     string   // the request id, once needed
+	ok      bool          // the turn's result (or its tool calls) was seen
+	turnID  string        // the finished turn's id
+	calls   []string      // the client tool calls the turn waits for
+	rid     string        // the request id, once needed
+	result  *agent.Result // the turn's result, with its usage
 }
 
 // requestID is the request's id, the same for every use.
@@ -475,7 +498,7 @@ func (s *turnSink) requestID() string {
 
 // end is the turn's end as the sink saw it.
 func (s *turnSink) end() turnEnd {
-	e := turnEnd{outcome: outcomeError, turnID: s.turnID, calls: s.calls}
+	e := turnEnd{outcome: outcomeError, turnID: s.turnID, calls: s.calls, result: s.result}
 	if s.ok {
 		e.outcome = outcomeOK
 	}
@@ -490,7 +513,7 @@ func (s *turnSink) Write(e agent.Event) error {
 	case agent.EventResult, agent.EventError, agent.EventClientToolCalls:
 		s.ok = e.Type != agent.EventError
 		if e.Result != nil {
-			s.turnID = e.Result.TurnID
+			s.turnID, s.result = e.Result.TurnID, e.Result
 		}
 		for _, c := range e.Calls {
 			s.calls = append(s.calls, c.ID)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +76,12 @@ type Handler struct {
 	// KeepAlive is the silence after which a ": keep-alive" comment is
 	// sent on a stream. Default 10s.
 	KeepAlive caddy.Duration `json:"keep_alive,omitempty"`
+	// Dashboard is the path of the operator dashboard (e.g. "/ops"): a
+	// live page of every owner's sessions, the providers' health, the warm
+	// pool and the usage, with actions to stop a session or interrupt its
+	// turn. It is not protected by the gateway: put Caddy's own auth in
+	// front of the path. Default: no dashboard.
+	Dashboard string `json:"dashboard,omitempty"`
 
 	app    *App
 	api    *agentsapi.Handler
@@ -134,6 +141,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Provider:  h.app.ResolveProvider,
 		Providers: func(ctx context.Context) any { return h.app.state.status(ctx) },
 		Identify:  h.identify,
+		Admit: func(c agentsapi.Caller, config string, isNew bool) *openai.Error {
+			return h.app.admit(c.Owner, config, isNew)
+		},
+		Record:    h.app.recordAPITurn,
+		Usage:     func(c agentsapi.Caller, q url.Values) (any, *openai.Error) { return h.app.ownerUsage(c.Owner, q) },
 		KeepAlive: time.Duration(h.KeepAlive),
 		Logger:    h.logger.Named("api"),
 	})
@@ -150,6 +162,9 @@ func (h *Handler) refuse(w http.ResponseWriter, e *openai.Error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	path := strings.TrimPrefix(r.URL.Path, "/v1")
 	switch {
+	case h.dashboardHandles(r.URL.Path):
+		h.serveDashboard(w, r)
+		return nil
 	case path == "/chat/completions":
 		if r.Method != http.MethodPost {
 			return h.methodNotAllowed(w, http.MethodPost)

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agcluster/caddy-agcluster/session"
+	"github.com/agcluster/caddy-agcluster/usage"
 )
 
 // metrics are the module's Prometheus collectors. They are package-level
@@ -25,6 +26,9 @@ var metrics = struct {
 	poolHits      prometheus.CounterFunc
 	poolMisses    prometheus.CounterFunc
 	requestErrors *prometheus.CounterVec
+	tokens        *prometheus.CounterVec
+	costUSD       *prometheus.CounterVec
+	quotaRefusals *prometheus.CounterVec
 }{}
 
 func initMetrics() {
@@ -47,6 +51,18 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "request_errors_total",
 			Help: "Requests refused before a turn ran, by HTTP status.",
 		}, []string{"status"})
+		metrics.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "tokens_total",
+			Help: "Tokens used by agent turns, by configuration (\"custom\" for inline ones), provider and kind (input, output, cache_read, cache_write).",
+		}, []string{"config", "provider", "kind"})
+		metrics.costUSD = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "cost_usd_total",
+			Help: "Cost in USD of agent turns as the Claude Code CLI estimates it, by configuration and provider.",
+		}, []string{"config", "provider"})
+		metrics.quotaRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "quota_refusals_total",
+			Help: "Requests refused with 429 insufficient_quota, by the limit reached (tokens_per_day, cost_per_day, agent_hours_per_day, conversations).",
+		}, []string{"limit"})
 		metrics.sessions = sessionsCollector{desc: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "sessions"),
 			"Conversations by provider and state: live (agent awake) or sleeping (agent stopped, workspace kept).",
 			[]string{"provider", "state"}, nil)}
@@ -92,7 +108,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.turns, metrics.turnSeconds, metrics.tasks, metrics.requestErrors, metrics.sessions,
-		metrics.wakes, metrics.wakeSeconds,
+		metrics.wakes, metrics.wakeSeconds, metrics.tokens, metrics.costUSD, metrics.quotaRefusals,
 		metrics.poolReady, metrics.poolHits, metrics.poolMisses} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -128,4 +144,14 @@ func observeWake(provider string, took time.Duration, outcome string) {
 	if outcome == session.WakeOK {
 		metrics.wakeSeconds.WithLabelValues(provider).Observe(took.Seconds())
 	}
+}
+
+// observeUsage counts a turn's tokens and cost.
+func observeUsage(config, provider string, t usage.Totals) {
+	initMetrics()
+	for kind, n := range map[string]int64{"input": t.InputTokens, "output": t.OutputTokens,
+		"cache_read": t.CacheReadTokens, "cache_write": t.CacheWriteTokens} {
+		metrics.tokens.WithLabelValues(config, provider, kind).Add(float64(n))
+	}
+	metrics.costUSD.WithLabelValues(config, provider).Add(t.CostUSD)
 }

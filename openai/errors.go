@@ -139,6 +139,20 @@ func TooLarge(limit int64) *Error {
 		"", "request_too_large", boolPtr(false))
 }
 
+// TypeInsufficientQuota and CodeInsufficientQuota are OpenAI's own type
+// and code for an account past its quota.
+const (
+	TypeInsufficientQuota = "insufficient_quota"
+	CodeInsufficientQuota = "insufficient_quota"
+)
+
+// InsufficientQuota returns a 429 in OpenAI's shape for a quota reached:
+// type and code "insufficient_quota", x-should-retry false (a retry
+// before the quota resets fails the same way).
+func InsufficientQuota(msg string) *Error {
+	return newError(http.StatusTooManyRequests, TypeInsufficientQuota, msg, "", CodeInsufficientQuota, boolPtr(false))
+}
+
 // RateLimited returns a 429 rate_limit_error with code
 // "rate_limit_exceeded". It leaves x-should-retry unset: use it before an
 // agent turn ran, so the client's back-off and retry is harmless.

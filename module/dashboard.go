@@ -1,0 +1,304 @@
+package module
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"html"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/agcluster/caddy-agcluster/openai"
+	"github.com/agcluster/caddy-agcluster/session"
+	"github.com/agcluster/caddy-agcluster/usage"
+)
+
+// dashboardPage is the operator dashboard: one self-contained page (plain
+// JavaScript, inline CSS and SVG; nothing loaded from elsewhere).
+//
+//go:embed dashboard.html
+var dashboardPage string
+
+// dashboardHeader must be on the dashboard's mutating requests. A browser
+// sends a custom header cross-origin only after a CORS preflight, which
+// the dashboard never grants, so a page elsewhere cannot forge the
+// actions (CSRF); the Origin check below is a second guard.
+const dashboardHeader = "X-Agcluster-Dashboard"
+
+// Dashboard refresh periods: the cheap part of the snapshot (sessions and
+// their states) is looked at every second, the agents' CPU and memory,
+// the providers' health, the warm pool and the usage every five. An
+// update is sent only when something changed.
+const (
+	dashboardTick  = time.Second
+	dashboardSlow  = 5
+	dashboardStats = 2 * time.Second // the longest wait for one agent's figures
+	// dashboardStreamLife ends an event stream after this long; the page's
+	// EventSource reconnects at once. An open page never holds up a
+	// reload's or shutdown's graceful end of the old server for longer.
+	dashboardStreamLife = time.Minute
+)
+
+// dashboardHandles tells whether the request is the dashboard's.
+func (h *Handler) dashboardHandles(p string) bool {
+	return h.Dashboard != "" && (p == h.Dashboard || strings.HasPrefix(p, strings.TrimSuffix(h.Dashboard, "/")+"/"))
+}
+
+// serveDashboard serves the page, its event stream and its actions.
+func (h *Handler) serveDashboard(w http.ResponseWriter, r *http.Request) {
+	base := strings.TrimSuffix(h.Dashboard, "/")
+	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, base), "/")
+	switch {
+	case rest == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write([]byte(strings.Replace(dashboardPage, "{{BASE}}", html.EscapeString(base), 1)))
+	case rest == "events" && r.Method == http.MethodGet:
+		h.dashboardEvents(w, r)
+	case rest == "snapshot" && r.Method == http.MethodGet:
+		writeDashJSON(w, http.StatusOK, h.dashboardSnapshot(r.Context(), true))
+	case strings.HasPrefix(rest, "sessions/") && r.Method == http.MethodPost:
+		h.dashboardAction(w, r, strings.TrimPrefix(rest, "sessions/"))
+	default:
+		e := openai.BadRequest(fmt.Sprintf("no such dashboard endpoint: %s %s", r.Method, r.URL.Path), "")
+		e.Status = http.StatusNotFound
+		e.Write(w)
+	}
+}
+
+// sameOrigin tells whether a mutating request comes from the dashboard
+// itself: it carries the custom header and, when the browser says where it
+// comes from, that is this host.
+func sameOrigin(r *http.Request) bool {
+	if r.Header.Get(dashboardHeader) == "" {
+		return false
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || u.Host != r.Host {
+			return false
+		}
+	}
+	return true
+}
+
+// dashboardAction runs "stop" (remove the session and its agent) or
+// "interrupt" (end its running turn) on a session: {id}/{action}.
+func (h *Handler) dashboardAction(w http.ResponseWriter, r *http.Request, rest string) {
+	if !sameOrigin(r) {
+		e := openai.BadRequest("dashboard actions must come from the dashboard page (same origin, "+dashboardHeader+" header)", "")
+		e.Status = http.StatusForbidden
+		e.Write(w)
+		return
+	}
+	id, action, _ := strings.Cut(rest, "/")
+	s := findSession(h.app.Manager(), id)
+	if s == nil {
+		e := openai.BadRequest(fmt.Sprintf("no session %q", id), "")
+		e.Status = http.StatusNotFound
+		e.Write(w)
+		return
+	}
+	switch action {
+	case "stop":
+		if err := h.app.Manager().Delete(s.Key.Owner, s.ID); err != nil {
+			h.acquireError(r, err).Write(w)
+			return
+		}
+		h.logger.Info("session stopped from the dashboard", zap.String("session_id", s.ID))
+		writeDashJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "stopped": true})
+	case "interrupt":
+		ok := false
+		if !s.Asleep() {
+			var err error
+			if ok, err = s.Client().Interrupt(r.Context()); err != nil {
+				h.queryError(r, err).Write(w)
+				return
+			}
+		}
+		writeDashJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": ok})
+	default:
+		e := openai.BadRequest(fmt.Sprintf("unknown action %q: want stop or interrupt", action), "")
+		e.Status = http.StatusNotFound
+		e.Write(w)
+	}
+}
+
+// findSession finds any owner's session by id.
+func findSession(m *session.Manager, id string) *session.Session {
+	for _, s := range m.List("") {
+		if s.ID == id {
+			return s
+		}
+	}
+	return nil
+}
+
+// dashSession is one conversation as the dashboard shows it.
+type dashSession struct {
+	// ID is the session id.
+	ID string `json:"id"`
+	// Owner is the owner hash's first 12 characters.
+	Owner string `json:"owner"`
+	// Config is the configuration id.
+	Config string `json:"config"`
+	// Provider names the provider that runs its agent.
+	Provider string `json:"provider"`
+	// Status is running, busy (a turn runs) or sleeping.
+	Status string `json:"status"`
+	// Turns counts its finished turns.
+	Turns int64 `json:"turns"`
+	// Created is when the session started.
+	Created time.Time `json:"created"`
+	// LastUsed is when its last turn ended; the page counts idle time from it.
+	LastUsed time.Time `json:"last_used"`
+	// CPUPercent and MemoryBytes are the agent's own figures (its
+	// container's cgroup when readable, else its processes'); nil when
+	// asleep or not reachable.
+	CPUPercent  *float64 `json:"cpu_percent"`
+	MemoryBytes *int64   `json:"memory_bytes"`
+}
+
+// dashSnapshot is what the dashboard shows.
+type dashSnapshot struct {
+	// Sessions are every owner's conversations, oldest first.
+	Sessions []dashSession `json:"sessions"`
+	// Providers are the providers in use and their health.
+	Providers []providerStatus `json:"providers"`
+	// Pool is the warm pool per configuration.
+	Pool []session.PoolStats `json:"pool"`
+	// ByDay is the usage of the last 14 days, by UTC day.
+	ByDay []usage.Row `json:"usage_by_day"`
+	// ByConfig is the usage of the last 14 days, by configuration.
+	ByConfig []usage.Row `json:"usage_by_config"`
+}
+
+// dashboardSnapshot gathers the dashboard's figures; slow adds the
+// agents' CPU and memory, the providers' health, the pool and the usage.
+func (h *Handler) dashboardSnapshot(ctx context.Context, slow bool) dashSnapshot {
+	list := h.app.Manager().List("")
+	slices.SortFunc(list, func(a, b *session.Session) int { return a.Created.Compare(b.Created) })
+	snap := dashSnapshot{Sessions: make([]dashSession, len(list))}
+	for i, s := range list {
+		snap.Sessions[i] = dashSession{ID: s.ID, Owner: ownerPrefix(s.Key.Owner), Config: s.ConfigID, Provider: s.Provider,
+			Status: s.Status(), Turns: s.Turns(), Created: s.Created, LastUsed: s.LastUsed()}
+	}
+	if !slow {
+		return snap
+	}
+	agentFigures(ctx, list, snap.Sessions)
+	snap.Providers = h.app.state.status(ctx)
+	snap.Pool = h.app.Pool().Stats()
+	if h.app.metered() {
+		f, _ := usage.ParseRange("", "", 14, time.Now())
+		snap.ByDay, _ = h.app.meter.Store.Group(f, usage.ByDay)
+		snap.ByConfig, _ = h.app.meter.Store.Group(f, usage.ByConfig)
+	}
+	return snap
+}
+
+// agentFigures asks every awake agent for its CPU and memory, at once.
+func agentFigures(ctx context.Context, list []*session.Session, out []dashSession) {
+	var wg sync.WaitGroup
+	for i, s := range list {
+		if s.Asleep() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(ctx, dashboardStats)
+			defer cancel()
+			st, err := s.Client().Stats(sctx)
+			if err != nil {
+				return
+			}
+			mem := st.Agent.RSSBytes + st.Claude.RSSBytes
+			if st.Cgroup != nil {
+				mem = st.Cgroup.MemoryBytes
+			}
+			cpu := st.CPUPercent
+			out[i].CPUPercent, out[i].MemoryBytes = &cpu, &mem
+		}()
+	}
+	wg.Wait()
+}
+
+// dashboardEvents streams snapshots as SSE ("event: snapshot"), each only
+// when it differs from the last one sent.
+func (h *Handler) dashboardEvents(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	ctx, cancel := context.WithTimeout(r.Context(), dashboardStreamLife)
+	defer cancel()
+	if _, err := fmt.Fprint(w, "retry: 500\n\n"); err != nil {
+		return
+	}
+	var last dashSnapshot
+	var sent []byte
+	quiet := 0
+	tick := time.NewTicker(dashboardTick)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		snap := h.dashboardSnapshot(ctx, n%dashboardSlow == 0)
+		if n%dashboardSlow != 0 { // keep the slow figures of the last full look
+			for i := range snap.Sessions {
+				if snap.Sessions[i].Status == session.StatusSleeping {
+					continue // asleep: no figures
+				}
+				if j := slices.IndexFunc(last.Sessions, func(d dashSession) bool { return d.ID == snap.Sessions[i].ID }); j >= 0 {
+					snap.Sessions[i].CPUPercent, snap.Sessions[i].MemoryBytes = last.Sessions[j].CPUPercent, last.Sessions[j].MemoryBytes
+				}
+			}
+			snap.Providers, snap.Pool, snap.ByDay, snap.ByConfig = last.Providers, last.Pool, last.ByDay, last.ByConfig
+		}
+		last = snap
+		b, err := json.Marshal(snap)
+		if err != nil {
+			return
+		}
+		var werr error
+		quiet++
+		switch {
+		case !bytes.Equal(b, sent):
+			_, werr = fmt.Fprintf(w, "event: snapshot\ndata: %s\n\n", b)
+			sent, quiet = b, 0
+		case quiet >= 15: // nothing changed for a while: keep proxies from closing the stream
+			_, werr = fmt.Fprint(w, ": keep-alive\n\n")
+			quiet = 0
+		}
+		if werr != nil || rc.Flush() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if caddy.Exiting() { // Caddy waits for open requests before it exits
+			return
+		}
+	}
+}
+
+func writeDashJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
