@@ -119,7 +119,8 @@ type chatTurn struct {
 	results   *openai.ToolResults // the client's results for tool calls, if the request ends with them
 	sreq      session.Request     // the session request, kept to acquire the conversation anew
 	lease     *session.Lease
-	continues string // what the request continued (continuesNext, ...), once started
+	continues string    // what the request continued (continuesNext, ...), once started
+	started   time.Time // when the turn's work began (run)
 }
 
 // known is what the client sent before its new input: the messages before
@@ -135,7 +136,8 @@ func (t *chatTurn) known() []openai.Message {
 // conversation now ends.
 func (t *chatTurn) run() {
 	h := t.h
-	started := time.Now()
+	t.started = time.Now()
+	started := t.started
 	st, oerr := t.startOrRestart()
 	lease := t.lease
 	opts := openai.Options{
@@ -164,8 +166,6 @@ func (t *chatTurn) run() {
 			end = h.completeTurn(t.w, t.r, st, relayed)
 		}
 	}
-	h.app.record(turnUsage{owner: t.sreq.Owner, config: lease.Session.ConfigID, provider: lease.Session.Provider,
-		result: end.result, held: time.Since(started)})
 	isNew, provider := strconv.FormatBool(lease.New), lease.Session.Provider
 	metrics.turns.WithLabelValues(end.outcome, isNew, t.continues, provider).Inc()
 	metrics.turnSeconds.WithLabelValues(isNew, provider).Observe(time.Since(started).Seconds())
@@ -187,6 +187,10 @@ func (t *chatTurn) done(end turnEnd) {
 		openai.AssistantMessage(end.content, end.toolCalls))
 	t.lease.Done(session.TurnEnd{Fingerprint: openai.Fingerprint(next), TurnID: end.turnID, PendingCalls: end.calls,
 		SentHistory: len(t.known()) > 0})
+	// Recorded before the answer's last bytes leave too: the client that
+	// asks for its usage next finds this turn in it.
+	t.h.app.record(turnUsage{owner: t.sreq.Owner, config: t.lease.Session.ConfigID, provider: t.lease.Session.Provider,
+		result: end.result, held: time.Since(t.started)})
 }
 
 // startOrRestart starts the agent's part of the request. When the start
