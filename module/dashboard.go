@@ -106,6 +106,7 @@ func (h *Handler) dashboardAction(w http.ResponseWriter, r *http.Request, rest s
 		return
 	}
 	id, action, _ := strings.Cut(rest, "/")
+	h.app.Manager().Sync(r.Context())
 	s := findSession(h.app.Manager(), id)
 	if s == nil {
 		e := openai.BadRequest(fmt.Sprintf("no session %q", id), "")
@@ -190,6 +191,9 @@ type dashSnapshot struct {
 // dashboardSnapshot gathers the dashboard's figures; slow adds the
 // agents' CPU and memory, the providers' health, the pool and the usage.
 func (h *Handler) dashboardSnapshot(ctx context.Context, slow bool) dashSnapshot {
+	if slow {
+		h.app.Manager().Sync(ctx) // the sessions other gateways serve
+	}
 	list := h.app.Manager().List("")
 	slices.SortFunc(list, func(a, b *session.Session) int { return a.Created.Compare(b.Created) })
 	snap := dashSnapshot{Sessions: make([]dashSession, len(list))}

@@ -220,6 +220,14 @@ func (s *Session) setInstance(inst *providers.Instance, asleep bool) {
 	s.asleep = asleep
 }
 
+// restartSleep counts the session's sleep (toward the retention) from
+// now.
+func (s *Session) restartSleep() {
+	s.mu.Lock()
+	s.sleptAt = time.Now()
+	s.mu.Unlock()
+}
+
 // LastUsed is when the last turn ended (or the session was created).
 func (s *Session) LastUsed() time.Time { return time.Unix(0, s.lastUsed.Load()) }
 
@@ -879,6 +887,8 @@ func (m *Manager) InstanceStopped(instanceID string, reason providers.EventReaso
 	if _, err := m.sleeper(dead.Provider); err == nil {
 		m.mu.Unlock()
 		if dead.Asleep() {
+			// Stopped again: another gateway woke and used it meanwhile.
+			dead.restartSleep()
 			return true
 		}
 		dead.setInstance(stopped(dead.Instance()), true)
@@ -1341,7 +1351,7 @@ func (m *Manager) ReapIdle(now time.Time) int {
 		idle = 1<<63 - 1 // no default timeout; per-session ones still apply
 	}
 	retention := time.Duration(m.retention.Load())
-	var sleepers, expired []*Session
+	var sleepers, expired, retired []*Session
 	m.mu.Lock()
 	for _, s := range m.byID {
 		s.mu.Lock()
@@ -1359,7 +1369,9 @@ func (m *Manager) ReapIdle(now time.Time) int {
 		if !s.busy.CompareAndSwap(false, true) {
 			continue
 		}
-		if _, err := m.sleeper(s.Provider); asleep || err != nil {
+		if _, err := m.sleeper(s.Provider); asleep {
+			retired = append(retired, s)
+		} else if err != nil {
 			m.forgetLocked(s)
 			expired = append(expired, s)
 		} else {
@@ -1375,15 +1387,33 @@ func (m *Manager) ReapIdle(now time.Time) int {
 		}
 	}
 	m.mu.Unlock()
-	forEach(expired, 4, func(s *Session) {
-		reason := "idle"
-		if s.Asleep() {
-			reason = "retention"
-		}
-		m.destroy(s, reason)
-	})
+	forEach(expired, 4, func(s *Session) { m.destroy(s, "idle") })
+	forEach(retired, 4, m.retire)
 	forEach(sleepers, 4, m.sleep)
-	return len(expired) + len(sleepers)
+	return len(expired) + len(retired) + len(sleepers)
+}
+
+// retire removes a session asleep past the retention, unless its agent is
+// not asleep on the backend after all (another gateway woke it): then the
+// session is marked awake and used now. The caller holds the session
+// (busy), which retire frees.
+func (m *Manager) retire(s *Session) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if p := m.provider(s.Provider); p != nil {
+		inst, err := providers.Find(ctx, p, s.ID)
+		if err == nil && (inst.State != providers.StateStopped || inst.ID != s.Instance().ID) {
+			s.setInstance(inst, inst.State == providers.StateStopped)
+			s.lastUsed.Store(time.Now().UnixNano())
+			s.busy.Store(false)
+			m.opts.Logger.Info("session kept: another gateway used it since it slept", zap.String("session_id", s.ID))
+			return
+		}
+	}
+	m.mu.Lock()
+	m.forgetLocked(s)
+	m.mu.Unlock()
+	m.destroy(s, "retention")
 }
 
 // idleLimit is how long s may stay idle before it sleeps.
