@@ -417,7 +417,12 @@ func (h *Handler) streamTurn(w http.ResponseWriter, r *http.Request, st relay.So
 	for _, e := range rt.preamble {
 		_ = sw.Event(e)
 	}
-	sink := &turnSink{h: h, r: r, release: rt.release, sw: sw}
+	// The stream's last bytes go out with the turn's terminal event: the
+	// turn's end is recorded before that event is written.
+	sink := &turnSink{h: h, r: r, release: rt.release, sw: sw, finish: func(end turnEnd) {
+		end.content, end.toolCalls = sw.Content(), sw.ToolCalls()
+		rt.finish(end)
+	}}
 	err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{KeepAlive: time.Duration(h.KeepAlive)})
 	end := sink.end()
 	var we *relay.WriteError
@@ -433,7 +438,9 @@ func (h *Handler) streamTurn(w http.ResponseWriter, r *http.Request, st relay.So
 		_ = sw.Fail(agentsapi.StreamBroke(rid))
 	}
 	end.content, end.toolCalls = sw.Content(), sw.ToolCalls()
-	rt.finish(end)
+	if !sink.finished {
+		rt.finish(end)
+	}
 	_ = sw.Finish()
 	return end
 }
@@ -490,6 +497,9 @@ type turnSink struct {
 	calls   []string      // the client tool calls the turn waits for
 	rid     string        // the request id, once needed
 	result  *agent.Result // the turn's result, with its usage
+
+	finish   func(turnEnd) // told of the turn's end before its terminal event is written (streams)
+	finished bool          // finish ran
 }
 
 // requestID is the request's id, the same for every use.
@@ -513,8 +523,7 @@ func (s *turnSink) Write(e agent.Event) error {
 	if c := s.h.logger.Check(zapcore.DebugLevel, "agent event"); c != nil {
 		c.Write(zap.String("type", string(e.Type)))
 	}
-	switch e.Type {
-	case agent.EventResult, agent.EventError, agent.EventClientToolCalls:
+	if terminal(e.Type) {
 		s.ok = e.Type != agent.EventError
 		if e.Result != nil {
 			s.turnID, s.result = e.Result.TurnID, e.Result
@@ -529,7 +538,18 @@ func (s *turnSink) Write(e agent.Event) error {
 		s.col.Event(e)
 		return nil
 	}
-	return s.sw.Buffer(e)
+	err := s.sw.Buffer(e) // written when the relay flushes, after this
+	if terminal(e.Type) && s.finish != nil && !s.finished {
+		s.finished = true
+		s.finish(s.end())
+	}
+	return err
+}
+
+// terminal reports whether an event of type t ends the agent's part of a
+// turn (for now: its tool calls wait for the client).
+func terminal(t agent.EventType) bool {
+	return t == agent.EventResult || t == agent.EventError || t == agent.EventClientToolCalls
 }
 
 func (s *turnSink) KeepAlive() error {
