@@ -88,7 +88,7 @@ func (m *Manager) findOnBackend(ctx context.Context, providerName, id string, ke
 		if err := m.awaitReady(ctx, s); err != nil {
 			return nil, err
 		}
-		m.loadTranscript(ctx, s)
+		s.justFound.Store(m.loadTranscript(ctx, s))
 	}
 	m.opts.Logger.Info("session found on the backend", zap.String("session_id", s.ID),
 		zap.String("instance_id", inst.ID), zap.String("provider", inst.Provider), zap.Bool("asleep", s.Asleep()))
@@ -105,7 +105,6 @@ func foundSession(inst *providers.Instance, key Key) *Session {
 		Created:  inst.CreatedAt,
 		// A gateway-made id ("conv_...") means the client named none.
 		clientNamed:     !strings.HasPrefix(key.Conversation, generatedConversation),
-		needsTranscript: true,
 	}
 	s.setInstance(inst, inst.State == providers.StateStopped)
 	s.lastUsed.Store(time.Now().UnixNano())
@@ -160,7 +159,6 @@ func (m *Manager) takeTranscriptLocked(s *Session, t agent.Transcript) {
 	old := s.transcript.fingerprints()
 	s.transcript = transcript{turns: t.Turns, tip: t.Tip, sentHistory: t.SentHistory}
 	s.pending = t.Pending
-	s.needsTranscript = false
 	if len(t.Names) > 0 {
 		s.clientNamed = true
 	}

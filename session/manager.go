@@ -130,7 +130,7 @@ type Session struct {
 	// Warm reports that the session's agent came ready from the warm pool.
 	Warm bool
 
-	needsTranscript bool // found on the backend: its transcript is the agent's to tell
+	justFound       atomic.Bool // found on the backend with its transcript for the request at hand
 
 	idleTimeout time.Duration // 0 = the manager's
 	busy        atomic.Bool
@@ -363,7 +363,6 @@ func (m *Manager) Adopt(insts []*providers.Instance) int {
 			// A gateway-made id ("conv_...") means the client named none.
 			clientNamed: !strings.HasPrefix(key.Conversation, generatedConversation),
 		}
-		s.needsTranscript = true
 		s.setInstance(inst, inst.State == providers.StateStopped)
 		s.lastUsed.Store(time.Now().UnixNano())
 		if inst.State != providers.StateStopped {
@@ -730,7 +729,9 @@ func (m *Manager) leaseAwake(ctx context.Context, s *Session, req Request) (*Lea
 		return l, err
 	}
 	if !s.Asleep() {
-		l.Woke = m.refresh(ctx, s)
+		if !s.justFound.Swap(false) { // else its transcript was read just now
+			l.Woke = m.refresh(ctx, s)
+		}
 		return l, nil
 	}
 	err = m.wakeFound(ctx, s)
