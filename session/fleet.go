@@ -104,7 +104,7 @@ func foundSession(inst *providers.Instance, key Key) *Session {
 		Provider: inst.Provider,
 		Created:  inst.CreatedAt,
 		// A gateway-made id ("conv_...") means the client named none.
-		clientNamed:     !strings.HasPrefix(key.Conversation, generatedConversation),
+		clientNamed: !strings.HasPrefix(key.Conversation, generatedConversation),
 	}
 	s.setInstance(inst, inst.State == providers.StateStopped)
 	s.lastUsed.Store(time.Now().UnixNano())

@@ -130,7 +130,7 @@ type Session struct {
 	// Warm reports that the session's agent came ready from the warm pool.
 	Warm bool
 
-	justFound       atomic.Bool // found on the backend with its transcript for the request at hand
+	justFound atomic.Bool // found on the backend with its transcript for the request at hand
 
 	idleTimeout time.Duration // 0 = the manager's
 	busy        atomic.Bool
