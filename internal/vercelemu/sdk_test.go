@@ -85,9 +85,11 @@ type sdkReport struct {
 	FetchedCommand                   bool    `json:"fetchedCommand"`
 	Extended                         int64   `json:"extended"`
 	Listed                           []string
-	StopStatus                       string `json:"stopStatus"`
-	ResumedNewSession                bool   `json:"resumedNewSession"`
-	GetStatus                        string `json:"getStatus"`
+	TakenName                        int               `json:"takenName"`
+	TakenNameKept                    map[string]string `json:"takenNameKept"`
+	StopStatus                       string            `json:"stopStatus"`
+	ResumedNewSession                bool              `json:"resumedNewSession"`
+	GetStatus                        string            `json:"getStatus"`
 	Snapshot                         struct {
 		Status  string `json:"status"`
 		Source  bool   `json:"source"`
@@ -115,11 +117,11 @@ type commandOut struct {
 
 // TestOfficialSDK: @vercel/sandbox 3.5.0 itself, through its fetch
 // option, drives the emulator: create, commands (waited, detached with
-// logs and kill), files, the route, extend, list by tag, stop and the
-// SDK's automatic resume, snapshots, update, delete and the errors the
-// SDK reads (404, 403, 410). Every answer passed the SDK's validators, or
-// the harness would have failed. Its first calls meet 429s, which the
-// SDK waits out.
+// logs and kill), files, the route, extend, list by tag, a second create
+// of a name (409), stop and the SDK's automatic resume, snapshots,
+// update, delete and the errors the SDK reads (404, 403, 410). Every
+// answer passed the SDK's validators, or the harness would have failed.
+// Its first calls meet 429s, which the SDK waits out.
 func TestOfficialSDK(t *testing.T) {
 	node, modules := sdkModules(t)
 	e := setup(t, nil)
@@ -161,6 +163,8 @@ func TestOfficialSDK(t *testing.T) {
 	assert.True(t, r.FetchedCommand)
 	assert.Equal(t, int64(60_000), r.Extended)
 	assert.Equal(t, []string{r.Created.Name}, r.Listed)
+	assert.Equal(t, http.StatusConflict, r.TakenName, "a sandbox name is unique in its project")
+	assert.Equal(t, map[string]string{"suite": "sdk"}, r.TakenNameKept, "the sandbox of the name is left as it was")
 	assert.Contains(t, []string{"stopping", "stopped"}, r.StopStatus)
 	assert.Equal(t, commandOut{Stdout: "written by the sdk"}, r.AfterStop, "the SDK resumed the stopped sandbox with its files")
 	assert.True(t, r.ResumedNewSession)

@@ -190,7 +190,8 @@ func agentPath(id, suffix string) string {
 // set) into a clear error wrapping the providers sentinel that fits: an
 // unreachable Worker or a refused secret is [providers.ErrUnavailable], an
 // agent that is not there (or whose snapshot is lost) [providers.ErrGone],
-// a container that did not start [providers.ErrNotReady].
+// an id taken by another agent [providers.ErrExists], a container that did
+// not start [providers.ErrNotReady].
 func (p *Provider) apiError(op, id string, err error) error {
 	what := "cloudflare: " + op
 	if id != "" {
@@ -215,6 +216,10 @@ func (p *Provider) apiError(op, id string, err error) error {
 			what, providers.ErrUnavailable)
 	case status == http.StatusNotFound || code == "snapshot_lost":
 		return fmt.Errorf("%s: %w: %w", what, providers.ErrGone, err)
+	case code == "exists":
+		// The agent's Durable Object is named by its id (the session id),
+		// and its create refuses a second agent under the name.
+		return fmt.Errorf("%s: the session has an agent already (%w)", what, providers.ErrExists)
 	case code == "other_provider":
 		return fmt.Errorf("%s: not an agent of provider %q", what, p.Name())
 	case code == "start_failed":

@@ -86,7 +86,7 @@ func TestModuleProvisionAndValidate(t *testing.T) {
 			t.Cleanup(func() { _ = p.Close() })
 			assert.Equal(t, tc.want, p.Name())
 			assert.Equal(t, "cloudflare", p.Kind())
-			assert.Equal(t, []string{"sleep", "events", "ping"}, providers.Capabilities(p))
+			assert.Equal(t, []string{"sleep", "events", "ping", "find"}, providers.Capabilities(p))
 			o := p.(*Provider).Options()
 			assert.Equal(t, "https://w.example.workers.dev", o.WorkerURL, "the trailing slash goes")
 			assert.Equal(t, caddy.Duration(DefaultReadyTimeout), o.ReadyTimeout)

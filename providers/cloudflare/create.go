@@ -25,7 +25,10 @@ const (
 // Create asks the Worker to start an agent for spec (its container with an
 // empty disk) and returns once the agent's /health answers ready through
 // the Worker. The agent's id is the session id (a warm-pool agent's is
-// "pool_" and random hex). On any failure the agent is destroyed. The
+// "pool_" and random hex), the name of its Durable Object: a second Create
+// of the session is refused by the object (409 "exists"), with an error
+// wrapping providers.ErrExists, and the first agent is left alone. On any
+// other failure the agent is destroyed. The
 // Spec's Image and Limits are not applied: the Worker's wrangler.jsonc sets
 // the image and the instance type.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
@@ -67,7 +70,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	}, &rec)
 	if err != nil {
 		if _, code := codeOf(err); code != "exists" {
-			p.cleanup(ctx, id)
+			p.cleanup(ctx, id) // "exists": nothing of this call's to undo
 		}
 		return nil, p.apiError("create", id, err)
 	}
@@ -152,10 +155,17 @@ func (p *Provider) List(ctx context.Context) ([]*providers.Instance, error) {
 
 // list asks the Worker for this provider's agents.
 func (p *Provider) list(ctx context.Context) ([]record, error) {
+	return p.listWhere(ctx, url.Values{})
+}
+
+// listWhere asks the Worker for this provider's agents that match q (its
+// session filter).
+func (p *Provider) listWhere(ctx context.Context, q url.Values) ([]record, error) {
 	var body struct {
 		Agents []record `json:"agents"`
 	}
-	if err := p.api.do(ctx, http.MethodGet, "/v1/agents?provider="+url.QueryEscape(p.Name()), nil, &body); err != nil {
+	q.Set("provider", p.Name())
+	if err := p.api.do(ctx, http.MethodGet, "/v1/agents?"+q.Encode(), nil, &body); err != nil {
 		return nil, p.apiError("list", "", err)
 	}
 	return body.Agents, nil

@@ -58,6 +58,7 @@ func TestWorkerRefusesWithoutTheSecret(t *testing.T) {
 	routes := []struct{ method, url, body string }{
 		{http.MethodGet, w.URL + "/v1/ping", ""},
 		{http.MethodGet, w.URL + "/v1/agents?provider=" + name, ""},
+		{http.MethodGet, w.URL + "/v1/agents?provider=" + name + "&session=" + inst.SessionID, ""},
 		{http.MethodPut, w.URL + "/v1/agents/sess_intruder", `{"provider":"` + name + `","token":"t"}`},
 		{http.MethodGet, agentURL + "?provider=" + name, ""},
 		{http.MethodPost, agentURL + "/sleep", `{"provider":"` + name + `"}`},

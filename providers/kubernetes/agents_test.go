@@ -1,19 +1,26 @@
 package kubernetes_test
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
@@ -106,6 +113,7 @@ func TestSecondCreateFails(t *testing.T) {
 	assert.Nil(t, again)
 	require.Error(t, err)
 	assert.True(t, apierrors.IsAlreadyExists(err), "%v", err)
+	assert.ErrorIs(t, err, providers.ErrExists)
 	assert.Contains(t, err.Error(), "this conversation has an agent already")
 	_, err = first.Client().Stats(ctx)
 	assert.NoError(t, err, "the first agent still runs")
@@ -119,6 +127,68 @@ func TestSecondCreateFails(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, n)
+}
+
+// TestCreateAfterDestroyWaitsForTheClaim: a conversation destroyed and
+// created again at once (its claim still being deleted, held here by a
+// finalizer) is created once the old claim is gone, not refused as
+// ErrExists; and Find sees no agent while the old claim goes.
+func TestCreateAfterDestroyWaitsForTheClaim(t *testing.T) {
+	c := newCluster(t)
+	waiting := make(chan struct{})
+	var once sync.Once
+	core := zapcore.RegisterHooks(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core(), func(e zapcore.Entry) error {
+		if e.Message == "waiting for a destroyed agent's claim to be deleted" {
+			once.Do(func() { close(waiting) })
+		}
+		return nil
+	})
+	p := providertest.NewProvider(t, k8s.New, c.options(k8s.ReachPodIP), zap.New(core))
+	spec := newSpec()
+	first := create(t, p, spec)
+	ctx := providertest.Context(t, 3*time.Minute)
+	claims := c.admin.CoreV1().PersistentVolumeClaims(c.ns)
+	const hold = "agcluster.dev/test-hold"
+	setHold := func(on bool) {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			claim, err := claims.Get(ctx, first.ID, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			claim.Finalizers = slices.DeleteFunc(claim.Finalizers, func(f string) bool { return f == hold })
+			if on {
+				claim.Finalizers = append(claim.Finalizers, hold)
+			}
+			_, err = claims.Update(ctx, claim, metav1.UpdateOptions{})
+			return err
+		})
+		require.NoError(t, err)
+	}
+	setHold(true)
+	require.NoError(t, p.Destroy(ctx, first.ID))
+
+	_, err := p.Find(ctx, spec.SessionID)
+	require.ErrorIs(t, err, providers.ErrGone, "a claim being deleted is no agent")
+	done := make(chan error, 1)
+	var again *providers.Instance
+	go func() {
+		var err error
+		again, err = p.Create(ctx, spec)
+		done <- err
+	}()
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("the create ended before it waited for the old claim: %v", err)
+	}
+	setHold(false)
+	require.NoError(t, <-done)
+	t.Cleanup(func() { _ = p.Destroy(context.Background(), again.ID) })
+	assert.Equal(t, first.ID, again.ID, "the same deterministic name")
+	assert.NotEqual(t, first.Token, again.Token)
+	got, err := p.Find(ctx, spec.SessionID)
+	require.NoError(t, err)
+	assert.Equal(t, again.Token, got.Token)
 }
 
 // TestImageMissingFailsFast: an image the node cannot have fails the

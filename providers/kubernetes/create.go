@@ -23,7 +23,8 @@ import (
 // Create makes the conversation's claim, Secret and pod and returns once
 // the pod is Ready and the agent's /health answers ready. The names
 // derive from the session id: a second Create of the same session fails
-// with the API server's AlreadyExists (and leaves the first agent alone).
+// with the API server's AlreadyExists, wrapped with providers.ErrExists,
+// and leaves the first agent alone (see createClaim).
 // On any other failure what this call made is deleted; an image the
 // nodes cannot pull fails at once with an error wrapping
 // providers.ErrImageMissing rather than at the ready timeout.
@@ -56,9 +57,9 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 	// knows exactly what exists.
 	mkCtx, cancelMk := context.WithTimeout(context.WithoutCancel(ctx), cleanupBudget)
 	defer cancelMk()
-	claim, err := p.cs.CoreV1().PersistentVolumeClaims(p.opts.Namespace).Create(mkCtx, p.claimFor(name, m), metav1.CreateOptions{})
+	claim, err := p.createClaim(mkCtx, name, m)
 	if err != nil {
-		return nil, p.apiError("create claim", name, err)
+		return nil, err
 	}
 	made.claim = true
 	secret, err := p.secretFor(claim, m, token, podSpec)
@@ -96,6 +97,41 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		zap.Duration("ready_after", time.Since(began)),
 	)
 	return inst, nil
+}
+
+// createClaim creates the conversation's claim, its anchor. Its name is
+// the session's and the API server's names are unique in a namespace, so
+// when it exists the session has an agent already (made by another
+// gateway sharing the namespace, or by an earlier attempt): the error
+// wraps providers.ErrExists (and the API server's AlreadyExists), and the
+// caller has made nothing to undo. The claim of a destroyed agent, still
+// being deleted (its pod is going), is no agent: it is waited for and the
+// create tried again, once.
+func (p *Provider) createClaim(ctx context.Context, name string, m instanceMeta) (*corev1.PersistentVolumeClaim, error) {
+	claims := p.cs.CoreV1().PersistentVolumeClaims(p.opts.Namespace)
+	for attempt := 0; ; attempt++ {
+		claim, err := claims.Create(ctx, p.claimFor(name, m), metav1.CreateOptions{})
+		if err == nil {
+			return claim, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, p.apiError("create claim", name, err)
+		}
+		old, gerr := claims.Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case attempt > 0:
+		case apierrors.IsNotFound(gerr):
+			continue // deleted since
+		case gerr == nil && old.DeletionTimestamp != nil:
+			p.logger.Info("waiting for a destroyed agent's claim to be deleted", zap.String("instance_id", name))
+			if err := p.waitClaimDeleted(ctx, name, old.UID); err != nil {
+				return nil, fmt.Errorf("kubernetes: create claim %s: the destroyed agent's claim is still being deleted: %w", name, err)
+			}
+			continue
+		}
+		return nil, fmt.Errorf("kubernetes: create claim %s: it exists in namespace %q: this conversation has an agent already (%w): %w",
+			name, p.opts.Namespace, providers.ErrExists, err)
+	}
 }
 
 // made is what a Create has made so far.

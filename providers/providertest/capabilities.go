@@ -101,6 +101,13 @@ func (s *suite) sleepRebinds(t *testing.T) {
 	if asleep.ID != inst.ID {
 		assert.Nil(t, find(list, inst.ID), "the instance replaced by %s is still listed", asleep.ID)
 	}
+	if _, ok := s.p.(providers.Claimer); !ok {
+		// Never named for its session: found by what the sleep recorded.
+		found, err := providers.Find(callCtx(t), s.p, b.SessionID)
+		require.NoError(t, err, "Find of the slept pool agent's session")
+		assert.Equal(t, asleep.ID, found.ID)
+		assert.Equal(t, providers.StateStopped, found.State)
+	}
 
 	woken := wake(t, s.p, asleep.ID)
 	assertSame(t, &bound, woken)

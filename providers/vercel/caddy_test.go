@@ -71,7 +71,7 @@ func TestModuleProvisionAndValidate(t *testing.T) {
 			t.Cleanup(func() { _ = p.Close() })
 			assert.Equal(t, tc.want, p.Name())
 			assert.Equal(t, "vercel", p.Kind())
-			assert.ElementsMatch(t, []string{"sleep", "events", "expiry", "ping"}, providers.Capabilities(p))
+			assert.ElementsMatch(t, []string{"sleep", "events", "expiry", "ping", "find"}, providers.Capabilities(p))
 			o := p.(*Provider).Options()
 			assert.Equal(t, "https://vercel.com/api", o.APIURL)
 			assert.Equal(t, DefaultVCPUs, o.VCPUs)
@@ -130,4 +130,25 @@ func TestAgentTokens(t *testing.T) {
 	require.NoError(t, err)
 	defer p5.Close()
 	assert.Equal(t, p4.token("agc-1"), p5.token("agc-1"), "agent_secret keeps tokens across a token rotation")
+}
+
+// TestSandboxNames: a session's sandbox name is the same on every gateway
+// (provider name and session id), differs per session and per provider,
+// and is a valid Vercel name; a warm-pool sandbox's is random.
+func TestSandboxNames(t *testing.T) {
+	newP := func(name string) *Provider {
+		p, err := New(Options{Name: name, Token: "t", ProjectID: "prj", Snapshot: "snap"}, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = p.Close() })
+		return p
+	}
+	a, again, b := newP("vercel"), newP("vercel"), newP("gpu")
+	name := a.sandboxName("sess_1")
+	assert.Equal(t, name, again.sandboxName("sess_1"), "another gateway derives the same name")
+	assert.NotEqual(t, name, a.sandboxName("sess_2"))
+	assert.NotEqual(t, name, b.sandboxName("sess_1"), "providers sharing a project do not collide")
+	assert.Regexp(t, `^agc-[0-9a-f]{16}$`, name)
+	pool := a.sandboxName("")
+	assert.Regexp(t, `^agc-pool-[0-9a-f]{16}$`, pool)
+	assert.NotEqual(t, pool, a.sandboxName(""), "pool names are random")
 }

@@ -2,6 +2,8 @@ package vercel
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -25,8 +27,11 @@ const startScript = `mkdir -p "$AGENT_WORKSPACE" "$AGENT_STATE_DIR" "$HOME" && c
 
 // Create starts a sandbox for spec from the agent snapshot (preparing the
 // snapshot first when this provider has none yet), starts its agent and
-// returns once the agent's /health answers ready. On any failure the
-// sandbox is deleted.
+// returns once the agent's /health answers ready. The sandbox is named
+// for the session (sandboxName) and Vercel's names are unique in a
+// project: a second Create of the session fails with an error wrapping
+// providers.ErrExists and leaves the first sandbox alone. On any other
+// failure the sandbox this call made is deleted.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
 	what := fmt.Sprintf("vercel: create agent for session %q", spec.SessionID)
 	cfgJSON, err := providers.CheckCreate(ctx, spec)
@@ -34,7 +39,7 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	began := time.Now()
-	name := "agc-" + randhex.String(8)
+	name := p.sandboxName(spec.SessionID)
 	p.creating.Mark(name)
 	defer p.creating.Forget(name)
 	sb, err := p.createSandbox(ctx, name, spec, cfgJSON)
@@ -102,6 +107,11 @@ func (p *Provider) createSandbox(ctx context.Context, name string, spec provider
 			p.logger.Warn("the vercel agent snapshot is gone; preparing it again", zap.String("snapshot_id", snap))
 			p.prep.forget(snap)
 			continue
+		}
+		if sandboxapi.IsConflict(err) {
+			// Nothing of ours to undo: the sandbox is another call's.
+			return nil, fmt.Errorf("vercel: create sandbox %s: the name is taken in project %q: the session has an agent already (%w)",
+				name, p.opts.ProjectID, providers.ErrExists)
 		}
 		if err != nil {
 			return nil, p.apiError("create", "", err)
@@ -195,6 +205,21 @@ func (p *Provider) cleanup(ctx context.Context, name string) {
 	if err := p.api.DeleteSandbox(ctx, p.opts.ProjectID, name); err != nil && !sandboxapi.IsNotFound(err) {
 		p.logger.Warn("could not delete a sandbox after a failed create", zap.String("instance_id", name), zap.Error(err))
 	}
+}
+
+// sandboxName is the name of session sessionID's sandbox: "agc-" and the
+// first 16 hex digits of the SHA-256 of the provider's name and the
+// session id, the same on every gateway (so one finds a conversation
+// another made, and the second of two creates fails on Vercel's unique
+// names). A sandbox for no session (a warm-pool agent) gets a random name.
+// The name is the sandbox's for good: a sleep stops its session and a
+// wake starts a new session of the same sandbox, by name.
+func (p *Provider) sandboxName(sessionID string) string {
+	if sessionID == "" {
+		return "agc-pool-" + randhex.String(8)
+	}
+	sum := sha256.Sum256([]byte(p.Name() + "\x00" + sessionID))
+	return "agc-" + hex.EncodeToString(sum[:])[:16]
 }
 
 // agentRoute is the URL of the agent's port among routes.

@@ -100,8 +100,20 @@ func (p *Provider) listed(ctx context.Context, sb sandboxapi.Sandbox) (*provider
 		if err != nil {
 			return nil, err
 		}
-		sb, routes, expires = got.Sandbox, got.Routes, got.Session.ExpiresAt()
+		return p.fetched(got)
 	}
+	return p.watched(sb, routes, expires)
+}
+
+// fetched is the Instance of a sandbox as GET answered it; a running one
+// is watched for its timeout from now on.
+func (p *Provider) fetched(got *sandboxapi.SandboxAndSession) (*providers.Instance, error) {
+	return p.watched(got.Sandbox, got.Routes, got.Session.ExpiresAt())
+}
+
+// watched is the Instance of sb; when it runs, the keeper watches it for
+// its timeout at expires and extends it while it is in use.
+func (p *Provider) watched(sb sandboxapi.Sandbox, routes []sandboxapi.Route, expires time.Time) (*providers.Instance, error) {
 	inst, err := p.instance(sb, routes)
 	if err != nil || inst.State != providers.StateRunning {
 		return inst, err

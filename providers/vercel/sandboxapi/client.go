@@ -156,6 +156,10 @@ func CodeOf(err error) string {
 // IsNotFound reports a 404 answer.
 func IsNotFound(err error) bool { return StatusOf(err) == http.StatusNotFound }
 
+// IsConflict reports a 409 answer: a create named a sandbox that exists
+// (names are unique in a project).
+func IsConflict(err error) bool { return StatusOf(err) == http.StatusConflict }
+
 // IsStopped reports a 410 answer: the session is stopped (or the
 // snapshot it needs is gone: see CodeOf).
 func IsStopped(err error) bool { return StatusOf(err) == http.StatusGone }

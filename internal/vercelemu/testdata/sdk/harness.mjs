@@ -96,6 +96,12 @@ out.extended = sandbox.currentSession().timeout - before;
 const listed = await Sandbox.list({ ...creds, tags: { suite: "sdk" } });
 out.listed = listed.sandboxes.map((s) => s.name);
 
+// Names are unique in a project: a second create of the name is refused
+// (the SDK throws the APIError; it retries only 429s and 5xx), and the
+// sandbox of the name is left as it was.
+out.takenName = await statusOf(() => Sandbox.create({ ...creds, name, persistent: true, tags: { suite: "sdk-dup" } }));
+out.takenNameKept = (await Sandbox.get({ ...creds, name })).tags;
+
 // Stop; the next command resumes the persistent sandbox by itself (the
 // SDK's withResume on 410 sandbox_stopped), with its files.
 const stopped = await sandbox.stop();

@@ -8,6 +8,9 @@
 //
 //	GET    /v1/ping                          the Worker answers (and the secret is right)
 //	GET    /v1/agents?provider=<name>        the provider's agents
+//	           [&session=<session id>]       only those serving that session (an
+//	                                         agent made for a warm pool is named
+//	                                         "pool_...", not by its session)
 //	PUT    /v1/agents/{id}                   create and start an agent: CreateRequest
 //	GET    /v1/agents/{id}?provider=<name>   one agent
 //	POST   /v1/agents/{id}/sleep             save its disk, remove its container: SleepRequest
@@ -39,7 +42,7 @@ export default {
 				return json(200, { ok: true });
 			}
 			if (url.pathname === "/v1/agents" && req.method === "GET") {
-				return json(200, { agents: await list(env, provider(url)) });
+				return json(200, { agents: await list(env, provider(url), url.searchParams.get("session")) });
 			}
 			if (parts[1] === "v1" && parts[2] === "agents" && parts.length >= 4) {
 				const id = decodeURIComponent(parts[3]);
@@ -76,10 +79,11 @@ function provider(url: URL): string {
 	return p;
 }
 
-/** list returns a provider's agents; those its list says run are asked, so
- * a container that died is reported stopped. */
-async function list(env: Env, provider: string): Promise<AgentRecord[]> {
-	const records = await indexOf(env, provider).list();
+/** list returns a provider's agents (those serving session, when it is
+ * given); those its list says run are asked, so a container that died is
+ * reported stopped. */
+async function list(env: Env, provider: string, session: string | null): Promise<AgentRecord[]> {
+	const records = (await indexOf(env, provider).list()).filter((r) => session === null || r.session_id === session);
 	const checked = await Promise.all(
 		records.map((r) => (r.state === "running" ? env.AGENT.get(env.AGENT.idFromName(r.id)).describe(provider) : r)),
 	);
