@@ -354,17 +354,7 @@ func (m *Manager) Adopt(insts []*providers.Instance) int {
 		if _, ok := m.byKey[key]; ok {
 			continue
 		}
-		s := &Session{
-			ID:       inst.SessionID,
-			Key:      key,
-			ConfigID: inst.ConfigID,
-			Provider: inst.Provider,
-			Created:  inst.CreatedAt,
-			// A gateway-made id ("conv_...") means the client named none.
-			clientNamed: !strings.HasPrefix(key.Conversation, generatedConversation),
-		}
-		s.setInstance(inst, inst.State == providers.StateStopped)
-		s.lastUsed.Store(time.Now().UnixNano())
+		s := foundSession(inst, key)
 		if inst.State != providers.StateStopped {
 			go func() {
 				s.learnTurns(context.Background())
@@ -569,8 +559,14 @@ func (m *Manager) acquireNamed(ctx context.Context, key Key, req Request) (*Leas
 			return m.leaseAwake(ctx, s, req)
 		}
 		l, err := m.createReserved(ctx, e, key, id, req)
-		if errors.Is(err, providers.ErrExists) && attempt < 3 {
-			// Another gateway made it meanwhile: adopt it.
+		if errors.Is(err, providers.ErrExists) && attempt < 5 {
+			// Another gateway made it meanwhile: adopt it (once the
+			// backend shows all of it: wait a little more each time).
+			select {
+			case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 			if e, existing = m.reserve(key); e == nil {
 				return m.leaseEntry(ctx, existing, req)
 			}

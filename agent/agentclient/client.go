@@ -198,21 +198,7 @@ func (c *Client) Stats(ctx context.Context) (agent.Stats, error) {
 // Bind hands the agent to a session (PUT /binding). An agent already
 // bound to another session answers 409, an *APIError.
 func (c *Client) Bind(ctx context.Context, b agent.Binding) error {
-	body, err := json.Marshal(b)
-	if err != nil {
-		return fmt.Errorf("encode binding: %w", err)
-	}
-	req, err := c.newRequest(ctx, http.MethodPut, "/binding", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.Body.Close()
+	return c.putJSON(ctx, "/binding", b)
 }
 
 // WriteFile writes data to path in the agent's workspace (PUT /files),
@@ -437,11 +423,17 @@ func (c *Client) Transcript(ctx context.Context) (agent.Transcript, error) {
 
 // PutTranscript keeps t with the agent (PUT /transcript).
 func (c *Client) PutTranscript(ctx context.Context, t agent.Transcript) error {
-	body, err := json.Marshal(t)
+	return c.putJSON(ctx, "/transcript", t)
+}
+
+// putJSON sends v as the JSON body of a PUT to path and discards the
+// answer.
+func (c *Client) putJSON(ctx context.Context, path string, v any) error {
+	body, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("encode transcript: %w", err)
+		return fmt.Errorf("encode %s body: %w", path, err)
 	}
-	req, err := c.newRequest(ctx, http.MethodPut, "/transcript", bytes.NewReader(body))
+	req, err := c.newRequest(ctx, http.MethodPut, path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
