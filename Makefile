@@ -107,7 +107,8 @@ test-engine-restart: image caddy
 test-unit:
 	$(GO) test -short -count=1 ./...
 
-# make bench: first the Go micro-benchmarks (translator, relay, writers:
+# make bench (the last step: BenchmarkFleet, one gateway against three
+# behind a load balancer): first the Go micro-benchmarks (translator, relay, writers:
 # ns and allocs per event) and the per-component ones (agent start and
 # turns, container create-to-ready; BENCH_RUNS iterations each), then the
 # suite, which measures the whole stack in one invocation and prints one
@@ -130,6 +131,9 @@ bench: image caddy
 	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) BENCH_RUNS=$(BENCH_RUNS) BENCH_LEVELS=$(BENCH_LEVELS) BENCH_TABLE=$(BENCH_TABLE) \
 		BENCH_CONVERSATIONS=$(BENCH_CONVERSATIONS) \
 		$(GO) test -run '^$$' -bench '^BenchmarkSuite$$' -benchtime 1x -count=1 -timeout $(BENCH_TIMEOUT) ./e2e/
+	# One gateway and three behind Caddy's load balancer, same workload.
+	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) \
+		$(GO) test -v -run '^$$' -bench '^BenchmarkFleet$$' -benchtime 1x -count=1 -timeout $(BENCH_TIMEOUT) ./e2e/
 
 # The gateway on :8080 (caddyfile-examples/run.Caddyfile).
 run: caddy agent-image
