@@ -82,6 +82,15 @@ func packageVersion(t *testing.T, path string, keys ...string) string {
 // installed node_modules, so the checkout's version of it is what runs.
 func (h nodeHarness) run(t *testing.T, g *gateway, key, scenario, conversation string) toolRoundTrip {
 	t.Helper()
+	var rt toolRoundTrip
+	h.runAt(t, g.url+"/v1", key, scenario, conversation, &rt)
+	return rt
+}
+
+// runAt runs one scenario of harness.mjs against the API at baseURL and
+// decodes its summary into out.
+func (h nodeHarness) runAt(t *testing.T, baseURL, key, scenario, conversation string, out any) {
+	t.Helper()
 	dir := t.TempDir()
 	script, err := os.ReadFile(filepath.Join(openAINodeDir, "harness.mjs"))
 	require.NoError(t, err)
@@ -90,15 +99,13 @@ func (h nodeHarness) run(t *testing.T, g *gateway, key, scenario, conversation s
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, h.node, "harness.mjs", g.url+"/v1", key, scenario, conversation)
+	cmd := exec.CommandContext(ctx, h.node, "harness.mjs", baseURL, key, scenario, conversation)
 	cmd.Dir = dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	require.NoError(t, cmd.Run(), "node harness.mjs %s:\n%s", scenario, stderr.String())
-	var rt toolRoundTrip
-	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rt), "summary: %s\nstderr: %s", stdout.String(), stderr.String())
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), out), "summary: %s\nstderr: %s", stdout.String(), stderr.String())
 	t.Logf("openai-node %s: %s", scenario, bytes.TrimSpace(stdout.Bytes()))
-	return rt
 }
 
 // TestClientToolsOpenAINode: the function tool round trip with the official

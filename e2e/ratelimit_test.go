@@ -144,6 +144,23 @@ func TestRateLimitPerOwner(t *testing.T) {
 	})
 }
 
+// TestRateLimitOpenAINode: the official openai npm package backs off a
+// per-owner rate limit's refusal for its Retry-After delay, not its own
+// short back-off, and its retry passes.
+func TestRateLimitOpenAINode(t *testing.T) {
+	h := openAINode(t)
+	e := setup(t)
+	retried := testenv.FreeAddr(t)
+	e.startGatewayWith(t, gatewayOptions{sites: rateLimitedSite(retried, "models_per_owner", 1, "2s", "")})
+	var got struct {
+		Statuses []int `json:"statuses"`
+		WaitedMS int64 `json:"waited_ms"`
+	}
+	h.runAt(t, "http://"+retried+"/v1", "sk-ant-test-ratelimit-node", "backoff", "", &got)
+	require.Equal(t, []int{200, 429, 200}, got.Statuses)
+	assert.GreaterOrEqual(t, got.WaitedMS, int64(1000), "it waited for the Retry-After delay (its own back-off starts at 0.5 s)")
+}
+
 // readAll is the content of every file under dir, concatenated.
 func readAll(t *testing.T, dir string) string {
 	t.Helper()

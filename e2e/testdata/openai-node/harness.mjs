@@ -11,6 +11,11 @@
 //                     accumulator)
 //   roundtrip         the same with non-streamed completions
 //   tool-choice-none  one streamed request with the tool and tool_choice "none"
+//   backoff           two GET /models with the library's retries on, against a
+//                     site whose rate limit allows one per window: prints
+//                     {"scenario", "statuses", "waited_ms"} (the statuses the
+//                     library saw, and how long it waited between the 429 and
+//                     its retry)
 //
 // The summary (the shape toolRoundTrip in e2e/chat_helpers_test.go decodes):
 //   {"scenario", "prompt",
@@ -108,7 +113,27 @@ async function toolChoiceNone() {
   return { scenario, prompt: PROMPT, first: summarize(first) };
 }
 
+// backoff lets the library retry a rate-limited request as it does by
+// default, recording what it saw on the wire.
+async function backoff() {
+  const seen = [];
+  const retrying = new OpenAI({
+    baseURL, apiKey, maxRetries: 2, timeout: 30_000,
+    fetch: async (url, init) => {
+      const resp = await fetch(url, init);
+      seen.push({ status: resp.status, at: performance.now() });
+      return resp;
+    },
+  });
+  await retrying.models.list();
+  await retrying.models.list();
+  const refused = seen.findIndex((s) => s.status === 429);
+  const waited = refused >= 0 && refused + 1 < seen.length ? seen[refused + 1].at - seen[refused].at : 0;
+  return { scenario, statuses: seen.map((s) => s.status), waited_ms: Math.round(waited) };
+}
+
 const scenarios = {
+  backoff,
   'roundtrip-stream': () => roundTrip(true),
   roundtrip: () => roundTrip(false),
   'tool-choice-none': toolChoiceNone,
