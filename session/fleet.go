@@ -224,11 +224,20 @@ func (m *Manager) refresh(ctx context.Context, s *Session) (woke bool) {
 	if _, err := m.sleeper(s.Provider); err != nil {
 		return false
 	}
+	m.logWaking(s, errors.New("its transcript could not be read"))
 	if err := m.wakeFound(ctx, s); err != nil {
 		return false // the turn finds out
 	}
 	m.loadTranscript(ctx, s)
 	return true
+}
+
+// logWaking tells that the session's agent, which the gateway took for
+// awake, is woken because a call found it unreachable (why) or being put
+// to sleep by another gateway.
+func (m *Manager) logWaking(s *Session, why error) {
+	m.opts.Logger.Warn("session agent unreachable; waking it", zap.String("session_id", s.ID),
+		zap.String("instance_id", s.Instance().ID), zap.Error(why))
 }
 
 // relocate finds the session's agent on the backend again, by its

@@ -1154,8 +1154,7 @@ func (l *Lease) call(ctx context.Context, start func(*agentclient.Client) (*agen
 	if _, serr := l.m.sleeper(s.Provider); serr != nil {
 		return nil, err
 	}
-	l.m.opts.Logger.Warn("session agent unreachable or put to sleep; waking it", zap.String("session_id", s.ID),
-		zap.String("instance_id", s.Instance().ID), zap.Error(err))
+	l.m.logWaking(s, err)
 	if werr := l.m.wakeFound(ctx, s); werr != nil {
 		if errors.Is(werr, providers.ErrGone) {
 			l.end(false)
