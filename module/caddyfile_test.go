@@ -15,13 +15,35 @@ import (
 	_ "github.com/agcluster/caddy-agcluster/providers/all"
 )
 
+// appCaddyfileCase is one app block and what it must give: the App it
+// makes (check) or an error containing wantErr.
+type appCaddyfileCase struct {
+	name    string
+	input   string
+	wantErr string
+	check   func(t *testing.T, a *App)
+}
+
+// runAppCaddyfile runs each case's app block through UnmarshalCaddyfile.
+func runAppCaddyfile(t *testing.T, tests []appCaddyfileCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := new(App)
+			err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tt.check(t, a)
+		})
+	}
+}
+
 func TestAppCaddyfile(t *testing.T) {
-	tests := []struct {
-		name    string
-		input   string
-		wantErr string
-		check   func(t *testing.T, a *App)
-	}{{
+	runAppCaddyfile(t, []appCaddyfileCase{{
 		name:  "all options",
 		input: "agcluster {\n idle_timeout 5m\n max_sessions 7\n max_sessions_per_owner 2\n anthropic_base_url http://127.0.0.1:9\n shutdown destroy\n turn_timeout 2m\n configs /etc/agents\n}",
 		check: func(t *testing.T, a *App) {
@@ -89,20 +111,7 @@ func TestAppCaddyfile(t *testing.T) {
 		{name: "negative sessions", input: "agcluster {\n max_sessions -1\n}", wantErr: "max_sessions"},
 		{name: "bad shutdown", input: "agcluster {\n shutdown maybe\n}", wantErr: "shutdown"},
 		{name: "argument on option", input: "agcluster extra {\n}", wantErr: "wrong argument count"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a := new(App)
-			err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
-			if tt.wantErr != "" {
-				require.Error(t, err)
-				assert.Contains(t, err.Error(), tt.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			tt.check(t, a)
-		})
-	}
+	})
 }
 
 func TestHandlerCaddyfile(t *testing.T) {

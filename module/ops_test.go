@@ -13,12 +13,7 @@ import (
 )
 
 func TestQuotaCaddyfile(t *testing.T) {
-	tests := []struct {
-		name    string
-		input   string
-		wantErr string
-		check   func(t *testing.T, a *App)
-	}{
+	runAppCaddyfile(t, []appCaddyfileCase{
 		{name: "gateway-wide and per configuration",
 			input: "agcluster {\n usage_store /var/lib/agcluster/usage.db\n owner_quota {\n tokens_per_day 500000\n cost_per_day $2.50\n agent_hours_per_day 1.5\n conversations 20\n }\n owner_quota code-assistant {\n conversations 3\n }\n}",
 			check: func(t *testing.T, a *App) {
@@ -34,20 +29,7 @@ func TestQuotaCaddyfile(t *testing.T) {
 		{name: "gateway-wide twice", input: "agcluster {\n owner_quota {\n conversations 1\n }\n owner_quota {\n conversations 2\n }\n}", wantErr: "already specified"},
 		{name: "configuration twice", input: "agcluster {\n owner_quota agent {\n conversations 1\n }\n owner_quota agent {\n conversations 2\n }\n}", wantErr: "owner_quota agent: already specified"},
 		{name: "usage_store needs a path", input: "agcluster {\n usage_store\n}", wantErr: "wrong argument count"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a := new(App)
-			err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
-			if tt.wantErr != "" {
-				require.Error(t, err)
-				assert.Contains(t, err.Error(), tt.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			tt.check(t, a)
-		})
-	}
+	})
 }
 
 func TestDashboardCaddyfile(t *testing.T) {
