@@ -17,33 +17,16 @@ import (
 
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
+	"github.com/agcluster/caddy-agcluster/usage"
 )
-
-// usageTotals is a usage report's total (or one row).
-type usageTotals struct {
-	Group            string  `json:"group"`
-	InputTokens      int64   `json:"input_tokens"`
-	OutputTokens     int64   `json:"output_tokens"`
-	CacheReadTokens  int64   `json:"cache_read_tokens"`
-	CacheWriteTokens int64   `json:"cache_write_tokens"`
-	CostUSD          float64 `json:"cost_usd"`
-	Turns            int64   `json:"turns"`
-	Conversations    int64   `json:"conversations"`
-	TurnSeconds      float64 `json:"turn_seconds"`
-	AgentSeconds     float64 `json:"agent_seconds"`
-}
-
-func (u usageTotals) tokens() int64 {
-	return u.InputTokens + u.OutputTokens + u.CacheReadTokens + u.CacheWriteTokens
-}
 
 // usageReport is GET /api/agents/usage's and /agcluster/usage's answer.
 type usageReport struct {
-	From    string        `json:"from"`
-	To      string        `json:"to"`
-	GroupBy string        `json:"group_by"`
-	Rows    []usageTotals `json:"rows"`
-	Total   usageTotals   `json:"total"`
+	From    string       `json:"from"`
+	To      string       `json:"to"`
+	GroupBy string       `json:"group_by"`
+	Rows    []usage.Row  `json:"rows"`
+	Total   usage.Totals `json:"total"`
 }
 
 // usageOf is the caller's usage report for query.
@@ -143,20 +126,20 @@ func TestUsageAcrossRestartAndQuotas(t *testing.T) {
 
 	// The same store under a new Caddy: the usage is still there, and the
 	// quotas are set from it: Alice has one token left today.
-	quotas := fmt.Sprintf("usage_store %s\n\t\towner_quota {\n\t\t\ttokens_per_day %d\n\t\t}", store, first.tokens()+1)
+	quotas := fmt.Sprintf("usage_store %s\n\t\towner_quota {\n\t\t\ttokens_per_day %d\n\t\t}", store, first.Tokens()+1)
 	g2 := e.startGatewayWith(t, gatewayOptions{extraApp: quotas})
 	assert.Equal(t, first, g2.usageOf(t, aliceKey, "").Total, "usage survives the restart")
 	everyone := g2.adminUsage(t, "?group_by=owner")
 	require.Len(t, everyone.Rows, 1)
 	assert.Len(t, everyone.Rows[0].Group, 12, "owners as hash prefixes")
-	assert.Equal(t, first.tokens(), everyone.Total.tokens())
+	assert.Equal(t, first.Tokens(), everyone.Total.Tokens())
 
 	alice = g2.client(aliceKey)
 	e.script(t, meteredScript("Still under, barely."))
 	got, err = streamed(t, alice, user("One more, please."), conv("c-usage"))
 	require.NoError(t, err, "under the quota the turn runs, and is not cut off when it goes past")
 	assert.Equal(t, "Still under, barely.", got.Choices[0].Message.Content)
-	assert.Greater(t, g2.usageOf(t, aliceKey, "").Total.tokens(), first.tokens()+1, "counted after it ran")
+	assert.Greater(t, g2.usageOf(t, aliceKey, "").Total.Tokens(), first.Tokens()+1, "counted after it ran")
 
 	e.resetRequests(t)
 	_, err = alice.Chat.Completions.New(ctxFor(t, time.Minute), user("And another."), conv("c-usage"))
