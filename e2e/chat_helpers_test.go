@@ -396,6 +396,13 @@ func weatherParams(msgs ...openai.ChatCompletionMessageParamUnion) openai.ChatCo
 // call, the function's result in a tool message, the answer.
 func goToolRoundTrip(t *testing.T, c openai.Client, stream bool, opts ...option.RequestOption) toolRoundTrip {
 	t.Helper()
+	return goToolRoundTripVia(t, c, c, stream, opts...)
+}
+
+// goToolRoundTripVia is goToolRoundTrip with the prompt sent through c
+// and the tool result through then (another gateway, say).
+func goToolRoundTripVia(t *testing.T, c, then openai.Client, stream bool, opts ...option.RequestOption) toolRoundTrip {
+	t.Helper()
 	params := weatherParams(openai.UserMessage(weatherPrompt))
 	first, sum := completeChat(t, c, params, stream, opts...)
 	rt := toolRoundTrip{Prompt: weatherPrompt, First: sum}
@@ -406,7 +413,7 @@ func goToolRoundTrip(t *testing.T, c openai.Client, stream bool, opts ...option.
 	call := msg.ToolCalls[0]
 	rt.ToolResult = weatherResult(t, call.Function.Arguments)
 	params.Messages = append(params.Messages, msg.ToParam(), openai.ToolMessage(rt.ToolResult, call.ID))
-	_, rt.Final = completeChat(t, c, params, stream, opts...)
+	_, rt.Final = completeChat(t, then, params, stream, opts...)
 	return rt
 }
 

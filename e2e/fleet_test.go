@@ -324,3 +324,17 @@ func TestFleetFingerprint(t *testing.T) {
 	assert.NotEqual(t, first, fresh, "a new chat that opens the same way is another conversation")
 	assert.Len(t, e.sessionContainers(t, gs[0].runID), 2)
 }
+
+// TestFleetClientTools: the client's function call made through one
+// gateway is answered through another: the turn that waits for the result
+// goes on in the same agent (the calls it waits for are kept with the
+// agent, not in the first gateway's memory).
+func TestFleetClientTools(t *testing.T) {
+	e := setup(t)
+	gs := e.startFleet(t, 2, gatewayOptions{})
+	e.script(t, weatherScript())
+	const key = "sk-ant-test-fleet-tools"
+	rt := goToolRoundTripVia(t, gs[0].client(key), gs[1].client(key), true, conv("c-fleet-tools"))
+	assertToolRoundTrip(t, e, rt, true)
+	assert.Len(t, e.sessionContainers(t, gs[0].runID), 1)
+}
