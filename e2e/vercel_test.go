@@ -313,3 +313,26 @@ func TestVercelAPIErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestVercelFleetWarmPool: two gateways with warm pools on Vercel, which
+// cannot rename a sandbox: a conversation started on a warm sandbox
+// through one gateway is found by the other through the sandbox's binding
+// (it keeps its pool name until it first sleeps) and goes on there, in
+// the same sandbox with its context.
+func TestVercelFleetWarmPool(t *testing.T) {
+	v := setupVercel(t)
+	o := gatewayOptions{extraApp: "warm_pool agent 1\n\t\twarm_pool_check_interval 1s"}
+	gs := []*gateway{v.gateway(t, vercelOptions{}, o)}
+	gs[0].waitPool(t, "agent", 1)
+	gs = append(gs, v.gateway(t, vercelOptions{}, o))
+	gs[1].waitPool(t, "agent", 1)
+	v.script(t, heronScript())
+	c := &conversation{t: t, key: "sk-ant-test-vercel-fleet-pool", id: "c-vercel-fleet-pool"}
+
+	a1 := c.send(gs[0], history("The code word is heron."))
+	sandbox := v.sandboxOf(c, gs[0])
+	assert.True(t, strings.HasPrefix(sandbox, "agc-pool-"), "served by a warm sandbox: %s", sandbox)
+	c.send(gs[1], history("The code word is heron.", a1, "Which word?"))
+	assertContinued(t, v.env, "Which word?")
+	assert.Equal(t, sandbox, v.sandboxOf(c, gs[1]), "the other gateway found the warm sandbox by its binding")
+}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -71,7 +72,9 @@ func (m *Manager) findOnBackend(ctx context.Context, providerName, id string, ke
 	}
 	inst, err := providers.Find(ctx, p, id)
 	if errors.Is(err, providers.ErrGone) {
-		return nil, nil
+		if inst, err = m.findHandedOut(ctx, p, id); inst == nil && err == nil {
+			return nil, nil
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up session %s: %w", id, err)
@@ -93,6 +96,47 @@ func (m *Manager) findOnBackend(ctx context.Context, providerName, id string, ke
 	m.opts.Logger.Info("session found on the backend", zap.String("session_id", s.ID),
 		zap.String("instance_id", inst.ID), zap.String("provider", inst.Provider), zap.Bool("asleep", s.Asleep()))
 	return s, nil
+}
+
+// findHandedOut looks for the session's agent among the warm-pool agents
+// of a provider that cannot name them for their session (not a Claimer):
+// one another gateway handed out keeps its pool name until it first
+// sleeps, and only its binding says whose it is. It returns nil, nil when
+// no running pool agent is bound to the session, and looks only when this
+// gateway has warm pools (the gateways of a fleet share one configuration).
+func (m *Manager) findHandedOut(ctx context.Context, p providers.Provider, id string) (*providers.Instance, error) {
+	if _, ok := p.(providers.Claimer); ok {
+		return nil, nil // found by name once claimed
+	}
+	if ws, ok := m.opts.Source.(WarmSource); !ok || !ws.Pooling() {
+		return nil, nil // no gateway of the fleet hands out warm agents
+	}
+	insts, err := p.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var pooled []*providers.Instance
+	for _, inst := range insts {
+		if inst.Pool != "" && inst.State == providers.StateRunning {
+			pooled = append(pooled, inst)
+		}
+	}
+	var mu sync.Mutex
+	var found *providers.Instance
+	forEach(pooled, 8, func(inst *providers.Instance) {
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		st, err := inst.Client().Binding(bctx)
+		if err != nil || st.Binding == nil || st.Binding.SessionID != id {
+			return
+		}
+		bound := *inst
+		bound.SessionID, bound.Owner, bound.Conversation = st.Binding.SessionID, st.Binding.Owner, st.Binding.Conversation
+		mu.Lock()
+		found = &bound
+		mu.Unlock()
+	})
+	return found, nil
 }
 
 // foundSession makes the session of an agent the backend holds.

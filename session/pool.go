@@ -33,6 +33,8 @@ type WarmSource interface {
 	// error wrapping providers.ErrExists means the session has an agent
 	// already (another gateway made it).
 	Take(ctx context.Context, spec providers.Spec) (*providers.Instance, error)
+	// Pooling reports whether any warm pool is configured.
+	Pooling() bool
 }
 
 // PoolEntry keeps agents of one configuration warm.
@@ -131,6 +133,13 @@ type poolEntry struct {
 	creating int
 	hits     int64
 	misses   int64
+}
+
+// Pooling reports whether any warm pool is configured.
+func (p *Pool) Pooling() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.entries) > 0
 }
 
 // NewPool returns a pool; Start begins filling it.
