@@ -265,6 +265,14 @@ type Instance struct {
 	Pool string
 }
 
+// Bound returns a copy of i serving the session, owner and conversation
+// of b (a warm-pool agent handed out: its binding says whose it is).
+func (i *Instance) Bound(b agent.Binding) *Instance {
+	out := *i
+	out.SessionID, out.Owner, out.Conversation = b.SessionID, b.Owner, b.Conversation
+	return &out
+}
+
 // Client returns a client for the instance's agent server.
 func (i *Instance) Client() *agentclient.Client {
 	return &agentclient.Client{BaseURL: i.URL, Token: i.Token, Header: i.Header}

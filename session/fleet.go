@@ -130,10 +130,8 @@ func (m *Manager) findHandedOut(ctx context.Context, p providers.Provider, id st
 		if err != nil || st.Binding == nil || st.Binding.SessionID != id {
 			return
 		}
-		bound := *inst
-		bound.SessionID, bound.Owner, bound.Conversation = st.Binding.SessionID, st.Binding.Owner, st.Binding.Conversation
 		mu.Lock()
-		found = &bound
+		found = inst.Bound(*st.Binding)
 		mu.Unlock()
 	})
 	return found, nil

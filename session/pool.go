@@ -295,23 +295,19 @@ var errBoundElsewhere = errors.New("warm agent bound to another session")
 func (p *Pool) bind(ctx context.Context, inst *providers.Instance, spec providers.Spec) (*providers.Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := inst.Client().Bind(ctx, agent.Binding{SessionID: spec.SessionID, Owner: spec.Owner, Conversation: spec.Conversation}); err != nil {
+	b := agent.Binding{SessionID: spec.SessionID, Owner: spec.Owner, Conversation: spec.Conversation}
+	if err := inst.Client().Bind(ctx, b); err != nil {
 		var ae *agentclient.APIError
 		if errors.As(err, &ae) && ae.Code == "already_bound" {
 			return nil, fmt.Errorf("bind agent %s: %w", inst.ID, errBoundElsewhere)
 		}
 		return nil, fmt.Errorf("bind agent %s: %w", inst.ID, err)
 	}
-	out := *inst
-	out.SessionID, out.Owner, out.Conversation = spec.SessionID, spec.Owner, spec.Conversation
+	out := inst.Bound(b)
 	if c, ok := p.claimer(inst.Provider); ok {
-		claimed, err := c.Claim(ctx, &out, spec)
-		if err != nil {
-			return nil, err
-		}
-		return claimed, nil
+		return c.Claim(ctx, out, spec)
 	}
-	return &out, nil
+	return out, nil
 }
 
 // claimer returns the provider named name as a Claimer.
@@ -352,9 +348,7 @@ func (p *Pool) Adopt(ctx context.Context, insts []*providers.Instance) []*provid
 				zap.String("instance_id", inst.ID), zap.Error(err))
 			drop = append(drop, inst)
 		case st.Bound && st.Binding != nil:
-			bound := *inst
-			bound.SessionID, bound.Owner, bound.Conversation = st.Binding.SessionID, st.Binding.Owner, st.Binding.Conversation
-			sessions = append(sessions, &bound)
+			sessions = append(sessions, inst.Bound(*st.Binding))
 		default:
 			p.mu.Lock()
 			e := p.entries[inst.Pool]
@@ -398,13 +392,12 @@ func (p *Pool) adoptStopped(ctx context.Context, inst *providers.Instance, sessi
 	if err != nil || !st.Bound || st.Binding == nil {
 		return sessions, append(drop, woke)
 	}
-	bound := *woke
-	bound.SessionID, bound.Owner, bound.Conversation = st.Binding.SessionID, st.Binding.Owner, st.Binding.Conversation
-	slept, err := sl.Sleep(ctx, &bound)
+	bound := woke.Bound(*st.Binding)
+	slept, err := sl.Sleep(ctx, bound)
 	if err != nil {
 		p.opts.Logger.Warn("rediscovered warm agent could not be put back to sleep; it stays awake",
 			zap.String("instance_id", woke.ID), zap.Error(err))
-		return append(sessions, &bound), drop
+		return append(sessions, bound), drop
 	}
 	return append(sessions, slept), drop
 }

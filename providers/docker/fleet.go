@@ -7,6 +7,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 
+	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -32,7 +33,7 @@ func (p *Provider) Find(ctx context.Context, sessionID string) (*providers.Insta
 			return nil, fmt.Errorf("docker: find session %q: read the claimed agent's binding: %w", sessionID, err)
 		}
 		if st.Binding != nil {
-			inst.SessionID, inst.Owner, inst.Conversation = st.Binding.SessionID, st.Binding.Owner, st.Binding.Conversation
+			inst = inst.Bound(*st.Binding)
 		}
 	}
 	if inst.SessionID != sessionID {
@@ -57,9 +58,7 @@ func (p *Provider) Claim(ctx context.Context, inst *providers.Instance, spec pro
 		}
 		return nil, p.wrap(fmt.Sprintf("claim %s as %s", shortID(inst.ID), name), err)
 	}
-	out := *inst
-	out.SessionID, out.Owner, out.Conversation = spec.SessionID, spec.Owner, spec.Conversation
-	return &out, nil
+	return inst.Bound(agent.Binding{SessionID: spec.SessionID, Owner: spec.Owner, Conversation: spec.Conversation}), nil
 }
 
 // Interface guards.
