@@ -228,3 +228,14 @@ func TestCloudflareSleepWakeAndRestart(t *testing.T) {
 	assert.Contains(t, stored, "workspace/notes.txt", "the workspace is in R2")
 	assert.Contains(t, stored, "The secret fruit is a quince.", "and the CLI's session")
 }
+
+// TestCloudflareFleet: two gateways with the same cloudflare provider
+// block share the Worker's agents: a conversation continued through the
+// other gateway is served by its container (its Durable Object is named by
+// the session), and the same new conversation sent to both at once makes
+// one agent (the Durable Object refuses a second create).
+func TestCloudflareFleet(t *testing.T) {
+	c := setupCloudflare(t)
+	gs := [2]*gateway{c.gateway(t, cfOptions{}, gatewayOptions{}), c.gateway(t, cfOptions{}, gatewayOptions{})}
+	fleetSteps(t, c.env, gs, true, func() int { return len(c.containers(t)) })
+}

@@ -293,3 +293,14 @@ func TestKubernetesSleepWakeAndRestart(t *testing.T) {
 		},
 	}, &conversation{t: t, key: "sk-ant-test-kube-sleep", id: "c-kube-sleep"})
 }
+
+// TestKubernetesFleet: two gateways with the same kubernetes provider
+// block share the namespace's agents: a conversation continued through the
+// other gateway is served by its pod (found by the session's names), and
+// the same new conversation sent to both at once makes one pod (the API
+// server refuses the second claim).
+func TestKubernetesFleet(t *testing.T) {
+	k := setupKube(t)
+	gs := [2]*gateway{k.gateway(t, "pod_ip", gatewayOptions{}), k.gateway(t, "pod_ip", gatewayOptions{})}
+	fleetSteps(t, k.env, gs, true, func() int { return k.pods(t) })
+}

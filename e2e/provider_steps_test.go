@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -117,4 +120,53 @@ func runSleepWakeAndRestart(t *testing.T, e *env, sc sleepScenario, c *conversat
 	}
 	assert.Equal(t, int64(3), c.session(third).Turns)
 	return third
+}
+
+// fleetSteps runs, on two gateways with the same provider block, what
+// gateways sharing a fleet rely on: a conversation continued through the
+// other gateway in its one agent, with its context; and, where the
+// platform's names are unique (unique), the same new conversation sent
+// to both at the same instant making one agent, at most one request told
+// it is busy. agents counts the platform's agents.
+func fleetSteps(t *testing.T, e *env, gs [2]*gateway, unique bool, agents func() int) {
+	t.Helper()
+	e.script(t, heronScript())
+	c := &conversation{t: t, key: "sk-ant-test-fleet-steps", id: "c-fleet-steps"}
+	a1 := c.send(gs[0], history("The code word is heron."))
+	first := c.sessionID
+	c.send(gs[1], history("The code word is heron.", a1, "Which word?"))
+	assert.Equal(t, first, c.sessionID, "the same session on the other gateway")
+	assertContinued(t, e, "Which word?")
+	assert.Equal(t, 1, agents(), "one agent served both gateways")
+	if !unique {
+		return
+	}
+
+	start := make(chan struct{})
+	errs := make([]error, len(gs))
+	var wg sync.WaitGroup
+	for i, g := range gs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			client := g.client(c.key)
+			_, errs[i] = client.Chat.Completions.New(ctxFor(t, 5*time.Minute), user("Race!"), conv("c-fleet-steps-race"))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	busy := 0
+	for _, err := range errs {
+		var apiErr *openai.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusConflict:
+			busy++
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	assert.LessOrEqual(t, busy, 1, "at most one request is refused as busy")
+	assert.Equal(t, 2, agents(), "the simultaneous new conversation has one agent")
 }

@@ -336,3 +336,14 @@ func TestVercelFleetWarmPool(t *testing.T) {
 	assertContinued(t, v.env, "Which word?")
 	assert.Equal(t, sandbox, v.sandboxOf(c, gs[1]), "the other gateway found the warm sandbox by its binding")
 }
+
+// TestVercelFleet: two gateways with the same vercel provider block share
+// the project's sandboxes: a conversation continued through the other
+// gateway is served by its sandbox (named for the session), and the same
+// new conversation sent to both at once makes one sandbox (Vercel refuses
+// a taken name).
+func TestVercelFleet(t *testing.T) {
+	v := setupVercel(t)
+	gs := [2]*gateway{v.gateway(t, vercelOptions{}, gatewayOptions{}), v.gateway(t, vercelOptions{}, gatewayOptions{})}
+	fleetSteps(t, v.env, gs, true, func() int { return len(v.agents()) })
+}
