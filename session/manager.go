@@ -539,10 +539,20 @@ func (m *Manager) acquireNamed(ctx context.Context, key Key, req Request) (*Leas
 		return m.leaseEntry(ctx, existing, req)
 	}
 	id := IDFor(key)
+	lostRace := false // a creation failed: another gateway made the agent
 	for attempt := 0; ; attempt++ {
 		s, err := m.findOnBackend(ctx, req.Provider, id, key)
-		if err == nil && s == nil && len(req.Prefixes) > 1 {
+		if err == nil && s == nil && len(req.Prefixes) > 1 && !lostRace {
 			s, err = m.findByOpening(ctx, key, req)
+		}
+		if lostRace && err == nil && (s == nil || s.Asleep()) && attempt < maxRaceWaits {
+			// The winner's agent is not all there yet (its objects made,
+			// not started): it shows as missing or stopped meanwhile.
+			if werr := raceWait(ctx, attempt); werr != nil {
+				m.settle(e, key, nil, werr)
+				return nil, werr
+			}
+			continue
 		}
 		if err != nil || s != nil {
 			if s = m.settle(e, key, s, err); err != nil {
@@ -559,20 +569,33 @@ func (m *Manager) acquireNamed(ctx context.Context, key Key, req Request) (*Leas
 			return m.leaseAwake(ctx, s, req)
 		}
 		l, err := m.createReserved(ctx, e, key, id, req)
-		if errors.Is(err, providers.ErrExists) && attempt < 5 {
-			// Another gateway made it meanwhile: adopt it (once the
-			// backend shows all of it: wait a little more each time).
-			select {
-			case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-			if e, existing = m.reserve(key); e == nil {
-				return m.leaseEntry(ctx, existing, req)
+		if errors.Is(err, providers.ErrExists) && attempt < maxRaceWaits {
+			lostRace = true
+			if werr := raceWait(ctx, attempt); werr != nil {
+				m.settle(e, key, nil, werr)
+				return nil, werr
 			}
 			continue
 		}
+		if errors.Is(err, providers.ErrExists) {
+			m.settle(e, key, nil, err)
+		}
 		return l, err
+	}
+}
+
+// maxRaceWaits bounds how often a gateway that lost a creation race looks
+// for the winner's agent (about 10 s in all, see raceWait).
+const maxRaceWaits = 15
+
+// raceWait waits before the attempt-th look for the agent another gateway
+// is making: a little longer each time, at most a second.
+func raceWait(ctx context.Context, attempt int) error {
+	select {
+	case <-time.After(min(time.Duration(attempt+1)*100*time.Millisecond, time.Second)):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -616,7 +639,11 @@ func (m *Manager) acquireNew(ctx context.Context, key Key, req Request) (*Lease,
 	if e == nil {
 		return nil, errTaken
 	}
-	return m.createReserved(ctx, e, key, IDFor(key), req)
+	l, err := m.createReserved(ctx, e, key, IDFor(key), req)
+	if errors.Is(err, providers.ErrExists) {
+		m.settle(e, key, nil, err)
+	}
+	return l, err
 }
 
 // findByOpening finds the conversation a client that now names it (key)
@@ -670,7 +697,9 @@ func (m *Manager) probeOpenings(ctx context.Context, owner string, req Request, 
 }
 
 // createReserved creates the agent of key (reserved as e on this gateway)
-// as session id and leases it for the first turn.
+// as session id and leases it for the first turn. When the backend has an
+// agent of that id already (providers.ErrExists) the reservation is left
+// to the caller.
 func (m *Manager) createReserved(ctx context.Context, e *entry, key Key, id string, req Request) (*Lease, error) {
 	m.mu.Lock()
 	if err := m.checkCreateLimitsLocked(req.Owner); err != nil {
@@ -692,6 +721,9 @@ func (m *Manager) createReserved(ctx context.Context, e *entry, key Key, id stri
 	m.decOwnerLocked(m.ownerCreating, req.Owner)
 	closed := m.closed
 	m.mu.Unlock()
+	if errors.Is(err, providers.ErrExists) {
+		return nil, err // the caller decides: adopt the agent, or another name
+	}
 	if err != nil {
 		m.settle(e, key, nil, err)
 		return nil, err
