@@ -158,22 +158,10 @@ func foundSession(inst *providers.Instance, key Key) *Session {
 func (m *Manager) awaitReady(ctx context.Context, s *Session) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CreateTimeout)
 	defer cancel()
-	for {
-		_, status, err := s.Client().HealthWait(ctx, 4*time.Second)
-		if err == nil && status == 200 {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("agent of session %s found on the backend never became ready: %w", s.ID, providers.ErrNotReady)
-		}
-		if err != nil {
-			// Not listening yet: the agent server is starting.
-			select {
-			case <-time.After(100 * time.Millisecond):
-			case <-ctx.Done():
-			}
-		}
+	if err := providers.WaitReady(ctx, s.Client()); err != nil {
+		return fmt.Errorf("agent of session %s found on the backend: %w", s.ID, err)
 	}
+	return nil
 }
 
 // loadTranscript reads the gateways' record of the conversation from the
