@@ -8,10 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -19,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -119,6 +122,7 @@ func (e *Env) GatewayKubeconfig(t testing.TB, sa, drop string) string {
 	t.Helper()
 	ctx := ctxFor(t, time.Minute)
 	rbac := e.Admin.RbacV1()
+	var rules []rbacv1.PolicyRule
 	for _, o := range Manifests(t, RBACManifest()) {
 		var err error
 		switch v := o.(type) {
@@ -129,6 +133,7 @@ func (e *Env) GatewayKubeconfig(t testing.TB, sa, drop string) string {
 			v.Namespace, v.Name = e.Namespace, sa
 			v.Rules = slices.DeleteFunc(v.Rules, func(r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, drop) })
 			_, err = rbac.Roles(e.Namespace).Create(ctx, v, metav1.CreateOptions{})
+			rules = v.Rules
 		case *rbacv1.RoleBinding:
 			v.Namespace, v.Name, v.RoleRef.Name = e.Namespace, sa, sa
 			for i := range v.Subjects {
@@ -140,7 +145,42 @@ func (e *Env) GatewayKubeconfig(t testing.TB, sa, drop string) string {
 			t.Fatalf("apply %T: %v", o, err)
 		}
 	}
+	e.awaitGranted(t, sa, rules)
 	return e.TokenKubeconfig(t, sa)
+}
+
+// awaitGranted waits until the API server's authorizer allows
+// ServiceAccount sa every verb of rules: a new Role and RoleBinding reach
+// the authorizer through its informers, a moment after they are created
+// (a loaded machine made the first requests of a test fail "forbidden").
+func (e *Env) awaitGranted(t testing.TB, sa string, rules []rbacv1.PolicyRule) {
+	t.Helper()
+	ctx := ctxFor(t, time.Minute)
+	user := "system:serviceaccount:" + e.Namespace + ":" + sa
+	for _, r := range rules {
+		for _, res := range r.Resources {
+			for _, verb := range r.Verbs {
+				attrs := &authorizationv1.ResourceAttributes{Namespace: e.Namespace, Verb: verb, Resource: res}
+				if len(r.APIGroups) > 0 {
+					attrs.Group = r.APIGroups[0]
+				}
+				if resource, sub, ok := strings.Cut(res, "/"); ok {
+					attrs.Resource, attrs.Subresource = resource, sub
+				}
+				review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: attrs}}
+				err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+					got, err := e.Admin.AuthorizationV1().SubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+					if err != nil {
+						return false, err
+					}
+					return got.Status.Allowed, nil
+				})
+				if err != nil {
+					t.Fatalf("%s is not granted %s %s: %v", sa, verb, res, err)
+				}
+			}
+		}
+	}
 }
 
 // TokenKubeconfig writes a kubeconfig for the admin's cluster with a token
