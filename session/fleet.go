@@ -195,9 +195,7 @@ func (m *Manager) takeTranscriptLocked(s *Session, t agent.Transcript) {
 	fps := s.transcript.fingerprints()
 	var newKeys []Key
 	for _, name := range t.Names {
-		k := Key{Owner: s.Key.Owner, Conversation: name}
-		if k != s.Key && !slices.Contains(s.aliases, k) {
-			s.aliases = append(s.aliases, k)
+		if k := (Key{Owner: s.Key.Owner, Conversation: name}); s.aliasLocked(k) {
 			newKeys = append(newKeys, k)
 		}
 	}

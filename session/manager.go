@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -559,12 +560,10 @@ func (m *Manager) acquireNamed(ctx context.Context, key Key, req Request) (*Leas
 				return nil, err
 			}
 			if s.Key != key {
-				m.mu.Lock()
 				s.mu.Lock()
-				s.aliases = append(s.aliases, key)
+				s.aliasLocked(key)
 				s.clientNamed = true
 				s.mu.Unlock()
-				m.mu.Unlock()
 			}
 			return m.leaseAwake(ctx, s, req)
 		}
@@ -1293,8 +1292,18 @@ func (m *Manager) bindLocked(s *Session, key Key) bool {
 		return false
 	}
 	m.byKey[key] = e
-	s.aliases = append(s.aliases, key)
+	s.aliasLocked(key)
 	s.clientNamed = true
+	return true
+}
+
+// aliasLocked names s by the client conversation id key too, unless it
+// does already; the caller holds s.mu.
+func (s *Session) aliasLocked(key Key) bool {
+	if key == s.Key || slices.Contains(s.aliases, key) {
+		return false
+	}
+	s.aliases = append(s.aliases, key)
 	return true
 }
 
@@ -1374,10 +1383,6 @@ func (m *Manager) destroy(s *Session, reason string) {
 // asleep for longer than the retention, and returns how many sessions it
 // put to sleep or removed.
 func (m *Manager) ReapIdle(now time.Time) int {
-	idle := time.Duration(m.idleTimeout.Load())
-	if idle <= 0 {
-		idle = 1<<63 - 1 // no default timeout; per-session ones still apply
-	}
 	retention := time.Duration(m.retention.Load())
 	var sleepers, expired, retired []*Session
 	m.mu.Lock()
@@ -1385,7 +1390,7 @@ func (m *Manager) ReapIdle(now time.Time) int {
 		s.mu.Lock()
 		asleep, sleptAt := s.asleep, s.sleptAt
 		s.mu.Unlock()
-		limit := m.idleLimitOf(s, idle)
+		limit := m.idleLimit(s)
 		switch {
 		case asleep && retention > 0 && now.Sub(sleptAt) >= retention:
 		case !asleep && now.Sub(s.LastUsed()) >= limit:
@@ -1444,21 +1449,16 @@ func (m *Manager) retire(s *Session) {
 	m.destroy(s, "retention")
 }
 
-// idleLimit is how long s may stay idle before it sleeps.
+// idleLimit is how long s may stay idle before it sleeps: its own idle
+// timeout, else the manager's, else for ever.
 func (m *Manager) idleLimit(s *Session) time.Duration {
-	idle := time.Duration(m.idleTimeout.Load())
-	if idle <= 0 {
-		idle = 1<<63 - 1
-	}
-	return m.idleLimitOf(s, idle)
-}
-
-// idleLimitOf is s's own idle timeout, else def.
-func (m *Manager) idleLimitOf(s *Session, def time.Duration) time.Duration {
 	if s.idleTimeout > 0 {
 		return s.idleTimeout
 	}
-	return def
+	if idle := time.Duration(m.idleTimeout.Load()); idle > 0 {
+		return idle
+	}
+	return 1<<63 - 1
 }
 
 // sleep puts a session's agent to sleep; the caller holds the session
