@@ -120,7 +120,8 @@ type Finder interface {
 type Claimer interface {
 	// Claim names inst (an unbound warm-pool agent) for spec's session and
 	// returns it as the session's. When the session has an agent already
-	// the error wraps [ErrExists] and inst stays in the pool as it was.
+	// the error wraps [ErrExists] and inst keeps the name it had (the
+	// caller decides what becomes of it).
 	Claim(ctx context.Context, inst *Instance, spec Spec) (*Instance, error)
 }
 

@@ -115,6 +115,9 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		e.opts.Region = "iad"
 	}
 	if err := e.connect(ctx); err != nil {
+		if e.ownCli && e.cli != nil {
+			_ = e.cli.Close()
+		}
 		return nil, err
 	}
 	e.proxyTransport = &http.Transport{

@@ -143,6 +143,9 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 	e.opts.Network = cmp.Or(e.opts.Network, "bridge")
 	e.opts.MaxTimeout = cmp.Or(e.opts.MaxTimeout, DefaultMaxTimeout)
 	if err := e.connect(ctx); err != nil {
+		if e.ownCli && e.cli != nil {
+			_ = e.cli.Close()
+		}
 		return nil, err
 	}
 	e.proxyTransport = &http.Transport{

@@ -1,14 +1,13 @@
 package cloudflare
 
 import (
-	"maps"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/internal/caddyargs"
 	"github.com/agcluster/caddy-agcluster/providers"
+	"github.com/agcluster/caddy-agcluster/providers/guestmod"
 )
 
 func init() {
@@ -33,17 +32,7 @@ func (Module) CaddyModule() caddy.ModuleInfo {
 // Provision replaces placeholders ({env.X}, {file.X}) in the Worker's URL,
 // the secret and env values. It does not contact the Worker.
 func (m *Module) Provision(caddy.Context) error {
-	repl := caddy.NewReplacer()
-	for _, s := range []*string{&m.WorkerURL, &m.Secret} {
-		*s = repl.ReplaceAll(*s, "")
-	}
-	if m.Env != nil {
-		env := maps.Clone(m.Env)
-		for k, v := range env {
-			env[k] = repl.ReplaceAll(v, "")
-		}
-		m.Env = env
-	}
+	guestmod.ReplacePlaceholders(&m.Env, &m.WorkerURL, &m.Secret)
 	return nil
 }
 
@@ -59,11 +48,7 @@ func (m *Module) Validate() error {
 func (m *Module) NewProvider(name string, logger *zap.Logger) (providers.Provider, error) {
 	opts := m.Options
 	opts.Name = name
-	p, err := New(opts, logger)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
+	return guestmod.Provider(New(opts, logger))
 }
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. Syntax:

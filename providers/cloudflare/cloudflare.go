@@ -29,10 +29,9 @@
 package cloudflare
 
 import (
+	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -137,10 +136,10 @@ func New(opts Options, logger *zap.Logger) (*Provider, error) {
 
 // normalize applies defaults to zero-valued fields and checks the result.
 func (opts Options) normalize() (Options, error) {
-	opts.Name = orDefault(opts.Name, DefaultName)
+	opts.Name = cmp.Or(opts.Name, DefaultName)
 	opts.WorkerURL = strings.TrimRight(opts.WorkerURL, "/")
-	opts.ReadyTimeout = orDefault(opts.ReadyTimeout, caddy.Duration(DefaultReadyTimeout))
-	opts.PollInterval = orDefault(opts.PollInterval, caddy.Duration(DefaultPollInterval))
+	opts.ReadyTimeout = cmp.Or(opts.ReadyTimeout, caddy.Duration(DefaultReadyTimeout))
+	opts.PollInterval = cmp.Or(opts.PollInterval, caddy.Duration(DefaultPollInterval))
 	if err := opts.check(); err != nil {
 		return opts, fmt.Errorf("cloudflare: options: %w", err)
 	}
@@ -225,21 +224,6 @@ func (p *Provider) Ping(ctx context.Context) error {
 		return p.apiError("ping", "", err)
 	}
 	return nil
-}
-
-// randomHex returns n random bytes as hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails (crypto/rand crashes the program instead)
-	return hex.EncodeToString(b)
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Interface guards.

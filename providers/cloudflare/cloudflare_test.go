@@ -2,8 +2,6 @@ package cloudflare_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"os"
 	"strings"
@@ -12,10 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/internal/anthropictest"
 	"github.com/agcluster/caddy-agcluster/internal/cftest"
 	"github.com/agcluster/caddy-agcluster/internal/testenv"
@@ -56,22 +51,13 @@ func (w *worker) options(name string) cloudflare.Options {
 }
 
 func newProvider(t testing.TB, opts cloudflare.Options) *cloudflare.Provider {
-	t.Helper()
-	p, err := cloudflare.New(opts, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
-	return p
+	return providertest.NewProvider(t, cloudflare.New, opts, nil)
 }
 
 func newSpec() providers.Spec {
-	owner := sha256.Sum256([]byte("owner-" + testenv.RandomHex(4)))
-	return providers.Spec{
-		SessionID:    "sess_" + testenv.RandomHex(8),
-		Owner:        hex.EncodeToString(owner[:]),
-		ConfigID:     "default",
-		Conversation: "conv-" + testenv.RandomHex(4),
-		Config:       &agent.Config{ID: "default", AllowedTools: []string{"Read"}},
-	}
+	spec := providertest.NewSpec()
+	spec.SessionID = "sess_" + testenv.RandomHex(8)
+	return spec
 }
 
 func (w *worker) modelRequests(context.Context) ([]string, error) {

@@ -2,7 +2,6 @@ package cloudflare
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/agent/agentclient"
+	"github.com/agcluster/caddy-agcluster/internal/randhex"
 	"github.com/agcluster/caddy-agcluster/providers"
 )
 
@@ -33,24 +33,13 @@ const (
 // the image and the instance type.
 func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *providers.Instance, err error) {
 	what := fmt.Sprintf("cloudflare: create agent for session %q", spec.SessionID)
-	if err := ctx.Err(); err != nil {
+	cfgJSON, err := providers.CheckCreate(ctx, spec)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if err := providers.CheckEnv(spec.Env); err != nil {
-		return nil, fmt.Errorf("%s: env: %w", what, err)
-	}
-	cfgJSON := []byte("{}")
-	if spec.Config != nil {
-		if err := spec.Config.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		if cfgJSON, err = json.Marshal(spec.Config); err != nil {
-			return nil, fmt.Errorf("%s: encode config: %w", what, err)
-		}
 	}
 	id := spec.SessionID
 	if id == "" {
-		id = "pool_" + randomHex(12)
+		id = "pool_" + randhex.String(12)
 	}
 	env := maps.Clone(p.opts.Env)
 	if env == nil {
@@ -69,8 +58,10 @@ func (p *Provider) Create(ctx context.Context, spec providers.Spec) (_ *provider
 		ConfigID: spec.ConfigID, Pool: spec.Pool, Token: p.token(id), Config: string(cfgJSON), Env: env,
 	}, &rec)
 	if err != nil {
+		// "exists": the session's agent is another call's, nothing of
+		// this call's to undo.
 		if _, code := codeOf(err); code != "exists" {
-			p.cleanup(ctx, id) // "exists": nothing of this call's to undo
+			p.cleanup(ctx, id)
 		}
 		return nil, p.apiError("create", id, err)
 	}

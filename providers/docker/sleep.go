@@ -75,7 +75,7 @@ func (p *Provider) Sleep(ctx context.Context, inst *providers.Instance) (*provid
 // recreate replaces the stopped container info by one with inst's
 // session labels (and no pool label), the same configuration, environment
 // and volumes. It returns the new container's id. On failure the old
-// container is left as it was.
+// container is left as it was, its name given back.
 func (p *Provider) recreate(ctx context.Context, info container.InspectResponse, inst *providers.Instance) (string, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupBudget)
 	defer cancel()
@@ -89,32 +89,36 @@ func (p *Provider) recreate(ctx context.Context, info container.InspectResponse,
 		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{mode.NetworkName(): {}}}
 	}
 	name := sessionContainerName(p.Name(), inst.SessionID)
-	oldName := strings.TrimPrefix(info.Name, "/")
-	if oldName == name {
-		// Claimed: the old container holds the session's name until the
-		// new one takes it.
-		oldName = name + "-replaced-" + randhex.String(3)
-		if err := p.cli.ContainerRename(ctx, info.ID, oldName); err != nil {
+	// A claimed agent's container holds the session's name until the new
+	// one takes it: it steps aside first, and gets the name back on failure.
+	claimed := strings.TrimPrefix(info.Name, "/") == name
+	if claimed {
+		if err := p.cli.ContainerRename(ctx, info.ID, name+"-replaced-"+randhex.String(3)); err != nil {
 			return "", p.wrap(fmt.Sprintf("sleep %s: rename before re-creating", shortID(info.ID)), err)
+		}
+	}
+	restoreName := func() {
+		if !claimed {
+			return
+		}
+		if err := p.cli.ContainerRename(ctx, info.ID, name); err != nil {
+			p.logger.Warn("could not give a container its name back", zap.String("instance_id", info.ID), zap.Error(err))
 		}
 	}
 	created, err := p.cli.ContainerCreate(ctx, &cfg, info.HostConfig, netCfg, nil, name)
 	if err != nil {
-		if strings.TrimPrefix(info.Name, "/") == name {
-			if rerr := p.cli.ContainerRename(ctx, info.ID, name); rerr != nil {
-				p.logger.Warn("could not give a container its name back", zap.String("instance_id", info.ID), zap.Error(rerr))
-			}
-		}
+		restoreName()
 		return "", p.wrap(fmt.Sprintf("sleep %s: re-create as %s with the session's labels", shortID(info.ID), name), err)
 	}
 	p.creating.Mark(created.ID)
 	defer p.creating.Forget(created.ID)
 	if err := p.cli.ContainerRemove(ctx, info.ID, container.RemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		// Keep the old container (it has the volumes' data in use); drop
-		// the new one.
+		// the new one, which holds the name.
 		if rmErr := p.cli.ContainerRemove(ctx, created.ID, container.RemoveOptions{Force: true}); rmErr != nil {
 			p.logger.Warn("could not remove a re-created container", zap.String("instance_id", created.ID), zap.Error(rmErr))
 		}
+		restoreName()
 		return "", p.wrap(fmt.Sprintf("sleep %s: remove the container replaced by %s", shortID(info.ID), name), err)
 	}
 	p.sleeping.Forget(info.ID)

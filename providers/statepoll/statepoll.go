@@ -2,7 +2,8 @@
 // streams, for platforms that have no event stream of their own (Fly
 // Machines, Vercel sandboxes): it lists the instances every interval,
 // compares each with what the subscription last saw, and reports a
-// running instance that stopped or vanished.
+// running instance that stopped, and any instance that vanished (asleep
+// ones too: another gateway may have removed a sleeping agent).
 package statepoll
 
 import (
