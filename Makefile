@@ -94,7 +94,7 @@ kube-down:
 
 # Everything: unit tests, the real claude binary against the mock, and the
 # agent in its hardened container.
-test: image caddy
+test: image caddy gateway-image
 	CADDY_BIN=$(CURDIR)/caddy CLAUDE_BIN=$(CLAUDE_BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(GOTEST_FLAGS) ./...
 
 # The Docker engine restarted under an open conversation. It stops every
