@@ -429,6 +429,7 @@ func runAgentSuite(t *testing.T, s *stack) {
 		for _, m := range msgs {
 			history = append(history, m.Role+": "+m.Text())
 		}
+		assert.Contains(t, strings.Join(history, "\n"), "Tell me a very long story.", "the interrupted turn's message stays in the context; requests:%s", summarizeRequests(reqs))
 		assert.Contains(t, strings.Join(history, "\n"), "assistant: Once upon a time", "the partial answer stays in the context; requests:%s", summarizeRequests(reqs))
 	})
 

@@ -334,11 +334,6 @@ type Stats struct {
 	// start, on the first), in percent of one CPU, for the whole container
 	// when cgroup figures are readable, else for the agent and the CLI.
 	CPUPercent float64 `json:"cpu_percent"`
-	// IdleSeconds is how long ago the agent was last used: the end of its
-	// latest turn (or its start, before any), 0 while a turn runs. Gateways
-	// sharing the agent ask it before putting it to sleep: any of them may
-	// have used it last.
-	IdleSeconds float64 `json:"idle_seconds"`
 }
 
 // SleepClaimRequest is the body of POST /sleep_claim.

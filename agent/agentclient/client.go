@@ -184,21 +184,21 @@ func (c *Client) Interrupt(ctx context.Context) (bool, error) {
 	var out struct {
 		Interrupted bool `json:"interrupted"`
 	}
-	err := c.getJSON(ctx, http.MethodPost, "/interrupt", &out)
+	err := c.sendJSON(ctx, http.MethodPost, "/interrupt", nil, &out)
 	return out.Interrupted, err
 }
 
 // Stats fetches /stats.
 func (c *Client) Stats(ctx context.Context) (agent.Stats, error) {
 	var st agent.Stats
-	err := c.getJSON(ctx, http.MethodGet, "/stats", &st)
+	err := c.sendJSON(ctx, http.MethodGet, "/stats", nil, &st)
 	return st, err
 }
 
 // Bind hands the agent to a session (PUT /binding). An agent already
 // bound to another session answers 409, an *APIError.
 func (c *Client) Bind(ctx context.Context, b agent.Binding) error {
-	return c.putJSON(ctx, "/binding", b)
+	return c.sendJSON(ctx, http.MethodPut, "/binding", b, nil)
 }
 
 // WriteFile writes data to path in the agent's workspace (PUT /files),
@@ -236,24 +236,8 @@ func escapePath(p string) string {
 // to, if any.
 func (c *Client) Binding(ctx context.Context) (agent.BindingState, error) {
 	var st agent.BindingState
-	err := c.getJSON(ctx, http.MethodGet, "/binding", &st)
+	err := c.sendJSON(ctx, http.MethodGet, "/binding", nil, &st)
 	return st, err
-}
-
-func (c *Client) getJSON(ctx context.Context, method, path string, out any) error {
-	req, err := c.newRequest(ctx, method, path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("agent %s: decode: %w", path, err)
-	}
-	return nil
 }
 
 // Stream reads the events of one turn.
@@ -417,33 +401,47 @@ func (c *Client) Forward(ctx context.Context, method, path string, query url.Val
 // /transcript); an agent never given one answers an empty one.
 func (c *Client) Transcript(ctx context.Context) (agent.Transcript, error) {
 	var t agent.Transcript
-	err := c.getJSON(ctx, http.MethodGet, "/transcript", &t)
+	err := c.sendJSON(ctx, http.MethodGet, "/transcript", nil, &t)
 	return t, err
 }
 
 // PutTranscript keeps t with the agent (PUT /transcript).
 func (c *Client) PutTranscript(ctx context.Context, t agent.Transcript) error {
-	return c.putJSON(ctx, "/transcript", t)
+	return c.sendJSON(ctx, http.MethodPut, "/transcript", t, nil)
 }
 
-// putJSON sends v as the JSON body of a PUT to path and discards the
-// answer.
-func (c *Client) putJSON(ctx context.Context, path string, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s body: %w", path, err)
+// sendJSON makes a method request to path with in as its JSON body (none
+// when in is nil) and decodes the answer into out (discarded when out is
+// nil). An answer that is not 2xx is an *APIError (see Do).
+func (c *Client) sendJSON(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode %s body: %w", path, err)
+		}
+		body = bytes.NewReader(b)
 	}
-	req, err := c.newRequest(ctx, http.MethodPut, path, bytes.NewReader(body))
+	req, err := c.newRequest(ctx, method, path, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.Body.Close()
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("agent %s: decode: %w", path, err)
+	}
+	return nil
 }
 
 // ClaimSleep asks the agent for the right to put it to sleep (POST
@@ -451,37 +449,12 @@ func (c *Client) putJSON(ctx context.Context, path string, v any) error {
 // minIdle and no other gateway holds the claim.
 func (c *Client) ClaimSleep(ctx context.Context, minIdle time.Duration) (agent.SleepClaim, error) {
 	var out agent.SleepClaim
-	body, err := json.Marshal(agent.SleepClaimRequest{MinIdleSeconds: minIdle.Seconds()})
-	if err != nil {
-		return out, fmt.Errorf("encode sleep claim: %w", err)
-	}
-	req, err := c.newRequest(ctx, http.MethodPost, "/sleep_claim", bytes.NewReader(body))
-	if err != nil {
-		return out, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return out, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil {
-		return out, fmt.Errorf("agent /sleep_claim: decode: %w", err)
-	}
-	return out, nil
+	err := c.sendJSON(ctx, http.MethodPost, "/sleep_claim", agent.SleepClaimRequest{MinIdleSeconds: minIdle.Seconds()}, &out)
+	return out, err
 }
 
 // ReleaseSleep gives up a granted sleep claim (DELETE /sleep_claim): the
 // agent takes turns again.
 func (c *Client) ReleaseSleep(ctx context.Context) error {
-	req, err := c.newRequest(ctx, http.MethodDelete, "/sleep_claim", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.Body.Close()
+	return c.sendJSON(ctx, http.MethodDelete, "/sleep_claim", nil, nil)
 }

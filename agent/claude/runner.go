@@ -122,9 +122,10 @@ type Runner struct {
 	turns    atomic.Int64
 	restarts atomic.Int64
 
-	turnMu  sync.Mutex
-	current *Turn // the turn that holds the CLI: running, waiting for tool results or finishing unattended
-	queued  *Turn // a turn begun while current waited: it runs once current has ended
+	turnMu    sync.Mutex
+	current   *Turn     // the turn that holds the CLI: running, waiting for tool results or finishing unattended
+	queued    *Turn     // a turn begun while current waited: it runs once current has ended
+	freeSince time.Time // when the last turn released the CLI (the runner's start, before any)
 }
 
 // NewRunner starts supervising the CLI: the first process is spawned and
@@ -154,6 +155,7 @@ func NewRunner(opts Options) *Runner {
 		state:     StateStarting,
 		changed:   make(chan struct{}),
 		sessionID: newUUID(),
+		freeSince: time.Now(),
 	}
 	saved := opts.State.Get()
 	if saved.HasSession {
@@ -226,6 +228,17 @@ func (r *Runner) Busy() bool {
 	r.turnMu.Lock()
 	defer r.turnMu.Unlock()
 	return r.current != nil || r.queued != nil
+}
+
+// Idle reports how long no turn has held the CLI: since the last one
+// released it, or since the runner started; false while a turn holds it.
+func (r *Runner) Idle(now time.Time) (time.Duration, bool) {
+	r.turnMu.Lock()
+	defer r.turnMu.Unlock()
+	if r.current != nil || r.queued != nil {
+		return 0, false
+	}
+	return now.Sub(r.freeSince), true
 }
 
 // Turns counts finished turns.
@@ -717,6 +730,9 @@ func (t *Turn) release() {
 	}
 	if r.queued == t {
 		r.queued = nil
+	}
+	if r.current == nil && r.queued == nil {
+		r.freeSince = time.Now()
 	}
 	r.turnMu.Unlock()
 }

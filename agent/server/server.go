@@ -27,7 +27,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -88,8 +87,7 @@ type Server struct {
 	transcriptMu sync.Mutex
 	transcript   *agent.Transcript // the latest PUT /transcript, also in the state file
 
-	lastUsed atomic.Int64 // unix nanos: the end of the latest turn, or the start
-	claim    sleepClaim   // a gateway's claim to put the agent to sleep
+	claim sleepClaim // a gateway's claim to put the agent to sleep
 
 	cpuMu   sync.Mutex
 	cpuAt   time.Time // when cpuLast was read
@@ -122,7 +120,6 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, token: []byte(opts.Token), started: time.Now(), mux: http.NewServeMux()}
 	saved := opts.State.Get()
 	s.binding, s.transcript = saved.Binding, saved.Transcript
-	s.lastUsed.Store(s.started.UnixNano())
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.Handle("POST /query", s.auth(s.query))
 	s.mux.Handle("POST /tool_results", s.auth(s.toolResults))
@@ -204,7 +201,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	var q agent.QueryRequest
-	if !s.decodeBody(w, r, &q, `query body must be JSON {"prompt": string, "api_key"?: string, "tools"?: [...], ...}`) {
+	if !decodeBody(w, r, &q, s.opts.MaxQueryBytes, `query body must be JSON {"prompt": string, "api_key"?: string, "tools"?: [...], ...}`) {
 		return
 	}
 	if strings.TrimSpace(q.Prompt) == "" && len(q.Images) == 0 {
@@ -248,7 +245,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 // streams the rest of that turn.
 func (s *Server) toolResults(w http.ResponseWriter, r *http.Request) {
 	var tr agent.ToolResultsRequest
-	if !s.decodeBody(w, r, &tr, `tool results body must be JSON {"results": [{"id": string, "content": string, "is_error"?: bool}], "api_key"?: string}`) {
+	if !decodeBody(w, r, &tr, s.opts.MaxQueryBytes, `tool results body must be JSON {"results": [{"id": string, "content": string, "is_error"?: bool}], "api_key"?: string}`) {
 		return
 	}
 	key, ok := s.apiKey(w, r, tr.APIKey)
@@ -266,11 +263,11 @@ func (s *Server) toolResults(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// decodeBody decodes the JSON body of a POST into v (no unknown fields),
-// or answers 400 (with want, what the body should be) or 413 and reports
-// false.
-func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, want string) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.opts.MaxQueryBytes))
+// decodeBody decodes a request's JSON body of at most limit bytes into v
+// (no unknown fields), or answers 400 (with want, what the body should
+// be) or 413 and reports false.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, limit int64, want string) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil {
@@ -326,7 +323,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, what string, run
 		}
 		return nil
 	})
-	s.lastUsed.Store(time.Now().UnixNano())
 	s.opts.Logger.Info("turn stream ended",
 		zap.String("endpoint", what),
 		zap.String("outcome", string(final.Type)),
@@ -457,9 +453,6 @@ func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
 		Restarts:      s.opts.Runner.Restarts(),
 		Cgroup:        readCgroupStats(),
 	}
-	if !st.Busy {
-		st.IdleSeconds = s.idle(time.Now()).Seconds()
-	}
 	if pid := s.opts.Runner.PID(); pid > 0 {
 		st.Claude = readProcessStats(pid)
 	}
@@ -570,10 +563,7 @@ const maxTranscriptBytes = 1 << 20
 // outlives a sleep.
 func (s *Server) putTranscript(w http.ResponseWriter, r *http.Request) {
 	var t agent.Transcript
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxTranscriptBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&t); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("transcript body must be a JSON transcript of at most %d bytes: %v", maxTranscriptBytes, err))
+	if !decodeBody(w, r, &t, maxTranscriptBytes, "transcript body must be a JSON transcript") {
 		return
 	}
 	s.transcriptMu.Lock()

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"net/http"
 	"sync"
 	"time"
@@ -31,19 +30,17 @@ func (c *sleepClaim) held(now time.Time) bool { return now.Before(c.until) }
 // holds; otherwise refused with why, and how long it has been idle.
 func (s *Server) claimSleep(w http.ResponseWriter, r *http.Request) {
 	var req agent.SleepClaimRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", `sleep claim body must be JSON {"min_idle_seconds": number}: `+err.Error())
+	if !decodeBody(w, r, &req, 4<<10, `sleep claim body must be JSON {"min_idle_seconds": number}`) {
 		return
 	}
 	s.claim.mu.Lock()
 	defer s.claim.mu.Unlock()
 	now := time.Now()
-	out := agent.SleepClaim{IdleSeconds: s.idle(now).Seconds()}
+	idle, free := s.opts.Runner.Idle(now)
+	out := agent.SleepClaim{IdleSeconds: idle.Seconds()}
 	switch {
-	case s.opts.Runner.Busy():
-		out.IdleSeconds, out.Reason = 0, agent.ClaimBusy
+	case !free:
+		out.Reason = agent.ClaimBusy
 	case s.claim.held(now):
 		out.Reason = agent.ClaimTaken
 	case out.IdleSeconds < req.MinIdleSeconds:
@@ -62,11 +59,6 @@ func (s *Server) releaseSleep(w http.ResponseWriter, _ *http.Request) {
 	s.claim.until = time.Time{}
 	s.claim.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// idle is how long ago the agent was last used.
-func (s *Server) idle(now time.Time) time.Duration {
-	return now.Sub(time.Unix(0, s.lastUsed.Load()))
 }
 
 // beginUnlessSleeping runs begin (which starts a turn) unless a sleep
