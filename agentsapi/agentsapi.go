@@ -418,9 +418,10 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request, c Caller, s *sess
 		return
 	}
 	defer st.Close()
-	turnID, result := h.relayTurn(w, r, st, lease.Release)
-	lease.Done(session.TurnEnd{TurnID: turnID})
-	h.record(c, s, result, time.Since(started), false)
+	h.relayTurn(w, r, st, func(turnID string, result *agent.Result) {
+		lease.Done(session.TurnEnd{TurnID: turnID})
+		h.record(c, s, result, time.Since(started), false)
+	})
 }
 
 // admit asks Options.Admit, if set.
@@ -452,41 +453,54 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request, c Caller) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// relayTurn relays the turn's events from st to the client as SSE and
-// returns the finished turn's id and the turn's result (its usage; nil
-// when it reported none). release frees the session for the next turn.
-func (h *Handler) relayTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], release func()) (string, *agent.Result) {
+// relayTurn relays the turn's events from st to the client as SSE. end
+// is called once with the finished turn's id and its result (its usage;
+// nil when it reported none): as soon as the turn's end is seen, before
+// the client reads it (so the session takes the next turn at once, and
+// what the turn leaves is recorded before the client can ask again), or
+// after the relay when no end came (the client left, the stream broke).
+func (h *Handler) relayTurn(w http.ResponseWriter, r *http.Request, st relay.Source[agent.Event], end func(turnID string, result *agent.Result)) {
 	openai.SetStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
-	sink := &eventSink{w: w, flush: rc.Flush, release: release, log: h.opts.Logger, r: r}
+	sink := &eventSink{w: w, flush: rc.Flush, end: end, log: h.opts.Logger, r: r}
+	defer sink.finish()
 	err := relay.Copy[agent.Event](r.Context(), sink, st, relay.Options{KeepAlive: h.opts.KeepAlive})
 	var we *relay.WriteError
 	if err == nil || errors.As(err, &we) || r.Context().Err() != nil {
-		return sink.turnID, sink.result
+		return
 	}
 	rid := sink.requestID()
 	h.opts.Logger.Warn("agent stream broke", zap.String("request_id", rid), zap.Error(err))
+	sink.finish()
 	if sink.event(agent.Event{Type: agent.EventError, Code: agent.CodeInternal, Message: StreamBroke(rid)}) == nil {
 		_ = sink.Flush()
 	}
-	return sink.turnID, sink.result
 }
 
 // eventSink writes agent events as SSE, one JSON event per data line, for
-// the relay. It frees the session for the next turn as soon as the turn's
-// end is seen, before the client reads it, and conceals internal errors.
+// the relay. It ends the turn (end) as soon as the turn's end is seen,
+// before the client reads it, and conceals internal errors.
 type eventSink struct {
-	w       io.Writer
-	flush   func() error
-	release func()
-	log     *zap.Logger
-	r       *http.Request
-	rid     string
-	buf     []byte
-	turnID  string        // the finished turn's id, from its result event
-	result  *agent.Result // the turn's usage, from its result (or error) event
+	w      io.Writer
+	flush  func() error
+	end    func(turnID string, result *agent.Result)
+	ended  bool
+	log    *zap.Logger
+	r      *http.Request
+	rid    string
+	buf    []byte
+	turnID string        // the finished turn's id, from its result event
+	result *agent.Result // the turn's usage, from its result (or error) event
+}
+
+// finish ends the turn with what the sink saw of it, once.
+func (s *eventSink) finish() {
+	if !s.ended {
+		s.ended = true
+		s.end(s.turnID, s.result)
+	}
 }
 
 // requestID is the request's id, the same for every use.
@@ -505,7 +519,7 @@ func (s *eventSink) Write(e agent.Event) error {
 		s.result = e.Result
 	}
 	if e.Type == agent.EventResult || e.Type == agent.EventError {
-		s.release()
+		s.finish()
 		ConcealAgentError(s.log, s.requestID, &e)
 	}
 	return s.event(e)

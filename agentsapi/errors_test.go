@@ -197,10 +197,10 @@ func TestChatStreamConcealsInternalErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.InfoLevel)
 			h := New(Options{Logger: zap.New(core)})
-			released := false
+			ends, bodyAtEnd := 0, ""
 			rec := httptest.NewRecorder()
 			st := agentclient.NewStream(io.NopCloser(tc.body))
-			h.relayTurn(rec, httptest.NewRequest(http.MethodPost, "http://gw/api/agents/sessions/s/chat", nil), st, func() { released = true })
+			h.relayTurn(rec, httptest.NewRequest(http.MethodPost, "http://gw/api/agents/sessions/s/chat", nil), st, func(string, *agent.Result) { ends, bodyAtEnd = ends+1, rec.Body.String() })
 
 			out := agentclient.NewStream(io.NopCloser(strings.NewReader(rec.Body.String())))
 			var got []agent.Event
@@ -229,7 +229,9 @@ func TestChatStreamConcealsInternalErrors(t *testing.T) {
 			} else {
 				assert.Zero(t, logs.Len())
 			}
-			assert.Equal(t, tc.name != "agent stream broke off", released, "released when the turn's end was seen")
+			assert.Equal(t, 1, ends, "the turn is ended once")
+			assert.Contains(t, rec.Body.String(), `"type":"error"`)
+			assert.NotContains(t, bodyAtEnd, `"type":"error"`, "and before its last event is written")
 		})
 	}
 }
