@@ -58,12 +58,8 @@ func CreateWithin(t testing.TB, p providers.Provider, spec providers.Spec, d tim
 	t.Helper()
 	inst, err := p.Create(Context(t, d), spec)
 	if inst != nil {
-		t.Cleanup(func() {
-			if err := p.Destroy(context.Background(), inst.ID); err != nil {
-				t.Errorf("cleanup: destroy %s: %v", inst.ID, err)
-			}
-		})
+		keep(t, p, inst)
 	}
-	require.NoError(t, err)
+	require.NoError(t, err, "Create")
 	return inst
 }

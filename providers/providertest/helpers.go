@@ -21,18 +21,14 @@ import (
 // create makes an instance and destroys it when the test ends.
 func create(t *testing.T, p providers.Provider, spec providers.Spec) *providers.Instance {
 	t.Helper()
-	inst, err := p.Create(callCtx(t), spec)
-	if inst != nil {
-		keep(t, p, inst)
-	}
-	require.NoError(t, err, "Create")
+	inst := CreateWithin(t, p, spec, CallTimeout)
 	require.NotNil(t, inst, "Create returned no instance and no error")
 	return inst
 }
 
 // keep destroys inst when the test ends (again, if its ID was seen
 // before: destroying a gone instance is not an error).
-func keep(t *testing.T, p providers.Provider, inst *providers.Instance) {
+func keep(t testing.TB, p providers.Provider, inst *providers.Instance) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 		defer cancel()
