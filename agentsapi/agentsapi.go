@@ -57,8 +57,9 @@ type Options struct {
 	// is written as is.
 	Admit func(c Caller, configID string, newConversation bool) *openai.Error
 	// Record, when set, is told of every launch (result nil,
-	// newConversation true) and every finished turn: its result (nil when
-	// it reported none) and how long the session was held for it.
+	// newConversation true) and every turn that ran, however it ended: its
+	// result (nil when it reported none) and how long the session was held
+	// for it.
 	Record func(c Caller, s *session.Session, result *agent.Result, held time.Duration, newConversation bool)
 	// Usage, when set, answers GET /api/agents/usage for the caller
 	// (query: from, to, group_by).

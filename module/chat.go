@@ -190,7 +190,7 @@ func (t *chatTurn) done(end turnEnd) {
 	// Recorded before the answer's last bytes leave too: the client that
 	// asks for its usage next finds this turn in it.
 	t.h.app.record(turnUsage{owner: t.sreq.Owner, config: t.lease.Session.ConfigID, provider: t.lease.Session.Provider,
-		result: end.result, held: time.Since(t.started)})
+		turn: true, result: end.result, held: time.Since(t.started)})
 }
 
 // startOrRestart starts the agent's part of the request. When the start

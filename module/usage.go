@@ -127,13 +127,16 @@ func (a *App) admit(owner, config string, newConversation bool) *openai.Error {
 // turnUsage is what one turn used, for recording.
 type turnUsage struct {
 	owner, config, provider string
+	turn                    bool          // a turn ran (else only a conversation started: a launch)
 	result                  *agent.Result // the turn's result; nil when it reported none
 	held                    time.Duration // how long the gateway held the agent for it
 	newConversation         bool
 }
 
 // record adds a turn's usage to the store and the metrics. A turn's usage
-// is counted after it, whatever the quota says meanwhile.
+// is counted after it, whatever the quota says meanwhile. A turn counts,
+// with the time its agent was held, however it ended (its client gone, an
+// error); its tokens and cost when it reported a result.
 func (a *App) record(u turnUsage) {
 	if !a.metered() {
 		return
@@ -142,11 +145,13 @@ func (a *App) record(u turnUsage) {
 	if u.newConversation {
 		t.Conversations = 1
 	}
+	if u.turn {
+		t.Turns, t.AgentSeconds = 1, u.held.Seconds()
+	}
 	if r := u.result; r != nil {
-		t = usage.Totals{InputTokens: r.Usage.InputTokens, OutputTokens: r.Usage.OutputTokens,
-			CacheReadTokens: r.Usage.CacheReadInputTokens, CacheWriteTokens: r.Usage.CacheCreationInputTokens,
-			CostUSD: r.CostUSD, Turns: 1, Conversations: t.Conversations,
-			TurnSeconds: float64(r.DurationMS) / 1000, AgentSeconds: u.held.Seconds()}
+		t.InputTokens, t.OutputTokens = r.Usage.InputTokens, r.Usage.OutputTokens
+		t.CacheReadTokens, t.CacheWriteTokens = r.Usage.CacheReadInputTokens, r.Usage.CacheCreationInputTokens
+		t.CostUSD, t.TurnSeconds = r.CostUSD, float64(r.DurationMS)/1000
 		observeUsage(a.configLabel(u.config), u.provider, t)
 	}
 	if t == (usage.Totals{}) {
@@ -285,7 +290,8 @@ func (a *App) admitConversation(lease *session.Lease, owner string) *openai.Erro
 // recordAPITurn records a launch or a turn of the management API
 // (agentsapi.Options.Record).
 func (a *App) recordAPITurn(c agentsapi.Caller, s *session.Session, result *agent.Result, held time.Duration, isNew bool) {
-	a.record(turnUsage{owner: c.Owner, config: s.ConfigID, provider: s.Provider, result: result, held: held, newConversation: isNew})
+	// A launch starts a conversation and runs no turn; a turn continues one.
+	a.record(turnUsage{owner: c.Owner, config: s.ConfigID, provider: s.Provider, turn: !isNew, result: result, held: held, newConversation: isNew})
 }
 
 // adminProviders serves GET /agcluster/providers: every provider in use,

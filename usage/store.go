@@ -39,7 +39,8 @@ type Totals struct {
 	// over the models (agent.Result.CostUSD); the result's usage object
 	// counts the turn's model calls only, not the session's.
 	CostUSD float64 `json:"cost_usd"`
-	// Turns counts finished turns.
+	// Turns counts the turns run, however they ended (a result, an
+	// error, their client gone).
 	Turns int64 `json:"turns"`
 	// Conversations counts conversations started (a new session: a first
 	// turn, a launch, or a lost agent replaced).
