@@ -81,6 +81,9 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// The agent is held from here: creating or waking it counts
+	// (usage.Totals.AgentSeconds).
+	t.started = time.Now()
 	if oerr := t.acquire(); oerr != nil {
 		h.refuse(w, oerr)
 		return
@@ -120,7 +123,7 @@ type chatTurn struct {
 	sreq      session.Request     // the session request, kept to acquire the conversation anew
 	lease     *session.Lease
 	continues string    // what the request continued (continuesNext, ...), once started
-	started   time.Time // when the turn's work began (run)
+	started   time.Time // when the request began to hold the agent: before it was acquired
 }
 
 // known is what the client sent before its new input: the messages before
@@ -136,8 +139,6 @@ func (t *chatTurn) known() []openai.Message {
 // conversation now ends.
 func (t *chatTurn) run() {
 	h := t.h
-	t.started = time.Now()
-	started := t.started
 	st, oerr := t.startOrRestart()
 	lease := t.lease
 	opts := openai.Options{
@@ -168,7 +169,7 @@ func (t *chatTurn) run() {
 	}
 	isNew, provider := strconv.FormatBool(lease.New), lease.Session.Provider
 	metrics.turns.WithLabelValues(end.outcome, isNew, t.continues, provider).Inc()
-	metrics.turnSeconds.WithLabelValues(isNew, provider).Observe(time.Since(started).Seconds())
+	metrics.turnSeconds.WithLabelValues(isNew, provider).Observe(time.Since(t.started).Seconds())
 }
 
 // What a request continued, for metrics.
