@@ -1,6 +1,7 @@
 package module
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -71,6 +72,15 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 			sreq.SessionID = id
 		}
 	}
+	// A new conversation's quotas (its conversations among them) are
+	// asked only when an agent is to be made for it, before it is; not
+	// when an agent replaces a lost one.
+	sreq.Admit = func(context.Context) error {
+		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, true); oerr != nil {
+			return oerr
+		}
+		return nil
+	}
 	t.sreq = sreq
 	// Quotas are checked before a turn starts. Tool results for the calls
 	// a turn waits on continue that turn, which a quota never cuts off:
@@ -104,9 +114,7 @@ func (t *chatTurn) acquire() *openai.Error {
 	if err != nil {
 		return t.h.acquireError(t.r, err)
 	}
-	if oerr := t.h.app.admitConversation(lease, t.sreq.Owner); oerr != nil {
-		return oerr
-	}
+	t.h.app.countConversation(lease, t.sreq.Owner)
 	t.lease = lease
 	t.w.Header().Set("X-Session-ID", lease.Session.ID)
 	return nil

@@ -268,23 +268,13 @@ func adminUsage(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, rep)
 }
 
-// admitConversation checks the conversations quota when lease started a
-// new conversation (the request could not tell before): refused, the new
-// session is removed again; admitted, it is counted.
-func (a *App) admitConversation(lease *session.Lease, owner string) *openai.Error {
-	if !lease.New {
-		return nil
+// countConversation counts the conversation lease started, if it did (its
+// quota was asked before its agent was made: session.Request.Admit).
+func (a *App) countConversation(lease *session.Lease, owner string) {
+	if lease.New {
+		s := lease.Session
+		a.record(turnUsage{owner: owner, config: s.ConfigID, provider: s.Provider, newConversation: true})
 	}
-	s := lease.Session
-	if oerr := a.admit(owner, s.ConfigID, true); oerr != nil {
-		lease.Done(session.TurnEnd{})
-		if err := a.Manager().Delete(owner, s.ID); err != nil {
-			a.logger.Warn("removing a session refused by quota", zap.String("session_id", s.ID), zap.Error(err))
-		}
-		return oerr
-	}
-	a.record(turnUsage{owner: owner, config: s.ConfigID, provider: s.Provider, newConversation: true})
-	return nil
 }
 
 // recordAPITurn records a launch or a turn of the management API
