@@ -76,17 +76,18 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 	// asked only when an agent is to be made for it, before it is; not
 	// when an agent replaces a lost one.
 	sreq.Admit = func(context.Context) error {
-		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, true); oerr != nil {
+		if oerr := t.quota.admit(true); oerr != nil {
 			return oerr
 		}
 		return nil
 	}
 	t.sreq = sreq
+	t.quota = h.app.quotaCheck(caller.Owner, sreq.ConfigID)
 	// Quotas are checked before a turn starts. Tool results for the calls
 	// a turn waits on continue that turn, which a quota never cuts off:
 	// whether they do is known once the session is found.
 	if t.results == nil {
-		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
+		if oerr := t.quota.admit(false); oerr != nil {
 			h.refuse(w, oerr)
 			return
 		}
@@ -99,7 +100,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if t.results != nil && !t.continuesCalls() {
-		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
+		if oerr := t.quota.admit(false); oerr != nil {
 			t.lease.Done(session.TurnEnd{})
 			h.refuse(w, oerr)
 			return
@@ -130,8 +131,9 @@ type chatTurn struct {
 	results   *openai.ToolResults // the client's results for tool calls, if the request ends with them
 	sreq      session.Request     // the session request, kept to acquire the conversation anew
 	lease     *session.Lease
-	continues string    // what the request continued (continuesNext, ...), once started
-	started   time.Time // when the request began to hold the agent: before it was acquired
+	quota     *quotaCheck // the owner's quotas, read once for the request
+	continues string      // what the request continued (continuesNext, ...), once started
+	started   time.Time   // when the request began to hold the agent: before it was acquired
 }
 
 // known is what the client sent before its new input: the messages before

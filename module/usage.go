@@ -108,14 +108,37 @@ func (a *App) metered() bool { return a.meter != nil && a.meter.Store != nil }
 // config starts; a refusal is a 429 insufficient_quota naming the limit and
 // when it resets.
 func (a *App) admit(owner, config string, newConversation bool) *openai.Error {
+	return a.quotaCheck(owner, config).admit(newConversation)
+}
+
+// quotaCheck checks one request's turn of config against owner's quotas:
+// the owner's usage of the day is read once, however often it asks.
+type quotaCheck struct {
+	a             *App
+	owner, config string
+	read          bool
+	standing      *usage.Standing // nil: no quota applies (or the read failed)
+}
+
+func (a *App) quotaCheck(owner, config string) *quotaCheck {
+	return &quotaCheck{a: a, owner: owner, config: config}
+}
+
+// admit is App.admit on the usage read first.
+func (q *quotaCheck) admit(newConversation bool) *openai.Error {
+	a := q.a
 	if !a.metered() {
 		return nil
 	}
-	ref, err := a.meter.Check(owner, config, newConversation)
-	if err != nil {
-		a.logger.Error("quota check failed; the turn goes ahead", zap.Error(err))
-		return nil
+	if !q.read {
+		q.read = true
+		st, err := a.meter.Standing(q.owner, q.config)
+		if err != nil {
+			a.logger.Error("quota check failed; the turn goes ahead", zap.Error(err))
+		}
+		q.standing = st
 	}
+	ref := q.standing.Check(newConversation)
 	if ref == nil {
 		return nil
 	}

@@ -6,6 +6,7 @@
 package usage
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -177,11 +178,30 @@ func (f Filter) match(k Key) bool {
 		(f.Provider == "" || k.Provider == f.Provider) && (f.To == "" || k.Day <= f.To)
 }
 
+// scan is where the records f selects begin in key order, and the prefix
+// they all share (nil for none): keys lead with the day, then the owner
+// and the configuration, so one day's records of an owner (and of one of
+// its configurations) are one range.
+func (f Filter) scan() (from, prefix []byte) {
+	if f.From == "" || f.From != f.To {
+		return []byte(f.From), nil
+	}
+	p := f.From + "\x00"
+	if f.Owner != "" {
+		p += f.Owner + "\x00"
+		if f.Config != "" {
+			p += f.Config + "\x00"
+		}
+	}
+	return []byte(p), []byte(p)
+}
+
 // Each calls fn for every record f selects, in key order (by day).
 func (s *Store) Each(f Filter, fn func(Key, Totals)) error {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucket).Cursor()
-		for k, v := c.Seek([]byte(f.From)); k != nil; k, v = c.Next() {
+		from, prefix := f.scan()
+		for k, v := c.Seek(from); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			key, ok := parseKey(k)
 			if !ok {
 				continue
