@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -104,7 +103,6 @@ func Day(t time.Time) string { return t.UTC().Format(dayLayout) }
 type Store struct {
 	db   *bolt.DB
 	path string
-	mu   sync.Mutex // orders Add's read-modify-write with Check's reads
 }
 
 // Open opens (creating it and its directory if needed) the database at
@@ -140,10 +138,9 @@ func (s *Store) Close() error { return s.db.Close() }
 // Destruct closes the database (caddy.Destructor).
 func (s *Store) Destruct() error { return s.Close() }
 
-// Add adds t to the record of k.
+// Add adds t to the record of k. Its read and write are one bbolt write
+// transaction, and bbolt runs one at a time: concurrent Adds sum.
 func (s *Store) Add(k Key, t Totals) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
 		var cur Totals

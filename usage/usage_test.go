@@ -2,6 +2,7 @@ package usage
 
 import (
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +41,24 @@ func TestStoreKeepsRecordsAcrossReopen(t *testing.T) {
 	sum, err := s.Sum(Filter{Owner: "o1"})
 	require.NoError(t, err)
 	assert.Equal(t, Totals{InputTokens: 11, OutputTokens: 5, CostUSD: 0.01, Turns: 2}, sum)
+}
+
+func TestConcurrentAddsSum(t *testing.T) {
+	s := openTemp(t)
+	k := Key{Day: "2026-03-01", Owner: "o1", Config: "agent", Provider: "docker"}
+	const writers, adds = 8, 25
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range adds {
+				assert.NoError(t, s.Add(k, Totals{Turns: 1}))
+			}
+		})
+	}
+	wg.Wait()
+	sum, err := s.Sum(Filter{Owner: "o1"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(writers*adds), sum.Turns)
 }
 
 func TestGroupAndRange(t *testing.T) {
