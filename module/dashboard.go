@@ -207,10 +207,10 @@ func (h *Handler) dashboardSnapshot(ctx context.Context, slow bool) dashSnapshot
 	agentFigures(ctx, list, snap.Sessions)
 	snap.Providers = h.app.state.status(ctx)
 	snap.Pool = h.app.Pool().Stats()
-	if h.app.metered() {
+	if m := h.app.metered(); m != nil {
 		f, _ := usage.ParseRange("", "", 14, time.Now())
-		snap.ByDay, _ = h.app.meter.Store.Group(f, usage.ByDay)
-		snap.ByConfig, _ = h.app.meter.Store.Group(f, usage.ByConfig)
+		snap.ByDay, _ = m.Store.Group(f, usage.ByDay)
+		snap.ByConfig, _ = m.Store.Group(f, usage.ByConfig)
 	}
 	return snap
 }

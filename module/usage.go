@@ -65,7 +65,7 @@ func (a *App) provisionUsage() error {
 		}
 		m.ConfigQuotas[id] = *q
 	}
-	a.meter = m
+	a.quotas = m
 	return nil
 }
 
@@ -84,8 +84,10 @@ func (a *App) startUsage() error {
 		return fmt.Errorf("agcluster: %w", err)
 	}
 	a.usagePath = path
-	a.meter.Store = v.(*usage.Store)
-	currentMeter.Store(a.meter)
+	m := *a.quotas
+	m.Store = v.(*usage.Store)
+	a.meter.Store(&m)
+	currentMeter.Store(&m)
 	return nil
 }
 
@@ -94,15 +96,16 @@ func (a *App) cleanupUsage() {
 	if a.usagePath == "" {
 		return
 	}
-	currentMeter.CompareAndSwap(a.meter, nil)
+	currentMeter.CompareAndSwap(a.meter.Swap(nil), nil)
 	if _, err := usagePool.Delete(a.usagePath); err != nil {
 		a.logger.Error("closing the usage store", zap.String("path", a.usagePath), zap.Error(err))
 	}
 	a.usagePath = ""
 }
 
-// metered tells whether usage is recorded (the app started).
-func (a *App) metered() bool { return a.meter != nil && a.meter.Store != nil }
+// metered is the meter usage is recorded with; nil before the app
+// started (requests may come first) and after it stopped.
+func (a *App) metered() *usage.Meter { return a.meter.Load() }
 
 // admit checks an owner's quotas before a turn (or a new conversation) of
 // config starts; a refusal is a 429 insufficient_quota naming the limit and
@@ -127,12 +130,13 @@ func (a *App) quotaCheck(owner, config string) *quotaCheck {
 // admit is App.admit on the usage read first.
 func (q *quotaCheck) admit(newConversation bool) *openai.Error {
 	a := q.a
-	if !a.metered() {
+	m := a.metered()
+	if m == nil {
 		return nil
 	}
 	if !q.read {
 		q.read = true
-		st, err := a.meter.Standing(q.owner, q.config)
+		st, err := m.Standing(q.owner, q.config)
 		if err != nil {
 			a.logger.Error("quota check failed; the turn goes ahead", zap.Error(err))
 		}
@@ -161,7 +165,8 @@ type turnUsage struct {
 // with the time its agent was held, however it ended (its client gone, an
 // error); its tokens and cost when it reported a result.
 func (a *App) record(u turnUsage) {
-	if !a.metered() {
+	m := a.metered()
+	if m == nil {
 		return
 	}
 	var t usage.Totals
@@ -180,7 +185,7 @@ func (a *App) record(u turnUsage) {
 	if t == (usage.Totals{}) {
 		return
 	}
-	if err := a.meter.Record(u.owner, u.config, u.provider, t); err != nil {
+	if err := m.Record(u.owner, u.config, u.provider, t); err != nil {
 		a.logger.Error("recording usage failed", zap.String("config", u.config), zap.Error(err))
 	}
 }
@@ -257,10 +262,11 @@ type usageReport struct {
 
 // ownerUsage serves GET /api/agents/usage for one owner.
 func (a *App) ownerUsage(owner string, q url.Values) (any, *openai.Error) {
-	if !a.metered() {
+	m := a.metered()
+	if m == nil {
 		return nil, openai.Unavailable("usage is not recorded yet: the agcluster app has not started")
 	}
-	rep, oerr := usageQuery(a.meter, q, usage.Filter{Owner: owner}, false)
+	rep, oerr := usageQuery(m, q, usage.Filter{Owner: owner}, false)
 	if oerr != nil {
 		return nil, oerr
 	}

@@ -20,7 +20,7 @@ func meteredApp(t *testing.T) *App {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
 	a := &App{logger: zap.NewNop()}
-	a.meter = &usage.Meter{Store: store}
+	a.meter.Store(&usage.Meter{Store: store})
 	return a
 }
 
@@ -47,7 +47,7 @@ func TestRecordCountsEveryTurn(t *testing.T) {
 			a := meteredApp(t)
 			tt.u.owner, tt.u.config, tt.u.provider = "alice", "agent", "docker"
 			a.record(tt.u)
-			got, err := a.meter.Store.Sum(usage.Filter{Owner: "alice"})
+			got, err := a.metered().Store.Sum(usage.Filter{Owner: "alice"})
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, got)
 		})
