@@ -61,9 +61,9 @@ type Options struct {
 	// result (nil when it reported none) and how long the session was held
 	// for it.
 	Record func(c Caller, s *session.Session, result *agent.Result, held time.Duration, newConversation bool)
-	// Usage, when set, answers GET /api/agents/usage for the caller
-	// (query: from, to, group_by).
-	Usage func(c Caller, q url.Values) (any, *openai.Error)
+	// Usage, when set, answers GET /api/agents/usage (r, whose query has
+	// from, to, group_by) for the caller.
+	Usage func(r *http.Request, c Caller) (any, *openai.Error)
 	// MaxUploadBytes caps one uploaded file (default 50 MiB).
 	MaxUploadBytes int64
 	// MaxUploadFiles caps the files of one multipart upload (default 50).
@@ -445,7 +445,7 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request, c Caller) {
 		notFound("usage is not recorded by this gateway").Write(w)
 		return
 	}
-	out, oerr := h.opts.Usage(c, r.URL.Query())
+	out, oerr := h.opts.Usage(r, c)
 	if oerr != nil {
 		oerr.Write(w)
 		return

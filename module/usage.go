@@ -2,6 +2,7 @@ package module
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -200,8 +201,9 @@ func (a *App) configLabel(id string) string {
 }
 
 // usageQuery answers a usage query (from, to, group_by) over the records
-// f already restricts; owners says whether group_by=owner is allowed.
-func usageQuery(m *usage.Meter, q url.Values, f usage.Filter, owners bool) (usageReport, *openai.Error) {
+// f already restricts; owners says whether group_by=owner is allowed. A
+// query's own fault is an *openai.Error; any other error is the store's.
+func usageQuery(m *usage.Meter, q url.Values, f usage.Filter, owners bool) (usageReport, error) {
 	days := 30
 	if v := q.Get("days"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -223,18 +225,32 @@ func usageQuery(m *usage.Meter, q url.Values, f usage.Filter, owners bool) (usag
 	if by == "" {
 		by = usage.ByDay
 	}
-	if by == usage.ByOwner && !owners {
-		return usageReport{}, openai.BadRequest("group_by: want day, config or provider", "group_by")
+	if oerr := checkGroupBy(by, owners); oerr != nil {
+		return usageReport{}, oerr
 	}
 	rows, err := m.Store.Group(f, by)
 	if err != nil {
-		return usageReport{}, openai.BadRequest(err.Error(), "group_by")
+		return usageReport{}, err
 	}
 	var total usage.Totals
 	for _, row := range rows {
 		total.Add(row.Totals)
 	}
 	return usageReport{From: f.From, To: f.To, GroupBy: by, Rows: rows, Total: total}, nil
+}
+
+// checkGroupBy refuses a group_by other than day, config, provider (and
+// owner when owners are shown).
+func checkGroupBy(by string, owners bool) *openai.Error {
+	switch {
+	case by == usage.ByDay || by == usage.ByConfig || by == usage.ByProvider:
+		return nil
+	case owners && by == usage.ByOwner:
+		return nil
+	case owners:
+		return openai.BadRequest("group_by: want day, config, provider or owner", "group_by")
+	}
+	return openai.BadRequest("group_by: want day, config or provider", "group_by")
 }
 
 // ownerPrefix shortens an owner hash for operators' views.
@@ -260,15 +276,20 @@ type usageReport struct {
 	Total usage.Totals `json:"total"`
 }
 
-// ownerUsage serves GET /api/agents/usage for one owner.
-func (a *App) ownerUsage(owner string, q url.Values) (any, *openai.Error) {
+// ownerUsage serves GET /api/agents/usage (r) for one owner.
+func (a *App) ownerUsage(r *http.Request, owner string) (any, *openai.Error) {
 	m := a.metered()
 	if m == nil {
 		return nil, openai.Unavailable("usage is not recorded yet: the agcluster app has not started")
 	}
-	rep, oerr := usageQuery(m, q, usage.Filter{Owner: owner}, false)
-	if oerr != nil {
+	rep, err := usageQuery(m, r.URL.Query(), usage.Filter{Owner: owner}, false)
+	var oerr *openai.Error
+	if errors.As(err, &oerr) {
 		return nil, oerr
+	}
+	if err != nil {
+		return nil, agentsapi.Internal(a.logger, r, openai.Internal("Your usage could not be read; try again, or tell the gateway's operator."),
+			"reading usage failed", err)
 	}
 	return rep, nil
 }
@@ -285,9 +306,13 @@ func adminUsage(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	f := usage.Filter{Config: q.Get("config"), Provider: q.Get("provider"), Owner: q.Get("owner")}
-	rep, oerr := usageQuery(m, q, f, true)
-	if oerr != nil {
+	rep, err := usageQuery(m, q, f, true)
+	var oerr *openai.Error
+	if errors.As(err, &oerr) {
 		return caddy.APIError{HTTPStatus: oerr.Status, Err: fmt.Errorf("%s", oerr.Message)}
+	}
+	if err != nil { // the operator's own endpoint: the detail is theirs
+		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
 	}
 	if rep.GroupBy == usage.ByOwner {
 		for i := range rep.Rows {

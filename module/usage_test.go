@@ -1,13 +1,18 @@
 package module
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agcluster/caddy-agcluster/agent"
 	"github.com/agcluster/caddy-agcluster/usage"
@@ -52,4 +57,48 @@ func TestRecordCountsEveryTurn(t *testing.T) {
 			assert.Equal(t, tt.want, got)
 		})
 	}
+}
+
+func TestOwnerUsageErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usage.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	// A record that cannot be read back: the store's fault, not the client's.
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("usage_v1"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(usage.Day(time.Now())+"\x00alice\x00agent\x00docker"), []byte("{not json"))
+	}))
+	require.NoError(t, db.Close())
+	store, err := usage.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	core, logs := observer.New(zap.ErrorLevel)
+	a := &App{logger: zap.New(core)}
+	a.meter.Store(&usage.Meter{Store: store})
+
+	tests := []struct {
+		name, query string
+		status      int
+		message     string
+	}{
+		{"an unknown group_by", "?group_by=nope", http.StatusBadRequest, "group_by: want day, config or provider"},
+		{"owners are the admin API's", "?group_by=owner", http.StatusBadRequest, "group_by: want day, config or provider"},
+		{"an unreadable record", "", http.StatusInternalServerError, "Your usage could not be read; try again, or tell the gateway's operator (request id "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/api/agents/usage"+tt.query, nil)
+			_, oerr := a.ownerUsage(r, "alice")
+			require.NotNil(t, oerr)
+			assert.Equal(t, tt.status, oerr.Status)
+			assert.True(t, strings.HasPrefix(oerr.Message, tt.message), oerr.Message)
+			assert.NotContains(t, oerr.Message, "json", "no store detail")
+		})
+	}
+	logged := logs.FilterMessage("reading usage failed").All()
+	require.Len(t, logged, 1, "the store's error is logged")
+	assert.Contains(t, logged[0].ContextMap()["error"], "reading usage")
 }
