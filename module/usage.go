@@ -1,7 +1,6 @@
 package module
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -256,12 +255,6 @@ func checkGroupBy(by string, owners bool) *openai.Error {
 // ownerPrefix shortens an owner hash for operators' views.
 func ownerPrefix(owner string) string { return owner[:min(12, len(owner))] }
 
-// writeAdminJSON answers an admin request with v as JSON.
-func writeAdminJSON(w http.ResponseWriter, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(v)
-}
-
 // usageReport is the answer of the usage endpoints.
 type usageReport struct {
 	// From and To are the UTC days covered, inclusive.
@@ -319,7 +312,8 @@ func adminUsage(w http.ResponseWriter, r *http.Request) error {
 			rep.Rows[i].Group = ownerPrefix(rep.Rows[i].Group)
 		}
 	}
-	return writeAdminJSON(w, rep)
+	agentsapi.WriteJSON(w, http.StatusOK, rep)
+	return nil
 }
 
 // countConversation counts the conversation lease started, if it did (its
@@ -348,7 +342,8 @@ func adminProviders(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use GET /agcluster/providers")}
 	}
-	return writeAdminJSON(w, st.status(r.Context()))
+	agentsapi.WriteJSON(w, http.StatusOK, st.status(r.Context()))
+	return nil
 }
 
 // unmarshalQuota reads `owner_quota [<config>] { ... }`.

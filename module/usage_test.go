@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/agcluster/caddy-agcluster/agent"
+	"github.com/agcluster/caddy-agcluster/session"
 	"github.com/agcluster/caddy-agcluster/usage"
 )
 
@@ -101,4 +102,12 @@ func TestOwnerUsageErrors(t *testing.T) {
 	logged := logs.FilterMessage("reading usage failed").All()
 	require.Len(t, logged, 1, "the store's error is logged")
 	assert.Contains(t, logged[0].ContextMap()["error"], "reading usage")
+}
+
+func TestKeepFigures(t *testing.T) {
+	cpu1, cpu2, mem1, mem2 := 12.0, 5.0, int64(100), int64(200)
+	last := []dashSession{{ID: "s1", CPUPercent: &cpu1, MemoryBytes: &mem1}, {ID: "s2", CPUPercent: &cpu2, MemoryBytes: &mem2}}
+	now := []dashSession{{ID: "s2"}, {ID: "s3"}, {ID: "s1", Status: session.StatusSleeping}}
+	keepFigures(now, last)
+	assert.Equal(t, []dashSession{{ID: "s2", CPUPercent: &cpu2, MemoryBytes: &mem2}, {ID: "s3"}, {ID: "s1", Status: session.StatusSleeping}}, now)
 }
