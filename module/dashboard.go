@@ -209,7 +209,7 @@ func (h *Handler) dashboardSnapshot(ctx context.Context, slow bool) dashSnapshot
 	snap.Providers = h.app.state.status(ctx)
 	snap.Pool = h.app.Pool().Stats()
 	if m := h.app.metered(); m != nil {
-		f, _ := usage.ParseRange("", "", 14, time.Now())
+		f, _ := usage.ParseRange("", "", 14, m.Time())
 		snap.ByDay, _ = m.Store.Group(f, usage.ByDay)
 		snap.ByConfig, _ = m.Store.Group(f, usage.ByConfig)
 	}

@@ -211,11 +211,7 @@ func usageQuery(m *usage.Meter, q url.Values, f usage.Filter, owners bool) (usag
 		}
 		days = n
 	}
-	now := time.Now()
-	if m.Now != nil {
-		now = m.Now()
-	}
-	r, err := usage.ParseRange(q.Get("from"), q.Get("to"), days, now)
+	r, err := usage.ParseRange(q.Get("from"), q.Get("to"), days, m.Time())
 	if err != nil {
 		return usageReport{}, openai.BadRequest(err.Error(), "from")
 	}

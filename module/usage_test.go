@@ -111,3 +111,17 @@ func TestKeepFigures(t *testing.T) {
 	keepFigures(now, last)
 	assert.Equal(t, []dashSession{{ID: "s2", CPUPercent: &cpu2, MemoryBytes: &mem2}, {ID: "s3"}, {ID: "s1", Status: session.StatusSleeping}}, now)
 }
+
+func TestUsageQueryUsesTheMetersClock(t *testing.T) {
+	a := meteredApp(t)
+	day := time.Date(2026, 3, 10, 15, 0, 0, 0, time.UTC)
+	a.metered().Now = func() time.Time { return day }
+	a.record(turnUsage{owner: "alice", config: "agent", provider: "docker", turn: true, held: time.Second})
+	r := httptest.NewRequest(http.MethodGet, "/api/agents/usage?days=7", nil)
+	out, oerr := a.ownerUsage(r, "alice")
+	require.Nil(t, oerr)
+	rep := out.(usageReport)
+	assert.Equal(t, "2026-03-04", rep.From)
+	assert.Equal(t, "2026-03-10", rep.To)
+	assert.Equal(t, int64(1), rep.Total.Turns, "the turn recorded on the meter's day")
+}

@@ -86,7 +86,8 @@ type Meter struct {
 	ConfigQuotas map[string]Quota
 }
 
-func (m *Meter) now() time.Time {
+// Time is the meter's time now: its clock's (Now), else the system's.
+func (m *Meter) Time() time.Time {
 	if m.Now != nil {
 		return m.Now()
 	}
@@ -96,7 +97,7 @@ func (m *Meter) now() time.Time {
 // Record adds a turn's usage to today's record of its owner,
 // configuration and provider.
 func (m *Meter) Record(owner, config, provider string, t Totals) error {
-	return m.Store.Add(Key{Day: Day(m.now()), Owner: owner, Config: config, Provider: provider}, t)
+	return m.Store.Add(Key{Day: Day(m.Time()), Owner: owner, Config: config, Provider: provider}, t)
 }
 
 // Check tells whether owner may start a turn of config now; newConversation
@@ -127,7 +128,7 @@ func (m *Meter) Standing(owner, config string) (*Standing, error) {
 	if m.Quota.IsZero() && (!hasConfig || cq.IsZero()) {
 		return nil, nil
 	}
-	now := m.now()
+	now := m.Time()
 	today := Day(now)
 	st := &Standing{quota: m.Quota, configQuota: cq, hasConfig: hasConfig, config: config, resets: NextMidnight(now)}
 	err := m.Store.Each(Filter{From: today, To: today, Owner: owner}, func(k Key, t Totals) {

@@ -101,8 +101,7 @@ func Day(t time.Time) string { return t.UTC().Format(dayLayout) }
 
 // Store is the usage database.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db *bolt.DB
 }
 
 // Open opens (creating it and its directory if needed) the database at
@@ -126,11 +125,8 @@ func Open(path string) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("preparing usage store %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	return &Store{db: db}, nil
 }
-
-// Path is the database file.
-func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
