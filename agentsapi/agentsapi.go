@@ -57,12 +57,13 @@ type Options struct {
 	// is written as is.
 	Admit func(c Caller, configID string, newConversation bool) *openai.Error
 	// Record, when set, is told of every launch (result nil,
-	// newConversation true) and every finished turn: its result (nil when
-	// it reported none) and how long the session was held for it.
+	// newConversation true) and every turn that ran, however it ended: its
+	// result (nil when it reported none) and how long the session was held
+	// for it.
 	Record func(c Caller, s *session.Session, result *agent.Result, held time.Duration, newConversation bool)
-	// Usage, when set, answers GET /api/agents/usage for the caller
-	// (query: from, to, group_by).
-	Usage func(c Caller, q url.Values) (any, *openai.Error)
+	// Usage, when set, answers GET /api/agents/usage (r, whose query has
+	// from, to, group_by) for the caller.
+	Usage func(r *http.Request, c Caller) (any, *openai.Error)
 	// MaxUploadBytes caps one uploaded file (default 50 MiB).
 	MaxUploadBytes int64
 	// MaxUploadFiles caps the files of one multipart upload (default 50).
@@ -317,7 +318,7 @@ func (h *Handler) launch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.record(c, s, nil, 0, true)
-	writeJSON(w, http.StatusCreated, view(s))
+	WriteJSON(w, http.StatusCreated, view(s))
 }
 
 // SessionRequest turns a configuration into a session request: its image
@@ -351,11 +352,11 @@ func (h *Handler) listSessions(w http.ResponseWriter, r *http.Request, c Caller)
 	for _, s := range h.opts.Manager.List(c.Owner) {
 		out = append(out, view(s))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	WriteJSON(w, http.StatusOK, map[string]any{"sessions": out})
 }
 
 func (h *Handler) getSession(w http.ResponseWriter, _ *http.Request, _ Caller, s *session.Session) {
-	writeJSON(w, http.StatusOK, view(s))
+	WriteJSON(w, http.StatusOK, view(s))
 }
 
 func (h *Handler) deleteSession(w http.ResponseWriter, r *http.Request, c Caller, s *session.Session) {
@@ -363,12 +364,12 @@ func (h *Handler) deleteSession(w http.ResponseWriter, r *http.Request, c Caller
 		h.sessionError(r, err).Write(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "deleted": true})
+	WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "deleted": true})
 }
 
 func (h *Handler) interrupt(w http.ResponseWriter, r *http.Request, _ Caller, s *session.Session) {
 	if s.Asleep() { // no turn runs in a sleeping agent
-		writeJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": false})
+		WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": false})
 		return
 	}
 	ok, err := s.Client().Interrupt(r.Context())
@@ -376,7 +377,7 @@ func (h *Handler) interrupt(w http.ResponseWriter, r *http.Request, _ Caller, s 
 		h.unreachable(r, err).Write(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": ok})
+	WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": ok})
 }
 
 // chatBody is the body of POST /api/agents/sessions/{id}/chat.
@@ -445,12 +446,12 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request, c Caller) {
 		notFound("usage is not recorded by this gateway").Write(w)
 		return
 	}
-	out, oerr := h.opts.Usage(c, r.URL.Query())
+	out, oerr := h.opts.Usage(r, c)
 	if oerr != nil {
 		oerr.Write(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 }
 
 // relayTurn relays the turn's events from st to the client as SSE. end
@@ -651,12 +652,12 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, _ Caller, s *se
 		openai.BadRequest("no file parts in the upload", "").Write(w)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"files": files})
+	WriteJSON(w, http.StatusCreated, map[string]any{"files": files})
 }
 
 func (h *Handler) resources(w http.ResponseWriter, r *http.Request, _ Caller, s *session.Session) {
 	if s.Asleep() { // a sleeping agent uses no CPU or memory; do not wake it to say so
-		writeJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "status": session.StatusSleeping, "cpu_percent": 0.0,
+		WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "status": session.StatusSleeping, "cpu_percent": 0.0,
 			"memory_used": 0, "memory_limit": 0, "pids": 0, "uptime_seconds": 0, "turns": s.Turns(), "busy": false})
 		return
 	}
@@ -679,15 +680,15 @@ func (h *Handler) resources(w http.ResponseWriter, r *http.Request, _ Caller, s 
 	if cg := st.Cgroup; cg != nil {
 		out["memory_used"], out["memory_limit"], out["pids"] = cg.MemoryBytes, cg.MemoryLimitBytes, cg.Pids
 	}
-	writeJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 }
 
 func (h *Handler) listProviders(w http.ResponseWriter, r *http.Request, _ Caller) {
-	writeJSON(w, http.StatusOK, map[string]any{"providers": h.opts.Providers(r.Context())})
+	WriteJSON(w, http.StatusOK, map[string]any{"providers": h.opts.Providers(r.Context())})
 }
 
 func (h *Handler) listConfigs(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"configs": h.opts.Configs.List()})
+	WriteJSON(w, http.StatusOK, map[string]any{"configs": h.opts.Configs.List()})
 }
 
 func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request) {
@@ -696,7 +697,7 @@ func (h *Handler) getConfig(w http.ResponseWriter, r *http.Request) {
 		notFound(fmt.Sprintf("no config %q", r.PathValue("id"))).Write(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	WriteJSON(w, http.StatusOK, c)
 }
 
 // relay forwards a request to the session's agent and copies the answer
@@ -742,7 +743,8 @@ func escapePath(p string) string {
 	return strings.Join(parts, "/")
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON answers with status and v as JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)

@@ -50,9 +50,14 @@ func Internal(log *zap.Logger, r *http.Request, e *openai.Error, msg string, err
 
 // SessionError maps a session manager error to an HTTP error. Busy, limit
 // and not-found errors are about the caller's own sessions and keep their
-// message; provider and engine failures are internal (see [Internal]).
+// message; provider and engine failures are internal (see [Internal]). A
+// client error the request's session.Request.Admit refused with is
+// answered as is.
 func SessionError(log *zap.Logger, r *http.Request, err error) *openai.Error {
+	var refused *openai.Error
 	switch {
+	case errors.As(err, &refused):
+		return refused
 	case errors.Is(err, session.ErrBusy):
 		return openai.Busy(err.Error())
 	case errors.Is(err, session.ErrLimit):

@@ -128,7 +128,7 @@ func requestBody(r route) map[string]any {
 }
 
 func (h *Handler) openAPI(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, h.doc)
+	WriteJSON(w, http.StatusOK, h.doc)
 }
 
 // Route is one documented endpoint, for tests that walk the API.

@@ -1,13 +1,14 @@
 package module
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/agcluster/caddy-agcluster/agentsapi"
 )
 
 func init() {
@@ -48,8 +49,8 @@ func adminPool(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use GET /agcluster/pool")}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(st.pool.Stats())
+	agentsapi.WriteJSON(w, http.StatusOK, st.pool.Stats())
+	return nil
 }
 
 // adminSession is one session as the admin API shows it.
@@ -89,25 +90,24 @@ func adminSessions(w http.ResponseWriter, r *http.Request) error {
 		out := []adminSession{}
 		for _, s := range m.List("") {
 			out = append(out, adminSession{
-				ID: s.ID, Owner: s.Key.Owner[:min(12, len(s.Key.Owner))], Conversation: s.Key.Conversation,
+				ID: s.ID, Owner: ownerPrefix(s.Key.Owner), Conversation: s.Key.Conversation,
 				ConfigID: s.ConfigID, Provider: s.Provider, InstanceID: s.Instance().ID,
 				Created: s.Created, LastUsed: s.LastUsed(), Turns: s.Turns(), Busy: s.Busy(), Status: s.Status(),
 			})
 		}
-		w.Header().Set("Content-Type", "application/json")
-		return json.NewEncoder(w).Encode(out)
+		agentsapi.WriteJSON(w, http.StatusOK, out)
+		return nil
 	case r.Method == http.MethodDelete && id != "":
 		m.Sync(r.Context())
-		for _, s := range m.List("") {
-			if s.ID == id {
-				if err := m.Delete(s.Key.Owner, id); err != nil {
-					return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
-				}
-				w.WriteHeader(http.StatusNoContent)
-				return nil
-			}
+		s := findSession(m, id)
+		if s == nil {
+			return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no session %q", id)}
 		}
-		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no session %q", id)}
+		if err := m.Delete(s.Key.Owner, id); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
 	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use GET /agcluster/sessions or DELETE /agcluster/sessions/{id}")}
 }

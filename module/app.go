@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -32,7 +33,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(App{})
+	caddy.RegisterModule(new(App))
 }
 
 // App is the agcluster app: it owns the conversations' sessions and the
@@ -99,8 +100,9 @@ type App struct {
 	// per UTC day, besides OwnerQuota.
 	ConfigQuotas map[string]*usage.Quota `json:"config_quotas,omitempty"`
 
-	meter     *usage.Meter
-	usagePath string // the store this config holds in usagePool, once started
+	quotas    *usage.Meter                // the provisioned meter: its quotas, no store
+	meter     atomic.Pointer[usage.Meter] // the started meter, with its store; nil before Start
+	usagePath string                      // the store this config holds in usagePool, once started
 	providers map[string]configuredProvider
 	state     *state
 	configs   *configs.Store
@@ -133,7 +135,7 @@ type WarmPool struct {
 const defaultMinFreeMemory = 1 << 30
 
 // CaddyModule returns the Caddy module information.
-func (App) CaddyModule() caddy.ModuleInfo {
+func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "agcluster",
 		New: func() caddy.Module { return new(App) },

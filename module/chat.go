@@ -1,6 +1,7 @@
 package module
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -71,22 +72,35 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 			sreq.SessionID = id
 		}
 	}
+	// A new conversation's quotas (its conversations among them) are
+	// asked only when an agent is to be made for it, before it is; not
+	// when an agent replaces a lost one.
+	sreq.Admit = func(context.Context) error {
+		if oerr := t.quota.admit(true); oerr != nil {
+			return oerr
+		}
+		return nil
+	}
 	t.sreq = sreq
+	t.quota = h.app.quotaCheck(caller.Owner, sreq.ConfigID)
 	// Quotas are checked before a turn starts. Tool results for the calls
 	// a turn waits on continue that turn, which a quota never cuts off:
 	// whether they do is known once the session is found.
 	if t.results == nil {
-		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
+		if oerr := t.quota.admit(false); oerr != nil {
 			h.refuse(w, oerr)
 			return
 		}
 	}
+	// The agent is held from here: creating or waking it counts
+	// (usage.Totals.AgentSeconds).
+	t.started = time.Now()
 	if oerr := t.acquire(); oerr != nil {
 		h.refuse(w, oerr)
 		return
 	}
 	if t.results != nil && !t.continuesCalls() {
-		if oerr := h.app.admit(caller.Owner, sreq.ConfigID, false); oerr != nil {
+		if oerr := t.quota.admit(false); oerr != nil {
 			t.lease.Done(session.TurnEnd{})
 			h.refuse(w, oerr)
 			return
@@ -101,9 +115,7 @@ func (t *chatTurn) acquire() *openai.Error {
 	if err != nil {
 		return t.h.acquireError(t.r, err)
 	}
-	if oerr := t.h.app.admitConversation(lease, t.sreq.Owner); oerr != nil {
-		return oerr
-	}
+	t.h.app.countConversation(lease, t.sreq.Owner)
 	t.lease = lease
 	t.w.Header().Set("X-Session-ID", lease.Session.ID)
 	return nil
@@ -119,8 +131,9 @@ type chatTurn struct {
 	results   *openai.ToolResults // the client's results for tool calls, if the request ends with them
 	sreq      session.Request     // the session request, kept to acquire the conversation anew
 	lease     *session.Lease
-	continues string    // what the request continued (continuesNext, ...), once started
-	started   time.Time // when the turn's work began (run)
+	quota     *quotaCheck // the owner's quotas, read once for the request
+	continues string      // what the request continued (continuesNext, ...), once started
+	started   time.Time   // when the request began to hold the agent: before it was acquired
 }
 
 // known is what the client sent before its new input: the messages before
@@ -136,8 +149,6 @@ func (t *chatTurn) known() []openai.Message {
 // conversation now ends.
 func (t *chatTurn) run() {
 	h := t.h
-	t.started = time.Now()
-	started := t.started
 	st, oerr := t.startOrRestart()
 	lease := t.lease
 	opts := openai.Options{
@@ -168,7 +179,7 @@ func (t *chatTurn) run() {
 	}
 	isNew, provider := strconv.FormatBool(lease.New), lease.Session.Provider
 	metrics.turns.WithLabelValues(end.outcome, isNew, t.continues, provider).Inc()
-	metrics.turnSeconds.WithLabelValues(isNew, provider).Observe(time.Since(started).Seconds())
+	metrics.turnSeconds.WithLabelValues(isNew, provider).Observe(time.Since(t.started).Seconds())
 }
 
 // What a request continued, for metrics.
@@ -190,7 +201,7 @@ func (t *chatTurn) done(end turnEnd) {
 	// Recorded before the answer's last bytes leave too: the client that
 	// asks for its usage next finds this turn in it.
 	t.h.app.record(turnUsage{owner: t.sreq.Owner, config: t.lease.Session.ConfigID, provider: t.lease.Session.Provider,
-		result: end.result, held: time.Since(t.started)})
+		turn: true, result: end.result, held: time.Since(t.started)})
 }
 
 // startOrRestart starts the agent's part of the request. When the start

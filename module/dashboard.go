@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/agcluster/caddy-agcluster/agentsapi"
 	"github.com/agcluster/caddy-agcluster/openai"
 	"github.com/agcluster/caddy-agcluster/session"
 	"github.com/agcluster/caddy-agcluster/usage"
@@ -67,7 +68,7 @@ func (h *Handler) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	case rest == "events" && r.Method == http.MethodGet:
 		h.dashboardEvents(w, r)
 	case rest == "snapshot" && r.Method == http.MethodGet:
-		writeDashJSON(w, http.StatusOK, h.dashboardSnapshot(r.Context(), true))
+		agentsapi.WriteJSON(w, http.StatusOK, h.dashboardSnapshot(r.Context(), true))
 	case strings.HasPrefix(rest, "sessions/") && r.Method == http.MethodPost:
 		h.dashboardAction(w, r, strings.TrimPrefix(rest, "sessions/"))
 	default:
@@ -121,7 +122,7 @@ func (h *Handler) dashboardAction(w http.ResponseWriter, r *http.Request, rest s
 			return
 		}
 		h.logger.Info("session stopped from the dashboard", zap.String("session_id", s.ID))
-		writeDashJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "stopped": true})
+		agentsapi.WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "stopped": true})
 	case "interrupt":
 		ok := false
 		if !s.Asleep() {
@@ -131,7 +132,7 @@ func (h *Handler) dashboardAction(w http.ResponseWriter, r *http.Request, rest s
 				return
 			}
 		}
-		writeDashJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": ok})
+		agentsapi.WriteJSON(w, http.StatusOK, map[string]any{"session_id": s.ID, "interrupted": ok})
 	default:
 		e := openai.BadRequest(fmt.Sprintf("unknown action %q: want stop or interrupt", action), "")
 		e.Status = http.StatusNotFound
@@ -207,10 +208,10 @@ func (h *Handler) dashboardSnapshot(ctx context.Context, slow bool) dashSnapshot
 	agentFigures(ctx, list, snap.Sessions)
 	snap.Providers = h.app.state.status(ctx)
 	snap.Pool = h.app.Pool().Stats()
-	if h.app.metered() {
-		f, _ := usage.ParseRange("", "", 14, time.Now())
-		snap.ByDay, _ = h.app.meter.Store.Group(f, usage.ByDay)
-		snap.ByConfig, _ = h.app.meter.Store.Group(f, usage.ByConfig)
+	if m := h.app.metered(); m != nil {
+		f, _ := usage.ParseRange("", "", 14, m.Time())
+		snap.ByDay, _ = m.Store.Group(f, usage.ByDay)
+		snap.ByConfig, _ = m.Store.Group(f, usage.ByConfig)
 	}
 	return snap
 }
@@ -262,14 +263,7 @@ func (h *Handler) dashboardEvents(w http.ResponseWriter, r *http.Request) {
 	for n := 0; ; n++ {
 		snap := h.dashboardSnapshot(ctx, n%dashboardSlow == 0)
 		if n%dashboardSlow != 0 { // keep the slow figures of the last full look
-			for i := range snap.Sessions {
-				if snap.Sessions[i].Status == session.StatusSleeping {
-					continue // asleep: no figures
-				}
-				if j := slices.IndexFunc(last.Sessions, func(d dashSession) bool { return d.ID == snap.Sessions[i].ID }); j >= 0 {
-					snap.Sessions[i].CPUPercent, snap.Sessions[i].MemoryBytes = last.Sessions[j].CPUPercent, last.Sessions[j].MemoryBytes
-				}
-			}
+			keepFigures(snap.Sessions, last.Sessions)
 			snap.Providers, snap.Pool, snap.ByDay, snap.ByConfig = last.Providers, last.Pool, last.ByDay, last.ByConfig
 		}
 		last = snap
@@ -301,8 +295,19 @@ func (h *Handler) dashboardEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func writeDashJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+// keepFigures gives the awake sessions the CPU and memory figures they had
+// in last.
+func keepFigures(sessions, last []dashSession) {
+	byID := make(map[string]*dashSession, len(last))
+	for i := range last {
+		byID[last[i].ID] = &last[i]
+	}
+	for i := range sessions {
+		if sessions[i].Status == session.StatusSleeping {
+			continue // asleep: no figures
+		}
+		if d, ok := byID[sessions[i].ID]; ok {
+			sessions[i].CPUPercent, sessions[i].MemoryBytes = d.CPUPercent, d.MemoryBytes
+		}
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -145,7 +144,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return h.app.admit(c.Owner, config, isNew)
 		},
 		Record:    h.app.recordAPITurn,
-		Usage:     func(c agentsapi.Caller, q url.Values) (any, *openai.Error) { return h.app.ownerUsage(c.Owner, q) },
+		Usage:     func(r *http.Request, c agentsapi.Caller) (any, *openai.Error) { return h.app.ownerUsage(r, c.Owner) },
 		KeepAlive: time.Duration(h.KeepAlive),
 		Logger:    h.logger.Named("api"),
 	})

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/agcluster/caddy-agcluster/agentsapi"
+	"github.com/agcluster/caddy-agcluster/internal/caddyargs"
 	"github.com/agcluster/caddy-agcluster/openai"
 )
 
@@ -202,17 +203,11 @@ func (o *OwnerHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return eachSubdirective(d, func(sub string) error {
 		switch sub {
 		case "owner":
-			if !d.AllArgs(&o.Owner) {
-				return d.ArgErr()
-			}
+			return caddyargs.String(d, &o.Owner)
 		case "api_key":
-			if !d.AllArgs(&o.APIKey) {
-				return d.ArgErr()
-			}
-		default:
-			return d.Errf("unknown agcluster_owner subdirective %q", sub)
+			return caddyargs.String(d, &o.APIKey)
 		}
-		return nil
+		return d.Errf("unknown agcluster_owner subdirective %q", sub)
 	})
 }
 

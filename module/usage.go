@@ -1,7 +1,7 @@
 package module
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -65,7 +65,7 @@ func (a *App) provisionUsage() error {
 		}
 		m.ConfigQuotas[id] = *q
 	}
-	a.meter = m
+	a.quotas = m
 	return nil
 }
 
@@ -84,8 +84,10 @@ func (a *App) startUsage() error {
 		return fmt.Errorf("agcluster: %w", err)
 	}
 	a.usagePath = path
-	a.meter.Store = v.(*usage.Store)
-	currentMeter.Store(a.meter)
+	m := *a.quotas
+	m.Store = v.(*usage.Store)
+	a.meter.Store(&m)
+	currentMeter.Store(&m)
 	return nil
 }
 
@@ -94,28 +96,53 @@ func (a *App) cleanupUsage() {
 	if a.usagePath == "" {
 		return
 	}
-	currentMeter.CompareAndSwap(a.meter, nil)
+	currentMeter.CompareAndSwap(a.meter.Swap(nil), nil)
 	if _, err := usagePool.Delete(a.usagePath); err != nil {
 		a.logger.Error("closing the usage store", zap.String("path", a.usagePath), zap.Error(err))
 	}
 	a.usagePath = ""
 }
 
-// metered tells whether usage is recorded (the app started).
-func (a *App) metered() bool { return a.meter != nil && a.meter.Store != nil }
+// metered is the meter usage is recorded with; nil before the app
+// started (requests may come first) and after it stopped.
+func (a *App) metered() *usage.Meter { return a.meter.Load() }
 
 // admit checks an owner's quotas before a turn (or a new conversation) of
 // config starts; a refusal is a 429 insufficient_quota naming the limit and
 // when it resets.
 func (a *App) admit(owner, config string, newConversation bool) *openai.Error {
-	if !a.metered() {
+	return a.quotaCheck(owner, config).admit(newConversation)
+}
+
+// quotaCheck checks one request's turn of config against owner's quotas:
+// the owner's usage of the day is read once, however often it asks.
+type quotaCheck struct {
+	a             *App
+	owner, config string
+	read          bool
+	standing      *usage.Standing // nil: no quota applies (or the read failed)
+}
+
+func (a *App) quotaCheck(owner, config string) *quotaCheck {
+	return &quotaCheck{a: a, owner: owner, config: config}
+}
+
+// admit is App.admit on the usage read first.
+func (q *quotaCheck) admit(newConversation bool) *openai.Error {
+	a := q.a
+	m := a.metered()
+	if m == nil {
 		return nil
 	}
-	ref, err := a.meter.Check(owner, config, newConversation)
-	if err != nil {
-		a.logger.Error("quota check failed; the turn goes ahead", zap.Error(err))
-		return nil
+	if !q.read {
+		q.read = true
+		st, err := m.Standing(q.owner, q.config)
+		if err != nil {
+			a.logger.Error("quota check failed; the turn goes ahead", zap.Error(err))
+		}
+		q.standing = st
 	}
+	ref := q.standing.Check(newConversation)
 	if ref == nil {
 		return nil
 	}
@@ -127,32 +154,38 @@ func (a *App) admit(owner, config string, newConversation bool) *openai.Error {
 // turnUsage is what one turn used, for recording.
 type turnUsage struct {
 	owner, config, provider string
+	turn                    bool          // a turn ran (else only a conversation started: a launch)
 	result                  *agent.Result // the turn's result; nil when it reported none
 	held                    time.Duration // how long the gateway held the agent for it
 	newConversation         bool
 }
 
 // record adds a turn's usage to the store and the metrics. A turn's usage
-// is counted after it, whatever the quota says meanwhile.
+// is counted after it, whatever the quota says meanwhile. A turn counts,
+// with the time its agent was held, however it ended (its client gone, an
+// error); its tokens and cost when it reported a result.
 func (a *App) record(u turnUsage) {
-	if !a.metered() {
+	m := a.metered()
+	if m == nil {
 		return
 	}
 	var t usage.Totals
 	if u.newConversation {
 		t.Conversations = 1
 	}
+	if u.turn {
+		t.Turns, t.AgentSeconds = 1, u.held.Seconds()
+	}
 	if r := u.result; r != nil {
-		t = usage.Totals{InputTokens: r.Usage.InputTokens, OutputTokens: r.Usage.OutputTokens,
-			CacheReadTokens: r.Usage.CacheReadInputTokens, CacheWriteTokens: r.Usage.CacheCreationInputTokens,
-			CostUSD: r.CostUSD, Turns: 1, Conversations: t.Conversations,
-			TurnSeconds: float64(r.DurationMS) / 1000, AgentSeconds: u.held.Seconds()}
+		t.InputTokens, t.OutputTokens = r.Usage.InputTokens, r.Usage.OutputTokens
+		t.CacheReadTokens, t.CacheWriteTokens = r.Usage.CacheReadInputTokens, r.Usage.CacheCreationInputTokens
+		t.CostUSD, t.TurnSeconds = r.CostUSD, float64(r.DurationMS)/1000
 		observeUsage(a.configLabel(u.config), u.provider, t)
 	}
 	if t == (usage.Totals{}) {
 		return
 	}
-	if err := a.meter.Record(u.owner, u.config, u.provider, t); err != nil {
+	if err := m.Record(u.owner, u.config, u.provider, t); err != nil {
 		a.logger.Error("recording usage failed", zap.String("config", u.config), zap.Error(err))
 	}
 }
@@ -167,8 +200,9 @@ func (a *App) configLabel(id string) string {
 }
 
 // usageQuery answers a usage query (from, to, group_by) over the records
-// f already restricts; owners says whether group_by=owner is allowed.
-func usageQuery(m *usage.Meter, q url.Values, f usage.Filter, owners bool) (usageReport, *openai.Error) {
+// f already restricts; owners says whether group_by=owner is allowed. A
+// query's own fault is an *openai.Error; any other error is the store's.
+func usageQuery(m *usage.Meter, q url.Values, f usage.Filter, owners bool) (usageReport, error) {
 	days := 30
 	if v := q.Get("days"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -177,11 +211,7 @@ func usageQuery(m *usage.Meter, q url.Values, f usage.Filter, owners bool) (usag
 		}
 		days = n
 	}
-	now := time.Now()
-	if m.Now != nil {
-		now = m.Now()
-	}
-	r, err := usage.ParseRange(q.Get("from"), q.Get("to"), days, now)
+	r, err := usage.ParseRange(q.Get("from"), q.Get("to"), days, m.Time())
 	if err != nil {
 		return usageReport{}, openai.BadRequest(err.Error(), "from")
 	}
@@ -190,12 +220,12 @@ func usageQuery(m *usage.Meter, q url.Values, f usage.Filter, owners bool) (usag
 	if by == "" {
 		by = usage.ByDay
 	}
-	if by == usage.ByOwner && !owners {
-		return usageReport{}, openai.BadRequest("group_by: want day, config or provider", "group_by")
+	if oerr := checkGroupBy(by, owners); oerr != nil {
+		return usageReport{}, oerr
 	}
 	rows, err := m.Store.Group(f, by)
 	if err != nil {
-		return usageReport{}, openai.BadRequest(err.Error(), "group_by")
+		return usageReport{}, err
 	}
 	var total usage.Totals
 	for _, row := range rows {
@@ -204,14 +234,22 @@ func usageQuery(m *usage.Meter, q url.Values, f usage.Filter, owners bool) (usag
 	return usageReport{From: f.From, To: f.To, GroupBy: by, Rows: rows, Total: total}, nil
 }
 
+// checkGroupBy refuses a group_by other than day, config, provider (and
+// owner when owners are shown).
+func checkGroupBy(by string, owners bool) *openai.Error {
+	switch {
+	case by == usage.ByDay || by == usage.ByConfig || by == usage.ByProvider:
+		return nil
+	case owners && by == usage.ByOwner:
+		return nil
+	case owners:
+		return openai.BadRequest("group_by: want day, config, provider or owner", "group_by")
+	}
+	return openai.BadRequest("group_by: want day, config or provider", "group_by")
+}
+
 // ownerPrefix shortens an owner hash for operators' views.
 func ownerPrefix(owner string) string { return owner[:min(12, len(owner))] }
-
-// writeAdminJSON answers an admin request with v as JSON.
-func writeAdminJSON(w http.ResponseWriter, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(v)
-}
 
 // usageReport is the answer of the usage endpoints.
 type usageReport struct {
@@ -227,14 +265,20 @@ type usageReport struct {
 	Total usage.Totals `json:"total"`
 }
 
-// ownerUsage serves GET /api/agents/usage for one owner.
-func (a *App) ownerUsage(owner string, q url.Values) (any, *openai.Error) {
-	if !a.metered() {
+// ownerUsage serves GET /api/agents/usage (r) for one owner.
+func (a *App) ownerUsage(r *http.Request, owner string) (any, *openai.Error) {
+	m := a.metered()
+	if m == nil {
 		return nil, openai.Unavailable("usage is not recorded yet: the agcluster app has not started")
 	}
-	rep, oerr := usageQuery(a.meter, q, usage.Filter{Owner: owner}, false)
-	if oerr != nil {
+	rep, err := usageQuery(m, r.URL.Query(), usage.Filter{Owner: owner}, false)
+	var oerr *openai.Error
+	if errors.As(err, &oerr) {
 		return nil, oerr
+	}
+	if err != nil {
+		return nil, agentsapi.Internal(a.logger, r, openai.Internal("Your usage could not be read; try again, or tell the gateway's operator."),
+			"reading usage failed", err)
 	}
 	return rep, nil
 }
@@ -251,41 +295,37 @@ func adminUsage(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	f := usage.Filter{Config: q.Get("config"), Provider: q.Get("provider"), Owner: q.Get("owner")}
-	rep, oerr := usageQuery(m, q, f, true)
-	if oerr != nil {
+	rep, err := usageQuery(m, q, f, true)
+	var oerr *openai.Error
+	if errors.As(err, &oerr) {
 		return caddy.APIError{HTTPStatus: oerr.Status, Err: fmt.Errorf("%s", oerr.Message)}
+	}
+	if err != nil { // the operator's own endpoint: the detail is theirs
+		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
 	}
 	if rep.GroupBy == usage.ByOwner {
 		for i := range rep.Rows {
 			rep.Rows[i].Group = ownerPrefix(rep.Rows[i].Group)
 		}
 	}
-	return writeAdminJSON(w, rep)
+	agentsapi.WriteJSON(w, http.StatusOK, rep)
+	return nil
 }
 
-// admitConversation checks the conversations quota when lease started a
-// new conversation (the request could not tell before): refused, the new
-// session is removed again; admitted, it is counted.
-func (a *App) admitConversation(lease *session.Lease, owner string) *openai.Error {
-	if !lease.New {
-		return nil
+// countConversation counts the conversation lease started, if it did (its
+// quota was asked before its agent was made: session.Request.Admit).
+func (a *App) countConversation(lease *session.Lease, owner string) {
+	if lease.New {
+		s := lease.Session
+		a.record(turnUsage{owner: owner, config: s.ConfigID, provider: s.Provider, newConversation: true})
 	}
-	s := lease.Session
-	if oerr := a.admit(owner, s.ConfigID, true); oerr != nil {
-		lease.Done(session.TurnEnd{})
-		if err := a.Manager().Delete(owner, s.ID); err != nil {
-			a.logger.Warn("removing a session refused by quota", zap.String("session_id", s.ID), zap.Error(err))
-		}
-		return oerr
-	}
-	a.record(turnUsage{owner: owner, config: s.ConfigID, provider: s.Provider, newConversation: true})
-	return nil
 }
 
 // recordAPITurn records a launch or a turn of the management API
 // (agentsapi.Options.Record).
 func (a *App) recordAPITurn(c agentsapi.Caller, s *session.Session, result *agent.Result, held time.Duration, isNew bool) {
-	a.record(turnUsage{owner: c.Owner, config: s.ConfigID, provider: s.Provider, result: result, held: held, newConversation: isNew})
+	// A launch starts a conversation and runs no turn; a turn continues one.
+	a.record(turnUsage{owner: c.Owner, config: s.ConfigID, provider: s.Provider, turn: !isNew, result: result, held: held, newConversation: isNew})
 }
 
 // adminProviders serves GET /agcluster/providers: every provider in use,
@@ -298,7 +338,8 @@ func adminProviders(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use GET /agcluster/providers")}
 	}
-	return writeAdminJSON(w, st.status(r.Context()))
+	agentsapi.WriteJSON(w, http.StatusOK, st.status(r.Context()))
+	return nil
 }
 
 // unmarshalQuota reads `owner_quota [<config>] { ... }`.

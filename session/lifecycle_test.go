@@ -193,6 +193,38 @@ func TestLostAgentFoundByTheTurn(t *testing.T) {
 	assert.Equal(t, 2, mem.Creates())
 }
 
+func TestAdmitIsAskedBeforeANewConversationOnly(t *testing.T) {
+	m, mem, _ := memManager(t, session.Options{})
+	refused := errors.New("quota reached")
+	asked := 0
+	req := memReq("alice", "c1", "mem")
+	req.Admit = func(context.Context) error { asked++; return refused }
+
+	_, err := m.Acquire(context.Background(), req)
+	require.ErrorIs(t, err, refused)
+	assert.Equal(t, 1, asked)
+	assert.Zero(t, mem.Creates(), "a refused conversation gets no agent")
+
+	req.Admit = func(context.Context) error { asked++; return nil }
+	l, _ := turn(t, m, req, "one")
+	assert.Equal(t, 2, asked, "the refusal did not keep the conversation reserved")
+	l, _ = turn(t, m, req, "two")
+	assert.Equal(t, 2, asked, "a started conversation's turns are not asked about")
+
+	// The conversation's agent is lost: its replacement continues a
+	// conversation that started already, so it is not refused.
+	req.Admit = func(context.Context) error { asked++; return refused }
+	mem.Lose(l.Session.Instance().ID)
+	l, err = m.Acquire(context.Background(), req)
+	require.NoError(t, err)
+	_, err = l.Query(context.Background(), "three", "")
+	require.ErrorIs(t, err, session.ErrAgentLost)
+	l, _ = turn(t, m, req, "three")
+	assert.True(t, l.Restarted)
+	assert.Equal(t, 2, asked, "a replacement is not a new conversation")
+	assert.Equal(t, 2, mem.Creates())
+}
+
 func TestRetentionAndDelete(t *testing.T) {
 	m, mem, _ := memManager(t, session.Options{Retention: 24 * time.Hour})
 	l, _ := turn(t, m, memReq("alice", "c1", "mem"), "hi")

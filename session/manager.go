@@ -405,6 +405,13 @@ type Request struct {
 	// IdleTimeout overrides the manager's idle timeout for a new session
 	// (0 = the manager's).
 	IdleTimeout time.Duration
+	// Admit, when set, is asked before an agent is created for a new
+	// conversation (such as the owner's quota of conversations), without
+	// the manager's lock: it may do I/O. An agent that replaces a lost one
+	// (Lease.Restarted) is not asked about: its conversation started
+	// before. Its error refuses the request as a limit does (Acquire
+	// returns it as is) and no agent is created.
+	Admit func(ctx context.Context) error
 }
 
 // generatedConversation prefixes the conversation ids the gateway makes
@@ -700,6 +707,10 @@ func (m *Manager) probeOpenings(ctx context.Context, owner string, req Request, 
 // agent of that id already (providers.ErrExists) the reservation is left
 // to the caller.
 func (m *Manager) createReserved(ctx context.Context, e *entry, key Key, id string, req Request) (*Lease, error) {
+	if err := m.admit(ctx, key, req); err != nil {
+		m.settle(e, key, nil, err)
+		return nil, err
+	}
 	m.mu.Lock()
 	if err := m.checkCreateLimitsLocked(req.Owner); err != nil {
 		m.mu.Unlock()
@@ -745,6 +756,21 @@ func (m *Manager) createReserved(ctx context.Context, e *entry, key Key, id stri
 		m.mu.Unlock()
 	}
 	return l, err
+}
+
+// admit asks req.Admit, if set, whether key's new conversation may have an
+// agent; the replacement of a lost agent is not a new conversation.
+func (m *Manager) admit(ctx context.Context, key Key, req Request) error {
+	if req.Admit == nil {
+		return nil
+	}
+	m.mu.Lock()
+	_, replacing := m.died[key]
+	m.mu.Unlock()
+	if replacing {
+		return nil
+	}
+	return req.Admit(ctx)
 }
 
 // leaseAwake reserves s and wakes its agent if it sleeps. When the agent

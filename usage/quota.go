@@ -86,7 +86,8 @@ type Meter struct {
 	ConfigQuotas map[string]Quota
 }
 
-func (m *Meter) now() time.Time {
+// Time is the meter's time now: its clock's (Now), else the system's.
+func (m *Meter) Time() time.Time {
 	if m.Now != nil {
 		return m.Now()
 	}
@@ -96,36 +97,65 @@ func (m *Meter) now() time.Time {
 // Record adds a turn's usage to today's record of its owner,
 // configuration and provider.
 func (m *Meter) Record(owner, config, provider string, t Totals) error {
-	return m.Store.Add(Key{Day: Day(m.now()), Owner: owner, Config: config, Provider: provider}, t)
+	return m.Store.Add(Key{Day: Day(m.Time()), Owner: owner, Config: config, Provider: provider}, t)
 }
 
 // Check tells whether owner may start a turn of config now; newConversation
 // says the turn starts a conversation. Nil means yes.
 func (m *Meter) Check(owner, config string, newConversation bool) (*Refusal, error) {
+	st, err := m.Standing(owner, config)
+	if err != nil {
+		return nil, err
+	}
+	return st.Check(newConversation), nil
+}
+
+// Standing is an owner's usage of one day, overall and of one
+// configuration, for checks against the quotas that apply to them.
+type Standing struct {
+	quota, configQuota Quota
+	hasConfig          bool // configQuota applies
+	config             string
+	all, ofConfig      Totals
+	resets             time.Time
+}
+
+// Standing reads owner's usage of today for the checks of turns of config
+// (Standing.Check), which then read the store no more. It is nil, without
+// a read, when no quota applies.
+func (m *Meter) Standing(owner, config string) (*Standing, error) {
 	cq, hasConfig := m.ConfigQuotas[config]
 	if m.Quota.IsZero() && (!hasConfig || cq.IsZero()) {
 		return nil, nil
 	}
-	now := m.now()
+	now := m.Time()
 	today := Day(now)
-	var all, ofConfig Totals
+	st := &Standing{quota: m.Quota, configQuota: cq, hasConfig: hasConfig, config: config, resets: NextMidnight(now)}
 	err := m.Store.Each(Filter{From: today, To: today, Owner: owner}, func(k Key, t Totals) {
-		all.Add(t)
+		st.all.Add(t)
 		if k.Config == config {
-			ofConfig.Add(t)
+			st.ofConfig.Add(t)
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	resets := NextMidnight(now)
-	if limit, used, allowed, ok := cq.exceeded(ofConfig, newConversation); hasConfig && ok {
-		return &Refusal{Limit: limit, Config: config, Used: used, Allowed: allowed, ResetsAt: resets}, nil
+	return st, nil
+}
+
+// Check tells whether the owner may start a turn; newConversation says the
+// turn starts a conversation. Nil means yes (always, for a nil Standing).
+func (s *Standing) Check(newConversation bool) *Refusal {
+	if s == nil {
+		return nil
 	}
-	if limit, used, allowed, ok := m.Quota.exceeded(all, newConversation); ok {
-		return &Refusal{Limit: limit, Used: used, Allowed: allowed, ResetsAt: resets}, nil
+	if limit, used, allowed, ok := s.configQuota.exceeded(s.ofConfig, newConversation); s.hasConfig && ok {
+		return &Refusal{Limit: limit, Config: s.config, Used: used, Allowed: allowed, ResetsAt: s.resets}
 	}
-	return nil, nil
+	if limit, used, allowed, ok := s.quota.exceeded(s.all, newConversation); ok {
+		return &Refusal{Limit: limit, Used: used, Allowed: allowed, ResetsAt: s.resets}
+	}
+	return nil
 }
 
 // NextMidnight is the UTC midnight after t.

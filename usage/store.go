@@ -6,13 +6,13 @@
 package usage
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -39,7 +39,8 @@ type Totals struct {
 	// over the models (agent.Result.CostUSD); the result's usage object
 	// counts the turn's model calls only, not the session's.
 	CostUSD float64 `json:"cost_usd"`
-	// Turns counts finished turns.
+	// Turns counts the turns run, however they ended (a result, an
+	// error, their client gone).
 	Turns int64 `json:"turns"`
 	// Conversations counts conversations started (a new session: a first
 	// turn, a launch, or a lost agent replaced).
@@ -100,9 +101,7 @@ func Day(t time.Time) string { return t.UTC().Format(dayLayout) }
 
 // Store is the usage database.
 type Store struct {
-	db   *bolt.DB
-	path string
-	mu   sync.Mutex // orders Add's read-modify-write with Check's reads
+	db *bolt.DB
 }
 
 // Open opens (creating it and its directory if needed) the database at
@@ -126,11 +125,8 @@ func Open(path string) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("preparing usage store %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	return &Store{db: db}, nil
 }
-
-// Path is the database file.
-func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
@@ -138,10 +134,9 @@ func (s *Store) Close() error { return s.db.Close() }
 // Destruct closes the database (caddy.Destructor).
 func (s *Store) Destruct() error { return s.Close() }
 
-// Add adds t to the record of k.
+// Add adds t to the record of k. Its read and write are one bbolt write
+// transaction, and bbolt runs one at a time: concurrent Adds sum.
 func (s *Store) Add(k Key, t Totals) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
 		var cur Totals
@@ -176,11 +171,30 @@ func (f Filter) match(k Key) bool {
 		(f.Provider == "" || k.Provider == f.Provider) && (f.To == "" || k.Day <= f.To)
 }
 
+// scan is where the records f selects begin in key order, and the prefix
+// they all share (nil for none): keys lead with the day, then the owner
+// and the configuration, so one day's records of an owner (and of one of
+// its configurations) are one range.
+func (f Filter) scan() (from, prefix []byte) {
+	if f.From == "" || f.From != f.To {
+		return []byte(f.From), nil
+	}
+	p := f.From + "\x00"
+	if f.Owner != "" {
+		p += f.Owner + "\x00"
+		if f.Config != "" {
+			p += f.Config + "\x00"
+		}
+	}
+	return []byte(p), []byte(p)
+}
+
 // Each calls fn for every record f selects, in key order (by day).
 func (s *Store) Each(f Filter, fn func(Key, Totals)) error {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucket).Cursor()
-		for k, v := c.Seek([]byte(f.From)); k != nil; k, v = c.Next() {
+		from, prefix := f.scan()
+		for k, v := c.Seek(from); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			key, ok := parseKey(k)
 			if !ok {
 				continue

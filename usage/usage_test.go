@@ -2,6 +2,7 @@ package usage
 
 import (
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +41,24 @@ func TestStoreKeepsRecordsAcrossReopen(t *testing.T) {
 	sum, err := s.Sum(Filter{Owner: "o1"})
 	require.NoError(t, err)
 	assert.Equal(t, Totals{InputTokens: 11, OutputTokens: 5, CostUSD: 0.01, Turns: 2}, sum)
+}
+
+func TestConcurrentAddsSum(t *testing.T) {
+	s := openTemp(t)
+	k := Key{Day: "2026-03-01", Owner: "o1", Config: "agent", Provider: "docker"}
+	const writers, adds = 8, 25
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range adds {
+				assert.NoError(t, s.Add(k, Totals{Turns: 1}))
+			}
+		})
+	}
+	wg.Wait()
+	sum, err := s.Sum(Filter{Owner: "o1"})
+	require.NoError(t, err)
+	assert.Equal(t, int64(writers*adds), sum.Turns)
 }
 
 func TestGroupAndRange(t *testing.T) {
@@ -88,6 +107,57 @@ func TestGroupAndRange(t *testing.T) {
 	assert.Error(t, err)
 	_, err = ParseRange("yesterday", "", 7, time.Now())
 	assert.Error(t, err)
+}
+
+func TestOneDayOfAnOwnerIsOneRange(t *testing.T) {
+	s := openTemp(t)
+	for i, k := range []Key{
+		{"2026-03-01", "a", "agent", "docker"},
+		{"2026-03-02", "a", "agent", "docker"},
+		{"2026-03-02", "a", "agent", "fly"},
+		{"2026-03-02", "a", "agentx", "docker"},
+		{"2026-03-02", "ab", "agent", "docker"}, // an owner whose id starts with another's
+		{"2026-03-02", "b", "agent", "docker"},
+		{"2026-03-03", "a", "agent", "docker"},
+	} {
+		require.NoError(t, s.Add(k, Totals{OutputTokens: 1 << i}))
+	}
+	tests := []struct {
+		name string
+		f    Filter
+		want int64
+	}{
+		{"the day", Filter{From: "2026-03-02", To: "2026-03-02"}, 2 + 4 + 8 + 16 + 32},
+		{"the day of an owner", Filter{From: "2026-03-02", To: "2026-03-02", Owner: "a"}, 2 + 4 + 8},
+		{"the day of an owner's configuration", Filter{From: "2026-03-02", To: "2026-03-02", Owner: "a", Config: "agent"}, 2 + 4},
+		{"the day of an owner on a provider", Filter{From: "2026-03-02", To: "2026-03-02", Owner: "a", Provider: "fly"}, 4},
+		{"an owner with no record that day", Filter{From: "2026-03-02", To: "2026-03-02", Owner: "c"}, 0},
+		{"days of an owner", Filter{From: "2026-03-01", To: "2026-03-03", Owner: "a"}, 1 + 2 + 4 + 8 + 64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sum, err := s.Sum(tt.f)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, sum.OutputTokens)
+		})
+	}
+}
+
+func TestStandingIsReadOnce(t *testing.T) {
+	m := &Meter{Store: openTemp(t), Quota: Quota{Conversations: 1}}
+	st, err := m.Standing("alice", "agent")
+	require.NoError(t, err)
+	require.NoError(t, m.Record("alice", "agent", "docker", Totals{Conversations: 1}))
+	assert.Nil(t, st.Check(true), "checks use the usage read")
+	r, err := m.Check("alice", "agent", true)
+	require.NoError(t, err)
+	require.NotNil(t, r, "a new read sees the conversation")
+	assert.Equal(t, LimitConversations, r.Limit)
+
+	st, err = (&Meter{Store: m.Store}).Standing("alice", "agent")
+	require.NoError(t, err)
+	assert.Nil(t, st, "no quota, no read")
+	assert.Nil(t, st.Check(true))
 }
 
 func TestQuotaResetsAtUTCMidnight(t *testing.T) {
