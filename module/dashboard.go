@@ -43,6 +43,8 @@ const (
 	dashboardTick  = time.Second
 	dashboardSlow  = 5
 	dashboardStats = 2 * time.Second // the longest wait for one agent's figures
+	// dashboardLookTimeout bounds one look at the slow figures.
+	dashboardLookTimeout = 10 * time.Second
 	// dashboardStreamLife ends an event stream after this long; the page's
 	// EventSource reconnects at once. An open page never holds up a
 	// reload's or shutdown's graceful end of the old server for longer.
@@ -68,7 +70,7 @@ func (h *Handler) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	case rest == "events" && r.Method == http.MethodGet:
 		h.dashboardEvents(w, r)
 	case rest == "snapshot" && r.Method == http.MethodGet:
-		agentsapi.WriteJSON(w, http.StatusOK, h.dashboardSnapshot(r.Context(), true))
+		agentsapi.WriteJSON(w, http.StatusOK, h.dashboardSnapshot(h.dash.take(dashLookAge, h.dashboardFigures)))
 	case strings.HasPrefix(rest, "sessions/") && r.Method == http.MethodPost:
 		h.dashboardAction(w, r, strings.TrimPrefix(rest, "sessions/"))
 	default:
@@ -189,37 +191,86 @@ type dashSnapshot struct {
 	ByConfig []usage.Row `json:"usage_by_config"`
 }
 
-// dashboardSnapshot gathers the dashboard's figures; slow adds the
-// agents' CPU and memory, the providers' health, the pool and the usage.
-func (h *Handler) dashboardSnapshot(ctx context.Context, slow bool) dashSnapshot {
-	if slow {
-		h.app.Manager().Sync(ctx) // the sessions other gateways serve
+// dashFigures are the dashboard's slow figures, gathered in one look that
+// every open page shares.
+type dashFigures struct {
+	sessions  []dashSession // the awake agents' CPU and memory, by session id
+	providers []providerStatus
+	pool      []session.PoolStats
+	byDay     []usage.Row
+	byConfig  []usage.Row
+}
+
+// dashLook shares the slow figures between the dashboard's open pages: a
+// look younger than maxAge is reused, and pages that ask while one is
+// being taken wait for it rather than asking every agent again.
+type dashLook struct {
+	mu   sync.Mutex
+	at   time.Time
+	figs dashFigures
+}
+
+// dashLookAge is how long a look serves: a page asks every five ticks, so
+// each of its asks finds a look taken since its previous one.
+const dashLookAge = dashboardSlow*dashboardTick - dashboardTick/2
+
+// take returns the current look, taking a new one with fresh when the last
+// is older than maxAge.
+func (l *dashLook) take(maxAge time.Duration, fresh func() dashFigures) dashFigures {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.at.IsZero() || time.Since(l.at) >= maxAge {
+		l.figs, l.at = fresh(), time.Now()
 	}
+	return l.figs
+}
+
+// dashboardFigures takes a look at the slow figures: the sessions other
+// gateways serve, every awake agent's CPU and memory, the providers'
+// health, the warm pool and the last 14 days' usage. It runs for every
+// open page at once, so no page's context bounds it.
+func (h *Handler) dashboardFigures() dashFigures {
+	ctx, cancel := context.WithTimeout(context.Background(), dashboardLookTimeout)
+	defer cancel()
+	m := h.app.Manager()
+	m.Sync(ctx)
+	figs := dashFigures{sessions: agentFigures(ctx, m.List("")), providers: h.app.state.status(ctx), pool: h.app.Pool().Stats()}
+	if meter := h.app.metered(); meter != nil {
+		f, _ := usage.ParseRange("", "", 14, meter.Time())
+		var err error
+		if figs.byDay, err = meter.Store.Group(f, usage.ByDay); err == nil {
+			figs.byConfig, err = meter.Store.Group(f, usage.ByConfig)
+		}
+		if err != nil {
+			h.logger.Warn("dashboard usage could not be read", zap.Error(err))
+		}
+	}
+	return figs
+}
+
+// dashboardSnapshot is what the dashboard shows now: every session as it
+// stands, with figs (the last look's slow figures).
+func (h *Handler) dashboardSnapshot(figs dashFigures) dashSnapshot {
 	list := h.app.Manager().List("")
 	slices.SortFunc(list, func(a, b *session.Session) int { return a.Created.Compare(b.Created) })
-	snap := dashSnapshot{Sessions: make([]dashSession, len(list))}
+	snap := dashSnapshot{Sessions: make([]dashSession, len(list)), Providers: figs.providers, Pool: figs.pool,
+		ByDay: figs.byDay, ByConfig: figs.byConfig}
 	for i, s := range list {
 		snap.Sessions[i] = dashSession{ID: s.ID, Owner: ownerPrefix(s.Key.Owner), Config: s.ConfigID, Provider: s.Provider,
 			Status: s.Status(), Turns: s.Turns(), Created: s.Created, LastUsed: s.LastUsed()}
 	}
-	if !slow {
-		return snap
-	}
-	agentFigures(ctx, list, snap.Sessions)
-	snap.Providers = h.app.state.status(ctx)
-	snap.Pool = h.app.Pool().Stats()
-	if m := h.app.metered(); m != nil {
-		f, _ := usage.ParseRange("", "", 14, m.Time())
-		snap.ByDay, _ = m.Store.Group(f, usage.ByDay)
-		snap.ByConfig, _ = m.Store.Group(f, usage.ByConfig)
-	}
+	keepFigures(snap.Sessions, figs.sessions)
 	return snap
 }
 
-// agentFigures asks every awake agent for its CPU and memory, at once.
-func agentFigures(ctx context.Context, list []*session.Session, out []dashSession) {
+// agentFigures asks every awake agent of list for its CPU and memory, at
+// once, and returns them by session id (an agent that did not answer has
+// none).
+func agentFigures(ctx context.Context, list []*session.Session) []dashSession {
+	out := make([]dashSession, len(list))
 	var wg sync.WaitGroup
 	for i, s := range list {
+		out[i].ID = s.ID
 		if s.Asleep() {
 			continue
 		}
@@ -241,6 +292,7 @@ func agentFigures(ctx context.Context, list []*session.Session, out []dashSessio
 		}()
 	}
 	wg.Wait()
+	return out
 }
 
 // dashboardEvents streams snapshots as SSE ("event: snapshot"), each only
@@ -255,19 +307,16 @@ func (h *Handler) dashboardEvents(w http.ResponseWriter, r *http.Request) {
 	if _, err := fmt.Fprint(w, "retry: 500\n\n"); err != nil {
 		return
 	}
-	var last dashSnapshot
+	var figs dashFigures
 	var sent []byte
 	quiet := 0
 	tick := time.NewTicker(dashboardTick)
 	defer tick.Stop()
 	for n := 0; ; n++ {
-		snap := h.dashboardSnapshot(ctx, n%dashboardSlow == 0)
-		if n%dashboardSlow != 0 { // keep the slow figures of the last full look
-			keepFigures(snap.Sessions, last.Sessions)
-			snap.Providers, snap.Pool, snap.ByDay, snap.ByConfig = last.Providers, last.Pool, last.ByDay, last.ByConfig
+		if n%dashboardSlow == 0 {
+			figs = h.dash.take(dashLookAge, h.dashboardFigures)
 		}
-		last = snap
-		b, err := json.Marshal(snap)
+		b, err := json.Marshal(h.dashboardSnapshot(figs))
 		if err != nil {
 			return
 		}
@@ -295,8 +344,8 @@ func (h *Handler) dashboardEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// keepFigures gives the awake sessions the CPU and memory figures they had
-// in last.
+// keepFigures gives the awake sessions the CPU and memory figures last
+// has for them.
 func keepFigures(sessions, last []dashSession) {
 	byID := make(map[string]*dashSession, len(last))
 	for i := range last {

@@ -87,6 +87,7 @@ type Handler struct {
 	tools  openai.ToolRendering
 	direct *anthropic.Client
 	logger *zap.Logger
+	dash   *dashLook // the dashboard's slow figures, shared by its open pages
 }
 
 // CaddyModule returns the Caddy module information.
@@ -114,6 +115,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading agcluster app: %w", err)
 	}
 	h.app = appIface.(*App)
+	h.dash = new(dashLook)
 	if len(h.ConversationHeaders) == 0 {
 		h.ConversationHeaders = defaultConversationHeaders
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +125,26 @@ func TestUsageQueryUsesTheMetersClock(t *testing.T) {
 	assert.Equal(t, "2026-03-04", rep.From)
 	assert.Equal(t, "2026-03-10", rep.To)
 	assert.Equal(t, int64(1), rep.Total.Turns, "the turn recorded on the meter's day")
+}
+
+func TestDashLookIsShared(t *testing.T) {
+	var l dashLook
+	looks := 0
+	fresh := func() dashFigures { looks++; return dashFigures{pool: make([]session.PoolStats, looks)} }
+	var wg sync.WaitGroup
+	got := make([]dashFigures, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = l.take(time.Hour, fresh)
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, 1, looks, "pages asking at once share one look")
+	for _, g := range got {
+		assert.Len(t, g.pool, 1)
+	}
+	assert.Len(t, l.take(0, fresh).pool, 2, "a look past its age is taken again")
+	assert.Equal(t, 2, looks)
 }
